@@ -1,0 +1,80 @@
+"""The ``edgeloop`` command: one Typer app, each command group in its own module.
+
+Command modules are imported lazily where they pull heavy libraries, so ``edgeloop --help`` and
+``edgeloop --version`` stay fast and never import torch.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from edgeloop import __version__
+from edgeloop.cli import bench, data, export, quickstart, registry, train
+from edgeloop.cli.output import err_console
+from edgeloop.core.errors import EdgeError
+
+app = typer.Typer(
+    name="edgeloop",
+    help="edgeloop: collect -> prepare -> train -> export -> measure -> register, for edge AI.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(data.app, name="data", help="Bundled and user data sets: list, inspect, clean.")
+app.add_typer(registry.app, name="registry", help="Model registry: list, show, remove versions.")
+app.command("train", help="Train a model from the zoo on a data set.")(train.train)
+app.command("export", help="Export a trained checkpoint to ONNX with a parity check.")(
+    export.export
+)
+app.command("bench", help="Measure latency, throughput, memory, accuracy and power.")(bench.bench)
+app.command("quickstart", help="Run the loop end to end on a bundled data set.")(
+    quickstart.quickstart
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """edgeloop: the whole edge-AI loop in one tool."""
+
+
+def main() -> None:
+    """Entry point: run the app; an EdgeError becomes a message on stderr and its exit code."""
+    try:
+        result = app(standalone_mode=False)
+    except EdgeError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err_console.print(f"  [bold]hint:[/] {exc.hint}", highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+    # In non-standalone mode click returns typer.Exit's code instead of exiting.
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

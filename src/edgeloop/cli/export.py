@@ -1,0 +1,65 @@
+"""``edgeloop export``: a trained checkpoint -> one ONNX file, checked against torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeloop.cli.output import OutputFormat, emit, err_console
+
+
+def export(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="Checkpoint folder written by `edgeloop train` (model.pt + model.json)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the .onnx file.")],
+    data: Annotated[
+        str,
+        typer.Option(help="Data the parity check runs on: a bundled name or a path."),
+    ] = "digits",
+    samples: Annotated[
+        int, typer.Option(help="How many held-out samples the parity check uses.")
+    ] = 512,
+    opset: Annotated[int, typer.Option(help="ONNX opset (17-21).")] = 18,
+    tolerance: Annotated[
+        float, typer.Option(help="Largest allowed |torch - onnx| output diff.")
+    ] = 1e-4,
+    seed: Annotated[int, typer.Option(help="Split seed; use the one you trained with.")] = 0,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Export to ONNX (named tensors, free batch axis), then compare with torch on test data."""
+    from edgeloop.data import load_data, stratified_split
+    from edgeloop.formats.onnx_export import export_checked
+    from edgeloop.training.checkpoint import load_checkpoint
+
+    module, _arch = load_checkpoint(checkpoint)
+    splits = stratified_split(load_data(data), val=0.15, test=0.15, seed=seed)
+    x = splits.test.x[:samples]
+    with err_console.status(f"exporting {checkpoint} -> {out}"):
+        result = export_checked(
+            module, x, out, split=f"{splits.test.name} test", tolerance=tolerance, opset=opset
+        )
+
+    def render(console: Console) -> None:
+        t = Table(title=f"exported {result.info.path}")
+        t.add_column("figure")
+        t.add_column("value", justify="right")
+        p = result.parity
+        t.add_row("size", f"{result.info.size_bytes:,} bytes")
+        t.add_row("opset", str(result.info.opset))
+        t.add_row("max |torch - onnx|", f"{p.max_abs_diff:.3g}")
+        top1 = "n/a (not a classifier)" if p.top1_agreement is None else f"{p.top1_agreement:.2%}"
+        t.add_row("top-1 agreement", top1)
+        t.add_row("samples", f"{p.samples} ({p.split})")
+        console.print(t)
+
+    emit(result.to_dict(), format, render)

@@ -1,0 +1,92 @@
+"""``edgeloop quickstart``: the loop end to end on a bundled data set, with a report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeloop.cli.output import OutputFormat, emit, err_console, na
+
+
+def quickstart(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for report.json, report.html, plots.")
+    ] = Path("quickstart-out"),
+    home: Annotated[
+        Path | None,
+        typer.Option(help="edgeloop home (registry); default $EDGELOOP_HOME or ~/.edgeloop."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 0,
+    epochs: Annotated[
+        int, typer.Option(help="Most training epochs (early stopping may end sooner).")
+    ] = 60,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Load digits, clean, split, train a CNN, export to ONNX, check parity, benchmark, register."""
+    from edgeloop.core.settings import Settings
+    from edgeloop.sdk.quickstart import QuickstartConfig, run_quickstart
+    from edgeloop.sdk.report import write_report
+
+    settings = Settings.load(home).ensure()
+    started = time.perf_counter()
+    result = run_quickstart(
+        out,
+        settings,
+        QuickstartConfig(seed=seed, epochs=epochs),
+        progress=format is OutputFormat.TABLE,
+        on_stage=lambda s: err_console.print(f"[bold cyan]▸[/] {s}"),
+    )
+    paths = write_report(result, out)
+    total = time.perf_counter() - started
+    body = result.to_dict()
+    body["total_seconds"] = round(total, 2)
+    body["files"] = {k: str(v) for k, v in paths.items()}
+
+    def render(console: Console) -> None:
+        t = Table(
+            title=f"edgeloop quickstart — {result.dataset['name']} ({total:.0f} s, all measured)"
+        )
+        t.add_column("stage")
+        t.add_column("figure")
+        t.add_column("value", justify="right")
+        tr = result.train
+        t.add_row(
+            "data",
+            "samples train/val/test",
+            "/".join(str(v) for v in result.dataset["split"].values()),
+        )
+        t.add_row("data", "content hash", result.dataset["hash"][:12])
+        t.add_row(
+            "clean",
+            "actions",
+            ", ".join(f"{k}={v}" for k, v in result.cleaning.items() if isinstance(v, int)),
+        )
+        t.add_row("train", "test accuracy", f"{tr['test_accuracy']:.2%}")
+        t.add_row("train", "test macro-F1", na(tr.get("test_macro_f1"), "{:.4f}"))
+        t.add_row("train", "epochs (best)", f"{tr['epochs_run']} ({tr['best_epoch']})")
+        t.add_row("export", "max |torch - onnx|", f"{result.export.max_abs_diff:.2g}")
+        t.add_row("export", "top-1 agreement", na(result.export.top1_agreement, "{:.2%}"))
+        for m in result.measurements:
+            lat = m.latency_ms
+            t.add_row(
+                "bench",
+                f"batch {m.batch_size} latency p50/p99",
+                f"{lat.p50:.3f} / {lat.p99:.3f} ms",
+            )
+            t.add_row("bench", f"batch {m.batch_size} throughput", f"{m.throughput_per_s:,.0f} /s")
+        m1 = result.measurements[0]
+        t.add_row("bench", "size", f"{m1.size_bytes:,} bytes")
+        t.add_row("bench", "peak RSS (bench process)", na(m1.peak_rss_mb, "{:.1f} MB"))
+        t.add_row("bench", "power", na(m1.power_w, "{:.2f} W", f"n/a ({m1.power_source})"))
+        t.add_row("register", "model", str(result.registered))
+        console.print(t)
+        console.print(f"report: {paths['html']}  json: {paths['json']}")
+
+    emit(body, format, render)

@@ -1,0 +1,1 @@
+"""Values, errors and settings shared by every part of edgeloop (imports nothing heavy)."""

@@ -1,0 +1,1 @@
+"""The Python face of edgeloop: the quickstart pipeline now, the ``EdgeMLManager`` facade later."""

@@ -1,0 +1,195 @@
+"""The loop end to end on a bundled data set, every figure measured in this run.
+
+Stages (each extends as later parts land): load -> clean -> split -> train -> export (+ parity)
+-> bench -> register. The result is a frozen value; :mod:`edgeloop.sdk.report` writes it out.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeloop.core.settings import Settings
+from edgeloop.core.types import Manifest, Measurement, ModelRef, Parity
+
+Stage = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class QuickstartConfig:
+    """What the quickstart runs on; defaults reach >= 97 % on digits in well under a minute."""
+
+    dataset: str = "digits"
+    arch: str = "cnn"
+    model_name: str = "digits-cnn"
+    seed: int = 0
+    epochs: int = 60
+    bench_runs: int = 300
+    bench_batch: int = 32
+
+
+@dataclass(frozen=True)
+class QuickstartResult:
+    """What one quickstart run produced and measured."""
+
+    stages: tuple[str, ...]
+    dataset: dict[str, Any]
+    cleaning: dict[str, Any]
+    train: dict[str, Any]
+    history: tuple[dict[str, float], ...]
+    export: Parity
+    onnx_path: Path
+    measurements: tuple[Measurement, ...]
+    registered: ModelRef
+    stage_seconds: dict[str, float]
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def variant_rows(self) -> list[dict[str, Any]]:
+        """One row per variant (only FP32 ONNX until the optimization stage lands)."""
+        b1 = next(m for m in self.measurements if m.batch_size == 1)
+        return [
+            {
+                "recipe": "fp32 (torch -> onnx)",
+                "output": str(self.onnx_path),
+                "registered": str(self.registered),
+                "accuracy": b1.accuracy,
+                "latency_ms": b1.latency_ms.p50,
+                "size_bytes": b1.size_bytes,
+            }
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stages": list(self.stages),
+            "dataset": self.dataset,
+            "clean": self.cleaning,
+            "train": self.train,
+            "history": list(self.history),
+            "export": self.export.to_dict(),
+            "bench": [m.to_dict() for m in self.measurements],
+            "variants": self.variant_rows(),
+            "registry": {"ref": str(self.registered)},
+            "stage_seconds": self.stage_seconds,
+            "machine": self.machine,
+        }
+
+
+def run_quickstart(
+    out_dir: Path,
+    settings: Settings,
+    config: QuickstartConfig | None = None,
+    *,
+    progress: bool = True,
+    on_stage: Stage | None = None,
+) -> QuickstartResult:
+    """Run every built stage of the loop; write the ONNX file into ``out_dir``.
+
+    Raises:
+        EdgeError: from whichever stage failed, unchanged (its message says what to fix).
+    """
+    from edgeloop.bench.measure import benchmark
+    from edgeloop.data import clean, load_bundled, stratified_split
+    from edgeloop.formats.onnx_export import export_checked
+    from edgeloop.registry import Registry
+    from edgeloop.training.fit import FitConfig, fit
+    from edgeloop.training.zoo import ArchConfig, deployable
+
+    cfg = config or QuickstartConfig()
+    say = on_stage or (lambda _s: None)
+    seconds: dict[str, float] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clock = time.perf_counter()
+
+    def done(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock, 3)
+        clock = now
+
+    say(f"load {cfg.dataset}")
+    raw = load_bundled(cfg.dataset)
+    done("load")
+    say("clean")
+    ds, cleaning = clean(raw)
+    done("clean")
+    splits = stratified_split(ds, val=0.15, test=0.15, seed=cfg.seed)
+    done("split")
+
+    say(f"train {cfg.arch}")
+    arch = ArchConfig(arch=cfg.arch, input_shape=ds.sample_shape, num_classes=ds.num_classes)
+    fit_cfg = FitConfig(epochs=cfg.epochs, seed=cfg.seed)
+    trained = fit(arch, splits, fit_cfg, progress=progress)
+    done("train")
+
+    say("export to ONNX and check parity")
+    onnx_path = out_dir / f"{cfg.model_name}.onnx"
+    module = deployable(trained.module, arch)
+    exported = export_checked(module, splits.test.x, onnx_path, split=f"{ds.name} test")
+    done("export")
+
+    say("bench")
+    test_name = f"{ds.name} test ({len(splits.test)} samples)"
+    measurements = tuple(
+        benchmark(
+            onnx_path,
+            batch_size=b,
+            runs=cfg.bench_runs,
+            data=splits.test,
+            split_name=test_name,
+            isolate=True,
+        )
+        for b in (1, cfg.bench_batch)
+    )
+    done("bench")
+
+    say("register")
+    import torch
+
+    manifest = Manifest(
+        name=cfg.model_name,
+        format="onnx",
+        inputs=exported.info.inputs,
+        outputs=exported.info.outputs,
+        source_data_hash=ds.content_hash,
+        dataset=ds.name,
+        recipe={"arch": arch.to_dict(), "fit": fit_cfg.to_dict(), "split_seed": cfg.seed},
+        parity=exported.parity,
+        measurements=measurements,
+        metrics=trained.test_metrics.to_dict_floats(),
+        tools={"torch": torch.__version__, "exporter": exported.exporter, **_tool_versions()},
+    )
+    version = Registry.open(settings).publish(onnx_path, manifest)
+    done("register")
+
+    return QuickstartResult(
+        stages=("load", "clean", "split", "train", "export", "bench", "register"),
+        dataset={
+            "name": ds.name,
+            "source": ds.source,
+            "hash": ds.content_hash,
+            "samples": len(ds),
+            "sample_shape": list(ds.sample_shape),
+            "classes": len(ds.classes),
+            "split": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        },
+        cleaning=cleaning.to_dict(),
+        train=trained.summary(),
+        history=tuple(r.to_dict() for r in trained.history),
+        export=exported.parity,
+        onnx_path=onnx_path,
+        measurements=measurements,
+        registered=ModelRef(version.name, version.version),
+        stage_seconds=seconds,
+        machine={"python": platform.python_version(), "platform": platform.platform()},
+    )
+
+
+def _tool_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}

@@ -1,0 +1,125 @@
+"""Write a quickstart result as files: ``report.json``, PNG plots and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edgeloop.sdk.quickstart import QuickstartResult
+
+
+def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
+    """Write every report file into ``out_dir``; return their paths by kind."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / "report.json",
+        "training_curve": out_dir / "training_curve.png",
+        "latency": out_dir / "latency.png",
+        "html": out_dir / "report.html",
+    }
+    body = result.to_dict()
+    body["files"] = {k: str(v) for k, v in paths.items()}
+    _atomic_write(paths["json"], json.dumps(body, indent=2).encode())
+    plot_training_curve(result.history, paths["training_curve"])
+    plot_latency(body["bench"], paths["latency"])
+    _atomic_write(paths["html"], render_html(body, paths).encode())
+    return paths
+
+
+def plot_training_curve(history: tuple[dict[str, float], ...], path: Path) -> None:
+    """Loss (train, val) and validation metric per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="validation loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_yscale("log")
+    ax_loss.legend()
+    ax_metric.plot(epochs, [h["val_metric"] for h in history], color="tab:green")
+    ax_metric.set_xlabel("epoch")
+    ax_metric.set_ylabel("validation accuracy")
+    ax_metric.grid(alpha=0.3)
+    fig.suptitle("training curve (measured this run)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_latency(bench: list[dict[str, Any]], path: Path) -> None:
+    """p50 / p90 / p99 latency per batch size as grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=110)
+    width = 0.25
+    for i, q in enumerate(("p50", "p90", "p99")):
+        xs = [j + (i - 1) * width for j in range(len(bench))]
+        ax.bar(xs, [b["latency_ms"][q] for b in bench], width, label=q)
+    ax.set_xticks(range(len(bench)), [f"batch {b['batch_size']}" for b in bench])
+    ax.set_ylabel("latency per batch (ms)")
+    ax.set_title(f"ONNX Runtime on {bench[0]['cpu']}" if bench else "latency", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render_html(body: dict[str, Any], paths: dict[str, Path]) -> str:
+    """One HTML page with the figures and the plots inlined (it opens without the PNG files)."""
+
+    def img(kind: str) -> str:
+        data = base64.b64encode(paths[kind].read_bytes()).decode()
+        return f'<img alt="{kind}" src="data:image/png;base64,{data}">'
+
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.values()) + "</tr>"
+        for row in body["variants"]
+    )
+    head = (
+        "".join(f"<th>{html.escape(k)}</th>" for k in body["variants"][0])
+        if body["variants"]
+        else ""
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>edgeloop quickstart report</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
+<h1>edgeloop quickstart</h1>
+<p>Stages that ran: {html.escape(" → ".join(body["stages"]))}. Every figure below was measured in
+this run on <b>{html.escape(str(body["dataset"]["name"]))}</b>
+({html.escape(str(body["dataset"]["source"]))}).</p>
+<h2>Variants</h2><table><tr>{head}</tr>{rows}</table>
+<h2>Training</h2>{img("training_curve")}
+<h2>Latency</h2>{img("latency")}
+<h2>Full report</h2><pre>{html.escape(json.dumps(body, indent=2))}</pre>
+</body></html>
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
