@@ -24,7 +24,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(data.app, name="data", help="Bundled and user data sets: list, inspect, clean.")
-app.add_typer(registry.app, name="registry", help="Model registry: list, show, remove versions.")
+app.add_typer(
+    registry.app, name="registry", help="Model registry: publish, list, show, remove versions."
+)
 app.command("train", help="Train a model from the zoo on a data set.")(train.train)
 app.command("export", help="Export a trained checkpoint to ONNX with a parity check.")(
     export.export
@@ -52,28 +54,21 @@ def root(
 
 
 def main() -> None:
-    """Entry point: run the app; an EdgeError becomes a message on stderr and its exit code."""
+    """Entry point: run the app; an EdgeError becomes a message on stderr and its exit code.
+
+    Usage errors, ``--help`` and ``typer.Exit`` are handled by the app itself (standalone mode);
+    an EdgeError passes through it, since the pretty traceback printer is off.
+    """
     try:
-        result = app(standalone_mode=False)
+        app()
     except EdgeError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
         if exc.hint:
             err_console.print(f"  [bold]hint:[/] {exc.hint}", highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        raise
-    # In non-standalone mode click returns typer.Exit's code instead of exiting.
-    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":

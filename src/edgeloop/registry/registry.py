@@ -1,0 +1,165 @@
+"""``Registry``: model versions (a ``ModelStore``) plus their bytes (an ``ArtifactStore``).
+
+The order of writes keeps the two consistent without a distributed transaction: the artifact
+goes first (content-addressed, so a leftover copy is harmless and deduplicated), the database
+row second (the commit is the moment a version exists). When the row cannot be written, the
+artifact is deleted again unless another version uses the same bytes: a failed publish leaves
+nothing behind. Removal runs the other way round: row first, then the artifact if unused.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+from pathlib import Path
+from types import TracebackType
+
+from edgeloop.core.errors import ConflictError, EdgeError, NotFoundError, UntrustedArtifactError
+from edgeloop.core.settings import Settings
+from edgeloop.core.types import Manifest, ModelRef
+from edgeloop.registry.artifacts import ArtifactStore, LocalArtifactStore
+from edgeloop.registry.sql_store import SqlModelStore
+from edgeloop.registry.store import ModelStore, ModelVersion, require_version
+
+
+class Registry:
+    """Publish, find, verify and remove model versions."""
+
+    def __init__(self, store: ModelStore, artifacts: ArtifactStore) -> None:
+        self.store = store
+        self.artifacts = artifacts
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Registry:
+        """The registry of ``settings`` (default: ``Settings.load()``): its database and folder.
+
+        Raises:
+            ConfigError: bad home folder or database URL.
+            StoreError: the database cannot be reached.
+        """
+        settings = (settings if settings is not None else Settings.load()).ensure()
+        return cls(SqlModelStore(settings.db_url), LocalArtifactStore(settings.artifacts_dir))
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def publish(self, model_file: Path, manifest: Manifest) -> ModelVersion:
+        """Store ``model_file`` and register it as the next version of ``manifest.name``.
+
+        A parent given without a version is pinned to the parent's latest version.
+
+        Raises:
+            NotFoundError: ``model_file`` or ``manifest.parent`` does not exist.
+            ConfigError: the manifest cannot be stored as JSON.
+            StoreError / ConflictError: storing failed; nothing was left behind.
+        """
+        manifest = self._pin_parent(manifest)
+        info = self.artifacts.put(Path(model_file))
+        try:
+            version = self.store.add(manifest, info.sha256, info.size_bytes)
+        except BaseException:
+            self._collect(info.sha256)
+            raise
+        if not self.artifacts.exists(info.sha256):
+            # A concurrent failed publish or remove of the same bytes saw no reference (ours
+            # was not committed yet) and deleted the file; we still hold the source, so repair.
+            again = self.artifacts.put(Path(model_file))
+            if again.sha256 != info.sha256:
+                raise UntrustedArtifactError(
+                    f"{str(model_file)!r} changed while it was being published "
+                    f"(sha256 {info.sha256} became {again.sha256})",
+                    hint="publish a file that nothing else is writing to",
+                )
+        return version
+
+    def resolve(self, ref: ModelRef) -> tuple[ModelVersion, Path]:
+        """The version ``ref`` names and the path of its verified artifact.
+
+        Raises:
+            NotFoundError: no such version, or its artifact is missing.
+            UntrustedArtifactError: the artifact's bytes no longer match its sha256.
+        """
+        version = self.store.get(ref)
+        self.artifacts.verify(version.artifact_sha256)
+        return version, self.artifacts.path(version.artifact_sha256)
+
+    def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
+        """All versions, or those of ``name``, ordered by name then version."""
+        return self.store.list(name)
+
+    def show(self, ref: ModelRef) -> ModelVersion:
+        """The version ``ref`` names (latest when it names none). Raises NotFoundError."""
+        return self.store.get(ref)
+
+    def remove(self, ref: ModelRef) -> ModelVersion:
+        """Remove version ``ref``; delete its artifact when no other version uses it.
+
+        Raises:
+            ConfigError: ``ref`` names no version (removal never guesses "latest").
+            NotFoundError: no such version.
+            ConflictError: other versions were derived from it (their lineage would break).
+        """
+        require_version(ref, "removing a model version")
+        derived = self.store.children(ref)
+        if derived:
+            names = ", ".join(str(v.ref) for v in derived)
+            raise ConflictError(
+                f"cannot remove {str(ref)!r}: it is the parent of {names}",
+                hint="remove the derived versions first, newest first",
+            )
+        removed = self.store.remove(ref)
+        self._collect(removed.artifact_sha256)
+        return removed
+
+    def lineage(self, ref: ModelRef) -> builtins.list[ModelVersion]:
+        """``ref`` and its ancestors, child first, up to the root (or the first missing parent).
+
+        Raises:
+            NotFoundError: ``ref`` itself does not exist.
+        """
+        chain = [self.store.get(ref)]
+        seen = {chain[0].ref}
+        while (parent := chain[-1].manifest.parent) is not None:
+            try:
+                version = self.store.get(parent)
+            except NotFoundError:
+                break  # removed by a concurrent writer: the known history ends here
+            if version.ref in seen:
+                break  # a cycle can only come from hand-written rows; never loop on it
+            seen.add(version.ref)
+            chain.append(version)
+        return chain
+
+    def _pin_parent(self, manifest: Manifest) -> Manifest:
+        if manifest.parent is None:
+            return manifest
+        try:
+            parent = self.store.get(manifest.parent)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"parent {str(manifest.parent)!r} of {manifest.name!r} is not in the registry: "
+                f"{exc.message}",
+                hint="publish the parent first, or leave the parent out",
+            ) from exc
+        return dataclasses.replace(manifest, parent=parent.ref)
+
+    def _collect(self, sha256: str) -> bool:
+        """Delete artifact ``sha256`` if no version uses it; return whether it was deleted."""
+        try:
+            if self.store.references(sha256) > 0:
+                return False
+        except EdgeError:
+            # Unknown whether it is used: keeping an unused file is safe, deleting a used one not.
+            return False
+        return self.artifacts.delete(sha256)
