@@ -1,0 +1,118 @@
+"""``edgeloop data``: list the bundled data sets, show (and optionally clean) any data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeloop.cli.output import OutputFormat, emit, err_console
+
+app = typer.Typer(
+    help="Bundled and user data sets: list, inspect, clean.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table or json")]
+
+
+@app.command("list")
+def list_sets(format: FormatOption = OutputFormat.TABLE) -> None:
+    """List the bundled data sets, their figures read from the installed package files."""
+    from edgeloop.data import list_bundled
+
+    with err_console.status("reading the bundled data sets"):
+        infos = list_bundled()
+    result = {"datasets": [info.to_dict() for info in infos]}
+
+    def render(console: Console) -> None:
+        t = Table(title="bundled data sets (use the name as --data; --format json for full paths)")
+        # Names must stay whole (they are what users type); the file column folds instead.
+        t.add_column("name", no_wrap=True, min_width=max(len(i.name) for i in infos))
+        for col in ("modality", "task", "samples", "sample shape", "classes"):
+            t.add_column(col, justify="right" if col == "samples" else "left")
+        t.add_column("files", overflow="fold")
+        for info in infos:
+            shape = "n/a" if info.sample_shape is None else "x".join(map(str, info.sample_shape))
+            t.add_row(
+                info.name,
+                info.modality.value,
+                info.task.value,
+                "n/a" if info.samples is None else f"{info.samples:,}",
+                shape,
+                str(len(info.classes)) if info.classes else "n/a",
+                "\n".join(Path(s).name for s in info.sources) or (info.unavailable or ""),
+            )
+        console.print(t)
+
+    emit(result, format, render)
+
+
+@app.command("show")
+def show(
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="A bundled name (see `edgeloop data list`) or a path: .csv (with a 'label' "
+            "column), .npz (x, y), .jsonl, .ts, or a folder of images, one sub-folder per class."
+        ),
+    ],
+    clean: Annotated[
+        bool,
+        typer.Option(
+            "--clean", help="Also clean the data (duplicates, outliers, missing values) and report."
+        ),
+    ] = False,
+    format: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Samples, shape, classes, content hash and source of a data set."""
+    from edgeloop.data import clean as clean_data
+    from edgeloop.data import load_data
+
+    with err_console.status(f"loading {spec}"):
+        ds = load_data(spec)
+    result: dict[str, Any] = {
+        "name": ds.name,
+        "samples": len(ds),
+        "sample_shape": list(ds.sample_shape),
+        "modality": ds.modality.value,
+        "task": ds.task.value,
+        "classes": list(ds.classes),
+        "class_counts": ds.class_counts(),
+        "content_hash": ds.content_hash,
+        "source": ds.source,
+        "description": ds.description,
+        "cleaning": None,
+    }
+    if clean:
+        cleaned, report = clean_data(ds)
+        result["cleaning"] = {**report.to_dict(), "class_counts": cleaned.class_counts()}
+
+    def render(console: Console) -> None:
+        t = Table(title=f"data set {ds.name}", show_header=False)
+        t.add_column("figure")
+        t.add_column("value")
+        for key in ("samples", "modality", "task", "content_hash", "source", "description"):
+            t.add_row(key.replace("_", " "), str(result[key]))
+        t.add_row("sample shape", "x".join(map(str, ds.sample_shape)))
+        console.print(t)
+        counts = Table(title="samples per class")
+        counts.add_column("class")
+        counts.add_column("samples", justify="right")
+        for name, n in ds.class_counts().items():
+            counts.add_row(name, f"{n:,}")
+        console.print(counts)
+        if result["cleaning"] is not None:
+            c = Table(title="cleaning", show_header=False)
+            c.add_column("action")
+            c.add_column("count", justify="right")
+            for key, value in result["cleaning"].items():
+                if key != "class_counts":
+                    c.add_row(key.replace("_", " "), str(value))
+            console.print(c)
+
+    emit(result, format, render)
