@@ -40,8 +40,11 @@ def export(
     from edgeloop.data import load_data, stratified_split
     from edgeloop.formats.onnx_export import export_checked
     from edgeloop.training.checkpoint import load_checkpoint
+    from edgeloop.training.zoo import deployable
 
-    module, _arch = load_checkpoint(checkpoint)
+    trained, arch = load_checkpoint(checkpoint)
+    # What gets served: class probabilities for classifiers, a score for the autoencoder.
+    module = deployable(trained, arch)
     splits = stratified_split(load_data(data), val=0.15, test=0.15, seed=seed)
     x = splits.test.x[:samples]
     with err_console.status(f"exporting {checkpoint} -> {out}"):
