@@ -62,9 +62,9 @@ def main() -> None:
     try:
         app()
     except EdgeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"  [bold]hint:[/] {exc.hint}", highlight=False)
+            err_console.print(f"  [bold]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -63,10 +63,11 @@ def quickstart(
             "/".join(str(v) for v in result.dataset["split"].values()),
         )
         t.add_row("data", "content hash", result.dataset["hash"][:12])
+        c = result.cleaning
         t.add_row(
             "clean",
-            "actions",
-            ", ".join(f"{k}={v}" for k, v in result.cleaning.items() if isinstance(v, int)),
+            "imputed / clipped / duplicates dropped",
+            f"{c['missing_values']} / {c['clipped_values']} / {c['duplicates_dropped']}",
         )
         t.add_row("train", "test accuracy", f"{tr['test_accuracy']:.2%}")
         t.add_row("train", "test macro-F1", na(tr.get("test_macro_f1"), "{:.4f}"))

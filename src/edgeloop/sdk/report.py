@@ -24,14 +24,30 @@ def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
     body = result.to_dict()
     body["files"] = {k: str(v) for k, v in paths.items()}
     _atomic_write(paths["json"], json.dumps(body, indent=2).encode())
-    plot_training_curve(result.history, paths["training_curve"])
+    metric = (
+        "validation ROC-AUC"
+        if result.train.get("test_roc_auc") is not None
+        else ("validation accuracy")
+    )
+    plot_training_curve(
+        result.history,
+        paths["training_curve"],
+        best_epoch=result.train["best_epoch"],
+        metric=metric,
+    )
     plot_latency(body["bench"], paths["latency"])
     _atomic_write(paths["html"], render_html(body, paths).encode())
     return paths
 
 
-def plot_training_curve(history: tuple[dict[str, float], ...], path: Path) -> None:
-    """Loss (train, val) and validation metric per epoch."""
+def plot_training_curve(
+    history: tuple[dict[str, float], ...],
+    path: Path,
+    *,
+    best_epoch: int | None = None,
+    metric: str = "validation accuracy",
+) -> None:
+    """Loss (train, val) and the validation metric per epoch; the restored best epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,9 +60,21 @@ def plot_training_curve(history: tuple[dict[str, float], ...], path: Path) -> No
     ax_loss.set_xlabel("epoch")
     ax_loss.set_yscale("log")
     ax_loss.legend()
-    ax_metric.plot(epochs, [h["val_metric"] for h in history], color="tab:green")
+    # A metric can be undefined for an epoch (ROC-AUC of a one-class split): leave a gap.
+    values = [float("nan") if h.get("val_metric") is None else h["val_metric"] for h in history]
+    ax_metric.plot(epochs, values, color="tab:green")
     ax_metric.set_xlabel("epoch")
-    ax_metric.set_ylabel("validation accuracy")
+    ax_metric.set_ylabel(metric)
+    if best_epoch is not None:
+        for ax in (ax_loss, ax_metric):
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1)
+        ax_metric.annotate(
+            f"best epoch {best_epoch} (weights kept)",
+            (best_epoch, 0.02),
+            xycoords=("data", "axes fraction"),
+            fontsize=8,
+            color="grey",
+        )
     ax_metric.grid(alpha=0.3)
     fig.suptitle("training curve (measured this run)")
     fig.tight_layout()
