@@ -85,7 +85,9 @@ def quickstart(
         m1 = result.measurements[0]
         t.add_row("bench", "size", f"{m1.size_bytes:,} bytes")
         t.add_row("bench", "peak RSS (bench process)", na(m1.peak_rss_mb, "{:.1f} MB"))
-        t.add_row("bench", "power", na(m1.power_w, "{:.2f} W", f"n/a ({m1.power_source})"))
+        # The full reason is in the JSON report; the table keeps its first clause.
+        reason = m1.power_source.split(":")[0]
+        t.add_row("bench", "power", na(m1.power_w, "{:.2f} W", f"n/a ({reason})"))
         t.add_row("register", "model", str(result.registered))
         console.print(t)
         console.print(f"report: {paths['html']}  json: {paths['json']}")
