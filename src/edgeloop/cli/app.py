@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from edgeloop import __version__
-from edgeloop.cli import bench, data, export, quickstart, registry, train
+from edgeloop.cli import bench, data, export, optimize, quickstart, registry, train
 from edgeloop.cli.output import err_console
 from edgeloop.core.errors import EdgeError
 
@@ -32,6 +32,12 @@ app.command("export", help="Export a trained checkpoint to ONNX with a parity ch
     export.export
 )
 app.command("bench", help="Measure latency, throughput, memory, accuracy and power.")(bench.bench)
+app.command("optimize", help="Apply one optimization method and measure parent vs variant.")(
+    optimize.optimize
+)
+app.command("tune", help="Search optimization recipes under a budget; measured Pareto set.")(
+    optimize.tune
+)
 app.command("quickstart", help="Run the loop end to end on a bundled data set.")(
     quickstart.quickstart
 )

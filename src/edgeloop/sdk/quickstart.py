@@ -43,6 +43,7 @@ class QuickstartResult:
     history: tuple[dict[str, float], ...]
     export: Parity
     onnx_path: Path
+    checkpoint: Path
     measurements: tuple[Measurement, ...]
     registered: ModelRef
     stage_seconds: dict[str, float]
@@ -73,6 +74,7 @@ class QuickstartResult:
             "bench": [m.to_dict() for m in self.measurements],
             "variants": self.variant_rows(),
             "registry": {"ref": str(self.registered)},
+            "checkpoint": str(self.checkpoint),
             "stage_seconds": self.stage_seconds,
             "machine": self.machine,
         }
@@ -95,6 +97,7 @@ def run_quickstart(
     from edgeloop.data import clean, load_bundled, stratified_split
     from edgeloop.formats.onnx_export import export_checked
     from edgeloop.registry import Registry
+    from edgeloop.training.checkpoint import save_checkpoint
     from edgeloop.training.fit import FitConfig, fit
     from edgeloop.training.zoo import ArchConfig, deployable
 
@@ -123,6 +126,10 @@ def run_quickstart(
     arch = ArchConfig(arch=cfg.arch, input_shape=ds.sample_shape, num_classes=ds.num_classes)
     fit_cfg = FitConfig(epochs=cfg.epochs, seed=cfg.seed)
     trained = fit(arch, splits, fit_cfg, progress=progress)
+    # Kept so weight-changing optimizations (pruning, QAT) can start from it later.
+    checkpoint = save_checkpoint(
+        out_dir / "checkpoint", trained.module, arch, fit_cfg, trained.test_metrics, dataset=ds
+    )
     done("train")
 
     say("export to ONNX and check parity")
@@ -181,6 +188,7 @@ def run_quickstart(
         history=tuple(r.to_dict() for r in trained.history),
         export=exported.parity,
         onnx_path=onnx_path,
+        checkpoint=checkpoint,
         measurements=measurements,
         registered=ModelRef(version.name, version.version),
         stage_seconds=seconds,

@@ -1,0 +1,199 @@
+"""``edgeloop optimize`` (one method) and ``edgeloop tune`` (a budgeted search over recipes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeloop.cli.output import OutputFormat, emit, err_console, na
+
+Format = Annotated[OutputFormat, typer.Option("--format", help="table or json")]
+Data = Annotated[str, typer.Option(help="Data set: bundled name (`edgeloop data list`) or path.")]
+Checkpoint = Annotated[
+    Path | None,
+    typer.Option(help="Torch checkpoint folder (from `edgeloop train --out`) for QAT / pruning."),
+]
+Seed = Annotated[int, typer.Option(help="Split seed; use the one the model was trained with.")]
+
+
+def optimize(
+    model: Annotated[Path, typer.Argument(help="The parent ONNX model.")],
+    method: Annotated[str, typer.Option(help="Method, e.g. static-int8 (see --list).")],
+    data: Data,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the variant .onnx.")],
+    checkpoint: Checkpoint = None,
+    setting: Annotated[
+        list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")
+    ] = None,
+    seed: Seed = 0,
+    runs: Annotated[int, typer.Option(help="Timed runs per benchmark.")] = 300,
+    format: Format = OutputFormat.TABLE,
+) -> None:
+    """Apply one optimization method, then benchmark parent and variant on the test split."""
+    from edgeloop.bench.measure import benchmark
+    from edgeloop.data import load_data, stratified_split
+    from edgeloop.optimize.base import ModelSource, create
+    from edgeloop.optimize.recipe import Recipe
+
+    step = Recipe.parse(f"{method}({','.join(setting or [])})").steps[0]
+    optimizer = create(step.method, **step.params)
+    splits = stratified_split(load_data(data), val=0.15, test=0.15, seed=seed)
+    with err_console.status(f"{method}: fitting on {splits.train.name} train"):
+        optimizer.fit(splits)
+    with err_console.status(f"{method}: writing {out}"):
+        variant = optimizer.apply(ModelSource(model, checkpoint, model.stem), out)
+    split = f"{splits.test.name} test ({len(splits.test)} samples)"
+    parent_m, variant_m = (
+        benchmark(p, runs=runs, data=splits.test, split_name=split, isolate=True)
+        for p in (model, variant.path)
+    )
+    body: dict[str, Any] = {
+        "method": method,
+        "output": str(variant.path),
+        "parent": parent_m.to_dict(),
+        "variant": variant_m.to_dict(),
+        "parity": variant.parity.to_dict(),
+        "settings": dict(variant.settings),
+        "tools": dict(variant.tools),
+        "notes": list(variant.notes),
+    }
+
+    def render(console: Console) -> None:
+        t = Table(title=f"{method}: {model.name} -> {variant.path.name} (measured on {split})")
+        for col in ("", "parent", "variant", "ratio"):
+            t.add_column(col, justify="right" if col else "left")
+        t.add_row(
+            "size (bytes)",
+            f"{parent_m.size_bytes:,}",
+            f"{variant_m.size_bytes:,}",
+            f"{parent_m.size_bytes / variant_m.size_bytes:.2f}x smaller",
+        )
+        lp, lv = parent_m.latency_ms.p50, variant_m.latency_ms.p50
+        t.add_row("latency p50 (ms)", f"{lp:.4f}", f"{lv:.4f}", f"{lp / lv:.2f}x faster")
+        t.add_row("accuracy", na(parent_m.accuracy, "{:.2%}"), na(variant_m.accuracy, "{:.2%}"), "")
+        top1 = na(variant.parity.top1_agreement, "{:.2%}")
+        t.add_row("parity", "", f"max diff {variant.parity.max_abs_diff:.3g}", f"top-1 {top1}")
+        console.print(t)
+        for note in variant.notes:
+            console.print(f"note: {note}")
+
+    emit(body, format, render)
+
+
+def tune(
+    model: Annotated[Path, typer.Argument(help="The parent ONNX model.")],
+    data: Data,
+    checkpoint: Checkpoint = None,
+    max_latency_ms: Annotated[
+        float | None, typer.Option(help="Budget: p50 latency, batch 1.")
+    ] = None,
+    max_size_kb: Annotated[float | None, typer.Option(help="Budget: model file size.")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="Budget: accuracy, e.g. 0.97.")] = None,
+    max_ram_mb: Annotated[
+        float | None, typer.Option(help="Budget: peak RSS while serving.")
+    ] = None,
+    recipe: Annotated[
+        list[str] | None, typer.Option(help="Recipe to try (repeatable); default: a built-in set.")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for variants and the report.")
+    ] = Path("tune-out"),
+    register: Annotated[
+        str | None, typer.Option(help="Register the chosen variant under this name.")
+    ] = None,
+    home: Annotated[Path | None, typer.Option(help="edgeloop home for --register.")] = None,
+    seed: Seed = 0,
+    runs: Annotated[int, typer.Option(help="Timed runs per variant.")] = 300,
+    format: Format = OutputFormat.TABLE,
+) -> None:
+    """Try recipes, measure each in its own process, print the Pareto set and the choice."""
+    from edgeloop.optimize.pareto import Budget
+    from edgeloop.optimize.plot import plot_pareto
+    from edgeloop.optimize.tune import Candidate
+    from edgeloop.optimize.tune import tune as run_tune
+
+    budget = Budget(max_latency_ms, max_size_kb, min_accuracy, max_ram_mb)
+
+    def progress(c: Candidate) -> None:
+        status = f"[red]failed[/] {c.error}" if c.error else "measured"
+        err_console.print(f"[bold cyan]▸[/] {c.recipe}: {status}")
+
+    result = run_tune(
+        model,
+        data,
+        budget,
+        out,
+        recipes=recipe,
+        checkpoint=checkpoint,
+        seed=seed,
+        runs=runs,
+        on_result=progress,
+    )
+    points = [p for c in result.tried if (p := c.point) is not None]
+    png = plot_pareto(points, result.pareto, result.chosen, out / "pareto.png")
+    body = result.to_dict()
+    body["plot"] = str(png)
+    if register and result.chosen is not None:
+        body["registered"] = _register(register, result, model, data, seed, home)
+    (out / "tune.json").write_text(json.dumps(body, indent=2))
+
+    def render(console: Console) -> None:
+        t = Table(title=f"tune {model.name} on {data} — every row measured this run")
+        for col in ("recipe", "accuracy", "p50 ms", "size KB", "pareto", "note"):
+            t.add_column(col, justify="left" if col in ("recipe", "note") else "right")
+        front = {p.recipe for p in result.pareto}
+        for c in result.tried:
+            r = c.row or {}
+            mark = (
+                "★"
+                if result.chosen and c.recipe == result.chosen.recipe
+                else ("•" if c.recipe in front else "")
+            )
+            t.add_row(
+                c.recipe,
+                na(r.get("accuracy"), "{:.2%}"),
+                na(r.get("latency_ms"), "{:.4f}"),
+                na(None if c.row is None else r["size_bytes"] / 1024, "{:.1f}"),
+                mark,
+                c.error or "",
+            )
+        console.print(t)
+        if result.chosen is None:
+            for row in body["closest"]:
+                console.print(f"closest: {row['recipe']} fails {'; '.join(row['fails'])}")
+        console.print(f"plot: {png}")
+
+    emit(body, format, render)
+
+
+def _register(name: str, result: Any, model: Path, data: str, seed: int, home: Path | None) -> str:
+    """Register the chosen variant; its recipe and parent file are its lineage."""
+    from edgeloop.core.settings import Settings
+    from edgeloop.core.types import Manifest, Measurement, Parity
+    from edgeloop.formats.onnx_info import inspect_onnx
+    from edgeloop.registry import Registry
+
+    row = result.row(result.chosen.recipe)
+    info = inspect_onnx(row["output"])
+    manifest = Manifest(
+        name=name,
+        format="onnx",
+        inputs=info.inputs,
+        outputs=info.outputs,
+        dataset=data,
+        recipe={
+            "recipe": row["recipe"],
+            "parent_file": str(model),
+            "split_seed": seed,
+            "steps": row.get("steps", []),
+        },
+        parity=Parity.from_dict(row["parity"]),
+        measurements=(Measurement.from_dict(row["measurement"]),),
+    )
+    with Registry.open(Settings.load(home).ensure()) as registry:
+        return str(registry.publish(Path(row["output"]), manifest).ref)
