@@ -191,10 +191,12 @@ def _load_builtin() -> None:
     for module in BUILTIN_MODULES:
         try:
             importlib.import_module(module)
-        except ImportError:
-            # An optional extra is missing; its methods stay unregistered and
-            # the unknown-name error lists what is available.
-            continue
+        except ModuleNotFoundError as exc:
+            # An optional extra (torch, torch_pruning, openvino) is missing: those methods stay
+            # unregistered and the unknown-name error lists what is available. A missing
+            # edgeloop module other than the one imported is a bug and is raised.
+            if exc.name and exc.name.startswith("edgeloop") and exc.name != module:
+                raise
 
 
 # Modules that register optimizers; each is imported on first use of the registry.
