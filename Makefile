@@ -3,7 +3,7 @@ VENV    ?= .venv
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= train,datasets,postgres,serve,dev
+EXTRAS  ?= train,datasets,postgres,serve,optimize,openvino,dev
 OUT     ?= quickstart-out
 
 .PHONY: install demo test lint typecheck unit bench clean

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgeloop.core.errors import ConfigError
-from edgeloop.optimize.pareto import Budget, Point, choose, closest, pareto_front
+from edgeloop.optimize.pareto import Budget, Objective, Point, choose, closest, pareto_front
 
 FP32 = Point("fp32", 0.99, 0.10, 240_000)
 INT8 = Point("static-int8", 0.985, 0.06, 65_000)
@@ -18,11 +18,13 @@ def test_front_drops_dominated_rows() -> None:
     assert [p.recipe for p in front] == ["fp32", "static-int8", "fp16"]
 
 
-def test_choose_takes_the_most_accurate_within_budget() -> None:
+def test_choose_by_objective_within_budget() -> None:
     best, fitting = choose([FP32, INT8, FP16], Budget(max_size_kb=100))
     assert best == INT8 and fitting == [INT8]
-    best, _ = choose([FP32, INT8, FP16], Budget(min_accuracy=0.98))
-    assert best == FP32  # same accuracy as fp16, lower latency
+    rows = [FP32, INT8, FP16]
+    assert choose(rows, Budget(min_accuracy=0.98))[0] == INT8  # fastest that fits
+    assert choose(rows, Budget(min_accuracy=0.98), Objective.ACCURACY)[0] == FP32  # tie -> faster
+    assert choose(rows, Budget(min_accuracy=0.986), Objective.SIZE)[0] == FP16
 
 
 def test_budget_no_variant_meets_names_what_failed() -> None:

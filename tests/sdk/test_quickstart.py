@@ -24,7 +24,16 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
 
-    assert body["stages"] == ["load", "clean", "split", "train", "export", "bench", "register"]
+    assert body["stages"] == [
+        "load",
+        "clean",
+        "split",
+        "train",
+        "export",
+        "bench",
+        "register",
+        "optimize",
+    ]
     assert body["dataset"]["name"] == "digits" and body["dataset"]["samples"] == 1797
     # The bars: >= 97 % test accuracy, parity <= 1e-4 with 100 % top-1 agreement.
     assert body["train"]["test_accuracy"] >= 0.97
@@ -39,8 +48,18 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
     assert isinstance(b1["power_source"], str) and b1["power_source"]
 
     report = json.loads((out / "report.json").read_text())
-    assert report["variants"][0]["accuracy"] == b1["accuracy"]
-    for name in ("report.html", "training_curve.png", "latency.png"):
+    variants = {row["recipe"]: row for row in report["variants"]}
+    assert next(iter(variants)) == "fp32"
+    assert variants["fp32"]["size_bytes"] == b1["size_bytes"]
+    int8 = variants["static-int8"]
+    assert int8["error"] is None
+    assert b1["size_bytes"] / int8["size_bytes"] >= 3.0  # INT8 weights: ~4x smaller
+    # The choice meets the derived budget: within 1 pp of the parent's measured accuracy.
+    chosen = report["chosen"]
+    assert chosen is not None
+    assert chosen["accuracy"] >= variants["fp32"]["accuracy"] - 0.01
+    assert chosen["recipe"] in {row["recipe"] for row in report["pareto"]}
+    for name in ("report.html", "training_curve.png", "latency.png", "pareto.png"):
         data = (out / name).read_bytes()
         assert len(data) > 1000
     assert (out / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -52,3 +71,9 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
     assert version.manifest.parity.max_abs_diff == body["export"]["max_abs_diff"]
     assert version.manifest.source_data_hash == body["dataset"]["hash"]
     assert artifact.read_bytes() == (out / "digits-cnn.onnx").read_bytes()
+    with Registry.open(Settings.load(home)) as registry:
+        edge, _ = registry.resolve(ModelRef.parse(body["registry"]["edge_ref"]))
+        lineage = [str(v.ref) for v in registry.lineage(edge.ref)]
+    assert edge.manifest.parent == version.ref
+    assert lineage[-1] == str(version.ref)
+    assert edge.manifest.recipe["recipe"] == chosen["recipe"]

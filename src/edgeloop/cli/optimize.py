@@ -86,7 +86,9 @@ def optimize(
 
 
 def tune(
-    model: Annotated[Path, typer.Argument(help="The parent ONNX model.")],
+    model: Annotated[
+        str, typer.Argument(help="The parent: an ONNX file, or a registry ref NAME[:VERSION].")
+    ],
     data: Data,
     checkpoint: Checkpoint = None,
     max_latency_ms: Annotated[
@@ -109,22 +111,38 @@ def tune(
     home: Annotated[Path | None, typer.Option(help="edgeloop home for --register.")] = None,
     seed: Seed = 0,
     runs: Annotated[int, typer.Option(help="Timed runs per variant.")] = 300,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="Among variants within budget, minimise latency or size, or "
+            "maximise accuracy: latency | size | accuracy."
+        ),
+    ] = "latency",
+    max_accuracy_drop: Annotated[
+        float,
+        typer.Option(
+            help="Without --min-accuracy: allowed drop below the parent's "
+            "accuracy measured in this run (0.01 = 1 pp)."
+        ),
+    ] = 0.01,
     format: Format = OutputFormat.TABLE,
 ) -> None:
     """Try recipes, measure each in its own process, print the Pareto set and the choice."""
-    from edgeloop.optimize.pareto import Budget
+    from edgeloop.optimize.pareto import Budget, Objective
     from edgeloop.optimize.plot import plot_pareto
     from edgeloop.optimize.tune import Candidate
     from edgeloop.optimize.tune import tune as run_tune
 
     budget = Budget(max_latency_ms, max_size_kb, min_accuracy, max_ram_mb)
+    goal = _objective(objective, Objective)
+    path, parent = _resolve_model(model, home)
 
     def progress(c: Candidate) -> None:
         status = f"[red]failed[/] {c.error}" if c.error else "measured"
         err_console.print(f"[bold cyan]▸[/] {c.recipe}: {status}")
 
     result = run_tune(
-        model,
+        path,
         data,
         budget,
         out,
@@ -132,6 +150,8 @@ def tune(
         checkpoint=checkpoint,
         seed=seed,
         runs=runs,
+        objective=goal,
+        max_accuracy_drop=max_accuracy_drop,
         on_result=progress,
     )
     points = [p for c in result.tried if (p := c.point) is not None]
@@ -139,11 +159,11 @@ def tune(
     body = result.to_dict()
     body["plot"] = str(png)
     if register and result.chosen is not None:
-        body["registered"] = _register(register, result, model, data, seed, home)
+        body["registered"] = _register(register, result, path, parent, data, seed, home)
     (out / "tune.json").write_text(json.dumps(body, indent=2))
 
     def render(console: Console) -> None:
-        t = Table(title=f"tune {model.name} on {data} — every row measured this run")
+        t = Table(title=f"tune {path.name} on {data} — every row measured this run")
         for col in ("recipe", "accuracy", "p50 ms", "size KB", "pareto", "note"):
             t.add_column(col, justify="left" if col in ("recipe", "note") else "right")
         front = {p.recipe for p in result.pareto}
@@ -171,29 +191,51 @@ def tune(
     emit(body, format, render)
 
 
-def _register(name: str, result: Any, model: Path, data: str, seed: int, home: Path | None) -> str:
-    """Register the chosen variant; its recipe and parent file are its lineage."""
+def _objective(text: str, enum: Any) -> Any:
+    try:
+        return enum(text)
+    except ValueError as exc:
+        from edgeloop.core.errors import ConfigError
+
+        allowed = ", ".join(o.value for o in enum)
+        raise ConfigError(f"--objective {text!r} is not one of {allowed}") from exc
+
+
+def _resolve_model(text: str, home: Path | None) -> tuple[Path, Any]:
+    """A file path as given, or a registry ref resolved to its verified artifact."""
+    from edgeloop.core.errors import NotFoundError
     from edgeloop.core.settings import Settings
-    from edgeloop.core.types import Manifest, Measurement, Parity
-    from edgeloop.formats.onnx_info import inspect_onnx
+    from edgeloop.core.types import ModelRef
     from edgeloop.registry import Registry
 
-    row = result.row(result.chosen.recipe)
-    info = inspect_onnx(row["output"])
-    manifest = Manifest(
-        name=name,
-        format="onnx",
-        inputs=info.inputs,
-        outputs=info.outputs,
+    path = Path(text)
+    if path.exists() or path.suffix == ".onnx":
+        if not path.is_file():
+            raise NotFoundError(f"model file {text!r} does not exist", hint="check the path")
+        return path, None
+    ref = ModelRef.parse(text)
+    with Registry.open(Settings.load(home).ensure()) as registry:
+        version, artifact = registry.resolve(ref)
+    return artifact, version.ref
+
+
+def _register(
+    name: str, result: Any, model: Path, parent: Any, data: str, seed: int, home: Path | None
+) -> str:
+    """Register the chosen variant with its lineage: parent ref, recipe, data hash, split seed."""
+    from edgeloop.core.settings import Settings
+    from edgeloop.data import load_data
+    from edgeloop.optimize.tune import chosen_manifest
+    from edgeloop.registry import Registry
+
+    manifest = chosen_manifest(
+        result,
+        name,
+        parent=parent,
+        parent_file=model,
         dataset=data,
-        recipe={
-            "recipe": row["recipe"],
-            "parent_file": str(model),
-            "split_seed": seed,
-            "steps": row.get("steps", []),
-        },
-        parity=Parity.from_dict(row["parity"]),
-        measurements=(Measurement.from_dict(row["measurement"]),),
+        data_hash=load_data(data).content_hash,
+        seed=seed,
     )
     with Registry.open(Settings.load(home).ensure()) as registry:
-        return str(registry.publish(Path(row["output"]), manifest).ref)
+        return str(registry.publish(Path(result.row(result.chosen.recipe)["output"]), manifest).ref)

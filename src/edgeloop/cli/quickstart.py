@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -89,7 +89,33 @@ def quickstart(
         reason = m1.power_source.split(":")[0]
         t.add_row("bench", "power", na(m1.power_w, "{:.2f} W", f"n/a ({reason})"))
         t.add_row("register", "model", str(result.registered))
+        t.add_row("optimize", "edge variant registered", str(result.edge_model or "none fits"))
         console.print(t)
+        console.print(_variants_table(result))
         console.print(f"report: {paths['html']}  json: {paths['json']}")
 
     emit(body, format, render)
+
+
+def _variants_table(result: Any) -> Table:
+    """The optimization search: every variant measured on the test split, the choice starred."""
+    chosen = (result.tune.get("chosen") or {}).get("recipe")
+    front = {row["recipe"] for row in result.tune["pareto"]}
+    t = Table(
+        title=f"variants (objective: {result.tune['objective']}; {result.tune['budget_note']})"
+    )
+    for col in ("recipe", "accuracy", "p50 ms", "size KB", ""):
+        t.add_column(col, justify="left" if col == "recipe" else "right")
+    for row in result.variant_rows():
+        mark = (
+            "★ chosen" if row["recipe"] == chosen else ("pareto" if row["recipe"] in front else "")
+        )
+        size = None if row.get("size_bytes") is None else row["size_bytes"] / 1024
+        t.add_row(
+            row["recipe"],
+            na(row.get("accuracy"), "{:.2%}"),
+            na(row.get("latency_ms"), "{:.4f}"),
+            na(size, "{:.1f}"),
+            mark or (row.get("error") or ""),
+        )
+    return t

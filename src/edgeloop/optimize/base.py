@@ -116,8 +116,9 @@ def create(name: str, **params: Any) -> Optimizer:
         NotFoundError: unknown name (the message lists the known ones).
         ConfigError: parameters the optimizer rejects.
     """
-    _load_builtin()
+    _load_builtin(BUILTIN_METHODS.get(name))
     if name not in _REGISTRY:
+        _load_builtin()
         raise NotFoundError(
             f"unknown optimization method {name!r}; known: {', '.join(sorted(_REGISTRY))}",
             hint="`edgeloop optimize --help` describes each method",
@@ -184,11 +185,14 @@ def require_checkpoint(optimizer: Optimizer, source: ModelSource) -> Path:
     return source.checkpoint
 
 
-def _load_builtin() -> None:
-    """Import the modules whose classes register themselves (kept lazy: some import torch)."""
+def _load_builtin(only: str | None = None) -> None:
+    """Import the modules whose classes register themselves (kept lazy: some import torch).
+
+    ``only`` imports just that module, so building an ONNX-level method never imports torch.
+    """
     import importlib
 
-    for module in BUILTIN_MODULES:
+    for module in [only] if only else sorted(set(BUILTIN_METHODS.values())):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -199,11 +203,14 @@ def _load_builtin() -> None:
                 raise
 
 
-# Modules that register optimizers; each is imported on first use of the registry.
-BUILTIN_MODULES: list[str] = [
-    "edgeloop.optimize.quantize",
-    "edgeloop.optimize.graph",
-    "edgeloop.optimize.prune",
-    "edgeloop.optimize.qat",
-    "edgeloop.optimize.distill",
-]
+# Which module registers each built-in method; each is imported on first use.
+BUILTIN_METHODS: dict[str, str] = {
+    "static-int8": "edgeloop.optimize.quantize",
+    "dynamic-int8": "edgeloop.optimize.quantize",
+    "fp16": "edgeloop.optimize.quantize",
+    "graph-opt": "edgeloop.optimize.graph",
+    "prune-structured": "edgeloop.optimize.prune_structured",
+    "prune-unstructured": "edgeloop.optimize.prune_unstructured",
+    "qat": "edgeloop.optimize.qat",
+    "distill": "edgeloop.optimize.distill",
+}

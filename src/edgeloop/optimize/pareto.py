@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from edgeloop.core.errors import ConfigError
 
@@ -103,17 +104,31 @@ def pareto_front(points: Sequence[Point]) -> list[Point]:
     return front
 
 
-def choose(points: Sequence[Point], budget: Budget) -> tuple[Point | None, list[Point]]:
-    """The best variant within budget, and the candidates that fit.
+class Objective(StrEnum):
+    """What the search optimizes among variants that meet the budget."""
 
-    Among fitting rows the most accurate wins; ties go to the lower latency, then the smaller
-    file. When nothing fits, returns ``(None, [])``; :func:`closest` then says what failed.
+    ACCURACY = "accuracy"
+    LATENCY = "latency"
+    SIZE = "size"
+
+
+def choose(
+    points: Sequence[Point], budget: Budget, objective: Objective = Objective.LATENCY
+) -> tuple[Point | None, list[Point]]:
+    """The best variant within budget by ``objective``, and the candidates that fit.
+
+    Ties break on the other two axes (accuracy first). When nothing fits, returns
+    ``(None, [])``; :func:`closest` then says what failed.
     """
     fitting = [p for p in points if not budget.violations(p)]
     if not fitting:
         return None, []
-    best = max(fitting, key=lambda p: (p.accuracy, -p.latency_ms, -p.size_bytes))
-    return best, fitting
+    keys = {
+        Objective.ACCURACY: lambda p: (-p.accuracy, p.latency_ms, p.size_bytes),
+        Objective.LATENCY: lambda p: (p.latency_ms, -p.accuracy, p.size_bytes),
+        Objective.SIZE: lambda p: (p.size_bytes, -p.accuracy, p.latency_ms),
+    }
+    return min(fitting, key=keys[objective]), fitting
 
 
 def closest(points: Sequence[Point], budget: Budget, k: int = 3) -> list[Point]:

@@ -6,6 +6,7 @@ point is measured in this run on the held-out test split of the named data -- no
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.core.errors import ConfigError
-from edgeloop.optimize.pareto import Budget, Point, choose, closest, pareto_front
+from edgeloop.core.types import Manifest, Measurement, ModelRef, Parity
+from edgeloop.optimize.pareto import Budget, Objective, Point, choose, closest, pareto_front
 from edgeloop.optimize.recipe import BASELINE, Recipe
 
 # Without a torch checkpoint only ONNX-level methods can run.
@@ -53,6 +55,8 @@ class Candidate:
 @dataclass(frozen=True)
 class TuneResult:
     budget: Budget
+    objective: Objective
+    budget_note: str | None
     tried: tuple[Candidate, ...]
     pareto: tuple[Point, ...]
     chosen: Point | None
@@ -80,6 +84,8 @@ class TuneResult:
 
         misses = {p.recipe: self.budget.violations(p) for p in self.closest}
         return {
+            "objective": self.objective.value,
+            "budget_note": self.budget_note,
             "budget": {
                 k: getattr(self.budget, k)
                 for k in ("max_latency_ms", "max_size_kb", "min_accuracy", "max_ram_mb")
@@ -111,6 +117,47 @@ class TuneResult:
         }
 
 
+def chosen_manifest(
+    result: TuneResult,
+    name: str,
+    *,
+    parent: ModelRef | None,
+    parent_file: Path,
+    dataset: str,
+    data_hash: str | None,
+    seed: int,
+) -> Manifest:
+    """The manifest that registers the chosen variant with its lineage and its measurement.
+
+    Raises:
+        ConfigError: nothing was chosen (no variant met the budget).
+    """
+    from edgeloop.formats.onnx_info import inspect_onnx
+
+    if result.chosen is None:
+        raise ConfigError("no variant met the budget, so there is nothing to register")
+    row = result.row(result.chosen.recipe)
+    info = inspect_onnx(row["output"])
+    return Manifest(
+        name=name,
+        format="onnx",
+        inputs=info.inputs,
+        outputs=info.outputs,
+        source_data_hash=data_hash,
+        dataset=dataset,
+        recipe={
+            "recipe": row["recipe"],
+            "parent_file": str(parent_file),
+            "split_seed": seed,
+            "objective": result.objective.value,
+            "steps": row.get("steps", []),
+        },
+        parity=Parity.from_dict(row["parity"]),
+        measurements=(Measurement.from_dict(row["measurement"]),),
+        parent=parent,
+    )
+
+
 def default_recipes(has_checkpoint: bool) -> list[str]:
     return [*ONNX_RECIPES, *(TORCH_RECIPES if has_checkpoint else ())]
 
@@ -125,9 +172,14 @@ def tune(
     checkpoint: Path | None = None,
     seed: int = 0,
     runs: int = 300,
+    objective: Objective = Objective.LATENCY,
+    max_accuracy_drop: float | None = 0.01,
     on_result: Callable[[Candidate], None] | None = None,
 ) -> TuneResult:
     """Try each recipe in a fresh process; return every row, the Pareto set and the choice.
+
+    Without ``budget.min_accuracy``, the accuracy floor is the parent's accuracy measured in this
+    run minus ``max_accuracy_drop`` (1 pp by default), so a fast but useless variant never wins.
 
     Raises:
         ConfigError: a recipe that does not parse, or torch recipes without a checkpoint.
@@ -149,9 +201,20 @@ def tune(
         if on_result:
             on_result(cand)
     points = [p for c in tried if (p := c.point) is not None]
-    chosen, _ = choose(points, budget)
+    note = None
+    parent = next((p for p in points if p.recipe == BASELINE), None)
+    if budget.min_accuracy is None and max_accuracy_drop is not None and parent is not None:
+        floor = max(0.0, parent.accuracy - max_accuracy_drop)
+        budget = dataclasses.replace(budget, min_accuracy=round(floor, 6))
+        note = (
+            f"min_accuracy derived: parent's measured accuracy {parent.accuracy:.4f} "
+            f"minus {max_accuracy_drop}"
+        )
+    chosen, _ = choose(points, budget, objective)
     return TuneResult(
         budget=budget,
+        objective=objective,
+        budget_note=note,
         tried=tuple(tried),
         pareto=tuple(pareto_front(points)),
         chosen=chosen,

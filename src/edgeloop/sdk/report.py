@@ -19,6 +19,7 @@ def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
         "json": out_dir / "report.json",
         "training_curve": out_dir / "training_curve.png",
         "latency": out_dir / "latency.png",
+        "pareto": out_dir / "pareto.png",
         "html": out_dir / "report.html",
     }
     body = result.to_dict()
@@ -128,7 +129,10 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <p>Stages that ran: {html.escape(" → ".join(body["stages"]))}. Every figure below was measured in
 this run on <b>{html.escape(str(body["dataset"]["name"]))}</b>
 ({html.escape(str(body["dataset"]["source"]))}).</p>
-<h2>Variants</h2><table><tr>{head}</tr>{rows}</table>
+<h2>Variants (optimization search)</h2><table><tr>{head}</tr>{rows}</table>
+<p>Chosen: <b>{html.escape(_fmt((body.get("chosen") or {}).get("recipe")))}</b>
+({html.escape(str(body.get("tune", {}).get("budget_note") or ""))})</p>
+{img("pareto")}
 <h2>Training</h2>{img("training_curve")}
 <h2>Latency</h2>{img("latency")}
 <h2>Full report</h2><pre>{html.escape(json.dumps(body, indent=2))}</pre>

@@ -1,0 +1,174 @@
+"""``edgeloop serve MODEL...``: the inference server alone (Open Inference Protocol v2 + /predict).
+
+Progress goes to stderr. Once every model is loaded, ``--format json`` prints one JSON object on
+stdout (url, pid, models, idle RSS, whether torch is imported) so a script can wait for it;
+``--format table`` prints the same as a table on stderr's neighbour, stdout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeloop.cli.output import OutputFormat, emit, err_console, na
+
+if TYPE_CHECKING:
+    from edgeloop.serving.routing import Routing
+    from edgeloop.serving.server import ReadyInfo
+
+
+def serve(
+    models: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Model files (served as their file stem), model folders (NAME/VERSION/"
+            "model.onnx) or a repository root holding model folders.",
+        ),
+    ],
+    port: Annotated[int, typer.Option("--port", help="TCP port; 0 picks a free one.")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    name: Annotated[
+        str | None, typer.Option("--name", help="Serve a single model under this name.")
+    ] = None,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", help="Largest dynamic batch (1: no batching).")
+    ] = 1,
+    max_delay_ms: Annotated[
+        float, typer.Option("--max-delay-ms", help="Longest wait for a batch to fill.")
+    ] = 0.0,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", help="Requests admitted per model; beyond: 429.")
+    ] = 64,
+    memory_budget_mb: Annotated[
+        float | None,
+        typer.Option("--memory-budget-mb", help="Resident memory for loaded models [no limit]."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="ONNX Runtime intra-op threads per model [usable CPUs]."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Per-request timeout in seconds (then 504).")
+    ] = 10.0,
+    max_body_mb: Annotated[
+        float, typer.Option("--max-body-mb", help="Largest request body (then 413).")
+    ] = 16.0,
+    ab: Annotated[
+        list[str] | None,
+        typer.Option("--ab", help="A/B split MODEL=V:W,V:W (sticky by X-Request-Key)."),
+    ] = None,
+    shadow: Annotated[
+        list[str] | None,
+        typer.Option("--shadow", help="MODEL=V: version V gets a copy of each routed request."),
+    ] = None,
+    inline_below_ms: Annotated[
+        float,
+        typer.Option(
+            "--inline-below-ms",
+            help="Unbatched models faster than this run on the event loop (0: never).",
+        ),
+    ] = 1.0,
+    allow_nonfinite: Annotated[
+        bool, typer.Option("--allow-nonfinite", help="Accept NaN/Inf in float inputs.")
+    ] = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the A/B draw for unkeyed requests.")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "warning",
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json (printed once ready)")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Serve models over HTTP until interrupted (Ctrl-C or SIGTERM finish requests first)."""
+    from edgeloop.core.errors import ConfigError
+    from edgeloop.serving.config import ServerConfig
+    from edgeloop.serving.repository import scan
+    from edgeloop.serving.server import run
+
+    if max_body_mb <= 0:
+        raise ConfigError(f"--max-body-mb {max_body_mb} must be positive")
+    origins = scan(models, name)
+    config = ServerConfig(
+        max_batch=max_batch,
+        max_delay_ms=max_delay_ms,
+        max_queue=max_queue,
+        memory_budget_mb=memory_budget_mb,
+        threads=threads,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        timeout_s=timeout,
+        allow_nonfinite=allow_nonfinite,
+        inline_below_ms=inline_below_ms,
+        seed=seed,
+        routing=routing_from_flags(ab or [], shadow or []),
+    )
+
+    def on_ready(info: ReadyInfo) -> None:
+        emit(info.to_dict(), format, lambda console: _render(console, info))
+
+    try:
+        run(
+            origins,
+            config,
+            host=host,
+            port=port,
+            announce=lambda line: err_console.print(line, highlight=False),
+            on_ready=on_ready,
+            log_level=log_level,
+        )
+    except KeyboardInterrupt:
+        err_console.print("stopped")
+
+
+def routing_from_flags(ab: list[str], shadow: list[str]) -> dict[str, Routing]:
+    """``--ab`` and ``--shadow`` flags -> routing per model.
+
+    Raises:
+        ConfigError: a malformed flag, or a model given twice to the same flag.
+    """
+    from edgeloop.core.errors import ConfigError
+    from edgeloop.serving.routing import Routing, parse_shadow, parse_split
+
+    routing: dict[str, Routing] = {}
+    for text in ab:
+        model, split = parse_split(text)
+        if model in routing and routing[model].split is not None:
+            raise ConfigError(f"--ab names model {model!r} twice")
+        routing[model] = Routing(split, routing.get(model, Routing()).shadow)
+    for text in shadow:
+        model, version = parse_shadow(text)
+        if routing.get(model, Routing()).shadow is not None:
+            raise ConfigError(f"--shadow names model {model!r} twice")
+        routing[model] = Routing(routing.get(model, Routing()).split, version)
+    return routing
+
+
+def _render(console: Console, info: ReadyInfo) -> None:
+    table = Table(title=f"edgeloop serve at {info.url}", title_justify="left")
+    for column in ("model", "versions", "serving"):
+        table.add_column(column)
+    for report in info.models:
+        table.add_row(report.model, ", ".join(report.loaded), report.serving or "n/a")
+    console.print(table)
+    console.print(
+        f"pid {info.pid}; idle RSS {na(info.idle_rss_mb, '{:.1f}')} MiB; "
+        f"torch imported: {'yes' if info.torch_imported else 'no'}",
+        highlight=False,
+    )
+    console.print(
+        f"try: curl -s {info.url}/v2/models/{info.models[0].model}" if info.models else "",
+        highlight=False,
+    )
+
+
+if __name__ == "__main__":  # `python -m edgeloop.cli.serve ...`: the same command, same errors
+    import sys
+
+    from edgeloop.cli.app import app, main
+
+    app.command("serve")(serve)
+    sys.argv.insert(1, "serve")
+    main()

@@ -1,0 +1,97 @@
+"""The server's settings: one frozen value, checked once, shown by ``GET /v2`` and the CLI."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeloop.core.errors import ConfigError
+from edgeloop.serving.routing import Routing
+
+# Why these defaults:
+# - max_batch 1 / max_delay 0: no request waits for others unless asked (lowest latency at
+#   batch 1); --max-batch 16 --max-delay-ms 2 is the throughput setting measured in
+#   docs/benchmarks.md.
+# - max_queue 64: a few batches' worth of backlog; beyond it a 429 is better than a late answer.
+# - max_body 16 MiB: 1000 images of 3x32x32 float32 in binary; JSON is ~4x larger per value.
+# - timeout 10 s: finite by default (Starlette/httpx habit); an edge model answers in ms.
+# - variant marks 20 / 5 ms of mean queue delay: a cheaper variant once requests wait longer
+#   than a small model's inference, back once the queue is nearly empty (the gap is hysteresis).
+# - inline below 1 ms: unbatched models faster than that run on the event loop (no thread hop);
+#   at 1 ms, a request blocks the loop no longer than parsing a large JSON body does.
+# - swap grace 30 s: how long a retired version may keep finishing its requests (3x timeout).
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How ``edgeloop serve`` batches, bounds and times out requests.
+
+    ``threads`` is ONNX Runtime's intra-op threads per model (None: the runtime's default).
+    ``memory_budget_mb`` bounds the loaded models' measured resident memory (None: no bound).
+    ``routing`` maps a model name to its A/B split and shadow version.
+    """
+
+    max_batch: int = 1
+    max_delay_ms: float = 0.0
+    max_queue: int = 64
+    memory_budget_mb: float | None = None
+    threads: int | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    timeout_s: float = 10.0
+    allow_nonfinite: bool = False
+    shadow_queue: int = 16
+    variant_high_ms: float = 20.0
+    variant_low_ms: float = 5.0
+    swap_grace_s: float = 30.0
+    inline_below_ms: float = 1.0
+    seed: int | None = None
+    routing: Mapping[str, Routing] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("max_batch", "max_queue", "max_body_bytes", "shadow_queue"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} (expected >= 1)")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads={self.threads} (expected >= 1)")
+        if not math.isfinite(self.max_delay_ms) or self.max_delay_ms < 0:
+            problems.append(f"max_delay_ms={self.max_delay_ms} (expected >= 0)")
+        for name in ("timeout_s", "swap_grace_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                problems.append(f"{name}={value} (expected > 0)")
+        if not 0 <= self.variant_low_ms < self.variant_high_ms:
+            problems.append(
+                f"variant_low_ms={self.variant_low_ms}, variant_high_ms={self.variant_high_ms} "
+                "(expected 0 <= low < high)"
+            )
+        if not math.isfinite(self.inline_below_ms) or self.inline_below_ms < 0:
+            problems.append(f"inline_below_ms={self.inline_below_ms} (expected >= 0)")
+        budget = self.memory_budget_mb
+        if budget is not None and (not math.isfinite(budget) or budget <= 0):
+            problems.append(f"memory_budget_mb={budget} (expected > 0)")
+        if problems:
+            raise ConfigError(
+                "server settings are not valid: " + "; ".join(problems),
+                hint="see `edgeloop serve --help` for each flag's meaning",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_batch": self.max_batch,
+            "max_delay_ms": self.max_delay_ms,
+            "max_queue": self.max_queue,
+            "memory_budget_mb": self.memory_budget_mb,
+            "threads": self.threads,
+            "max_body_bytes": self.max_body_bytes,
+            "timeout_s": self.timeout_s,
+            "allow_nonfinite": self.allow_nonfinite,
+            "shadow_queue": self.shadow_queue,
+            "variant_high_ms": self.variant_high_ms,
+            "variant_low_ms": self.variant_low_ms,
+            "swap_grace_s": self.swap_grace_s,
+            "inline_below_ms": self.inline_below_ms,
+            "routing": {name: r.to_dict() for name, r in self.routing.items()},
+        }

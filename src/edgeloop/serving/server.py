@@ -1,0 +1,147 @@
+"""Run the app under uvicorn (httptools parser, uvloop event loop), one process.
+
+The socket is bound before anything loads, so ``--port 0`` works and the port is announced at
+once; the models load while the server already answers ``/v2/health/live`` (and 503 with
+``Retry-After`` to inference). A model that fails to load stops the server with its error.
+On SIGINT/SIGTERM uvicorn stops accepting, finishes the requests in flight, then the batchers
+drain and the models are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from edgeloop.core.errors import ConfigError, require
+from edgeloop.runtime.memory import MB, rss_bytes
+from edgeloop.serving.app import create_app
+from edgeloop.serving.catalog import Catalog, SwapReport
+from edgeloop.serving.config import ServerConfig
+from edgeloop.serving.repository import Origin
+
+Announce = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadyInfo:
+    """What a started server reports once every model is loaded (measured at that moment)."""
+
+    url: str
+    pid: int
+    models: tuple[SwapReport, ...]
+    idle_rss_mb: float | None
+    torch_imported: bool
+    config: ServerConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "pid": self.pid,
+            "models": [m.to_dict() for m in self.models],
+            "idle_rss_mb": self.idle_rss_mb,
+            "torch_imported": self.torch_imported,
+            "config": self.config.to_dict(),
+        }
+
+
+def run(
+    origins: Sequence[Origin],
+    config: ServerConfig,
+    *,
+    host: str,
+    port: int,
+    announce: Announce,
+    on_ready: Callable[[ReadyInfo], None],
+    log_level: str = "warning",
+) -> None:
+    """Serve until interrupted; ``announce`` gets progress lines, ``on_ready`` the ready facts.
+
+    Raises:
+        MissingDependencyError: uvicorn or uvloop is not installed (the ``serve`` extra).
+        ConfigError: the address cannot be bound.
+        What loading a model raises (NotFoundError, UntrustedArtifactError, ...).
+    """
+    require("uvicorn", "serve", "edgeloop serve")
+    uvloop = require("uvloop", "serve", "edgeloop serve's event loop")
+    catalog = Catalog(origins, config)  # checks the routing before a port is taken
+    # uvicorn re-raises a caught SIGTERM once it has shut down gracefully; the default action
+    # would kill the process before the batchers drain, so make that re-raise a no-op.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        with bind(host, port) as sock:
+            uvloop.run(_serve(catalog, sock, (announce, on_ready), log_level))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (port 0: any free port).
+
+    Raises:
+        ConfigError: the address is in use or cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror}",
+            hint="pick another --port (0 picks a free one), or stop the process using it",
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(
+    catalog: Catalog,
+    sock: socket.socket,
+    report: tuple[Announce, Callable[[ReadyInfo], None]],
+    log_level: str,
+) -> None:
+    import uvicorn
+
+    app = create_app(catalog)
+    server = uvicorn.Server(
+        uvicorn.Config(app, http="httptools", lifespan="off", log_level=log_level, access_log=False)
+    )
+    announce, on_ready = report
+    host, port = sock.getsockname()[:2]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    announce(f"listening on {url} (pid {os.getpid()}); loading {len(catalog.models)} model(s)")
+    try:
+        reports = await catalog.start()
+    except BaseException:
+        server.should_exit = True
+        await serving
+        raise
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)  # uvicorn's startup runs in the serving task
+    if serving.done():
+        await serving  # startup failed: raise its error
+        return
+    rss = rss_bytes()
+    on_ready(
+        ReadyInfo(
+            url=url,
+            pid=os.getpid(),
+            models=tuple(reports),
+            idle_rss_mb=None if rss is None else rss / MB,
+            torch_imported="torch" in sys.modules,
+            config=catalog.config,
+        )
+    )
+    try:
+        await serving
+    finally:
+        await app.state.server.service.drain()
+        await catalog.stop()

@@ -1,0 +1,201 @@
+"""One inference request from model name to outputs: route, validate, admit, run, shadow.
+
+The order is deliberate: a request is validated before it is admitted, so a malformed request
+never takes a queue slot; it is admitted before it waits, so the wait is bounded. A request
+that times out is cancelled and answered 504 at once: if it was still queued it never runs
+(the batcher skips cancelled requests, the executor drops work not yet started), and if it was
+already running, the engine finishes that run (at most ``workers`` runs) unobserved.
+
+A :class:`Ticket` travels with the request and collects what is known about it (model,
+version, variant, timing) so the HTTP edge can count it once, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeloop.core.errors import EdgeError
+from edgeloop.serving.catalog import Catalog, ServedModel
+from edgeloop.serving.errors import DeadlineError, QueueFullError
+from edgeloop.serving.metrics import UNKNOWN, ServerMetrics, Timing
+from edgeloop.serving.routing import Router
+from edgeloop.serving.served import Result, ServedVersion
+
+Feeds = dict[str, np.ndarray[Any, Any]]
+MakeFeeds = Callable[[ServedVersion], Feeds]
+
+
+@dataclass(slots=True)
+class Ticket:
+    """What is known about one request so far; filled in as it moves through the service."""
+
+    endpoint: str
+    started: float = field(default_factory=time.perf_counter)
+    model: str = UNKNOWN
+    version: str = ""
+    variant: str = ""
+    timing: Timing | None = None
+
+    @property
+    def arm(self) -> tuple[str, str, str, str]:
+        return (self.model, self.version, self.variant, "primary")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Answer:
+    """A request's outputs and the version and variant that produced them."""
+
+    model: str
+    version: str
+    result: Result
+
+
+class InferenceService:
+    """Routes requests over the catalog; see the module docstring."""
+
+    def __init__(self, catalog: Catalog, metrics: ServerMetrics) -> None:
+        self.catalog = catalog
+        self.metrics = metrics
+        self.timeout_s = catalog.config.timeout_s
+        self.router = Router(catalog.config.seed)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def precheck(self, ticket: Ticket, name: str) -> None:
+        """Refuse early, before the body is read: unknown model (404) or full queue (429).
+
+        Raises:
+            NotFoundError, QueueFullError.
+        """
+        model = self.catalog.model(name)
+        ticket.model = model.name
+        model.gate.check()
+
+    async def infer(
+        self,
+        ticket: Ticket,
+        name: str,
+        version: str | None,
+        key: str | None,
+        make_feeds: MakeFeeds,
+    ) -> Answer:
+        """Answer one request for model ``name`` (``version`` None: routed).
+
+        Raises:
+            NotFoundError: unknown model or version.
+            NotReadyError: the model or version is not ready (503).
+            DataError, BadRequestError: ``make_feeds`` refused the request.
+            QueueFullError: the model's queue is full (429).
+            DeadlineError: no answer within the timeout (504).
+            What the runtime raises (DataError for an input the engine refused, ...).
+        """
+        model = self.catalog.model(name)
+        ticket.model = model.name
+        primary, shadow = model.resolve(version, key, self.router)
+        ticket.version = primary.version
+        feeds = make_feeds(primary)
+        model.gate.enter()
+        try:
+            if primary.runs_inline(feeds):  # runs to its end on the loop: no timer can cut in
+                result = await self._run(model, primary, feeds)
+            else:
+                async with asyncio.timeout(self.timeout_s):
+                    result = await self._run(model, primary, feeds)
+        except TimeoutError:
+            raise DeadlineError(
+                f"{primary.where} did not answer within the {self.timeout_s:g} s timeout",
+                hint="retry later, send smaller batches, or start the server with more --timeout",
+            ) from None
+        ticket.variant = result.variant
+        ticket.timing = _timing(ticket, result)
+        if shadow is not None:
+            self._shadow(model, shadow, feeds, result, ticket.endpoint)
+        return Answer(model.name, primary.version, result)
+
+    async def _run(self, model: ServedModel, version: ServedVersion, feeds: Feeds) -> Result:
+        started = time.perf_counter()
+        try:
+            with version.hold():
+                return await version.infer(feeds)
+        finally:
+            model.gate.leave(time.perf_counter() - started)
+
+    def _shadow(
+        self,
+        model: ServedModel,
+        shadow: ServedVersion,
+        feeds: Feeds,
+        primary: Result,
+        endpoint: str,
+    ) -> None:
+        """Send a copy to the shadow version in the background; nobody waits for its answer."""
+        try:
+            model.shadow_gate.enter()
+        except QueueFullError:
+            self.metrics.shadow.labels(model.name, shadow.version, "dropped").inc()
+            return
+        task = asyncio.ensure_future(self._run_shadow(model, shadow, feeds, primary, endpoint))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _run_shadow(
+        self,
+        model: ServedModel,
+        shadow: ServedVersion,
+        feeds: Feeds,
+        primary: Result,
+        endpoint: str,
+    ) -> None:
+        ticket = Ticket(endpoint, model=model.name, version=shadow.version)
+        code = 200
+        try:
+            with shadow.hold():
+                result = await asyncio.wait_for(shadow.infer(feeds), self.timeout_s)
+            ticket.variant = result.variant
+            ticket.timing = _timing(ticket, result)
+            self.metrics.shadow.labels(model.name, shadow.version, "answered").inc()
+            agree = "agree" if _same_top1(primary, result) else "disagree"
+            self.metrics.agreement.labels(model.name, shadow.version, agree).inc()
+        except Exception as exc:  # a shadow's failure is a figure, never the caller's problem
+            code = exc.http_status if isinstance(exc, EdgeError) else 504
+            self.metrics.shadow.labels(model.name, shadow.version, "failed").inc()
+            self.metrics.failed(model.name, shadow.version, type(exc).__name__)
+        finally:
+            model.shadow_gate.leave(time.perf_counter() - ticket.started)
+        arm = (model.name, shadow.version, ticket.variant, "shadow")
+        self.metrics.observe(arm, endpoint, code, ticket.timing)
+
+    async def drain(self) -> None:
+        """Wait for the shadow copies still running (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _timing(ticket: Ticket, result: Result) -> Timing:
+    return Timing(
+        queue_s=result.queue_ms / 1000.0,
+        inference_s=result.inference_ms / 1000.0,
+        total_s=time.perf_counter() - ticket.started,
+    )
+
+
+def _same_top1(a: Result, b: Result) -> bool:
+    """Whether the first output's arg-max agrees on every sample (class-score outputs)."""
+    name = next(iter(a.outputs))
+    left, right = a.outputs[name], b.outputs.get(name)
+    if right is None or left.shape != right.shape or left.ndim == 0:
+        return False
+    width = left.shape[0]
+    with contextlib.suppress(ValueError):
+        return bool(
+            np.array_equal(
+                left.reshape(width, -1).argmax(axis=1), right.reshape(width, -1).argmax(axis=1)
+            )
+        )
+    return False
