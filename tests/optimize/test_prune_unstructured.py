@@ -93,9 +93,9 @@ def test_layer_scope_prunes_each_layer_to_the_same_share(
 
 
 def test_schedule_is_cubic_and_ends_at_the_target() -> None:
-    from edgeloop.optimize.prune_unstructured import schedule
+    from edgeloop.optimize.prune_unstructured import cubic_schedule
 
-    steps = schedule(0.8, 4)
+    steps = cubic_schedule(0.8, 4)
     assert steps[-1] == pytest.approx(0.8)
     assert steps[0] == pytest.approx(0.8 * (1 - 0.75**3))
     assert all(a < b for a, b in itertools.pairwise(steps))

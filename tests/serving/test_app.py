@@ -13,7 +13,7 @@ import onnxruntime as ort
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.serving.conftest import binary_request, image, infer_url, json_request, serving
+from tests.serving.harness import binary_request, image, infer_url, json_request, serving
 from tests.serving.models import make_two_input_onnx
 
 from edgeloop.serving import ServerConfig

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from tests.serving.conftest import Harness, serving
+from tests.serving.harness import Harness, serving
 from tests.serving.models import make_cnn_onnx, make_two_input_onnx
 
 from edgeloop.serving import ServerConfig

@@ -25,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.serving.conftest import binary_request, image, infer_url, json_request
+from tests.serving.harness import binary_request, image, infer_url, json_request
 from tests.tiny_models import make_linear_onnx
 
 READY_LIMIT_S = 60.0
@@ -128,6 +128,15 @@ def test_real_process_answers_json_binary_predict_and_metrics(
         np.testing.assert_allclose(got, want, atol=1e-5)
     families = {f.name for f in text_string_to_metric_families(metrics)}
     assert {"edgeloop_requests", "edgeloop_request_seconds", "edgeloop_batch_size"} <= families
+
+
+def test_importing_the_server_and_its_command_leaves_torch_out() -> None:
+    code = (
+        "import sys, edgeloop.serving, edgeloop.serving.server, edgeloop.cli.serve; "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_sigterm_stops_the_server_gracefully(

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.serving.conftest import Harness, binary_request, infer_url, serving
+from tests.serving.harness import Harness, binary_request, infer_url, serving
 from tests.serving.models import add_version, make_repository
 from tests.tiny_models import make_linear_onnx
 
@@ -103,14 +103,14 @@ def test_full_queue_answers_429_with_retry_after(slow: Path) -> None:
     assert _metric(text, "edgeloop_rejected_total", model="slow", reason="queue_full") == 1
 
 
-def test_a_request_past_the_timeout_is_504_and_its_slot_frees_when_the_engine_is_done(
+def test_a_request_past_the_timeout_is_504_and_gives_its_queue_slot_back(
     slow: Path,
 ) -> None:
     big, headers = binary_request(np.ones((256, 512), np.float32), binary_output=False)
     with serving([slow], ServerConfig(timeout_s=0.001)) as s:
         r = s.post(infer_url("slow"), content=big, headers=headers)
         gate = s.catalog.models["slow"].gate
-        _wait_until(lambda: gate.in_flight == 0, "the timed-out run to finish")
+        _wait_until(lambda: gate.in_flight == 0, "the timed-out request's slot")
         text = s.metrics()
     assert r.status_code == 504
     assert "model 'slow' version 1 did not answer within the 0.001 s timeout" in r.json()["error"]

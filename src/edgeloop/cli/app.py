@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from edgeloop import __version__
-from edgeloop.cli import bench, data, export, optimize, quickstart, registry, train
+from edgeloop.cli import bench, data, export, optimize, quickstart, registry, serve, train
 from edgeloop.cli.output import err_console
 from edgeloop.core.errors import EdgeError
 
@@ -38,6 +38,9 @@ app.command("optimize", help="Apply one optimization method and measure parent v
 app.command("tune", help="Search optimization recipes under a budget; measured Pareto set.")(
     optimize.tune
 )
+app.command(
+    "serve", help="Serve models over HTTP (Open Inference Protocol v2, /predict, /metrics)."
+)(serve.serve)
 app.command("quickstart", help="Run the loop end to end on a bundled data set.")(
     quickstart.quickstart
 )

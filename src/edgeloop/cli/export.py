@@ -39,10 +39,12 @@ def export(
     """Export to ONNX (named tensors, free batch axis), then compare with torch on test data."""
     from edgeloop.data import load_data, stratified_split
     from edgeloop.formats.onnx_export import export_checked
-    from edgeloop.training.checkpoint import load_checkpoint
+    # load_module reads plain checkpoints and pruned ones (whose layer widths differ from the
+    # arch config and are recorded beside the weights).
+    from edgeloop.optimize.pruned_checkpoint import load_module
     from edgeloop.training.zoo import deployable
 
-    trained, arch = load_checkpoint(checkpoint)
+    trained, arch = load_module(checkpoint)
     # What gets served: class probabilities for classifiers, a score for the autoencoder.
     module = deployable(trained, arch)
     splits = stratified_split(load_data(data), val=0.15, test=0.15, seed=seed)

@@ -61,6 +61,7 @@ def optimize(
         "settings": dict(variant.settings),
         "tools": dict(variant.tools),
         "notes": list(variant.notes),
+        "extra": dict(variant.extra),
     }
 
     def render(console: Console) -> None:

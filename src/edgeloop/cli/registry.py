@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,8 +19,10 @@ from edgeloop.cli.output import OutputFormat, emit, err_console, na
 from edgeloop.core.errors import ConfigError, NotFoundError
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, ModelRef, shape_str
-from edgeloop.registry.registry import Registry
-from edgeloop.registry.store import ModelVersion
+
+if TYPE_CHECKING:  # the registry pulls SQLAlchemy: import it only when a command runs
+    from edgeloop.registry.registry import Registry
+    from edgeloop.registry.store import ModelVersion
 
 app = typer.Typer(
     help="Model registry: publish, list, show and remove model versions.",
@@ -38,6 +40,8 @@ Ref = Annotated[str, typer.Argument(help="NAME or NAME:VERSION (latest when no v
 
 
 def _open(home: Path | None) -> Registry:
+    from edgeloop.registry.registry import Registry
+
     return Registry.open(Settings.load(home))
 
 

@@ -37,7 +37,6 @@ from edgeloop.optimize.finetune import (
     FineTuneOptimizer,
     check_range,
     checkpoint_beside,
-    fit_config,
 )
 from edgeloop.optimize.pruned_checkpoint import save_module
 from edgeloop.training.fit import FitConfig
@@ -154,18 +153,11 @@ class Distiller(FineTuneOptimizer):
                 f"method {METHOD!r}: student_arch {student_arch!r} is not a classifier arch; "
                 f"expected one of {', '.join(CLASSIFIER_ARCHES)}"
             )
-        fit_config(
-            METHOD, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed
-        )
         self.temperature = float(temperature)
         self.alpha = float(alpha)
         self.width_ratio = float(width_ratio)
         self.student_arch = student_arch
-        self.epochs = epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.patience = patience
-        self.seed = seed
+        self.set_schedule(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed)
 
     def _student(self, teacher: nn.Module, arch: ArchConfig) -> ArchConfig:
         student = ArchConfig(
@@ -196,14 +188,7 @@ class Distiller(FineTuneOptimizer):
         splits = self.fitted_splits()
         teacher, arch = self.load_parent(source)
         student_arch = self._student(teacher, arch)
-        config = fit_config(
-            METHOD,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            patience=self.patience,
-            seed=self.seed,
-        )
+        config = self.required_schedule()
         # The teacher is fixed (eval mode, no dropout): its logits are computed once.
         soft = torch.from_numpy(predict_logits(teacher, splits.train.x))
         runs = {

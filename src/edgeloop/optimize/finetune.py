@@ -36,17 +36,32 @@ CLASSIFIER_ARCHES = ("mlp", "cnn", "ds-cnn", "cnn1d")
 
 
 def fit_config(
-    method: str, *, epochs: int, lr: float, batch_size: int, patience: int, seed: int
-) -> FitConfig:
-    """The fine-tuning schedule, validated; the error names the method and the bad value.
+    method: str,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    patience: int,
+    seed: int,
+    least_epochs: int = 1,
+) -> FitConfig | None:
+    """The fine-tuning schedule, validated; None for ``epochs == 0`` where ``least_epochs`` is 0.
 
     Raises:
-        ConfigError: a value :class:`FitConfig` refuses.
+        ConfigError: a value out of range; the message names the method and the bad value.
     """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < least_epochs:
+        raise ConfigError(
+            f"method {method!r}: epochs {epochs!r} is out of range; expected an integer >= "
+            f"{least_epochs}" + (" (0: no fine-tuning)" if least_epochs == 0 else "")
+        )
     try:
-        return FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed)
+        config = FitConfig(
+            epochs=max(epochs, 1), batch_size=batch_size, lr=lr, patience=patience, seed=seed
+        )
     except ConfigError as exc:
         raise ConfigError(f"method {method!r}: {exc.message}", hint=exc.hint) from exc
+    return None if epochs == 0 else config
 
 
 def check_range(
@@ -97,6 +112,53 @@ class FineTuneOptimizer(OptimizerBase):
     needs_checkpoint: ClassVar[bool] = True
     # Arches the method can handle; None means every zoo arch.
     arches: ClassVar[tuple[str, ...] | None] = None
+    # The least `epochs` setting: 0 where the method is useful without fine-tuning.
+    least_epochs: ClassVar[int] = 1
+    # The schedule settings every subclass stores (see set_schedule).
+    epochs: int
+    lr: float
+    batch_size: int
+    patience: int
+    seed: int
+
+    def set_schedule(
+        self, *, epochs: int, lr: float, batch_size: int, patience: int, seed: int
+    ) -> None:
+        """Validate and store the fine-tuning settings.
+
+        Raises:
+            ConfigError: a value out of range (the message names it).
+        """
+        fit_config(
+            self.name,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            patience=patience,
+            seed=seed,
+            least_epochs=self.least_epochs,
+        )
+        self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
+        self.patience, self.seed = patience, seed
+
+    def schedule(self) -> FitConfig | None:
+        """The stored settings as a FitConfig; None when ``epochs`` is 0 (no fine-tuning)."""
+        return fit_config(
+            self.name,
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            patience=self.patience,
+            seed=self.seed,
+            least_epochs=self.least_epochs,
+        )
+
+    def required_schedule(self) -> FitConfig:
+        """:meth:`schedule` for methods that always train (``least_epochs`` >= 1)."""
+        config = self.schedule()
+        if config is None:
+            raise ConfigError(f"method {self.name!r} needs epochs >= 1")
+        return config
 
     def fit(self, data: Splits) -> Self:
         """Keep ``data`` (test inputs for parity; train / val for :meth:`apply` to train on)."""

@@ -28,7 +28,6 @@ from edgeloop.optimize.finetune import (
     check_range,
     checkpoint_beside,
     fine_tune_or_keep,
-    fit_config,
 )
 from edgeloop.optimize.pruned_checkpoint import LayerKind, layer_shapes, save_module
 from edgeloop.training.fit import FitConfig
@@ -96,6 +95,7 @@ class StructuredPruner(FineTuneOptimizer):
     """
 
     name = METHOD
+    least_epochs = 0
 
     def __init__(
         self,
@@ -107,37 +107,8 @@ class StructuredPruner(FineTuneOptimizer):
         seed: int = 0,
     ) -> None:
         check_range(METHOD, "ratio", ratio, 0.0, 1.0)
-        if isinstance(epochs, bool) or not (isinstance(epochs, int) and epochs >= 0):
-            raise ConfigError(
-                f"method {METHOD!r}: epochs {epochs!r} is out of range; expected an integer >= 0 "
-                "(0: prune without fine-tuning)"
-            )
-        fit_config(
-            METHOD,
-            epochs=max(epochs, 1),
-            lr=lr,
-            batch_size=batch_size,
-            patience=patience,
-            seed=seed,
-        )
         self.ratio = float(ratio)
-        self.epochs = epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.patience = patience
-        self.seed = seed
-
-    def _config(self) -> FitConfig | None:
-        if self.epochs == 0:
-            return None
-        return fit_config(
-            METHOD,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            patience=self.patience,
-            seed=self.seed,
-        )
+        self.set_schedule(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed)
 
     def apply(self, source: ModelSource, out: Path) -> Variant:
         """Prune channels of the checkpoint of ``source``, fine-tune, write ONNX ``out``.
@@ -152,7 +123,7 @@ class StructuredPruner(FineTuneOptimizer):
         module, arch = self.load_parent(source)
         widths_before = channel_widths(module)
         counts = prune_channels(module, torch.from_numpy(self.example()), self.ratio)
-        config = self._config()
+        config = self.schedule()
         tuned = fine_tune_or_keep(self, module, arch, config)
         return self._finish(
             source,

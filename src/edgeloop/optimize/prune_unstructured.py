@@ -29,7 +29,6 @@ from edgeloop.optimize.finetune import (
     check_range,
     checkpoint_beside,
     fine_tune_or_keep,
-    fit_config,
 )
 from edgeloop.optimize.pruned_checkpoint import save_module
 from edgeloop.optimize.sparsity import (
@@ -38,7 +37,6 @@ from edgeloop.optimize.sparsity import (
     compressed_size,
     onnx_weight_sparsity,
 )
-from edgeloop.training.fit import FitConfig
 from edgeloop.training.zoo import deployable
 
 METHOD = "prune-unstructured"
@@ -51,7 +49,7 @@ class PruneScope(StrEnum):
     LAYER = "layer"  # the same sparsity in every layer
 
 
-def schedule(sparsity: float, steps: int) -> list[float]:
+def cubic_schedule(sparsity: float, steps: int) -> list[float]:
     """Target sparsity after each of ``steps`` rounds (cubic schedule, Zhu & Gupta 2017)."""
     return [sparsity * (1.0 - (1.0 - k / steps) ** 3) for k in range(1, steps + 1)]
 
@@ -102,6 +100,7 @@ class UnstructuredPruner(FineTuneOptimizer):
     """
 
     name = METHOD
+    least_epochs = 0
 
     def __init__(
         self,
@@ -126,38 +125,9 @@ class UnstructuredPruner(FineTuneOptimizer):
             raise ConfigError(
                 f"method {METHOD!r}: steps {steps!r} is out of range; expected an integer 1..50"
             )
-        if isinstance(epochs, bool) or not (isinstance(epochs, int) and epochs >= 0):
-            raise ConfigError(
-                f"method {METHOD!r}: epochs {epochs!r} is out of range; expected an integer >= 0 "
-                "(0: prune without fine-tuning)"
-            )
-        fit_config(
-            METHOD,
-            epochs=max(epochs, 1),
-            lr=lr,
-            batch_size=batch_size,
-            patience=patience,
-            seed=seed,
-        )
         self.sparsity = float(sparsity)
         self.steps = steps
-        self.epochs = epochs
-        self.lr = lr
-        self.batch_size = batch_size
-        self.patience = patience
-        self.seed = seed
-
-    def _config(self) -> FitConfig | None:
-        if self.epochs == 0:
-            return None
-        return fit_config(
-            METHOD,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            patience=self.patience,
-            seed=self.seed,
-        )
+        self.set_schedule(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed)
 
     def apply(self, source: ModelSource, out: Path) -> Variant:
         """Prune and fine-tune the checkpoint of ``source``; write the dense ONNX ``out``.
@@ -170,9 +140,9 @@ class UnstructuredPruner(FineTuneOptimizer):
         self.fitted_splits()
         module, arch = self.load_parent(source)
         layers = prunable(module)
-        config = self._config()
+        config = self.schedule()
         rounds: list[dict[str, Any]] = []
-        for target in schedule(self.sparsity, self.steps):
+        for target in cubic_schedule(self.sparsity, self.steps):
             for layer, mask in zip(layers, masks_for(layers, target, self.scope), strict=True):
                 prune.custom_from_mask(layer, "weight", mask)  # type: ignore[no-untyped-call]
             rounds.append(

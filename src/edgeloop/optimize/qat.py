@@ -34,7 +34,6 @@ from edgeloop.optimize.finetune import (
     CLASSIFIER_ARCHES,
     FineTuneOptimizer,
     checkpoint_beside,
-    fit_config,
 )
 from edgeloop.optimize.pruned_checkpoint import save_module
 from edgeloop.training.zoo import Probabilities
@@ -67,9 +66,6 @@ class QuantizationAwareTraining(FineTuneOptimizer):
         patience: int = 3,
         seed: int = 0,
     ) -> None:
-        fit_config(
-            METHOD, epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed
-        )
         if not isinstance(per_channel, bool):
             raise ConfigError(f"method 'qat': per_channel {per_channel!r} must be true or false")
         if isinstance(calibration_samples, bool) or not (
@@ -79,13 +75,9 @@ class QuantizationAwareTraining(FineTuneOptimizer):
                 f"method 'qat': calibration_samples {calibration_samples!r} is out of range; "
                 "expected an integer 1..100000"
             )
-        self.epochs = epochs
-        self.lr = lr
         self.per_channel = per_channel
         self.calibration_samples = calibration_samples
-        self.batch_size = batch_size
-        self.patience = patience
-        self.seed = seed
+        self.set_schedule(epochs=epochs, lr=lr, batch_size=batch_size, patience=patience, seed=seed)
 
     def apply(self, source: ModelSource, out: Path) -> Variant:
         """Fine-tune the checkpoint of ``source`` with fake quantization; write QDQ ``out``.
@@ -100,14 +92,7 @@ class QuantizationAwareTraining(FineTuneOptimizer):
         model = quantize_module(parent, per_channel=self.per_channel, arch_name=arch.arch)
         calibrate(model, torch.from_numpy(splits.train.x[: self.calibration_samples]))
         before = self.val_score(model)
-        config = fit_config(
-            METHOD,
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            patience=self.patience,
-            seed=self.seed,
-        )
+        config = self.required_schedule()
         result = self.train(model, arch, config)
         after = self.val_score(model)
         self._export(freeze(model), out)
