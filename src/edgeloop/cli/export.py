@@ -39,6 +39,7 @@ def export(
     """Export to ONNX (named tensors, free batch axis), then compare with torch on test data."""
     from edgeloop.data import load_data, stratified_split
     from edgeloop.formats.onnx_export import export_checked
+
     # load_module reads plain checkpoints and pruned ones (whose layer widths differ from the
     # arch config and are recorded beside the weights).
     from edgeloop.optimize.pruned_checkpoint import load_module
