@@ -33,9 +33,12 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# The long benchmarks behind docs/benchmarks.md (minutes each; not part of `make test`).
 bench: $(STAMP)
-	$(VENV)/bin/pytest -m bench tests bench
-	$(PY) bench/run_all.py
+	$(PY) bench/repeatability.py
+	$(PY) bench/optimize_int8.py
+	$(PY) bench/optimize_torch.py
+	$(PY) bench/serve_bench.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache

@@ -33,6 +33,7 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
         "bench",
         "register",
         "optimize",
+        "serve",
     ]
     assert body["dataset"]["name"] == "digits" and body["dataset"]["samples"] == 1797
     # The bars: >= 97 % test accuracy, parity <= 1e-4 with 100 % top-1 agreement.
@@ -59,6 +60,14 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
     assert chosen is not None
     assert chosen["accuracy"] >= variants["fp32"]["accuracy"] - 0.01
     assert chosen["recipe"] in {row["recipe"] for row in report["pareto"]}
+    # The serving stage: a real server process, answers over HTTP, no torch in it.
+    serve = report["serve"]
+    assert serve["torch_imported"] is False
+    assert set(serve["models"]) == {"digits-cnn", "digits-cnn-edge"}
+    for load in serve["models"].values():
+        assert load["requests"] > 0 and load["errors"] == 0
+        assert load["served_accuracy"] >= 0.97
+    assert serve["metrics_requests_total"] >= sum(m["requests"] for m in serve["models"].values())
     for name in ("report.html", "training_curve.png", "latency.png", "pareto.png"):
         data = (out / name).read_bytes()
         assert len(data) > 1000

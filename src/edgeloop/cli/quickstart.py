@@ -90,6 +90,24 @@ def quickstart(
         t.add_row("bench", "power", na(m1.power_w, "{:.2f} W", f"n/a ({reason})"))
         t.add_row("register", "model", str(result.registered))
         t.add_row("optimize", "edge variant registered", str(result.edge_model or "none fits"))
+        sv = result.serving
+        if "skipped" in sv:
+            t.add_row("serve", "skipped", sv["skipped"])
+        else:
+            t.add_row(
+                "serve",
+                "server idle RSS / torch imported",
+                f"{na(sv['idle_rss_mb'], '{:.0f} MB')} / {sv['torch_imported']}",
+            )
+            for name, load in sv["models"].items():
+                lat = load["latency_ms"]
+                t.add_row(
+                    "serve",
+                    f"{name}: {load['concurrency']} clients, OIP v2 JSON",
+                    f"{load['throughput_per_s']:,.0f} req/s, p50 {na(lat['p50'], '{:.2f}')} / "
+                    f"p99 {na(lat['p99'], '{:.2f}')} ms, {load['errors']} errors, "
+                    f"accuracy {na(load['served_accuracy'], '{:.2%}')}",
+                )
         console.print(t)
         console.print(_variants_table(result))
         console.print(f"report: {paths['html']}  json: {paths['json']}")

@@ -17,6 +17,7 @@ from rich.table import Table
 from edgeloop.cli.output import OutputFormat, emit, err_console, na
 
 if TYPE_CHECKING:
+    from edgeloop.serving.cascade import CascadeSpec
     from edgeloop.serving.routing import Routing
     from edgeloop.serving.server import ReadyInfo
 
@@ -65,6 +66,43 @@ def serve(
         list[str] | None,
         typer.Option("--shadow", help="MODEL=V: version V gets a copy of each routed request."),
     ] = None,
+    cascade: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cascade",
+            help="SMALL=LARGE@THRESHOLD: rows SMALL is less confident of than THRESHOLD "
+            "(0..1) are answered by served model LARGE.",
+        ),
+    ] = None,
+    cascade_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cascade-url",
+            help="SMALL=http://HOST:PORT/v2/models/NAME@THRESHOLD: send them to a parent "
+            "tier's v2 endpoint instead (SMALL's answer stands when it fails).",
+        ),
+    ] = None,
+    cascade_timeout: Annotated[
+        float, typer.Option("--cascade-timeout", help="Seconds to wait for a parent tier.")
+    ] = 2.0,
+    power_budget_w: Annotated[
+        float | None,
+        typer.Option(
+            "--power-budget-w",
+            help="Watts: each model with variants serves the best variant within it.",
+        ),
+    ] = None,
+    variant_power: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant-power",
+            help="[MODEL:]VARIANT=WATTS: a device profile's stated figure (a meter's "
+            "measurement replaces it while the variant serves).",
+        ),
+    ] = None,
+    power_interval: Annotated[
+        float, typer.Option("--power-interval", help="Seconds per power meter reading.")
+    ] = 5.0,
     inline_below_ms: Annotated[
         float,
         typer.Option(
@@ -86,6 +124,7 @@ def serve(
     """Serve models over HTTP until interrupted (Ctrl-C or SIGTERM finish requests first)."""
     from edgeloop.core.errors import ConfigError
     from edgeloop.serving.config import ServerConfig
+    from edgeloop.serving.power import parse_variant_power
     from edgeloop.serving.repository import scan
     from edgeloop.serving.server import run
 
@@ -104,6 +143,11 @@ def serve(
         inline_below_ms=inline_below_ms,
         seed=seed,
         routing=routing_from_flags(ab or [], shadow or []),
+        cascades=cascades_from_flags(cascade or [], cascade_url or []),
+        cascade_timeout_s=cascade_timeout,
+        power_budget_w=power_budget_w,
+        variant_power=tuple(parse_variant_power(text) for text in variant_power or []),
+        power_interval_s=power_interval,
     )
 
     def on_ready(info: ReadyInfo) -> None:
@@ -144,6 +188,27 @@ def routing_from_flags(ab: list[str], shadow: list[str]) -> dict[str, Routing]:
             raise ConfigError(f"--shadow names model {model!r} twice")
         routing[model] = Routing(routing.get(model, Routing()).split, version)
     return routing
+
+
+def cascades_from_flags(cascade: list[str], cascade_url: list[str]) -> dict[str, CascadeSpec]:
+    """``--cascade`` and ``--cascade-url`` flags -> where each small model's unsure rows go.
+
+    Raises:
+        ConfigError: a malformed flag, or a small model given twice.
+    """
+    from edgeloop.core.errors import ConfigError
+    from edgeloop.serving.cascade import parse_cascade, parse_cascade_url
+
+    specs: dict[str, CascadeSpec] = {}
+    parsed = [parse_cascade(t) for t in cascade] + [parse_cascade_url(t) for t in cascade_url]
+    for small, spec in parsed:
+        if small in specs:
+            raise ConfigError(
+                f"--cascade/--cascade-url name model {small!r} twice",
+                hint="a small model escalates to one tier",
+            )
+        specs[small] = spec
+    return specs
 
 
 def _render(console: Console, info: ReadyInfo) -> None:

@@ -7,6 +7,7 @@ Stages (each extends as later parts land): load -> clean -> split -> train -> ex
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, Measurement, ModelRef, Parity
+from edgeloop.data.dataset import Dataset
 
 Stage = Callable[[str], None]
 
@@ -56,6 +58,7 @@ class QuickstartResult:
     registered: ModelRef
     tune: dict[str, Any]
     edge_model: ModelRef | None
+    serving: dict[str, Any]
     stage_seconds: dict[str, float]
     machine: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +84,7 @@ class QuickstartResult:
                 "edge_ref": None if self.edge_model is None else str(self.edge_model),
             },
             "checkpoint": str(self.checkpoint),
+            "serve": self.serving,
             "stage_seconds": self.stage_seconds,
             "machine": self.machine,
         }
@@ -213,8 +217,27 @@ def run_quickstart(
     plot_pareto(points, tuned.pareto, tuned.chosen, out_dir / "pareto.png")
     done("optimize")
 
+    served = {cfg.model_name: onnx_path}
+    if tuned.chosen is not None:
+        edge_file = out_dir / f"{cfg.model_name}-edge.onnx"
+        shutil.copyfile(tuned.row(tuned.chosen.recipe)["output"], edge_file)
+        served[f"{cfg.model_name}-edge"] = edge_file
+    say("serve: " + ", ".join(served) + " in an `edgeloop serve` process, 2 s of load each")
+    serving = _serve_stage(served, splits.test)
+    done("serve")
+
     return QuickstartResult(
-        stages=("load", "clean", "split", "train", "export", "bench", "register", "optimize"),
+        stages=(
+            "load",
+            "clean",
+            "split",
+            "train",
+            "export",
+            "bench",
+            "register",
+            "optimize",
+            "serve",
+        ),
         dataset={
             "name": ds.name,
             "source": ds.source,
@@ -234,9 +257,25 @@ def run_quickstart(
         registered=parent_ref,
         tune=tuned.to_dict(),
         edge_model=edge_ref,
+        serving=serving,
         stage_seconds=seconds,
         machine={"python": platform.python_version(), "platform": platform.platform()},
     )
+
+
+def _serve_stage(models: dict[str, Path], test: Dataset) -> dict[str, Any]:
+    """Serve and load the models; without the ``serve`` extra say so instead of failing."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "httpx") if importlib.util.find_spec(m) is None]
+    if missing:
+        return {
+            "skipped": f"the serve extra is not installed ({', '.join(missing)} missing): "
+            "pip install 'edgeloop[serve]'"
+        }
+    from edgeloop.sdk.serve_stage import serve_and_load
+
+    return serve_and_load(models, test).to_dict()
 
 
 def _tool_versions() -> dict[str, str]:

@@ -11,6 +11,8 @@ Routes (KServe's V2 REST protocol, Triton's repository extension, and the simple
 ``POST /v2/repository/index``                         every model version and its state
 ``POST /v2/repository/models/{m}/load``               hot swap: rescan ``m``'s files, switch
 ``POST /v2/repository/models/{m}/unload``             stop serving ``m``
+``GET  /v2/models/{m}/policy``                        the variant policy, power figures, cascade
+``PUT  /v2/models/{m}/power-budget``                  ``{"watts": W}``: a new power budget
 ``POST /predict``, ``POST /predict/{m}``              one sample in, prediction + confidence out
 ``GET  /health``                                      status, models loaded (503 until ready)
 ``GET  /metrics``                                     Prometheus text format
@@ -38,8 +40,9 @@ from starlette.responses import Response
 
 from edgeloop import __version__
 from edgeloop.core.errors import EdgeError
-from edgeloop.serving import oip, predict
+from edgeloop.serving import oip, policy, predict
 from edgeloop.serving.body import read_body
+from edgeloop.serving.cascade import CascadeSpec
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.errors import BadRequestError, error_response
 from edgeloop.serving.metrics import CONTENT_TYPE, RuntimeCollector, ServerMetrics
@@ -112,6 +115,7 @@ class Server:
             model_version=answer.version,
             request=decoded,
             outputs=outputs,
+            parameters=answer.cascade.to_dict() if answer.cascade else None,
         )
         return Response(content, headers=headers)
 
@@ -145,6 +149,8 @@ class Server:
                     "inline": {n: v.inline for n, v in served.variants.items()},
                     "provider": served.provider,
                     "routing": model.routing.to_dict(),
+                    "power": served.power.to_dict() if served.power else None,
+                    "cascade": self._cascade_doc(model.name),
                 },
             }
         )
@@ -161,6 +167,33 @@ class Server:
         else:
             ok = model.latest is not None
         return _json({"name": model.name, "ready": ok}, 200 if ok else 400)
+
+    # -- adaptive inference: the policy and the power budget -------------------------------
+
+    async def model_policy(self, request: Request) -> Response:
+        name = request.path_params["model"]
+
+        async def work() -> Response:
+            return _json(policy.policy_doc(self.catalog, name, self._cascade(name)))
+
+        return await self._guarded(work)
+
+    async def power_budget(self, request: Request) -> Response:
+        name = request.path_params["model"]
+
+        async def work() -> Response:
+            body = await read_body(request, self.config.max_body_bytes)
+            policy.set_power_budget(self.catalog, name, body)
+            return _json(policy.policy_doc(self.catalog, name, self._cascade(name)))
+
+        return await self._guarded(work)
+
+    def _cascade(self, name: str) -> CascadeSpec | None:
+        return self.service.escalator.specs.get(name)
+
+    def _cascade_doc(self, name: str) -> dict[str, Any] | None:
+        spec = self._cascade(name)
+        return spec.to_dict() if spec is not None else None
 
     # -- repository extension: the hot swap ----------------------------------------------
 
@@ -212,7 +245,10 @@ class Server:
             ticket, name, None, request.headers.get(KEY_HEADER) or None, make_feeds
         )
         r = answer.result
-        return _json(predict.answer(parsed, answer.model, answer.version, r.variant, r.outputs))
+        extra = answer.cascade.to_dict() if answer.cascade else None
+        return _json(
+            predict.answer(parsed, answer.model, answer.version, r.variant, r.outputs, extra)
+        )
 
     def _only_model(self) -> str:
         if len(self.catalog.models) == 1:
@@ -296,6 +332,8 @@ def create_app(
         ("/v2/models/{model}/versions/{version}", server.model_metadata, "GET"),
         ("/v2/models/{model}/ready", server.model_ready, "GET"),
         ("/v2/models/{model}/versions/{version}/ready", server.model_ready, "GET"),
+        ("/v2/models/{model}/policy", server.model_policy, "GET"),
+        ("/v2/models/{model}/power-budget", server.power_budget, "PUT"),
         ("/v2/repository/index", server.index, "POST"),
         ("/v2/repository/models/{model}/load", server.load, "POST"),
         ("/v2/repository/models/{model}/unload", server.unload, "POST"),

@@ -13,24 +13,30 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.core.errors import ConfigError, NotFoundError
 from edgeloop.runtime.pool import ModelPool
 from edgeloop.serving.admission import Gate
+from edgeloop.serving.cascade import check_pair
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.errors import NotReadyError
+from edgeloop.serving.metering import PowerSampler
 from edgeloop.serving.metrics import (
     BatcherFigures,
     PoolFigures,
     RuntimeFigures,
     SwitchFigures,
 )
+from edgeloop.serving.power import PowerControl
 from edgeloop.serving.repository import ModelSource, Origin
 from edgeloop.serving.routing import Router, Routing
 from edgeloop.serving.served import ServedVersion, VersionState
+
+if TYPE_CHECKING:
+    from edgeloop.bench.power import PowerProbe
 
 _LOADING_RETRY_S = 2  # a model of a few MB loads in well under that
 
@@ -66,6 +72,11 @@ class ServedModel:
         self.gate = Gate(self.name, config.max_queue)
         self.shadow_gate = Gate(self.name, config.shadow_queue)
         self.swap_lock = asyncio.Lock()
+        self.power = (
+            PowerControl(self.name, config.power_budget_w, config.variant_power)
+            if config.power_budget_w is not None
+            else None
+        )
 
     @property
     def ready_versions(self) -> list[str]:
@@ -128,25 +139,43 @@ class ServedModel:
 
 
 class Catalog:
-    """Every served model, the shared model pool, and hot swap."""
+    """Every served model, the shared model pool, and hot swap.
+
+    ``power_probe`` is the meter that measures variants under a power budget (None: the one
+    :func:`edgeloop.bench.power.detect_power_probe` finds at start).
+    """
 
     def __init__(
-        self, origins: Sequence[Origin], config: ServerConfig, pool: ModelPool | None = None
+        self,
+        origins: Sequence[Origin],
+        config: ServerConfig,
+        pool: ModelPool | None = None,
+        power_probe: PowerProbe | None = None,
     ) -> None:
         self.config = config
         self.pool = pool if pool is not None else ModelPool(config.memory_budget_mb)
         self.models = {
             o.name: ServedModel(o, config, config.routing.get(o.name, Routing())) for o in origins
         }
-        unknown = sorted(set(config.routing) - set(self.models))
-        if unknown:
-            raise ConfigError(
-                f"routing names model(s) {', '.join(map(repr, unknown))}, which are not served; "
-                f"served: {', '.join(map(repr, self.models))}"
-            )
+        self._check_names("routing", set(config.routing))
+        self._check_names("--cascade", set(config.cascades))
+        self._check_names("--cascade", {s.large for s in config.cascades.values() if s.large})
+        self._check_names("--variant-power", {s.model for s in config.variant_power if s.model})
+        self.power_probe = power_probe
+        self.sampler: PowerSampler | None = None
+        self.meter = "no power budget"  # the meter's source, or why there is none
         self.started = False
         self.stopping = False
         self._retiring: set[asyncio.Task[None]] = set()
+
+    def _check_names(self, what: str, names: set[str]) -> None:
+        unknown = sorted(names - set(self.models))
+        if unknown:
+            raise ConfigError(
+                f"{what} names model(s) {', '.join(map(repr, unknown))}, which are not served; "
+                f"served: {', '.join(map(repr, self.models))}",
+                hint="name models as they are served (the file stem, the folder, or --name)",
+            )
 
     @property
     def ready(self) -> bool:
@@ -186,8 +215,45 @@ class Catalog:
                     f"served; served: {model.ready_versions}",
                     hint="fix --ab / --shadow, or add the version folders",
                 )
+        self._check_cascades()
+        await self._start_meter()
         self.started = True
         return reports
+
+    def _check_cascades(self) -> None:
+        """Refuse cascades whose models cannot share rows (see :func:`check_pair`)."""
+        for small, spec in self.config.cascades.items():
+            specs = self._tensors(small)
+            if spec.large is not None:
+                specs += self._tensors(spec.large)
+            check_pair(small, spec.large, specs)
+
+    def _tensors(self, name: str) -> tuple[tuple[Any, ...], ...]:
+        model = self.models[name]
+        served = model.versions[model.latest or ""]
+        return (served.inputs, served.outputs)
+
+    async def _start_meter(self) -> None:
+        if not any(m.power is not None for m in self.models.values()):
+            return
+        from edgeloop.bench.power import NullProbe, detect_power_probe  # off the light path
+
+        probe = self.power_probe
+        if probe is None:
+            probe = await asyncio.to_thread(detect_power_probe)
+        if isinstance(probe, NullProbe):
+            self.meter = f"none: {probe.reason}; the figures stay stated"
+            return
+        self.meter = type(probe).__name__
+        self.sampler = PowerSampler(probe, self.config.power_interval_s, self.governed)
+        await self.sampler.start()
+
+    def governed(self) -> Iterator[ServedVersion]:
+        """Every version whose variant a power budget picks."""
+        for model in self.models.values():
+            for version in model.versions.values():
+                if version.power is not None and version.state is VersionState.READY:
+                    yield version
 
     async def reload(self, name: str) -> SwapReport:
         """Hot swap: scan the model's origin, load new or changed versions, then switch.
@@ -202,7 +268,7 @@ class Catalog:
             wanted = _by_version(sources)
             old = model.versions
             fresh = {
-                v: ServedVersion(srcs, self.config)
+                v: ServedVersion(srcs, self.config, model.power)
                 for v, srcs in wanted.items()
                 if v not in old or old[v].stamps != {s.variant: s.stamp for s in srcs}
             }
@@ -253,6 +319,8 @@ class Catalog:
     async def stop(self) -> None:
         """Refuse new requests, let the ones in flight finish, release every model."""
         self.stopping = True
+        if self.sampler is not None:
+            await self.sampler.stop()
         for model in self.models.values():
             for version in model.versions.values():
                 self._retire(version)
@@ -279,10 +347,11 @@ class Catalog:
                             tuple(sorted(sizes.items())),
                         )
                     )  # fmt: skip
-                if version.switch is not None:
-                    s = version.switch.stats()
+                policy = version.power.switch if version.power is not None else version.switch
+                if policy is not None:
+                    s = policy.stats()
                     switches.append(
-                        SwitchFigures(model.name, version.version, s.variant, s.switches)
+                        SwitchFigures(model.name, version.version, s.variant, s.switches, s.policy)
                     )
         pool = self.pool.stats()
         entries = [

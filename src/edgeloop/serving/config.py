@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeloop.core.errors import ConfigError
+from edgeloop.serving.cascade import CascadeSpec
+from edgeloop.serving.power import StatedPower
 from edgeloop.serving.routing import Routing
 
 # Why these defaults:
@@ -22,6 +24,10 @@ from edgeloop.serving.routing import Routing
 # - inline below 1 ms: unbatched models faster than that run on the event loop (no thread hop);
 #   at 1 ms, a request blocks the loop no longer than parsing a large JSON body does.
 # - swap grace 30 s: how long a retired version may keep finishing its requests (3x timeout).
+# - cascade timeout 2 s: a parent tier on the site network answers in tens of ms; past 2 s the
+#   edge's own answer now is worth more than a better one later.
+# - power interval 5 s: long enough to average out bursts of requests (RAPL's counters tick
+#   every ~1 ms), short enough to follow a variant switch within seconds.
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +36,9 @@ class ServerConfig:
 
     ``threads`` is ONNX Runtime's intra-op threads per model (None: the runtime's default).
     ``memory_budget_mb`` bounds the loaded models' measured resident memory (None: no bound).
-    ``routing`` maps a model name to its A/B split and shadow version.
+    ``routing`` maps a model name to its A/B split and shadow version; ``cascades`` a small
+    model's name to where its unsure rows go. ``power_budget_w`` puts every model with variants
+    under a power budget, deciding on ``variant_power`` (stated figures) until a meter measures.
     """
 
     max_batch: int = 1
@@ -48,9 +56,14 @@ class ServerConfig:
     inline_below_ms: float = 1.0
     seed: int | None = None
     routing: Mapping[str, Routing] = field(default_factory=dict)
+    cascades: Mapping[str, CascadeSpec] = field(default_factory=dict)
+    cascade_timeout_s: float = 2.0
+    power_budget_w: float | None = None
+    variant_power: tuple[StatedPower, ...] = ()
+    power_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self._adaptive_problems()
         for name in ("max_batch", "max_queue", "max_body_bytes", "shadow_queue"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (expected >= 1)")
@@ -58,7 +71,7 @@ class ServerConfig:
             problems.append(f"threads={self.threads} (expected >= 1)")
         if not math.isfinite(self.max_delay_ms) or self.max_delay_ms < 0:
             problems.append(f"max_delay_ms={self.max_delay_ms} (expected >= 0)")
-        for name in ("timeout_s", "swap_grace_s"):
+        for name in ("timeout_s", "swap_grace_s", "cascade_timeout_s", "power_interval_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 problems.append(f"{name}={value} (expected > 0)")
@@ -78,6 +91,22 @@ class ServerConfig:
                 hint="see `edgeloop serve --help` for each flag's meaning",
             )
 
+    def _adaptive_problems(self) -> list[str]:
+        problems = []
+        budget = self.power_budget_w
+        if budget is not None and (not math.isfinite(budget) or budget <= 0):
+            problems.append(f"power_budget_w={budget} (expected > 0 watts)")
+        if self.variant_power and budget is None:
+            problems.append("--variant-power without --power-budget-w (nothing to decide)")
+        chained = sorted(
+            s.large for s in self.cascades.values() if s.large and s.large in self.cascades
+        )
+        if chained:
+            problems.append(
+                f"cascade target(s) {chained} are themselves cascaded (expected one level)"
+            )
+        return problems
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_batch": self.max_batch,
@@ -94,4 +123,9 @@ class ServerConfig:
             "swap_grace_s": self.swap_grace_s,
             "inline_below_ms": self.inline_below_ms,
             "routing": {name: r.to_dict() for name, r in self.routing.items()},
+            "cascades": {name: c.to_dict() for name, c in self.cascades.items()},
+            "cascade_timeout_s": self.cascade_timeout_s,
+            "power_budget_w": self.power_budget_w,
+            "variant_power": [s.to_dict() for s in self.variant_power],
+            "power_interval_s": self.power_interval_s,
         }

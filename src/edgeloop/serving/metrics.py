@@ -4,10 +4,12 @@ Per request: ``edgeloop_requests_total`` by model, version, variant, endpoint, r
 or ``shadow``) and HTTP status code; ``edgeloop_errors_total`` by error type; latency
 histograms of the time in the queue, in inference and in the server in all. Per model:
 refusals by reason (queue full, not ready, timeout, body too large), hot swaps, shadow copies
-and their agreement with the primary. Read at each ``GET /metrics`` from where they live
-(:class:`RuntimeCollector`): requests in flight and the queue limit, batches and their sizes,
-the model pool's loads, unloads, evictions and resident memory, the adaptive policy's variant
-switches, readiness.
+and their agreement with the primary; cascade escalations (rows sent up), calls to the large
+tier (a served model or a parent over HTTP) and fallbacks to the small answer. Read at each
+``GET /metrics`` from where they live (:class:`RuntimeCollector`): requests in flight and the
+queue limit, batches and their sizes, the model pool's loads, unloads, evictions and resident
+memory, the adaptive policies' variant switches (labelled ``policy="load"`` or ``"power"``),
+readiness.
 
 Label values come from the served catalog, never from the request: a request for an unknown
 model is counted under ``model="_unknown"`` (no valid model name starts with ``_``), so a client
@@ -91,6 +93,20 @@ class ServerMetrics:
             "edgeloop_swaps", "Hot swaps (load requests), by outcome.",
             ["model", "outcome"], registry=r,
         )  # fmt: skip
+        self.escalations = Counter(
+            "edgeloop_cascade_escalations",
+            "Rows a cascade's small model sent to the large tier, by tier (large, parent).",
+            ["model", "tier"], registry=r,
+        )  # fmt: skip
+        self.cascade_calls = Counter(
+            "edgeloop_cascade_calls", "Requests to a cascade's large tier (large, parent).",
+            ["model", "tier"], registry=r,
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            "edgeloop_cascade_fallbacks",
+            "Escalations answered by the small model because the tier failed, by error type.",
+            ["model", "tier", "error"], registry=r,
+        )  # fmt: skip
         # Label lookups cost microseconds each; a request's children are looked up once.
         self._arms: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self._counts: dict[tuple[str, ...], Any] = {}
@@ -165,6 +181,7 @@ class SwitchFigures:
     version: str
     variant: str
     switches: int
+    policy: str = "load"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,15 +208,15 @@ class RuntimeCollector(Collector):
         yield from _batch_families(figures.batchers)
         yield from _pool_families(figures.pool, figures.budget_mb)
         switches = CounterMetricFamily(
-            "edgeloop_variant_switches", "Variant switches of the adaptive policy.",
-            labels=["model", "version"],
+            "edgeloop_variant_switches", "Variant switches of the adaptive policy (load, power).",
+            labels=["model", "version", "policy"],
         )  # fmt: skip
         active = GaugeMetricFamily(
             "edgeloop_variant_active", "1 for the variant serving now.",
             labels=["model", "version", "variant"],
         )  # fmt: skip
         for s in figures.switches:
-            switches.add_metric([s.model, s.version], s.switches)
+            switches.add_metric([s.model, s.version, s.policy], s.switches)
             active.add_metric([s.model, s.version, s.variant], 1)
         ready = GaugeMetricFamily(
             "edgeloop_model_ready", "1 when a model version answers requests.",

@@ -292,8 +292,12 @@ def encode_infer(
     model_version: str,
     request: InferRequest,
     outputs: Mapping[str, np.ndarray[Any, Any]],
+    parameters: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and headers for ``outputs`` (already restricted to those asked for).
+
+    ``parameters`` become the response's ``parameters`` object (e.g. a cascade's
+    ``answered_by``), which the protocol allows on every response.
 
     A binary output's bytes follow the JSON part in output order and the response carries
     ``Inference-Header-Content-Length``; with none binary the body is plain JSON.
@@ -322,6 +326,8 @@ def encode_infer(
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request.id is not None:
         doc["id"] = request.id
+    if parameters:
+        doc["parameters"] = dict(parameters)
     doc["outputs"] = described
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:

@@ -136,9 +136,14 @@ def _softmax(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 
 def answer(
-    request: PredictRequest, model: str, version: str, variant: str, outputs: dict[str, Any]
+    request: PredictRequest,
+    model: str,
+    version: str,
+    variant: str,
+    outputs: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The /predict answer body."""
+    """The /predict answer body; ``extra`` adds keys (a cascade's ``answered_by``)."""
     prediction, confidence = interpret(outputs)
     return {
         "prediction": prediction,
@@ -147,4 +152,5 @@ def answer(
         "model_version": version,
         "model": model,
         "variant": variant,
+        **(extra or {}),
     }

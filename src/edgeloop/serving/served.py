@@ -7,7 +7,8 @@ last request holding it finished, so a hot swap never drops a request that alrea
 Variants (``model.onnx`` = ``default``, ``model.int8.onnx`` = ``int8``, ...) are ordered best
 first: ``default``, then the others from the largest file to the smallest, taking file size as
 the cost. With more than one, the runtime's :class:`LoadSwitch` picks the variant per request
-from the measured queue delay (a cheaper one under load, back when load falls).
+from the measured queue delay (a cheaper one under load, back when load falls), unless the
+model is under a power budget: then its :class:`~edgeloop.serving.power.VersionPower` picks.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from edgeloop.runtime.engine import SessionConfig
 from edgeloop.runtime.pool import ModelKey, ModelPool
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.errors import NotReadyError
+from edgeloop.serving.power import PowerControl, VersionPower
 from edgeloop.serving.repository import DEFAULT_VARIANT, ModelSource
 
 _generation = itertools.count(1)
@@ -73,7 +75,12 @@ class Variant:
 class ServedVersion:
     """A version's variants, their batchers and the count of requests holding it."""
 
-    def __init__(self, sources: Sequence[ModelSource], config: ServerConfig) -> None:
+    def __init__(
+        self,
+        sources: Sequence[ModelSource],
+        config: ServerConfig,
+        power: PowerControl | None = None,
+    ) -> None:
         if not sources:
             raise NotFoundError("a served version needs at least one model file")
         ordered = sorted(sources, key=lambda s: (s.variant != DEFAULT_VARIANT, -s.stamp[0]))
@@ -87,6 +94,8 @@ class ServedVersion:
         self.provider = ""
         self.variants: dict[str, Variant] = {}
         self.switch: LoadSwitch | None = None
+        self._power_control = power
+        self.power: VersionPower | None = None
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -118,11 +127,15 @@ class ServedVersion:
         Raises:
             ConflictError: variants disagree on their inputs or outputs.
             ConversionError: a variant failed its self-test input.
+            ConfigError: ``--variant-power`` names a variant this version does not have.
             Whatever loading raises (UntrustedArtifactError, OverloadError, ...); the version is
             then FAILED and whatever was loaded is released.
         """
         generation = next(_generation)
         try:
+            if self._power_control is not None:  # before loading: a bad flag costs no load
+                variants = [s.variant for s in self.sources]
+                self.power = self._power_control.govern(self.where, variants)
             for source in self.sources:
                 key = ModelKey(self.name, f"{self.version}.{source.variant}.g{generation}")
                 test_ms = await asyncio.to_thread(self._load_variant, pool, key, source)
@@ -137,7 +150,7 @@ class ServedVersion:
             self.error = str(exc.message) if isinstance(exc, EdgeError) else repr(exc)
             await self._release(pool)
             raise
-        if len(self.variants) > 1:
+        if len(self.variants) > 1 and self.power is None:
             policy = LoadPolicy(
                 tuple(self.variants),
                 high_ms=self.config.variant_high_ms,
@@ -211,6 +224,8 @@ class ServedVersion:
 
     def pick_variant(self) -> str:
         """The variant to run the next request on."""
+        if self.power is not None:
+            return self.power.variant
         if self.switch is None:
             return next(iter(self.variants))
         return self.switch.variant
@@ -252,6 +267,13 @@ class ServedVersion:
         if self.switch is not None:
             self.switch.observe(result.queue_ms)
         return result
+
+    def run_counts(self) -> dict[str, int]:
+        """Engine runs per variant so far (batches, and inline runs)."""
+        return {
+            name: variant.batcher.stats().batches + self.inline_runs[name]
+            for name, variant in self.variants.items()
+        }
 
     @contextlib.contextmanager
     def hold(self) -> Any:

@@ -6,6 +6,12 @@ that times out is cancelled and answered 504 at once: if it was still queued it 
 (the batcher skips cancelled requests, the executor drops work not yet started), and if it was
 already running, the engine finishes that run (at most ``workers`` runs) unobserved.
 
+A model cascaded to a large tier (:mod:`edgeloop.serving.cascade`) has its unsure rows
+answered after its own run: by a served model (a request of its own, counted under the endpoint
+``cascade`` and bounded by that model's queue and timeout) or by a parent tier over HTTP
+(bounded by ``cascade_timeout_s``). Its own run's timeout does not cover the escalation: when
+the tier fails, the small answer is ready to return at once.
+
 A :class:`Ticket` travels with the request and collects what is known about it (model,
 version, variant, timing) so the HTTP edge can count it once, whatever the outcome.
 """
@@ -16,12 +22,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from edgeloop.core.errors import EdgeError
+from edgeloop.serving.cascade import CascadeOutcome, Escalator
 from edgeloop.serving.catalog import Catalog, ServedModel
 from edgeloop.serving.errors import DeadlineError, QueueFullError
 from edgeloop.serving.metrics import UNKNOWN, ServerMetrics, Timing
@@ -50,11 +57,13 @@ class Ticket:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Answer:
-    """A request's outputs and the version and variant that produced them."""
+    """A request's outputs, the version and variant that produced them, and who answered the
+    rows a cascade escalated (None: the model is not cascaded)."""
 
     model: str
     version: str
     result: Result
+    cascade: CascadeOutcome | None = None
 
 
 class InferenceService:
@@ -65,6 +74,9 @@ class InferenceService:
         self.metrics = metrics
         self.timeout_s = catalog.config.timeout_s
         self.router = Router(catalog.config.seed)
+        self.escalator = Escalator(
+            catalog.config.cascades, metrics, catalog.config.cascade_timeout_s
+        )
         self._background: set[asyncio.Task[Any]] = set()
 
     def precheck(self, ticket: Ticket, name: str) -> None:
@@ -112,11 +124,35 @@ class InferenceService:
                 f"{primary.where} did not answer within the {self.timeout_s:g} s timeout",
                 hint="retry later, send smaller batches, or start the server with more --timeout",
             ) from None
-        ticket.variant = result.variant
-        ticket.timing = _timing(ticket, result)
         if shadow is not None:
             self._shadow(model, shadow, feeds, result, ticket.endpoint)
-        return Answer(model.name, primary.version, result)
+        outcome = None
+        if model.name in self.escalator.specs:
+            outputs, outcome = await self.escalator.apply(
+                model.name, result.outputs, feeds, self._run_large
+            )
+            result = replace(result, outputs=outputs)
+        ticket.variant = result.variant
+        ticket.timing = _timing(ticket, result)
+        return Answer(model.name, primary.version, result, outcome)
+
+    async def _run_large(self, name: str, feeds: Feeds) -> Feeds:
+        """A cascade's escalated rows, answered by served model ``name`` (counted on its own).
+
+        Raises:
+            What :meth:`infer` raises for ``name``.
+        """
+        ticket = Ticket("cascade")
+        code = 200
+        try:
+            answer = await self.infer(ticket, name, None, None, lambda served: feeds)
+            return answer.result.outputs
+        except EdgeError as exc:
+            code = exc.http_status
+            self.metrics.failed(ticket.model, ticket.version, type(exc).__name__)
+            raise
+        finally:
+            self.metrics.observe(ticket.arm, ticket.endpoint, code, ticket.timing)
 
     async def _run(self, model: ServedModel, version: ServedVersion, feeds: Feeds) -> Result:
         started = time.perf_counter()
@@ -172,9 +208,10 @@ class InferenceService:
         self.metrics.observe(arm, endpoint, code, ticket.timing)
 
     async def drain(self) -> None:
-        """Wait for the shadow copies still running (at shutdown)."""
+        """Wait for the shadow copies still running, close parent connections (at shutdown)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.escalator.close()
 
 
 def _timing(ticket: Ticket, result: Result) -> Timing:
