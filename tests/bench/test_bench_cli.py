@@ -114,15 +114,54 @@ def test_data_file_gives_accuracy_on_all_of_it(tmp_path: Path) -> None:
             "10",
             "--warmup",
             "1",
+            "--split",
+            "all",
             "--format",
             "json",
         )
     )
     assert body["accuracy"] == float(np.mean(np.argmax(logits, axis=1) == y))
-    assert body["accuracy_split"] == "toy (all 90 samples)"
+    assert body["accuracy_split"] == "toy, 90 samples"
     assert body["batch1"]["accuracy"] is None  # measured once, in the main measurement
     assert "measured once, at batch 4" in body["batch1"]["accuracy_note"]
     assert body["inputs"].startswith("toy")
+
+
+def test_data_defaults_to_the_held_out_test_split(tmp_path: Path) -> None:
+    """Accuracy on training samples flatters a model: --data measures the test split."""
+    from edgeloop.data import load_npz, stratified_split
+
+    model = make_linear_onnx(tmp_path / "m.onnx", features=4, classes=3)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((120, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=120)
+    np.savez(tmp_path / "toy.npz", x=x, y=y)
+    body = as_json(
+        invoke(
+            str(model),
+            "--data",
+            str(tmp_path / "toy.npz"),
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--format",
+            "json",
+        )
+    )
+    test = stratified_split(load_npz(tmp_path / "toy.npz"), val=0.15, test=0.15, seed=0).test
+    assert body["accuracy_split"] == f"toy test split (seed 0), {len(test)} samples"
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model)).graph.initializer}
+    expected = np.mean(np.argmax(test.x.astype(np.float64) @ init["W"] + init["B"], 1) == test.y)
+    assert body["accuracy"] == float(expected)
+
+
+def test_unknown_split_is_refused(tmp_path: Path) -> None:
+    model = make_linear_onnx(tmp_path / "m.onnx")
+    np.savez(tmp_path / "toy.npz", x=np.zeros((30, 4), np.float32), y=np.arange(30) % 3)
+    result = invoke(str(model), "--data", str(tmp_path / "toy.npz"), "--split", "train")
+    assert isinstance(result.exception, ConfigError)
+    assert "'train'" in str(result.exception)
 
 
 def test_table_for_people(linear_onnx: Path) -> None:
