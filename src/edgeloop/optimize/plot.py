@@ -48,6 +48,7 @@ def plot_pareto(
         linewidth=1,
         label="Pareto set",
     )
+    ax.margins(x=0.12, y=0.18)  # room for the labels of the outermost points
     ax.set_xlabel("latency p50, batch 1 (ms)")
     ax.set_ylabel("accuracy on the held-out test split")
     ax.set_title(
