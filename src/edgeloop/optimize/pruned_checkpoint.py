@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeloop.core.errors import ConfigError, NotFoundError, UntrustedArtifactError
+from edgeloop.core.errors import ConfigError, UntrustedArtifactError
 from edgeloop.data.dataset import Dataset
 from edgeloop.training.checkpoint import (
     CONFIG,
@@ -35,6 +35,7 @@ from edgeloop.training.checkpoint import (
     CheckpointInfo,
     load_checkpoint,
     read_checkpoint,
+    read_weights,
     save_checkpoint,
 )
 from edgeloop.training.fit import FitConfig
@@ -245,30 +246,6 @@ def _recorded_layers(folder: Path) -> tuple[LayerShape, ...] | None:
     return tuple(LayerShape.from_dict(d) for d in layers)
 
 
-def _read_weights(file: Path, sha256: str) -> dict[str, torch.Tensor]:
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"checkpoint weights {str(file)!r} are missing") from exc
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise UntrustedArtifactError(
-            f"checkpoint weights {str(file)!r} do not match the sha256 in {CONFIG}",
-            hint="the file is corrupt or was replaced; run the optimizer again",
-        )
-    try:
-        # weights_only: tensors and plain containers only; pickled code is refused.
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for hostile or broken bytes
-        raise UntrustedArtifactError(
-            f"checkpoint weights {str(file)!r} cannot be loaded as a plain state_dict: {exc}"
-        ) from exc
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise UntrustedArtifactError(f"checkpoint weights {str(file)!r} are not a state_dict")
-    return state
-
-
 def load_module(directory: str | Path) -> tuple[nn.Module, ArchConfig]:
     """Rebuild the module of a checkpoint folder, pruned or not; returned in eval mode.
 
@@ -283,7 +260,7 @@ def load_module(directory: str | Path) -> tuple[nn.Module, ArchConfig]:
     if shapes is None:
         return load_checkpoint(folder)
     module = rebuild(info.arch, shapes)
-    state = _read_weights(folder / WEIGHTS, info.weights_sha256)
+    state = read_weights(folder / WEIGHTS, info.weights_sha256)
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:

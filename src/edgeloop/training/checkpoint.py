@@ -194,7 +194,8 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
         ) from exc
 
 
-def _read_weights(file: Path, sha256: str) -> dict[str, torch.Tensor]:
+def read_weights(file: Path, sha256: str) -> dict[str, torch.Tensor]:
+    """Load a state_dict whose sha256 is known, refusing anything but plain tensors."""
     try:
         data = file.read_bytes()
     except FileNotFoundError as exc:
@@ -229,7 +230,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, ArchConfig]:
     """
     folder = _folder(path)
     info = read_checkpoint(folder)
-    state = _read_weights(folder / WEIGHTS, info.weights_sha256)
+    state = read_weights(folder / WEIGHTS, info.weights_sha256)
     module = build(info.arch)
     try:
         module.load_state_dict(state)
