@@ -36,7 +36,8 @@ test: lint typecheck unit
 # The long benchmarks behind docs/benchmarks.md (minutes each; not part of `make test`).
 bench: $(STAMP)
 	$(PY) bench/repeatability.py
-	$(PY) bench/optimize_int8.py
+	$(PY) -m pip install --quiet -e '.[nncf,bench-models]'
+	$(PY) bench/optimize_int8.py --cpu 1 --threads 1
 	$(PY) bench/optimize_torch.py
 	$(PY) bench/serve_bench.py
 

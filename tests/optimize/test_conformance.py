@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeloop.core.errors import ConfigError
+from edgeloop.core.errors import ConfigError, MissingDependencyError
 from edgeloop.data import load_bundled, stratified_split
 from edgeloop.data.dataset import Splits
 from edgeloop.formats.onnx_info import inspect_onnx
@@ -73,7 +73,10 @@ def test_variant_is_complete_and_runs(
     source, splits = trained
     opt = create(method)
     assert opt.fit(splits) is opt
-    variant = opt.apply(source, tmp_path / f"{method}.onnx")
+    try:
+        variant = opt.apply(source, tmp_path / f"{method}.onnx")
+    except MissingDependencyError as exc:  # an optional extra (nncf) that is not installed
+        pytest.skip(str(exc))
     assert isinstance(variant, Variant)
     assert variant.method == method and variant.path.is_file()
     assert variant.parent == source.onnx

@@ -24,6 +24,7 @@ from edgeloop.optimize.engines import (
     available_setups,
     batches,
     measure_engines,
+    openvino_reason,
     time_runs,
 )
 
@@ -94,6 +95,21 @@ def test_a_setup_that_cannot_load_is_skipped_with_the_reason(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as info:
         measure_engines(path, _inputs(), setups=[ORT], runs=2)
     assert "mystery.onnx" in info.value.message and "onnxruntime" in info.value.message
+
+
+def test_openvino_reason_keeps_the_summary_lines() -> None:
+    text = (
+        "Exception from src/inference/src/cpp/core.cpp:132:\n"
+        "Check 'false' failed at src/frontends/x.cpp:151:\n"
+        "Summary:\n"
+        "-- No conversion rule found for operations: com.microsoft.QGemm\n"
+        "-- Conversion is failed for: QLinearConv-18\n"
+    )
+    assert openvino_reason(text) == (
+        "No conversion rule found for operations: com.microsoft.QGemm; "
+        "Conversion is failed for: QLinearConv-18"
+    )
+    assert openvino_reason("Exception from a.cpp:1:\nshape mismatch\n") == "shape mismatch"
 
 
 def test_missing_model_is_not_found(tmp_path: Path) -> None:

@@ -77,6 +77,35 @@ def test_census_counts_qdq_wrapped_conv_as_integer() -> None:
     assert got.initializer_bytes == {"float32": 4, "int8": 3}
 
 
+def test_census_counts_ort_fused_float_ops(tmp_path: Path) -> None:
+    """ORT fuses a 1-D Conv + Relu into FusedConv in the graph it runs: still float compute."""
+    import onnxruntime as ort
+
+    from edgeloop.optimize.engines import ORT, open_runner
+
+    w = numpy_helper.from_array(np.ones((2, 1, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["c"]),
+            helper.make_node("Relu", ["c"], ["output"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 4])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 2, 4])],
+        initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "convrelu.onnx"
+    onnx.save(model, str(path))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "ran.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    assert census(tmp_path / "ran.onnx").ops == {"FusedConv": 1}
+    assert dict(open_runner(path, ORT, 1).layer_precisions) == {"int": 0, "float": 1}
+
+
 def test_gemm_to_matmul_keeps_outputs(net: Path, tmp_path: Path) -> None:
     model, rewritten = gemm_to_matmul(onnx.load(str(net)))
     assert rewritten == 2

@@ -256,8 +256,9 @@ def _openvino_runner(model: Path, setup: EngineSetup, threads: int) -> Runner:
     try:
         compiled = ov.Core().compile_model(str(model), "CPU", config)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "RuntimeError"
-        raise ConversionError(f"OpenVINO cannot compile {str(model)!r}: {first}") from exc
+        raise ConversionError(
+            f"OpenVINO cannot compile {str(model)!r}: {openvino_reason(str(exc))}"
+        ) from exc
     request = compiled.create_infer_request()
 
     def run(x: F32) -> F32:
@@ -269,6 +270,20 @@ def _openvino_runner(model: Path, setup: EngineSetup, threads: int) -> Runner:
         layer_precisions=MappingProxyType(_ov_layer_precisions(compiled)),
         engine_version=str(ov.get_version()),
     )
+
+
+def openvino_reason(text: str) -> str:
+    """The informative part of an OpenVINO error (pure).
+
+    OpenVINO's messages open with lines of source locations; the operators it could not convert
+    are named in its summary lines (``-- No conversion rule found for operations: ...``).
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    summary = [line.lstrip("- ") for line in lines if line.startswith(("-- No conv", "-- Conv"))]
+    if summary:
+        return "; ".join(summary)
+    plain = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (plain or lines or ["unknown error"])[-1]
 
 
 def _ov_layer_precisions(compiled: Any) -> dict[str, int]:

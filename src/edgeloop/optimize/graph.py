@@ -27,6 +27,8 @@ from edgeloop.optimize.base import ModelSource, OptimizerBase, Variant, register
 
 # Operators that hold nearly all of a network's multiply-accumulates.
 FLOAT_COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+# Their float forms after ONNX Runtime's own fusions (in the graph it saves when optimizing).
+FUSED_FLOAT_COMPUTE = ("FusedConv", "NhwcFusedConv", "NhwcConv", "FusedGemm", "FusedMatMul")
 # Their integer forms: QOperator format, dynamic quantization, and ORT's runtime fusions.
 INT_COMPUTE = (
     "QLinearConv",
@@ -92,6 +94,8 @@ def census(model: onnx.ModelProto | str | Path) -> OpCensus:
     for node in graph.node:
         if node.op_type in INT_COMPUTE:
             int_count += 1
+        elif node.op_type in FUSED_FLOAT_COMPUTE:
+            float_nodes.append(node.name or f"{node.op_type}#{len(float_nodes)}")
         elif node.op_type in FLOAT_COMPUTE:
             # QDQ format keeps the float op; it runs on integers only when both its data
             # input and its weight arrive through DequantizeLinear (ORT fuses the pattern).
