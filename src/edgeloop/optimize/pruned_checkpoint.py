@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from edgeloop.core.errors import ConfigError, UntrustedArtifactError
+from edgeloop.core.files import write_atomic
 from edgeloop.data.dataset import Dataset
 from edgeloop.training.checkpoint import (
     CONFIG,
@@ -176,20 +175,6 @@ def rebuild(arch: ArchConfig, shapes: tuple[LayerShape, ...]) -> nn.Module:
     return module
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_module(
     directory: str | Path,
     module: nn.Module,
@@ -226,8 +211,8 @@ def save_module(
     config = {**info.to_dict(), LAYERS_KEY: [s.to_dict() for s in layer_shapes(module)]}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / WEIGHTS, weights)
-        _write_atomic(folder / CONFIG, json.dumps(config, indent=2).encode())
+        write_atomic(folder / WEIGHTS, weights)
+        write_atomic(folder / CONFIG, json.dumps(config, indent=2).encode())
     except OSError as exc:
         raise ConfigError(
             f"cannot write checkpoint to {str(folder)!r}: {exc.strerror or exc}",

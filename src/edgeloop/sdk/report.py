@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from edgeloop.core.files import write_atomic
 from edgeloop.sdk.quickstart import QuickstartResult
 
 
@@ -24,7 +24,7 @@ def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
     }
     body = result.to_dict()
     body["files"] = {k: str(v) for k, v in paths.items()}
-    _atomic_write(paths["json"], json.dumps(body, indent=2).encode())
+    write_atomic(paths["json"], json.dumps(body, indent=2).encode())
     metric = (
         "validation ROC-AUC"
         if result.train.get("test_roc_auc") is not None
@@ -37,7 +37,7 @@ def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
         metric=metric,
     )
     plot_latency(body["bench"], paths["latency"])
-    _atomic_write(paths["html"], render_html(body, paths).encode())
+    write_atomic(paths["html"], render_html(body, paths).encode())
     return paths
 
 
@@ -146,12 +146,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)

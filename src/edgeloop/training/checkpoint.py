@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from edgeloop.core.errors import ConfigError, NotFoundError, UntrustedArtifactError
+from edgeloop.core.files import write_atomic
 from edgeloop.data.dataset import Dataset
 from edgeloop.training.fit import FitConfig
 from edgeloop.training.metrics import Metrics
@@ -78,20 +77,6 @@ class CheckpointInfo:
         )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_matches(module: nn.Module, arch: ArchConfig) -> dict[str, torch.Tensor]:
     state = module.state_dict()
     try:
@@ -126,7 +111,7 @@ def save_checkpoint(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         buf = _serialize(state)
-        _atomic_write(folder / WEIGHTS, buf)
+        write_atomic(folder / WEIGHTS, buf)
         info = CheckpointInfo(
             arch=arch,
             fit=fit,
@@ -137,7 +122,7 @@ def save_checkpoint(
             torch_version=torch.__version__,
             weights_sha256=hashlib.sha256(buf).hexdigest(),
         )
-        _atomic_write(folder / CONFIG, json.dumps(info.to_dict(), indent=2).encode())
+        write_atomic(folder / CONFIG, json.dumps(info.to_dict(), indent=2).encode())
     except OSError as exc:
         raise ConfigError(
             f"cannot write checkpoint to {str(folder)!r}: {exc.strerror or exc}",
