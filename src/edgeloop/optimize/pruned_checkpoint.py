@@ -13,8 +13,6 @@ unchanged; :func:`load_module` reads both kinds of folder.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,20 +20,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from edgeloop.core.errors import ConfigError, UntrustedArtifactError
-from edgeloop.core.files import write_atomic
 from edgeloop.data.dataset import Dataset
 from edgeloop.training.checkpoint import (
     CONFIG,
     WEIGHTS,
-    CheckpointInfo,
     load_checkpoint,
     read_checkpoint,
     read_weights,
     save_checkpoint,
+    write_checkpoint,
 )
 from edgeloop.training.fit import FitConfig
 from edgeloop.training.metrics import Metrics
@@ -194,31 +190,15 @@ def save_module(
     """
     if matches_arch(module, arch):
         return save_checkpoint(directory, module, arch, fit, metrics, dataset=dataset)
-    folder = Path(directory)
-    buf = io.BytesIO()
-    torch.save(dict(module.state_dict()), buf)
-    weights = buf.getvalue()
-    info = CheckpointInfo(
-        arch=arch,
-        fit=fit,
-        metrics=metrics,
-        classes=() if dataset is None else dataset.classes,
-        dataset=None if dataset is None else dataset.name,
-        dataset_hash=None if dataset is None else dataset.content_hash,
-        torch_version=torch.__version__,
-        weights_sha256=hashlib.sha256(weights).hexdigest(),
+    return write_checkpoint(
+        directory,
+        module.state_dict(),
+        arch,
+        fit,
+        metrics,
+        dataset=dataset,
+        extra={LAYERS_KEY: [s.to_dict() for s in layer_shapes(module)]},
     )
-    config = {**info.to_dict(), LAYERS_KEY: [s.to_dict() for s in layer_shapes(module)]}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / WEIGHTS, weights)
-        write_atomic(folder / CONFIG, json.dumps(config, indent=2).encode())
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write checkpoint to {str(folder)!r}: {exc.strerror or exc}",
-            hint="pass an output path in a writable folder",
-        ) from exc
-    return folder
 
 
 def _recorded_layers(folder: Path) -> tuple[LayerShape, ...] | None:

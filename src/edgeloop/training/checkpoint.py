@@ -106,8 +106,30 @@ def save_checkpoint(
     Raises:
         ConfigError: ``module``'s weights do not fit ``arch``, or the folder cannot be written.
     """
+    return write_checkpoint(
+        directory, _check_matches(module, arch), arch, fit, metrics, dataset=dataset
+    )
+
+
+def write_checkpoint(
+    directory: str | Path,
+    state: Mapping[str, torch.Tensor],
+    arch: ArchConfig,
+    fit: FitConfig | None,
+    metrics: Metrics | None,
+    *,
+    dataset: Dataset | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``state`` and its config (plus ``extra`` config keys) without checking ``arch``.
+
+    For callers that record how to rebuild a module ``arch`` alone does not describe (pruned
+    widths); :func:`save_checkpoint` is the checked entry point. ``model.json`` is written last.
+
+    Raises:
+        ConfigError: the folder cannot be written.
+    """
     folder = Path(directory)
-    state = _check_matches(module, arch)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         buf = _serialize(state)
@@ -122,7 +144,8 @@ def save_checkpoint(
             torch_version=torch.__version__,
             weights_sha256=hashlib.sha256(buf).hexdigest(),
         )
-        write_atomic(folder / CONFIG, json.dumps(info.to_dict(), indent=2).encode())
+        config = {**info.to_dict(), **(extra or {})}
+        write_atomic(folder / CONFIG, json.dumps(config, indent=2).encode())
     except OSError as exc:
         raise ConfigError(
             f"cannot write checkpoint to {str(folder)!r}: {exc.strerror or exc}",
