@@ -150,3 +150,50 @@ def test_confidence_is_between_one_over_k_and_one(scores: Any) -> None:
     conf = confidence(scores, Scores.LOGITS)
     k = scores.shape[1]
     assert np.all(conf >= 1.0 / k - 1e-9) and np.all(conf <= 1.0 + 1e-9)
+
+
+def test_a_row_with_nan_or_inf_has_confidence_zero_and_does_not_spoil_the_others() -> None:
+    probs = np.array([[0.2, 0.8], [np.nan, 0.5], [0.6, 0.4], [np.inf, 0.0], [-np.inf, 1.0]])
+    conf = confidence(probs)
+    assert np.all(np.isfinite(conf))
+    # The finite rows are still read as the probabilities they are (not softmaxed as logits).
+    np.testing.assert_allclose(conf, [0.8, 0.0, 0.6, 0.0, 0.0])
+    np.testing.assert_allclose(confidence(np.full((2, 3), np.nan)), [0.0, 0.0])
+    assert confidence(np.zeros((0, 4))).shape == (0,)
+
+
+@given(
+    arrays(
+        np.float64,
+        st.tuples(st.integers(1, 6), st.integers(1, 8)),
+        elements=st.floats(allow_nan=True, allow_infinity=True),
+    )
+)
+def test_confidence_is_always_a_number_in_zero_one(scores: Any) -> None:
+    conf = confidence(scores)
+    assert conf.shape == (scores.shape[0],)
+    assert np.all(np.isfinite(conf)) and np.all((conf >= 0) & (conf <= 1.0 + 1e-9))
+    bad = ~np.isfinite(scores).all(axis=1)
+    assert np.all(conf[bad] == 0.0)
+
+
+def test_a_row_spanning_more_than_the_float64_range_is_still_a_confidence() -> None:
+    # Found by hypothesis in CI: the max-shift itself overflowed to -inf (a RuntimeWarning).
+    conf = confidence(np.array([[1.79769313e308, -9.97920155e291]]))
+    np.testing.assert_allclose(conf, [1.0])
+
+
+def test_the_cascade_sends_a_nan_row_up(large: LoadedModel) -> None:
+    def small(feeds: Feeds) -> Outputs:
+        scores = large.run(feeds)["output"].copy()  # the large model's shape and kind
+        scores[:, 0] = 50.0  # sure of class 0 (logits)...
+        scores[1] = np.nan  # ...except row 1: a numerical failure in the small model
+        return {"output": scores}
+
+    cascade = Cascade(small, large, 0.5)
+    x = np.ones((3, 4), np.float32)
+    result = asyncio.run(cascade.predict({"input": x}))
+    assert result.fallback_reason is None
+    assert result.escalated.tolist() == [False, True, False]
+    assert result.answered_by_large.tolist() == [False, True, False]
+    assert np.all(np.isfinite(result.outputs["output"][1]))

@@ -1,7 +1,10 @@
 """A cascade: a small model answers; inputs it is unsure of go to a large model.
 
 Confidence is the largest softmax probability of a row of the small model's scores (when the
-scores already are probabilities, rows summing to 1, they are used as they are). Rows below
+scores already are probabilities, rows summing to 1, they are used as they are). A row holding
+NaN or an infinity has confidence 0: the small model's answer for it is a numerical failure,
+not a belief, so it escalates at any threshold above 0 (and its scores do not count towards
+telling probabilities from logits for the other rows). Rows below
 ``threshold`` are escalated to the large model: a local loaded model (run in a worker thread)
 or an async callable (a parent tier over HTTP, wired by the server). When the large model
 fails or times out, the small model's answer stands for those rows and the fallback is counted.
@@ -37,6 +40,8 @@ class Scores(StrEnum):
 def confidence(scores: np.ndarray, kind: Scores = Scores.AUTO) -> np.ndarray:
     """Largest class probability per row of a ``(rows, classes)`` score array (pure).
 
+    Always finite, in [0, 1]: a row holding NaN or an infinity gets 0 (module docstring).
+
     Raises:
         DataError: ``scores`` is not two-dimensional.
     """
@@ -46,9 +51,23 @@ def confidence(scores: np.ndarray, kind: Scores = Scores.AUTO) -> np.ndarray:
             hint="name the output that holds class scores with score_output=",
         )
     x = scores.astype(np.float64, copy=False)
+    finite = np.isfinite(x).all(axis=1)
+    if finite.all():
+        return _confidence(x, kind)
+    conf = np.zeros(x.shape[0])
+    if finite.any():
+        conf[finite] = _confidence(x[finite], kind)
+    return conf
+
+
+def _confidence(x: np.ndarray, kind: Scores) -> np.ndarray:
+    """:func:`confidence` of finite rows."""
     if kind is Scores.PROBABILITIES or (kind is Scores.AUTO and _are_probabilities(x)):
         return np.asarray(x.max(axis=1))
-    shifted = np.exp(x - x.max(axis=1, keepdims=True))  # max-shift: exp never overflows
+    # Max-shift: exp never overflows. The shift itself may (finite rows spanning more than the
+    # float64 range, e.g. [1.8e308, -1e292]); such a difference is -inf and exp of it is 0.
+    with np.errstate(over="ignore"):
+        shifted = np.exp(x - x.max(axis=1, keepdims=True))
     return np.asarray(shifted.max(axis=1) / shifted.sum(axis=1))
 
 
