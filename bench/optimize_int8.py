@@ -1,6 +1,7 @@
 """INT8 on this CPU, measured in one run: FP32 vs every quantized variant, batch 1 and 32.
 
     .venv/bin/python bench/optimize_int8.py [--threads 1] [--cpu 1] [--slices 30] [--out DIR]
+        [--skip-cnn] [--only levers | WORD ...]
 
 Two models:
 
@@ -27,6 +28,11 @@ alike; a configuration's figure is the median of its slice p50s (the digits CNN 
 pinned to ``--cpu`` and runs ``--threads`` intra-op threads; the load average is recorded at
 the start, at every slice and at the end. Results: ``DIR/optimize_int8_results.json`` and
 ``.md`` (default DIR: bench/).
+
+``--only`` keeps the EfficientNet rows whose label contains one of the words (FP32 always);
+``--only levers`` is the second round of issue 3: OpenVINO properties and static shapes, ONNX
+Runtime graph levels and offline optimization, ORT quantizer ``extra_options``, depthwise left in
+float, NNCF options.
 """
 
 from __future__ import annotations
@@ -48,7 +54,10 @@ import numpy as np
 
 from edgeloop.optimize.engines import (
     ORT,
+    Engine,
     EngineSetup,
+    GraphLevel,
+    PrecisionHint,
     available_setups,
     open_runner,
     time_runs,
@@ -285,50 +294,161 @@ def effnet_onnx(work: Path, check: np.ndarray) -> tuple[Path, dict[str, Any]]:
     return path, {"weights": Path(weights).name, "export_parity": parity.to_dict()}
 
 
-# (label, method, params, extra ONNX Runtime session configs to try)
-EFF_VARIANTS: list[tuple[str, str, dict[str, Any], list[dict[str, str]]]] = [
+def _ort(level: GraphLevel = GraphLevel.ALL, **config: str) -> EngineSetup:
+    return EngineSetup(Engine.ONNXRUNTIME, session_config=config, graph_level=level)
+
+
+def _ov(
+    hint: PrecisionHint = PrecisionHint.DEFAULT, static: bool = False, **config: str
+) -> EngineSetup:
+    return EngineSetup(Engine.OPENVINO, hint, openvino_config=config, static_shapes=static)
+
+
+# Engine levers (issue 3, second round) tried on the FP32 file too, so that the fastest FP32
+# figure is the fastest FP32 any of them gives (the same thread count and CPU on both sides).
+OV_LEVERS = (
+    _ov(static=True),
+    _ov(PERFORMANCE_HINT="THROUGHPUT"),
+    _ov(ENABLE_CPU_PINNING="YES", CPU_DENORMALS_OPTIMIZATION="YES"),
+)
+FP32_EXTRA = OV_LEVERS
+PRESET = "static QDQ per-channel U8S8 minmax (preset conv-x86-vnni)"
+
+# (label, method, params, extra engine set-ups to try; None: only ORT and OpenVINO default)
+EFF_VARIANTS: list[tuple[str, str, dict[str, Any], tuple[EngineSetup, ...] | None]] = [
     (
-        "static QDQ per-channel U8S8 minmax (preset conv-x86-vnni)",
+        PRESET,
         "static-int8",
         {},
-        [{"session.x64quantprecision": "1"}, {"session.intra_op.allow_spinning": "0"}],
+        (
+            _ort(**{"session.x64quantprecision": "1"}),
+            _ort(**{"session.intra_op.allow_spinning": "0"}),
+            _ort(**{"session.set_denormal_as_zero": "1"}),
+            _ort(GraphLevel.EXTENDED),
+            _ort(GraphLevel.BASIC),
+            _ov(PrecisionHint.BF16),
+            _ov(EXECUTION_MODE_HINT="ACCURACY"),
+            *OV_LEVERS,
+        ),
     ),
     (
         "static QDQ per-channel U8S8, Gemm head in float",
         "static-int8",
         {"float_ops": ("Gemm",)},
-        [],
+        (),
     ),
-    ("static QDQ per-tensor U8S8", "static-int8", {"per_channel": False}, []),
-    ("static QOperator per-channel U8S8", "static-int8", {"format": "qoperator"}, []),
-    ("static QDQ per-channel reduce_range", "static-int8", {"reduce_range": True}, []),
+    ("static QDQ per-tensor U8S8", "static-int8", {"per_channel": False}, ()),
+    ("static QOperator per-channel U8S8", "static-int8", {"format": "qoperator"}, ()),
+    ("static QDQ per-channel reduce_range", "static-int8", {"reduce_range": True}, ()),
     (
         "static QDQ per-channel U8S8 symmetric activations",
         "static-int8",
         {"symmetric_activations": True},
-        [],
+        (),
     ),
     (
         "static QDQ per-channel S8S8",
         "static-int8",
         {"activations": "int8", "symmetric_activations": True},
-        [{"session.qdqisint8allowed": "1"}],
+        (_ort(**{"session.qdqisint8allowed": "1"}),),
     ),
-    ("static QDQ per-channel U8U8", "static-int8", {"weights": "uint8"}, []),
-    ("static QDQ per-channel U8S8 percentile", "static-int8", {"calibration": "percentile"}, []),
-    ("fp16", "fp16", {}, []),
-    ("nncf-int8 (NNCF PTQ, ONNX backend, performance preset)", "nncf-int8", {}, []),
+    ("static QDQ per-channel U8U8", "static-int8", {"weights": "uint8"}, ()),
+    ("static QDQ per-channel U8S8 percentile", "static-int8", {"calibration": "percentile"}, ()),
+    ("fp16", "fp16", {}, ()),
+    ("nncf-int8 (NNCF PTQ, ONNX backend, performance preset)", "nncf-int8", {}, ()),
+    # Second round: graph-shaping options of ORT's quantizer, mixed precision, NNCF options.
+    (
+        "static QDQ, depthwise left in float (1x1 INT8)",
+        "static-int8",
+        {"float_depthwise": True},
+        (_ov(static=True),),
+    ),
+    (
+        "static QDQ, QDQKeepRemovableActivations",
+        "static-int8",
+        {"qdq_options": {"QDQKeepRemovableActivations": True}},
+        None,
+    ),
+    (
+        "static QDQ, DedicatedQDQPair",
+        "static-int8",
+        {"qdq_options": {"DedicatedQDQPair": True}},
+        None,
+    ),
+    (
+        "static QDQ, AddQDQPairToWeight",
+        "static-int8",
+        {"qdq_options": {"AddQDQPairToWeight": True}},
+        None,
+    ),
+    (
+        "static QDQ, WeightSymmetric=False (asymmetric weights)",
+        "static-int8",
+        {"qdq_options": {"WeightSymmetric": False}},
+        None,
+    ),
+    (
+        "static QDQ, ForceQuantizeNoInputCheck",
+        "static-int8",
+        {"qdq_options": {"ForceQuantizeNoInputCheck": True}},
+        None,
+    ),
+    ("nncf-int8 mixed preset", "nncf-int8", {"preset": "mixed"}, None),
+    ("nncf-int8 fast_bias_correction off", "nncf-int8", {"fast_bias_correction": False}, None),
+    (
+        "nncf-int8 model_type transformer (SmoothQuant)",
+        "nncf-int8",
+        {"model_type": "transformer"},
+        None,
+    ),
 ]
+ORT_OFFLINE = "preset file optimized offline by ORT (level all), loaded with graph level disabled"
+NNCF_IR = "nncf-int8 OpenVINO IR (NNCF PTQ, OpenVINO backend)"
+# --only levers: the second round's rows plus what they are compared with.
+LEVERS = (
+    "fp32",
+    PRESET,
+    "static QDQ, ",
+    "nncf-int8 mixed",
+    "nncf-int8 fast",
+    "nncf-int8 model_type",
+    ORT_OFFLINE,
+)
+
+
+def wanted(label: str, only: Sequence[str]) -> bool:
+    """``--only``: keep a row whose label contains one of the words (``levers``: LEVERS)."""
+    words = [w for o in only for w in (LEVERS if o == "levers" else (o,))]
+    return not only or label == "fp32" or any(w in label for w in words)
+
+
+def ort_offline(model: Path, out: Path) -> Path:
+    """ONNX Runtime's own optimized graph of ``model`` (level all, this CPU), saved to ``out``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(out)
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return out
 
 
 def effnet_candidates(
-    fp32: Path, splits: Any, work: Path, base_setups: tuple[EngineSetup, ...]
+    fp32: Path,
+    splits: Any,
+    work: Path,
+    base_setups: tuple[EngineSetup, ...],
+    only: Sequence[str] = (),
 ) -> list[Candidate]:
     import edgeloop.optimize.openvino_quant as ovq
     from edgeloop.optimize import ModelSource, create
 
-    cands = [Candidate("fp32", fp32, base_setups, {"size_bytes": fp32.stat().st_size})]
-    for i, (label, method, params, configs) in enumerate(EFF_VARIANTS):
+    has_ov = any(s.engine is Engine.OPENVINO for s in base_setups)
+    fp32_setups = base_setups + (FP32_EXTRA if has_ov else ())
+    cands = [Candidate("fp32", fp32, fp32_setups, {"size_bytes": fp32.stat().st_size})]
+    for i, (label, method, params, extra) in enumerate(EFF_VARIANTS):
+        if not wanted(label, only):
+            continue
         if method == "nncf-int8" and not HAS_NNCF:
             log(f"effnet: {label} skipped: nncf is not installed")
             continue
@@ -336,21 +456,25 @@ def effnet_candidates(
         sized = {"samples": len(splits.train)} if method in ("static-int8", "nncf-int8") else {}
         opt = create(method, **sized, **params)
         variant = opt.fit(splits).apply(ModelSource(fp32), work / f"effnet-{i}.onnx")
-        extra = tuple(EngineSetup(ORT.engine, session_config=c) for c in configs)
+        setups = base_setups[:2] if extra is None else base_setups + extra
+        if not has_ov:
+            setups = tuple(s for s in setups if s.engine is Engine.ONNXRUNTIME)
         info = variant.to_dict()
         info["seconds"] = round(time.perf_counter() - start, 1)
         info["size_bytes"] = variant.path.stat().st_size
-        cands.append(Candidate(label, variant.path, base_setups + extra, info))
+        cands.append(Candidate(label, variant.path, setups, info))
         log(f"effnet: {label} ({info['seconds']} s)")
-    if HAS_NNCF and any(s.engine.value == "openvino" for s in base_setups):
+        if label == PRESET and wanted(ORT_OFFLINE, only):
+            opt_path = ort_offline(variant.path, work / "effnet-ort-offline.onnx")
+            size = {"size_bytes": opt_path.stat().st_size}
+            cands.append(Candidate(ORT_OFFLINE, opt_path, (_ort(GraphLevel.DISABLED),), size))
+    if HAS_NNCF and has_ov and wanted(NNCF_IR, only):
         xml = work / "effnet-nncf-ir.xml"
         tools = ovq.quantize_openvino_ir(fp32, splits.train.x, xml)
-        ov_setups = tuple(s for s in base_setups if s.engine.value == "openvino")
+        ov_setups = tuple(s for s in base_setups if s.engine is Engine.OPENVINO)
         size = xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
         info = {"tools": tools, "size_bytes": size, "calibration_samples": len(splits.train)}
-        cands.append(
-            Candidate("nncf-int8 OpenVINO IR (NNCF PTQ, OpenVINO backend)", xml, ov_setups, info)
-        )
+        cands.append(Candidate(NNCF_IR, xml, ov_setups, info))
     return cands
 
 
@@ -496,6 +620,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--evaluation", type=int, default=96)
     parser.add_argument("--skip-cnn", action="store_true")
     parser.add_argument("--skip-effnet", action="store_true")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        help="EfficientNet rows whose label contains one of these words (fp32 always); "
+        "'levers' picks the second round's engine and quantizer levers",
+    )
+    parser.add_argument(
+        "--setups",
+        nargs="*",
+        default=[],
+        help="EfficientNet: only the engine set-ups with exactly these labels "
+        "(e.g. onnxruntime 'openvino (default precision, static shapes)')",
+    )
     parser.add_argument("--out", type=Path, default=ROOT)
     return parser.parse_args(argv)
 
@@ -567,7 +705,11 @@ def run_effnet(args: argparse.Namespace, work: Path, result: dict[str, Any]) -> 
     splits = photo_splits(args.calibration, args.evaluation)
     fp32, info = effnet_onnx(work, splits.test.x)
     setups, missing = available_setups()
-    cands = effnet_candidates(fp32, splits, work, setups)
+    cands = effnet_candidates(fp32, splits, work, setups, args.only)
+    if args.setups:
+        for cand in cands:
+            cand.setups = tuple(s for s in cand.setups if s.label in args.setups)
+        cands = [c for c in cands if c.setups]
     plan = {1: (args.slices, args.slice_runs, 2), 32: (args.slices_b32, 1, 0)}
     measure_interleaved("effnet", cands, splits.test.x, args.threads, plan)
     reference = np.concatenate(

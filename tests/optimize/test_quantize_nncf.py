@@ -70,3 +70,14 @@ def test_nncf_openvino_ir_is_written(conv: ModelSource, splits: Splits, tmp_path
     tools = openvino_quant.quantize_openvino_ir(conv.onnx, splits.train.x[:32], tmp_path / "q.xml")
     assert (tmp_path / "q.xml").is_file() and (tmp_path / "q.bin").is_file()
     assert set(tools) == {"nncf", "openvino"}
+
+
+def test_nncf_transformer_model_type_runs_on_a_conv_net(
+    conv: ModelSource, splits: Splits, tmp_path: Path
+) -> None:
+    variant = create("nncf-int8", samples=32, model_type="transformer").fit(splits)
+    got = census(variant.apply(conv, tmp_path / "t.onnx").path)
+    assert got.int_compute >= 2 and variant.get_params()["model_type"] == "transformer"
+    with pytest.raises(ConfigError) as info:
+        create("nncf-int8", model_type="bert")
+    assert "bert" in info.value.message and "transformer" in info.value.message

@@ -165,7 +165,7 @@ def tune(
 
     def render(console: Console) -> None:
         t = Table(title=f"tune {path.name} on {data} — every row measured this run")
-        for col in ("recipe", "accuracy", "p50 ms", "size KB", "pareto", "note"):
+        for col in ("recipe", "accuracy", "p50 ms", "engine", "size KB", "pareto", "note"):
             t.add_column(col, justify="left" if col in ("recipe", "note") else "right")
         front = {p.recipe for p in result.pareto}
         for c in result.tried:
@@ -179,6 +179,7 @@ def tune(
                 c.recipe,
                 na(r.get("accuracy"), "{:.2%}"),
                 na(r.get("latency_ms"), "{:.4f}"),
+                r.get("engine") or "",
                 na(None if c.row is None else r["size_bytes"] / 1024, "{:.1f}"),
                 mark,
                 c.error or "",

@@ -5,11 +5,15 @@ variant is measured on every engine set-up this machine has and the winner is re
 
 - ``onnxruntime``: the CPU execution provider with the session :mod:`edgeloop.bench` opens
   (explicit intra-op threads, one inter-op thread, sequential, graph optimization level
-  ``all``, ORT's default), plus optional session config entries (``session_config``);
+  ``all``, ORT's default), plus optional session config entries (``session_config``) and
+  another graph optimization level (``graph_level``);
 - ``openvino``: the CPU plugin, latency hint, one stream, ``threads`` inference threads. On a
   CPU with ``avx512_bf16`` or AMX, OpenVINO runs float layers in bfloat16 unless told
   otherwise, so a run records the precision OpenVINO reports it used and, per compute layer,
   the precision it actually ran (``Convolution:u8``); ``precision_hint="f32"`` asks for FP32.
+  ``openvino_config`` adds or overrides CPU plugin properties (``PERFORMANCE_HINT``,
+  ``ENABLE_CPU_PINNING``, ...); ``static_shapes`` compiles the model once per input shape it
+  is called with (its dynamic batch dimension fixed) instead of once with dynamic shapes.
 
 Timing follows :mod:`edgeloop.bench.measure`: untimed warm-up runs, then each run timed alone
 with ``perf_counter_ns`` (batches built before the timer, the garbage collector paused),
@@ -46,6 +50,15 @@ class Engine(StrEnum):
     OPENVINO = "openvino"
 
 
+class GraphLevel(StrEnum):
+    """ONNX Runtime's graph optimization levels (``all`` includes the layout transformers)."""
+
+    DISABLED = "disabled"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
 class PrecisionHint(StrEnum):
     """OpenVINO's ``INFERENCE_PRECISION_HINT``; ``default`` lets the plugin choose."""
 
@@ -61,30 +74,53 @@ class EngineSetup:
     engine: Engine
     precision_hint: PrecisionHint = PrecisionHint.DEFAULT
     session_config: Mapping[str, str] = field(default_factory=dict)
+    graph_level: GraphLevel = GraphLevel.ALL
+    openvino_config: Mapping[str, str] = field(default_factory=dict)
+    static_shapes: bool = False
 
     def __post_init__(self) -> None:
-        if self.engine is Engine.ONNXRUNTIME and self.precision_hint is not PrecisionHint.DEFAULT:
+        ov = self.engine is Engine.OPENVINO
+        if not ov and self.precision_hint is not PrecisionHint.DEFAULT:
             raise ConfigError(
                 f"precision hint {self.precision_hint.value!r} applies to openvino only",
                 hint="ONNX Runtime runs the precision stored in the model",
             )
-        if self.engine is Engine.OPENVINO and self.session_config:
+        if not ov and (self.openvino_config or self.static_shapes):
             raise ConfigError(
-                f"session config {dict(self.session_config)} applies to onnxruntime only"
+                f"openvino_config {dict(self.openvino_config)} and static_shapes="
+                f"{self.static_shapes} apply to openvino only"
+            )
+        if ov and (self.session_config or self.graph_level is not GraphLevel.ALL):
+            raise ConfigError(
+                f"session config {dict(self.session_config)} and graph level "
+                f"{self.graph_level.value!r} apply to onnxruntime only"
+            )
+        if "INFERENCE_PRECISION_HINT" in self.openvino_config:
+            raise ConfigError(
+                "INFERENCE_PRECISION_HINT in openvino_config is not valid here",
+                hint="pass precision_hint=PrecisionHint.F32 / BF16 instead",
             )
 
     @property
     def label(self) -> str:
         if self.engine is Engine.OPENVINO:
-            return f"openvino ({self.precision_hint.value} precision)"
-        extra = ", ".join(f"{k}={v}" for k, v in sorted(self.session_config.items()))
-        return f"onnxruntime ({extra})" if extra else "onnxruntime"
+            extra = [f"{self.precision_hint.value} precision"]
+            extra += ["static shapes"] if self.static_shapes else []
+            extra += [f"{k}={v}" for k, v in sorted(self.openvino_config.items())]
+            return f"openvino ({', '.join(extra)})"
+        extras = [f"{k}={v}" for k, v in sorted(self.session_config.items())]
+        if self.graph_level is not GraphLevel.ALL:
+            extras.insert(0, f"graph level {self.graph_level.value}")
+        return f"onnxruntime ({', '.join(extras)})" if extras else "onnxruntime"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "engine": self.engine.value,
             "precision_hint": self.precision_hint.value,
             "session_config": dict(self.session_config),
+            "graph_level": self.graph_level.value,
+            "openvino_config": dict(self.openvino_config),
+            "static_shapes": self.static_shapes,
             "label": self.label,
         }
 
@@ -205,7 +241,7 @@ def _ort_runner(model: Path, setup: EngineSetup, threads: int) -> Runner:
     # Without config entries, the very session edgeloop bench opens.
     session = (
         _ort_session(model, setup, threads, None)
-        if setup.session_config
+        if setup.session_config or setup.graph_level is not GraphLevel.ALL
         else open_session(model, threads)
     )
     name = session.get_inputs()[0].name
@@ -232,6 +268,13 @@ def _ort_session(model: Path, setup: EngineSetup, threads: int, save_to: Path | 
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    levels = {
+        GraphLevel.DISABLED: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        GraphLevel.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        GraphLevel.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        GraphLevel.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    options.graph_optimization_level = levels[setup.graph_level]
     for key, value in setup.session_config.items():
         options.add_session_config_entry(key, value)
     if save_to is not None:
@@ -250,19 +293,36 @@ def _openvino_runner(model: Path, setup: EngineSetup, threads: int) -> Runner:
         "INFERENCE_NUM_THREADS": threads,
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
+        **setup.openvino_config,
     }
     if setup.precision_hint is not PrecisionHint.DEFAULT:
         config["INFERENCE_PRECISION_HINT"] = setup.precision_hint.value
-    try:
-        compiled = ov.Core().compile_model(str(model), "CPU", config)
-    except RuntimeError as exc:
-        raise ConversionError(
-            f"OpenVINO cannot compile {str(model)!r}: {openvino_reason(str(exc))}"
-        ) from exc
-    request = compiled.create_infer_request()
+    core = ov.Core()
+
+    def compile_for(shape: tuple[int, ...] | None) -> Any:
+        try:
+            read = core.read_model(str(model))
+            if shape is not None:
+                read.reshape(list(shape))
+            return core.compile_model(read, "CPU", config)
+        except RuntimeError as exc:
+            raise ConversionError(
+                f"OpenVINO cannot compile {str(model)!r}: {openvino_reason(str(exc))}"
+            ) from exc
+
+    compiled = compile_for(None)
+    requests: dict[tuple[int, ...] | None, tuple[Any, Any]] = {
+        None: (compiled.create_infer_request(), compiled.output(0))
+    }
 
     def run(x: F32) -> F32:
-        return np.array(request.infer({0: x})[compiled.output(0)])
+        # static_shapes: one compiled model per input shape, made on its first call.
+        key = tuple(x.shape) if setup.static_shapes else None
+        if key not in requests:
+            fixed = compile_for(key)
+            requests[key] = (fixed.create_infer_request(), fixed.output(0))
+        request, output = requests[key]
+        return np.array(request.infer({0: x})[output])
 
     return Runner(
         run=run,

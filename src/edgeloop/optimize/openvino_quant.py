@@ -38,6 +38,14 @@ class NncfPreset(StrEnum):
     MIXED = "mixed"
 
 
+class NncfModelType(StrEnum):
+    """NNCF's ``model_type``: ``transformer`` adds SmoothQuant and transformer-specific scopes
+    (it acts on MatMul; a conv net has none, so on one it is measured, not assumed, to be moot)."""
+
+    DEFAULT = "default"
+    TRANSFORMER = "transformer"
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """NNCF draws progress bars on stdout and logs at INFO; stdout carries only results."""
@@ -77,7 +85,12 @@ class NncfInt8(OptimizerBase):
     needs_data = True
 
     def __init__(
-        self, *, preset: str = "performance", samples: int = 256, fast_bias_correction: bool = True
+        self,
+        *,
+        preset: str = "performance",
+        samples: int = 256,
+        fast_bias_correction: bool = True,
+        model_type: str = "default",
     ) -> None:
         self.preset = parse_choice(NncfPreset, preset, "preset")
         if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 100_000:
@@ -88,6 +101,7 @@ class NncfInt8(OptimizerBase):
                 f"fast_bias_correction {fast_bias_correction!r} must be true or false"
             )
         self.fast_bias_correction = fast_bias_correction
+        self.model_type = parse_choice(NncfModelType, model_type, "model_type")
 
     def fit(self, data: Splits) -> Self:
         super().fit(data)
@@ -118,6 +132,11 @@ class NncfInt8(OptimizerBase):
             self.preset,
             transform=lambda item: {name: item},
             fast_bias_correction=self.fast_bias_correction,
+            **(
+                {"model_type": nncf.ModelType.TRANSFORMER}
+                if self.model_type is NncfModelType.TRANSFORMER
+                else {}
+            ),
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

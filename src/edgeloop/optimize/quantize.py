@@ -60,6 +60,17 @@ class IntType(StrEnum):
     UINT8 = "uint8"
 
 
+# ONNX Runtime quantize_static extra_options that change the QDQ graph (all true/false), and
+# what each does; the INT8 benchmark measured each on EfficientNet-Lite0 (docs/benchmarks.md).
+QDQ_OPTIONS = {
+    "QDQKeepRemovableActivations": "keep Relu/Clip after quantized nodes instead of folding them",
+    "DedicatedQDQPair": "one QDQ pair per consumer of a tensor instead of a shared one",
+    "AddQDQPairToWeight": "float weights with a Q/DQ pair instead of stored INT8 weights",
+    "WeightSymmetric": "symmetric weights (zero point 0); false gives asymmetric weights",
+    "ForceQuantizeNoInputCheck": "quantize ops like Reshape/ReduceMean even if their input is not",
+    "MatMulConstBOnly": "quantize only MatMuls whose second input is a constant",
+}
+
 # Operators dynamic quantization may touch; Gemm is first rewritten to MatMul + Add.
 DYNAMIC_OPS = ("MatMul", "Gemm", "Conv", "Attention", "LSTM", "Gather")
 
@@ -179,7 +190,9 @@ class StaticInt8(_Quantizer):
     ``reduce_range`` (7-bit weights, for x86 CPUs without VNNI), ``symmetric_activations``,
     ``samples`` (calibration sample count), ``preprocess`` (ORT's shape inference and
     BatchNorm folding before quantizing), ``float_ops`` (operator types left in float, e.g.
-    ``("Gemm",)`` to keep a classifier head whose INT8 kernel is slow on some engine).
+    ``("Gemm",)`` to keep a classifier head whose INT8 kernel is slow on some engine),
+    ``float_depthwise`` (leave grouped convolutions in float: an engine may run them in bf16),
+    ``qdq_options`` (ONNX Runtime's graph-shaping ``extra_options``, keys of ``QDQ_OPTIONS``).
     """
 
     name = "static-int8"
@@ -198,6 +211,8 @@ class StaticInt8(_Quantizer):
         samples: int = 256,
         preprocess: bool = True,
         float_ops: Sequence[str] = (),
+        float_depthwise: bool = False,
+        qdq_options: Mapping[str, bool] | None = None,
     ) -> None:
         self.format = parse_choice(QuantFormat, format, "format")
         self.per_channel = _flag(per_channel, "per_channel")
@@ -216,6 +231,8 @@ class StaticInt8(_Quantizer):
                 f"float_ops {list(ops)!r} must be ONNX operator type names, e.g. ('Gemm',)"
             )
         self.float_ops = ops
+        self.float_depthwise = _flag(float_depthwise, "float_depthwise")
+        self.qdq_options = _qdq_options(qdq_options or {})
 
     def fit(self, data: Splits) -> Self:
         """Keep calibration samples (train split) and parity samples (test split)."""
@@ -257,7 +274,11 @@ class StaticInt8(_Quantizer):
         }
         types = {IntType.INT8: q.QuantType.QInt8, IntType.UINT8: q.QuantType.QUInt8}
         graph = onnx.load(str(model), load_external_data=False).graph
-        excluded = [n.name for n in graph.node if n.op_type in self.float_ops]
+        excluded = [
+            n.name
+            for n in graph.node
+            if n.op_type in self.float_ops or (self.float_depthwise and _grouped_conv(n))
+        ]
         try:
             q.quantize_static(
                 str(model),
@@ -272,13 +293,34 @@ class StaticInt8(_Quantizer):
                 weight_type=types[self.weights],
                 calibrate_method=methods[self.calibration],
                 nodes_to_exclude=excluded,
-                extra_options={"ActivationSymmetric": self.symmetric_activations},
+                extra_options={
+                    "ActivationSymmetric": self.symmetric_activations,
+                    **self.qdq_options,
+                },
             )
         except Exception as exc:  # ORT raises ValueError, RuntimeError, its own classes
             raise ConversionError(
                 f"ONNX Runtime's static quantizer failed on {model.name}: {_first_line(exc)}",
                 hint=f"try format=qdq, preprocess=True, or another method: {ALTERNATIVES}",
             ) from exc
+
+
+def _qdq_options(options: Mapping[str, bool]) -> dict[str, bool]:
+    bad = [k for k in options if k not in QDQ_OPTIONS]
+    if bad:
+        raise ConfigError(
+            f"qdq_options {sorted(bad)} are not known; expected some of {', '.join(QDQ_OPTIONS)}",
+            hint="symmetric activations are the parameter symmetric_activations",
+        )
+    for key, value in options.items():
+        _flag(value, f"qdq_options[{key!r}]")
+    return dict(options)
+
+
+def _grouped_conv(node: onnx.NodeProto) -> bool:
+    """A Conv with group > 1: depthwise (or grouped) convolution."""
+    groups = [a.i for a in node.attribute if a.name == "group"]
+    return node.op_type == "Conv" and bool(groups) and groups[0] > 1
 
 
 @register("dynamic-int8")
