@@ -65,6 +65,7 @@ class Run:
     offered_rate: float | None = None
     from_send: list[float] = field(default_factory=list)  # open loop: 2xx latency from the send
     lag: list[float] = field(default_factory=list)  # open loop: schedule -> send (client side)
+    refused_from_send: list[float] = field(default_factory=list)  # open loop: 429s, from send
 
     def summary(self) -> dict[str, Any]:
         ok = np.asarray(self.latencies) * 1000.0
@@ -96,8 +97,10 @@ class Run:
         def pct(a: np.ndarray, q: float) -> float | None:
             return float(np.percentile(a, q)) if a.size else None
 
+        refused = np.asarray(self.refused_from_send) * 1000.0
         return {
             "latency_from_send_ms": {"p50": pct(sent, 50), "p99": pct(sent, 99)},
+            "refused_from_send_ms": {"p50": pct(refused, 50), "p99": pct(refused, 99)},
             "client_lag_ms": {"p50": pct(lag, 50), "p99": pct(lag, 99), "max": pct(lag, 100)},
         }
 
@@ -195,13 +198,18 @@ def single_stream(address: Address, query: Query, duration_s: float, warmup: int
     return run
 
 
-def single_stream_local(call: Callable[[], Any], duration_s: float, warmup: int = 50) -> Run:
-    """The same scenario around a local call (bare ``session.run``: the floor)."""
+def single_stream_local(
+    call: Callable[[], Any], duration_s: float, warmup: int = 50, limit: int | None = None
+) -> Run:
+    """The same scenario around a local call (bare ``session.run``: the floor); at most
+    ``limit`` timed calls when given."""
     run = Run("single-stream")
     for _ in range(warmup):
         call()
     start = time.perf_counter()
-    while (now := time.perf_counter()) - start < duration_s:
+    while (now := time.perf_counter()) - start < duration_s and (
+        limit is None or len(run.latencies) < limit
+    ):
         call()
         run.latencies.append(time.perf_counter() - now)
         run.statuses[200] += 1
@@ -242,31 +250,6 @@ def _record(run: Run, status: int, retry: str | None, latency: float) -> None:
         run.retry_after[retry] += 1
 
 
-class _Pool:
-    """Idle connections; a new one is opened when none is idle (open loop never waits on one)."""
-
-    def __init__(self, address: Address, limit: int) -> None:
-        self.address, self.limit = address, limit
-        self.idle: list[AsyncConnection] = []
-        self.opened = 0
-        self.freed = asyncio.Condition()
-
-    async def take(self) -> AsyncConnection:
-        if self.idle:
-            return self.idle.pop()
-        if self.opened < self.limit:
-            self.opened += 1
-            return await AsyncConnection.open(self.address)
-        async with self.freed:
-            await self.freed.wait_for(lambda: bool(self.idle))
-            return self.idle.pop()
-
-    async def give(self, conn: AsyncConnection) -> None:
-        self.idle.append(conn)
-        async with self.freed:
-            self.freed.notify()
-
-
 async def poisson(
     address: Address,
     query: Query,
@@ -280,28 +263,48 @@ async def poisson(
     """Open loop: Poisson arrivals at ``rate`` per second for ``duration_s``.
 
     Inter-arrival times are exponential with mean 1/rate from a seeded generator (the load
-    pattern, not a figure). ``rss_of`` names a server pid whose resident memory is sampled
-    every 0.25 s during the run.
+    pattern, not a figure). Arrivals go into one FIFO; up to ``max_connections`` connection
+    workers (opened as needed) take them in order, so an arrival that found every connection
+    busy waits its turn (counted as client lag) instead of being overtaken, and the client
+    holds one task per connection, not one per query: its own loop stays short under
+    overload, so a late answer is the server's, not the client's. ``rss_of`` names a server
+    pid whose resident memory is sampled every 0.25 s during the run.
     """
-    pool = _Pool(address, max_connections)
     run = Run("server (Poisson)", offered_rate=rate)
     rng = random.Random(seed)
-    pending: set[asyncio.Task[None]] = set()
+    due: asyncio.Queue[float | None] = asyncio.Queue()
+    workers: list[asyncio.Task[None]] = []
+    idle = 0
 
-    async def one(scheduled: float) -> None:
-        conn = await pool.take()
-        sent = time.perf_counter()
-        try:
-            status, _, retry = await conn.send(query)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            run.statuses[-1] += 1  # the connection broke: counted, never retried
-            return
-        done = time.perf_counter()
-        _record(run, status, retry, done - scheduled)
-        run.lag.append(sent - scheduled)
-        if 200 <= status < 300:
-            run.from_send.append(done - sent)
-        await pool.give(conn)
+    async def worker() -> None:
+        nonlocal idle
+        conn: AsyncConnection | None = None
+        while True:
+            idle += 1
+            scheduled = await due.get()
+            idle -= 1
+            if scheduled is None:
+                break
+            try:
+                if conn is None:
+                    conn = await AsyncConnection.open(address)
+                sent = time.perf_counter()
+                status, _, retry = await conn.send(query)
+            except (OSError, asyncio.IncompleteReadError):
+                run.statuses[-1] += 1  # the connection broke: counted, never retried
+                if conn is not None:
+                    conn.close()
+                conn = None
+                continue
+            done = time.perf_counter()
+            _record(run, status, retry, done - scheduled)
+            run.lag.append(sent - scheduled)
+            if 200 <= status < 300:
+                run.from_send.append(done - sent)
+            elif status == 429:
+                run.refused_from_send.append(done - sent)
+        if conn is not None:
+            conn.close()
 
     sampler = asyncio.ensure_future(_sample_rss(rss_of, run)) if rss_of else None
     start = next_at = time.perf_counter()
@@ -310,17 +313,16 @@ async def poisson(
         delay = next_at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.ensure_future(one(next_at))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        due.put_nowait(next_at)
+        if idle < due.qsize() and len(workers) < max_connections:
+            workers.append(asyncio.ensure_future(worker()))
         next_at += rng.expovariate(rate)
-    if pending:
-        await asyncio.gather(*pending)
+    for _ in workers:
+        due.put_nowait(None)
+    await asyncio.gather(*workers)
     run.duration_s = time.perf_counter() - start
     if sampler is not None:
         sampler.cancel()
-    for conn in pool.idle:
-        conn.close()
     return run
 
 

@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ from loadgen import AsyncConnection, Query
 
 MODEL_NAME = "cnn"
 CLIENTS = 16
+WARMUP_S = 1.0  # closed loop: untimed first second
 
 
 def build_cnn(path: Path, seed: int = 0, dense: int = 256) -> Path:
@@ -218,6 +220,71 @@ def floor(model: Path, threads: int, duration: float) -> dict[str, Any]:
     }
 
 
+def overhead_interleaved(
+    model: Path, x: np.ndarray, threads: int, slices: int, per_slice: int
+) -> dict[str, Any]:
+    """Batch-1 overhead over bare ``session.run``, robust to a shared machine's load.
+
+    Bare ``session.run`` and one edgeloop server per body kind run side by side and are timed
+    in turns: ``slices`` rounds, each ``per_slice`` single-stream queries on each in turn, so
+    a burst of load from other jobs lands on all of them alike. A figure is the median of its
+    rounds' p50s; the overhead is that minus the floor's, and the spread of the per-round
+    differences is given.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    servers = [start_edgeloop("overhead", model, "--threads", str(threads))]
+    try:
+        address = servers[0].address
+        q = queries(address, x)
+        kinds = ("oip_binary", "oip_json", "predict_json")
+        conns = {k: loadgen.BlockingConnection(address) for k in kinds}
+        rounds: dict[str, list[float]] = {k: [] for k in ("floor", *kinds)}
+        statuses: dict[str, dict[int, int]] = {k: {} for k in kinds}
+        for k in kinds:  # warm-up
+            for _ in range(200):
+                conns[k].send(q[k])
+        for _ in range(slices):
+            floor_run = loadgen.single_stream_local(
+                lambda: session.run(None, {"input": x}), 3600, warmup=0, limit=per_slice
+            )
+            rounds["floor"].append(float(np.percentile(floor_run.latencies, 50)))
+            for k in kinds:
+                times = []
+                for _ in range(per_slice):
+                    started = time.perf_counter()
+                    status, _ = conns[k].send(q[k])
+                    if status == 200:  # any other is counted (a 429 after a stall, say)
+                        times.append(time.perf_counter() - started)
+                    statuses[k][status] = statuses[k].get(status, 0) + 1
+                rounds[k].append(float(np.percentile(times, 50)))
+        for conn in conns.values():
+            conn.close()
+    finally:
+        for server in servers:
+            with running(server):
+                pass
+    us = {k: [v * 1e6 for v in vals] for k, vals in rounds.items()}
+    result: dict[str, Any] = {
+        "slices": slices,
+        "per_slice": per_slice,
+        "p50_us": {k: float(np.median(v)) for k, v in us.items()},
+        "statuses": {k: {str(c): n for c, n in v.items()} for k, v in statuses.items()},
+    }
+    for k in ("oip_binary", "oip_json", "predict_json"):
+        diffs = [a - b for a, b in zip(us[k], us["floor"], strict=True)]
+        result[f"overhead_{k}_us"] = {
+            "median": float(np.median(diffs)),
+            "p25": float(np.percentile(diffs, 25)),
+            "p75": float(np.percentile(diffs, 75)),
+        }
+    return result
+
+
 def server_scenario(
     address: tuple[str, int], query: Query, capacity: float, bound_ms: float, step_s: float
 ) -> dict[str, Any]:
@@ -243,8 +310,45 @@ def offline_http(address: tuple[str, int], query: Query, capacity: float) -> dic
     return loadgen.run_async(loadgen.offline(address, query, total, in_flight=64)).summary()
 
 
-def closed(address: tuple[str, int], query: Query, duration: float) -> dict[str, Any]:
-    return loadgen.run_async(loadgen.closed_loop(address, query, CLIENTS, duration)).summary()
+def closed(
+    address: tuple[str, int], query: Query, duration: float, pid: int | None = None
+) -> dict[str, Any]:
+    """16 clients, closed loop; with ``pid``, the server's CPU time per answered query too:
+    its event-loop thread (the process's main thread) and its other threads (the engine)."""
+    before: dict[int, float] = {}
+    if pid:  # read when the warm-up second ends and the measured run starts
+        timer = threading.Timer(WARMUP_S, lambda: before.update(_cpu_by_thread(pid)))
+        timer.start()
+    summary: dict[str, Any] = loadgen.run_async(
+        loadgen.closed_loop(address, query, CLIENTS, duration, warmup_s=WARMUP_S)
+    ).summary()
+    if pid:
+        timer.join()
+        wall = summary["duration_s"]
+        after = _cpu_by_thread(pid)
+        used = {t: after[t] - before.get(t, 0.0) for t in after}
+        loop_s = used.get(pid, 0.0)
+        other_s = sum(v for t, v in used.items() if t != pid)
+        n = max(1, summary["queries"])
+        summary["server_cpu_us_per_query"] = {
+            "event_loop": loop_s / n * 1e6,
+            "other_threads": other_s / n * 1e6,
+            "event_loop_busy_share": loop_s / wall,
+        }
+    return summary
+
+
+def _cpu_by_thread(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of process ``pid``, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
 
 
 async def _post(address: tuple[str, int], path: str) -> tuple[int, Any]:
@@ -328,7 +432,22 @@ def overload(server: Server, query: Query, capacity: float, duration: float) -> 
     if edgeloop:
         after = _get(server.address, "/metrics")
         result["server_p99_ms_at_most"] = _histogram_quantile(before, after, 0.99)
+        old = _rejected(before)
+        result["refused_by_reason"] = {k: v - old.get(k, 0.0) for k, v in _rejected(after).items()}
+        result["max_queue_delay_ms"] = server.info["config"]["max_queue_delay_ms"]
     return result
+
+
+def _rejected(metrics: str) -> dict[str, float]:
+    """edgeloop_rejected_total by reason (queue_delay: the front door; queue_full: a gate)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for s in family.samples:
+            if s.name == "edgeloop_rejected_total":
+                found[s.labels["reason"]] = found.get(s.labels["reason"], 0.0) + s.value
+    return found
 
 
 def _buckets(metrics: str) -> dict[float, float]:
@@ -366,8 +485,44 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="edgeloop's intra-op threads")
     parser.add_argument("--bound-ms", type=float, default=10.0, help="server scenario p99 bound")
     parser.add_argument("--out", type=Path, default=Path("bench"))
+    parser.add_argument(
+        "--overhead-only",
+        type=int,
+        metavar="SLICES",
+        default=0,
+        help="only the interleaved batch-1 overhead, SLICES rounds (result: overhead.json)",
+    )
+    parser.add_argument(
+        "--overload-only",
+        action="store_true",
+        help="only the 2x-capacity overload of the small and the dense-head CNN (overload.json)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.overload_only:
+        with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+            load_before = os.getloadavg()
+            found = overload_only(Path(tmp), args.duration, args.threads)
+        found["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+        found["machine"] = machine()
+        found["load_before"], found["load_after"] = load_before, os.getloadavg()
+        (args.out / "overload.json").write_text(json.dumps(found, indent=2) + "\n")
+        from serve_report import render_overload
+
+        print(render_overload([found]))
+        return
+    if args.overhead_only:
+        with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+            model = build_cnn(Path(tmp) / f"{MODEL_NAME}.onnx")
+            x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+            load_before = os.getloadavg()
+            found = overhead_interleaved(model, x, args.threads, args.overhead_only, 500)
+        found["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+        found["machine"] = machine()
+        found["load_before"], found["load_after"] = load_before, os.getloadavg()
+        (args.out / "overhead.json").write_text(json.dumps(found, indent=2) + "\n")
+        print(json.dumps(found, indent=2))
+        return
     results: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv])}
     results["machine"] = machine()
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
@@ -417,7 +572,7 @@ def run_all(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         for name in ("oip_binary", "oip_json", "predict_json"):
             e[f"single_{name}"] = loadgen.single_stream(srv.address, q[name], d).summary()
         for name in ("oip_binary", "oip_json", "predict_json"):
-            e[f"closed_{name}"] = closed(srv.address, q[name], d)
+            e[f"closed_{name}"] = closed(srv.address, q[name], d, srv.info["pid"])
         capacity = e["closed_oip_binary"]["throughput_per_s"]
         e["server_oip_binary"] = server_scenario(
             srv.address, q["oip_binary"], capacity, args.bound_ms, args.step
@@ -440,7 +595,7 @@ def run_all(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     with running(start_edgeloop("edgeloop-batched", model, *flags)) as srv:
         q = queries(srv.address, x)
         b: dict[str, Any] = {"flags": list(flags)}
-        b["closed_oip_binary"] = closed(srv.address, q["oip_binary"], d)
+        b["closed_oip_binary"] = closed(srv.address, q["oip_binary"], d, srv.info["pid"])
         b["closed_oip_json"] = closed(srv.address, q["oip_json"], d)
         cap = b["closed_oip_binary"]["throughput_per_s"]
         b["server_oip_binary"] = server_scenario(
@@ -489,6 +644,22 @@ def dense_probe(workdir: Path, duration: float, threads: int) -> dict[str, Any]:
                 result["offline_unbatched"] = capacity
                 result["overload"] = overload(srv, query, capacity["throughput_per_s"], duration)
     return result
+
+
+def overload_only(workdir: Path, duration: float, threads: int) -> dict[str, Any]:
+    """Scenario 6 alone for both models: capacity (offline), then Poisson at 2x it."""
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    found: dict[str, Any] = {}
+    for label, dense in (("small CNN", 256), ("dense-head CNN", 4096)):
+        model = build_cnn(workdir / f"cnn_{dense}.onnx", dense=dense)
+        with running(
+            start_edgeloop(label, model, "--name", MODEL_NAME, "--threads", str(threads))
+        ) as srv:
+            query = queries(srv.address, x)["oip_binary"]
+            probe = closed(srv.address, query, min(duration, 5.0))
+            capacity = offline_http(srv.address, query, probe["throughput_per_s"])
+            found[label] = overload(srv, query, capacity["throughput_per_s"], duration)
+    return found
 
 
 def _capacity(runs: dict[str, Any]) -> float:
@@ -540,6 +711,8 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
             "offered_per_s": over["offered_rate_per_s"],
             "admitted_p99_ms": over["latency_ms"]["p99"],
             "admitted_p99_from_send_ms": over["latency_from_send_ms"]["p99"],
+            "refused_p50_from_send_ms": over["refused_from_send_ms"]["p50"],
+            "refused_by_reason": e["overload"].get("refused_by_reason"),
             "client_lag_p99_ms": over["client_lag_ms"]["p99"],
             "server_p99_ms_at_most": e["overload"].get("server_p99_ms_at_most"),
             "statuses": over["statuses"],

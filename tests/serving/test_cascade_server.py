@@ -97,7 +97,7 @@ def _infer(s: Any, rows: list[list[float]]) -> tuple[dict[str, Any], np.ndarray]
 def test_rows_below_the_threshold_escalate_and_nan_rows_too() -> None:
     scores = {"output": np.array([[0.9, 0.1], [0.6, 0.4], [np.nan, 0.5]], np.float32)}
     assert escalated_rows(scores, 0.8).tolist() == [1, 2]
-    assert escalated_rows(scores, 0.0).tolist() == [2]  # NaN has no confidence at all
+    assert escalated_rows(scores, 0.0).tolist() == []  # 0 never escalates; NaN's confidence: 0
     assert escalated_rows(scores, 1.0).tolist() == [0, 1, 2]
 
 

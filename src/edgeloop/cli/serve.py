@@ -44,6 +44,14 @@ def serve(
     max_queue: Annotated[
         int, typer.Option("--max-queue", help="Requests admitted per model; beyond: 429.")
     ] = 64,
+    max_queue_delay_ms: Annotated[
+        float,
+        typer.Option(
+            "--max-queue-delay-ms",
+            help="Longest wait before a request's turn (event loop or model queue); "
+            "beyond: 429. 0: no bound.",
+        ),
+    ] = 1000.0,
     memory_budget_mb: Annotated[
         float | None,
         typer.Option("--memory-budget-mb", help="Resident memory for loaded models [no limit]."),
@@ -51,6 +59,14 @@ def serve(
     threads: Annotated[
         int | None,
         typer.Option("--threads", help="ONNX Runtime intra-op threads per model [usable CPUs]."),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="Run .onnx files on this engine: onnxruntime or openvino (the winner "
+            "`edgeloop tune` recorded) [by file suffix].",
+        ),
     ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Per-request timeout in seconds (then 504).")
@@ -135,8 +151,10 @@ def serve(
         max_batch=max_batch,
         max_delay_ms=max_delay_ms,
         max_queue=max_queue,
+        max_queue_delay_ms=max_queue_delay_ms,
         memory_budget_mb=memory_budget_mb,
         threads=threads,
+        engine=engine,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         timeout_s=timeout,
         allow_nonfinite=allow_nonfinite,

@@ -40,12 +40,13 @@ from starlette.responses import Response
 
 from edgeloop import __version__
 from edgeloop.core.errors import EdgeError
-from edgeloop.serving import oip, policy, predict
+from edgeloop.serving import front, oip, policy, predict
+from edgeloop.serving.admission import QueueDelayError
 from edgeloop.serving.body import read_body
 from edgeloop.serving.cascade import CascadeSpec
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.errors import BadRequestError, error_response
-from edgeloop.serving.metrics import CONTENT_TYPE, RuntimeCollector, ServerMetrics
+from edgeloop.serving.metrics import CONTENT_TYPE, UNKNOWN, RuntimeCollector, ServerMetrics
 from edgeloop.serving.served import ServedVersion, VersionState
 from edgeloop.serving.service import Answer, InferenceService, Ticket
 from edgeloop.serving.validation import check_inputs, check_outputs
@@ -75,7 +76,8 @@ class Server:
             response = await work()
         except EdgeError as exc:
             self.metrics.failed(ticket.model, ticket.version, type(exc).__name__)
-            reason = _REJECT_REASONS.get(exc.http_status)
+            delayed = isinstance(exc, QueueDelayError)
+            reason = "queue_delay" if delayed else _REJECT_REASONS.get(exc.http_status)
             if reason is not None:
                 self.metrics.rejected.labels(ticket.model, reason).inc()
             response = error_response(exc)
@@ -84,8 +86,19 @@ class Server:
 
     # -- Open Inference Protocol ---------------------------------------------------------
 
+    def door_refused(self, path: str, waited_s: float) -> None:
+        """Count a request the front door refused (it waited past the queue delay budget)."""
+        parts = path.split("/")  # /v2/models/{m}/..., /predict/{m} or /predict
+        name = parts[3] if parts[1] == "v2" and len(parts) > 3 else ""
+        if parts[1] == "predict":
+            name = parts[2] if len(parts) > 2 else next(iter(self.catalog.models), "")
+        model = name if name in self.catalog.models else UNKNOWN
+        self.metrics.rejected.labels(model, "queue_delay").inc()
+        endpoint = "predict" if parts[1] == "predict" else "infer"
+        self.metrics.observe((model, "", "", "primary"), endpoint, 429, None)
+
     async def infer(self, request: Request) -> Response:
-        ticket = Ticket("infer")
+        ticket = Ticket("infer", started=front.arrived(request.scope))
         return await self.counted(ticket, lambda: self._infer(request, ticket))
 
     async def _infer(self, request: Request, ticket: Ticket) -> Response:
@@ -225,7 +238,7 @@ class Server:
     # -- the simple API --------------------------------------------------------------------
 
     async def predict(self, request: Request) -> Response:
-        ticket = Ticket("predict")
+        ticket = Ticket("predict", started=front.arrived(request.scope))
         return await self.counted(ticket, lambda: self._predict(request, ticket))
 
     async def _predict(self, request: Request, ticket: Ticket) -> Response:
@@ -344,6 +357,45 @@ def create_app(
         app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
     app.add_exception_handler(EdgeError, _edge_error)
     app.add_exception_handler(HTTPException, _http_error)
+    # The first layer a request meets: one too old already is refused before routing; one
+    # admitted goes straight to its handler.
+    delay_s = catalog.config.max_queue_delay_ms / 1000.0
+    app.add_middleware(
+        front.FrontDoor,
+        max_delay_s=delay_s,
+        on_refuse=server.door_refused,
+        route=_inference_route(server),
+        delay=server.service.delay,
+    )
+    return app
+
+
+def _inference_route(server: Server) -> front.Route:
+    """The inference routes of the table above, matched on the path's parts."""
+    infer, predict = _asgi(server.infer), _asgi(server.predict)
+
+    def route(parts: list[str]) -> tuple[front.ASGIApp, dict[str, str]] | None:
+        n = len(parts)  # "/v2/models/m/infer" -> ["", "v2", "models", "m", "infer"]
+        if n in (5, 7) and parts[1] == "v2" and parts[2] == "models" and parts[3]:
+            if n == 5:
+                return infer, {"model": parts[3]}
+            if parts[4] == "versions" and parts[5]:
+                return infer, {"model": parts[3], "version": parts[5]}
+            return None
+        if n == 2 and parts[1] == "predict":
+            return predict, {}
+        if n == 3 and parts[1] == "predict" and parts[2]:
+            return predict, {"model": parts[2]}
+        return None
+
+    return route
+
+
+def _asgi(endpoint: Callable[[Request], Awaitable[Response]]) -> front.ASGIApp:
+    async def app(scope: front.Scope, receive: front.Receive, send: front.Send) -> None:
+        response = await endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
     return app
 
 

@@ -8,8 +8,9 @@ Protocol endpoint instead (:mod:`edgeloop.serving.parent`). When the large model
 fails, SMALL's answer stands and the fallback is counted: an edge node keeps answering offline.
 
 Threshold 0 never escalates; 1 escalates every row (even one the small model is certain of);
-a row whose scores hold NaN escalates (its confidence cannot be read). Parsing and the row
-decisions are pure; :class:`Escalator` does the calls and the counting.
+a row whose scores hold NaN or an infinity has confidence 0, so any threshold above 0 sends it
+up (the small model's answer for it is a numerical failure). Parsing and the row decisions
+are pure; :class:`Escalator` does the calls and the counting.
 """
 
 from __future__ import annotations
@@ -138,18 +139,10 @@ def escalated_rows(outputs: Mapping[str, np.ndarray[Any, Any]], threshold: float
     Raises:
         DataError: the first output is not ``(rows, classes)``.
     """
-    scores = np.asarray(next(iter(outputs.values())))
-    if scores.ndim != 2:
-        confidence(scores)  # raises the DataError naming the shape
-    # Rows holding NaN/Inf have no confidence; the others are read without them, since one
-    # NaN row would make the whole array look like logits rather than probabilities.
-    finite = np.isfinite(scores).all(axis=1)
-    conf = np.full(scores.shape[0], np.nan)
-    if finite.any():
-        conf[finite] = confidence(scores[finite])
+    conf = confidence(np.asarray(next(iter(outputs.values()))))  # NaN/Inf rows: 0
     if threshold >= 1.0:
         return np.arange(conf.shape[0])
-    return np.flatnonzero(~(conf >= threshold))  # NaN compares False: such a row goes up
+    return np.flatnonzero(conf < threshold)
 
 
 def merge_rows(small: Outputs, large: Mapping[str, Any], idx: np.ndarray) -> Outputs:
@@ -232,6 +225,18 @@ class Escalator:
             for small, spec in specs.items()
             if spec.url is not None
         }
+
+    def replace(
+        self, specs: Mapping[str, CascadeSpec], parents: Mapping[str, ParentTier]
+    ) -> dict[str, ParentTier]:
+        """Swap in new cascades (no await: a request sees the old set or the new one whole).
+
+        Returns the parent tiers no longer used, for the caller to close.
+        """
+        kept = {id(p) for p in parents.values()}
+        dropped = {k: p for k, p in self.parents.items() if id(p) not in kept}
+        self.specs, self.parents = dict(specs), dict(parents)
+        return dropped
 
     async def apply(
         self, model: str, outputs: Outputs, feeds: Outputs, run_large: RunLarge

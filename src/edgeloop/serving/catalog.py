@@ -285,6 +285,42 @@ class Catalog:
             serving=model.latest,
         )
 
+    async def place(self, origin: Origin) -> SwapReport:
+        """Serve ``origin`` under its name: a new model, or a served one from another place.
+
+        A new model answers "loading" (503 with Retry-After) until it is loaded; a served one
+        is hot-swapped as by :meth:`reload` (requests in flight finish on the old version).
+        The edge agent switches between its A/B slots with it.
+
+        Raises:
+            What :meth:`reload` raises; the model then keeps serving from where it did.
+        """
+        model = self.models.get(origin.name)
+        if model is None:
+            fresh = ServedModel(origin, self.config, Routing())
+            self.models[origin.name] = fresh
+            try:
+                return await self.reload(origin.name)
+            except BaseException:
+                del self.models[origin.name]
+                raise
+        previous, model.origin = model.origin, origin
+        try:
+            return await self.reload(origin.name)
+        except BaseException:
+            model.origin = previous
+            raise
+
+    async def remove(self, name: str) -> SwapReport:
+        """Stop serving ``name`` and forget it (requests in flight still finish).
+
+        Raises:
+            NotFoundError: the model is not served.
+        """
+        report = await self.unload(name)
+        self.models.pop(name, None)
+        return report
+
     async def unload(self, name: str) -> SwapReport:
         """Stop serving every version of ``name`` (requests in flight still finish).
 

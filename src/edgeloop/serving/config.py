@@ -17,6 +17,11 @@ from edgeloop.serving.routing import Routing
 #   batch 1); --max-batch 16 --max-delay-ms 2 is the throughput setting measured in
 #   docs/benchmarks.md.
 # - max_queue 64: a few batches' worth of backlog; beyond it a 429 is better than a late answer.
+# - max_queue_delay 1000 ms: the longest a request may wait for its turn (event loop or a model's
+#   queue) during a burst or a stall; while a queue stands the bound is a quarter of it (250 ms,
+#   see admission.QueueDelay), which is what bounds latency under sustained overload. 200 ms
+#   refused requests during a hot swap on a busy 2-CPU machine (loading a version stalled the
+#   loop ~0.5 s; docs/benchmarks.md); 1 s absorbs such stalls. 0 turns the delay bound off.
 # - max_body 16 MiB: 1000 images of 3x32x32 float32 in binary; JSON is ~4x larger per value.
 # - timeout 10 s: finite by default (Starlette/httpx habit); an edge model answers in ms.
 # - variant marks 20 / 5 ms of mean queue delay: a cheaper variant once requests wait longer
@@ -29,12 +34,17 @@ from edgeloop.serving.routing import Routing
 # - power interval 5 s: long enough to average out bursts of requests (RAPL's counters tick
 #   every ~1 ms), short enough to follow a variant switch within seconds.
 
+# Engines that run .onnx files (the runtime registry names).
+ONNX_ENGINES = ("onnxruntime", "openvino")
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     """How ``edgeloop serve`` batches, bounds and times out requests.
 
     ``threads`` is ONNX Runtime's intra-op threads per model (None: the runtime's default).
+    ``engine`` runs ONNX files on that engine (``onnxruntime`` or ``openvino``, the winner
+    ``edgeloop tune`` recorded); None, or an engine not installed here, picks by file suffix.
     ``memory_budget_mb`` bounds the loaded models' measured resident memory (None: no bound).
     ``routing`` maps a model name to its A/B split and shadow version; ``cascades`` a small
     model's name to where its unsure rows go. ``power_budget_w`` puts every model with variants
@@ -44,6 +54,7 @@ class ServerConfig:
     max_batch: int = 1
     max_delay_ms: float = 0.0
     max_queue: int = 64
+    max_queue_delay_ms: float = 1000.0
     memory_budget_mb: float | None = None
     threads: int | None = None
     max_body_bytes: int = 16 * 1024 * 1024
@@ -61,6 +72,7 @@ class ServerConfig:
     power_budget_w: float | None = None
     variant_power: tuple[StatedPower, ...] = ()
     power_interval_s: float = 5.0
+    engine: str | None = None
 
     def __post_init__(self) -> None:
         problems = self._adaptive_problems()
@@ -69,8 +81,10 @@ class ServerConfig:
                 problems.append(f"{name}={getattr(self, name)} (expected >= 1)")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads={self.threads} (expected >= 1)")
-        if not math.isfinite(self.max_delay_ms) or self.max_delay_ms < 0:
-            problems.append(f"max_delay_ms={self.max_delay_ms} (expected >= 0)")
+        for name in ("max_delay_ms", "max_queue_delay_ms"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                problems.append(f"{name}={value} (expected >= 0)")
         for name in ("timeout_s", "swap_grace_s", "cascade_timeout_s", "power_interval_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
@@ -82,6 +96,8 @@ class ServerConfig:
             )
         if not math.isfinite(self.inline_below_ms) or self.inline_below_ms < 0:
             problems.append(f"inline_below_ms={self.inline_below_ms} (expected >= 0)")
+        if self.engine not in (None, *ONNX_ENGINES):
+            problems.append(f"engine={self.engine!r} (expected one of {', '.join(ONNX_ENGINES)})")
         budget = self.memory_budget_mb
         if budget is not None and (not math.isfinite(budget) or budget <= 0):
             problems.append(f"memory_budget_mb={budget} (expected > 0)")
@@ -112,6 +128,7 @@ class ServerConfig:
             "max_batch": self.max_batch,
             "max_delay_ms": self.max_delay_ms,
             "max_queue": self.max_queue,
+            "max_queue_delay_ms": self.max_queue_delay_ms,
             "memory_budget_mb": self.memory_budget_mb,
             "threads": self.threads,
             "max_body_bytes": self.max_body_bytes,

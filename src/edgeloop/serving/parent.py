@@ -5,10 +5,17 @@ back as JSON tensors. The client has a finite timeout and is created on first us
 server's event loop. Every way the parent can fail (unreachable, timed out, an error status, an
 answer that is not a v2 infer response) is a :class:`TransportError`, which the cascade turns
 into a counted fallback.
+
+A parent that failed is skipped for a while (a circuit breaker): 1 s after the first failure,
+doubling with each failure in a row up to 30 s. While skipped, a call fails at once instead of
+waiting out the timeout, so a hung parent costs one request the timeout, not every request.
+When the pause is over one call probes the parent (others still skip); a success closes the
+breaker.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,18 +33,55 @@ _HINT = "check the parent tier is up (GET .../v2/health/ready) and serves that m
 class ParentTier:
     """POSTs rows to ``url`` (``.../v2/models/NAME[/versions/V]/infer``)."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, timeout_s: float, *, pause_s: float = 1.0, max_pause_s: float = 30.0
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.pause_s = pause_s
+        self.max_pause_s = max_pause_s
+        self.failures = 0  # in a row
+        self._skip_until = 0.0
+        self._probing = False
+        self._last_error = ""
         self._client: httpx.AsyncClient | None = None
+
+    def _check_breaker(self) -> None:
+        now = time.monotonic()
+        if self.failures and (now < self._skip_until or self._probing):
+            wait = max(0.0, self._skip_until - now)
+            raise TransportError(
+                f"parent tier {self.url} skipped for another {wait:.1f} s after "
+                f"{self.failures} failure(s) in a row (last: {self._last_error})",
+                hint=_HINT,
+            )
+
+    def _failed(self, exc: TransportError) -> None:
+        self.failures += 1
+        pause = min(self.max_pause_s, self.pause_s * 2 ** (self.failures - 1))
+        self._skip_until = time.monotonic() + pause
+        self._last_error = exc.message
 
     async def infer(self, feeds: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray]:
         """The parent's outputs for ``feeds``.
 
         Raises:
             TransportError: the parent is unreachable, timed out, answered an error status or
-                something that is not an infer response.
+                something that is not an infer response, or it is skipped after failing.
         """
+        self._check_breaker()
+        self._probing = self.failures > 0
+        try:
+            outputs = await self._post(feeds)
+        except TransportError as exc:
+            self._failed(exc)
+            raise
+        finally:
+            self._probing = False
+        self.failures = 0
+        return outputs
+
+    async def _post(self, feeds: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray]:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s))
         body = orjson.dumps({"inputs": [_tensor(n, v) for n, v in feeds.items()]})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import statistics
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ from edgeloop.serving.errors import NotReadyError
 from edgeloop.serving.power import PowerControl, VersionPower
 from edgeloop.serving.repository import DEFAULT_VARIANT, ModelSource
 
+log = logging.getLogger(__name__)
 _generation = itertools.count(1)
 _SELF_TEST_RUNS = 6  # pool keys of a reloaded version never collide with the old
 
@@ -159,9 +161,30 @@ class ServedVersion:
             self.switch = LoadSwitch(policy)
         self.state = VersionState.READY
 
+    def _engine(self, source: ModelSource) -> str | None:
+        """The configured engine for an ONNX file when it is installed here, else None (the
+        engine for the file's suffix); the fallback is logged with its reason."""
+        wanted = self.config.engine
+        if wanted is None or source.path.suffix.lower() != ".onnx":
+            return None
+        from edgeloop.runtime.engines import get_engine
+
+        ok, reason = get_engine(wanted).available()
+        if not ok:
+            log.warning(
+                "%s: engine %s not used (%s); by suffix instead", self.where, wanted, reason
+            )
+            return None
+        return wanted
+
     def _load_variant(self, pool: ModelPool, key: ModelKey, source: ModelSource) -> float:
         """Register, load and self-test one variant; return its median self-test run in ms."""
-        pool.register(key, source.path, SessionConfig(intra_op_threads=self.config.threads))
+        pool.register(
+            key,
+            source.path,
+            SessionConfig(intra_op_threads=self.config.threads),
+            engine=self._engine(source),
+        )
         self._keys.append(key)
         with pool.acquire(key) as model:
             if not self.inputs:

@@ -14,15 +14,18 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from edgeloop.core.errors import ConfigError, require
 from edgeloop.runtime.memory import MB, rss_bytes
+from edgeloop.serving.acceptor import Acceptor
 from edgeloop.serving.app import create_app
 from edgeloop.serving.catalog import Catalog, SwapReport
 from edgeloop.serving.config import ServerConfig
+from edgeloop.serving.front import ARRIVED
 from edgeloop.serving.repository import Origin
 
 Announce = Callable[[str], None]
@@ -101,6 +104,37 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _protocol(server: Any) -> asyncio.Protocol:
+    """The protocol uvicorn's own listener would create for a new connection."""
+    config = server.config
+    protocol: asyncio.Protocol = config.http_protocol_class(
+        config=config, server_state=server.server_state, app_state=server.lifespan.state
+    )
+    return protocol
+
+
+def stamping_protocol() -> type[Any]:
+    """uvicorn's httptools protocol, stamping each request with when its first byte was parsed.
+
+    The stamp (``scope[edgeloop.serving.front.ARRIVED]``) is what the front door ages requests
+    by: from that moment on, every wait in the process (the event loop's ready queue, a
+    model's queue) is seen and bounded. Pass it to ``uvicorn.Config(http=...)`` when embedding
+    the app in another uvicorn server.
+
+    Raises:
+        MissingDependencyError: uvicorn or httptools is not installed (the ``serve`` extra).
+    """
+    require("httptools", "serve", "edgeloop serve's HTTP parser")
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class StampingProtocol(HttpToolsProtocol):
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope[ARRIVED] = time.perf_counter()  # type: ignore[literal-required]
+
+    return StampingProtocol
+
+
 async def _serve(
     catalog: Catalog,
     sock: socket.socket,
@@ -110,25 +144,37 @@ async def _serve(
     import uvicorn
 
     app = create_app(catalog)
-    server = uvicorn.Server(
-        uvicorn.Config(app, http="httptools", lifespan="off", log_level=log_level, access_log=False)
+    config = uvicorn.Config(
+        app,
+        http=stamping_protocol(),
+        lifespan="off",
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,  # no proxy in front by default; saves a layer per request
     )
+    server = uvicorn.Server(config)
     announce, on_ready = report
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-    announce(f"listening on {url} (pid {os.getpid()}); loading {len(catalog.models)} model(s)")
-    try:
-        reports = await catalog.start()
-    except BaseException:
-        server.should_exit = True
-        await serving
-        raise
+    # No socket for uvicorn: the Acceptor takes the connections (see its module) and hands them
+    # to uvicorn's own protocol; uvicorn still runs the requests, the shutdown and the signals.
+    serving = asyncio.ensure_future(server.serve(sockets=[]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)  # uvicorn's startup runs in the serving task
     if serving.done():
         await serving  # startup failed: raise its error
         return
+    sock.listen(config.backlog)
+    acceptor = Acceptor(sock, lambda: _protocol(server), lambda: server.should_exit)
+    acceptor.start()
+    announce(f"listening on {url} (pid {os.getpid()}); loading {len(catalog.models)} model(s)")
+    try:
+        reports = await catalog.start()
+    except BaseException:
+        acceptor.stop()
+        server.should_exit = True
+        await serving
+        raise
     rss = rss_bytes()
     on_ready(
         ReadyInfo(
@@ -143,5 +189,6 @@ async def _serve(
     try:
         await serving
     finally:
+        acceptor.stop()
         await app.state.server.service.drain()
         await catalog.stop()

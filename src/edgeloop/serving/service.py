@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgeloop.core.errors import EdgeError
+from edgeloop.serving.admission import Gate, QueueDelay
 from edgeloop.serving.cascade import CascadeOutcome, Escalator
 from edgeloop.serving.catalog import Catalog, ServedModel
 from edgeloop.serving.errors import DeadlineError, QueueFullError
@@ -78,6 +80,7 @@ class InferenceService:
             catalog.config.cascades, metrics, catalog.config.cascade_timeout_s
         )
         self._background: set[asyncio.Task[Any]] = set()
+        self.delay = QueueDelay(catalog.config.max_queue_delay_ms / 1000.0)  # + front door
 
     def precheck(self, ticket: Ticket, name: str) -> None:
         """Refuse early, before the body is read: unknown model (404) or full queue (429).
@@ -87,7 +90,7 @@ class InferenceService:
         """
         model = self.catalog.model(name)
         ticket.model = model.name
-        model.gate.check()
+        _gate(model, self.delay).check()
 
     async def infer(
         self,
@@ -112,7 +115,11 @@ class InferenceService:
         primary, shadow = model.resolve(version, key, self.router)
         ticket.version = primary.version
         feeds = make_feeds(primary)
-        model.gate.enter()
+        # The last look before the queue: a request that waited past the budget since it
+        # arrived (behind other requests on the event loop, reading its body) is refused now.
+        now = time.perf_counter()
+        self.delay.check(model.name, now - ticket.started, now)
+        _gate(model, self.delay).enter()
         try:
             if primary.runs_inline(feeds):  # runs to its end on the loop: no timer can cut in
                 result = await self._run(model, primary, feeds)
@@ -156,11 +163,17 @@ class InferenceService:
 
     async def _run(self, model: ServedModel, version: ServedVersion, feeds: Feeds) -> Result:
         started = time.perf_counter()
+        work_s = math.nan
         try:
             with version.hold():
-                return await version.infer(feeds)
+                result = await version.infer(feeds)
+            # A batch's engine time is shared by its requests (batch_size counts its rows;
+            # a request of several rows gets its rows' share).
+            rows = _rows(feeds)
+            work_s = result.inference_ms / 1000.0 * rows / max(rows, result.batch_size)
+            return result
         finally:
-            model.gate.leave(time.perf_counter() - started)
+            model.gate.leave(time.perf_counter() - started, work_s)
 
     def _shadow(
         self,
@@ -212,6 +225,20 @@ class InferenceService:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.escalator.close()
+
+
+def _gate(model: ServedModel, delay: QueueDelay) -> Gate:
+    """``model``'s admission gate, with the server's delay budget: the catalog sizes gates by
+    count, and models placed after start (the edge agent's ``Catalog.place``) get it here."""
+    gate = model.gate
+    if gate.max_delay_s != delay.budget_s:
+        gate.max_delay_s = delay.budget_s
+    return gate
+
+
+def _rows(feeds: Feeds) -> int:
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
 
 
 def _timing(ticket: Ticket, result: Result) -> Timing:
