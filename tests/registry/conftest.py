@@ -8,50 +8,23 @@ schema (selected through libpq's ``options=-csearch_path=...``) that is dropped 
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
+from tests.postgres import PG_PARAM, fresh_schema
 
 from edgeloop.core.types import Latency, Manifest, Measurement, ModelRef, Parity, TensorSpec
 from edgeloop.registry import MemoryModelStore, ModelStore, SqlModelStore
 
-PG_ENV = "EDGELOOP_TEST_POSTGRES_URL"
 StoreFactory = Callable[[], ModelStore]
 ManifestFactory = Callable[..., Manifest]
-
-_PG = pytest.param(
-    "postgres",
-    marks=[
-        pytest.mark.postgres,
-        pytest.mark.skipif(not os.environ.get(PG_ENV), reason=f"{PG_ENV} is not set"),
-    ],
-)
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh, empty schema (dropped afterwards)."""
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is not set")
-    schema = f"edgeloop_test_{uuid.uuid4().hex[:12]}"
-    parsed = sa.make_url(base)
-    if parsed.drivername == "postgresql":  # SQLAlchemy would pick psycopg2; we ship psycopg 3
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(parsed)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = parsed.update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    """A PostgreSQL URL on a fresh, empty schema (dropped afterwards)."""
+    yield from fresh_schema("edgeloop_test")
 
 
 @pytest.fixture
@@ -59,7 +32,7 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'registry.db'}"
 
 
-@pytest.fixture(params=["memory", "sqlite", _PG])
+@pytest.fixture(params=["memory", "sqlite", PG_PARAM])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

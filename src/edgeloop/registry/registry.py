@@ -38,7 +38,15 @@ class Registry:
             StoreError: the database cannot be reached.
         """
         settings = (settings if settings is not None else Settings.load()).ensure()
-        return cls(SqlModelStore(settings.db_url), LocalArtifactStore(settings.artifacts_dir))
+        artifacts: ArtifactStore
+        if settings.artifacts_url:
+            from edgeloop.registry.fsspec_artifacts import FsspecArtifactStore
+
+            cache = settings.home / "artifact-cache"
+            artifacts = FsspecArtifactStore(settings.artifacts_url, cache)
+        else:
+            artifacts = LocalArtifactStore(settings.artifacts_dir)
+        return cls(SqlModelStore(settings.db_url), artifacts)
 
     def __enter__(self) -> Registry:
         return self

@@ -1,0 +1,77 @@
+"""``edgeloop control``: the control plane (fleet, deployments, rollouts, signed updates).
+
+Once it listens it prints its URL and where the admin token is; ``--format json`` prints that
+as one JSON line on stdout (``url``, ``pid``, ``home``, ``db``, ``admin_token_file``,
+``tuf_root_version``) so a script can wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edgeloop.cli.output import OutputFormat, err_console
+
+if TYPE_CHECKING:
+    from edgeloop.control.server import ReadyInfo
+
+
+def control(
+    port: Annotated[int, typer.Option("--port", help="TCP port; 0 picks a free one.")] = 8700,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    home: Annotated[
+        Path | None, typer.Option("--home", help="State folder [EDGELOOP_HOME or ~/.edgeloop].")
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="SQLAlchemy URL [sqlite in HOME; postgresql+psycopg://...]."),
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts",
+            envvar="EDGELOOP_ARTIFACTS",
+            help="fsspec URL of the artifact store (s3://bucket/models, ...) [HOME/artifacts].",
+        ),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-token",
+            envvar="EDGELOOP_ADMIN_TOKEN",
+            help="Admin token [created once in HOME/control/admin.token].",
+        ),
+    ] = None,
+    timestamp_expiry_s: Annotated[
+        int, typer.Option("--timestamp-expiry-s", help="TUF timestamp lifetime in seconds.")
+    ] = 86400,
+    tick_s: Annotated[float, typer.Option("--tick-s", help="Seconds between rollout ticks.")] = 1.0,
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="table or json (the ready line)")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Run the control plane until interrupted."""
+    from edgeloop.control.plane import ControlPlane
+    from edgeloop.control.server import run
+    from edgeloop.registry.update_repo import Expiry
+
+    plane, _ = ControlPlane.open(
+        home, db, admin_token, Expiry(timestamp_s=timestamp_expiry_s), artifacts
+    )
+    token_file = None if admin_token else plane.settings.home / "control" / "admin.token"
+
+    def on_ready(info: ReadyInfo) -> None:
+        if format is OutputFormat.JSON:
+            sys.stdout.write(json.dumps(info.to_dict()) + "\n")
+            sys.stdout.flush()
+            return
+        err_console.print(f"control plane listening on [bold]{info.url}[/] (pid {info.pid})")
+        where = token_file if token_file is not None else "given with --admin-token"
+        err_console.print(f"admin token: {where}", highlight=False)
+        err_console.print(f"home: {info.home}   database: {info.db}", highlight=False)
+
+    run(plane, host=host, port=port, on_ready=on_ready, admin_token_file=token_file, tick_s=tick_s)

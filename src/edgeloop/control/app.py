@@ -1,0 +1,461 @@
+"""The control plane's HTTP edge (docs/fleet-protocol.md is the contract).
+
+=========================================  =========  ========================================
+route                                      auth       answer
+=========================================  =========  ========================================
+``GET  /healthz``                          none       ``{"status": "ok", "version"}``
+``POST /api/v1/enrollment-tokens``         admin      ``{"token", "expires_at"}``
+``POST /api/v1/enroll``                    enroll tk  ``{"node_id", "node_token", "tuf"}``
+``GET  /api/v1/nodes[/{id}]``              admin      nodes / node
+``PATCH /api/v1/nodes/{id}``               admin      node
+``GET  /api/v1/nodes/{id}/desired``        that node  ``{"node_id", "revision", "target"}``
+``POST /api/v1/nodes/{id}/report``         that node  204
+``POST /api/v1/nodes/{id}/telemetry``      that node  ``{"accepted", "duplicates", "rejected"}``
+``GET  /api/v1/telemetry?node=&kind=...``  admin      ``{"items": [stored item]}``
+``GET|POST /api/v1/models``                admin      registry listing / publish (multipart)
+``POST /api/v1/deployments``               admin      the new rollout
+``GET  /api/v1/rollouts[/{id}]``           admin      rollouts / rollout
+``POST /api/v1/rollouts/{id}/rollback``    admin      rollout (``{"to": "name:version"?}``)
+``POST /api/v1/rollouts/{id}/pause|resume`` admin     rollout
+``GET  /tuf/metadata/{file}``              none       signed metadata
+``GET  /tuf/targets/{dir}/{sha}.{name}``   node/admin target bytes (deployments: that node only)
+=========================================  =========  ========================================
+
+Blocking work (database, hashing) runs in Starlette's thread pool. Every EdgeError becomes an
+answer in one place (:func:`edgeloop.serving.errors.error_response`); 401s carry
+``WWW-Authenticate: Bearer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, Response
+
+from edgeloop import __version__
+from edgeloop.control import auth, fleet, telemetry
+from edgeloop.control.deployments import DeploymentSpec
+from edgeloop.control.plane import ControlPlane
+from edgeloop.core.errors import DataError, EdgeError, NotFoundError
+from edgeloop.core.types import Manifest
+from edgeloop.serving.errors import BadRequestError, PayloadTooLargeError, error_response
+
+log = logging.getLogger("edgeloop.control")
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status, headers=headers, media_type="application/json")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        doc = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"the body is not JSON: {exc}", hint="send a JSON object") from exc
+    if not isinstance(doc, dict):
+        raise BadRequestError(f"the body is a JSON {type(doc).__name__}; expected an object")
+    return doc
+
+
+class Api:
+    """The routes' state: one control plane."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    # --- credentials -------------------------------------------------------------------------
+
+    async def admin(self, request: Request) -> None:
+        token = auth.bearer(request.headers.get("authorization"))
+        if auth.same(token, self.plane.admin_hash):
+            return
+        if await run_in_threadpool(fleet.node_of_token, self.plane.db, token) is not None:
+            raise auth.ForbiddenError(
+                f"{request.url.path} is an admin call; a node token does not cover it",
+                hint="use the admin token (HOME/control/admin.token)",
+            )
+        raise auth.UnauthorizedError("the token is not valid", hint="check the admin token")
+
+    async def node(self, request: Request, node_id: str, *, admin_ok: bool = False) -> str | None:
+        """The calling node (None: the admin, when ``admin_ok``)."""
+        return (await self.node_revision(request, node_id, admin_ok=admin_ok))[0]
+
+    async def node_revision(
+        self, request: Request, node_id: str, *, admin_ok: bool = False
+    ) -> tuple[str | None, int | None]:
+        """The calling node (None: the admin, when ``admin_ok``) and, for a node, its desired
+        revision: the credential check and the poll's answer are one indexed read."""
+        token = auth.bearer(request.headers.get("authorization"))
+        reads, _ = self.plane.hot
+        found = await reads.credential(token)
+        owner = None if found is None else found[0]
+        if owner is None:
+            if auth.same(token, self.plane.admin_hash):
+                if admin_ok:
+                    return None, None
+                raise auth.ForbiddenError(
+                    f"{request.url.path} is a node's own call; the admin token does not cover it"
+                )
+            raise auth.UnauthorizedError("the token is not valid", hint="enroll the node again")
+        if owner != node_id:
+            raise auth.ForbiddenError(
+                f"node {owner} may not act as node {node_id}",
+                hint="a node reads only its own desired state and writes only its own reports",
+            )
+        return found if found is not None else (None, None)
+
+    # --- routes ------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        return _json({"status": "ok", "version": __version__})
+
+    async def enrollment_token(self, request: Request) -> Response:
+        await self.admin(request)
+        body = await _body(request)
+        tier, parent = body.get("tier"), body.get("parent")
+        if tier is not None and (not isinstance(tier, int) or isinstance(tier, bool) or tier < 0):
+            raise BadRequestError(f"tier is {tier!r}; expected an integer >= 0 or null")
+        if parent is not None and not isinstance(parent, str):
+            raise BadRequestError(f"parent is {parent!r}; expected a node id or null")
+        grant = auth.Enrollment(fleet.check_labels(body.get("labels") or {}), tier, parent)
+        ttl = body.get("ttl_s", auth.DEFAULT_ENROLL_TTL_S)
+        token, expires = await run_in_threadpool(
+            auth.create_enrollment_token, self.plane.db, grant, ttl
+        )
+        return _json({"token": token, "expires_at": fleet.iso(expires)}, 201)
+
+    async def enroll(self, request: Request) -> Response:
+        body = await _body(request)
+        token = body.get("enrollment_token")
+        if not isinstance(token, str) or not token:
+            raise auth.UnauthorizedError(
+                "the body carries no enrollment_token",
+                hint="ask the admin for one: POST /api/v1/enrollment-tokens",
+            )
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise BadRequestError(f"the node name is {name!r}; expected a string")
+        node_id, node_token = await run_in_threadpool(
+            fleet.enroll,
+            self.plane.db,
+            token,
+            name,
+            body.get("capabilities") or {},
+            body.get("agent_url"),
+        )
+        base = str(request.base_url).rstrip("/")
+        tuf = {
+            "metadata_url": f"{base}/tuf/metadata/",
+            "targets_url": f"{base}/tuf/targets/",
+            "root": await run_in_threadpool(self.plane.tuf_root),
+        }
+        return _json({"node_id": node_id, "node_token": node_token, "tuf": tuf}, 201)
+
+    async def nodes(self, request: Request) -> Response:
+        await self.admin(request)
+        return _json({"nodes": await run_in_threadpool(self.plane.nodes)})
+
+    async def node_get(self, request: Request) -> Response:
+        await self.admin(request)
+        return _json(await run_in_threadpool(self.plane.node, request.path_params["node_id"]))
+
+    async def node_patch(self, request: Request) -> Response:
+        await self.admin(request)
+        node_id = request.path_params["node_id"]
+        body = await _body(request)
+        await run_in_threadpool(fleet.patch, self.plane.db, node_id, body)
+        return _json(await run_in_threadpool(self.plane.node, node_id))
+
+    async def desired(self, request: Request) -> Response:
+        node_id = request.path_params["node_id"]
+        _, revision = await self.node_revision(request, node_id, admin_ok=True)
+        if revision is None:  # the admin asking
+            reads, _ = self.plane.hot
+            revision = await reads.run(
+                f"reading node {node_id}", lambda c: fleet.revision(c, node_id)
+            )
+        etag = f'"{revision}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        # Revision 0: nothing desired yet (the target does not exist until revision 1).
+        doc = {"node_id": node_id, "revision": revision, "target": f"deployments/{node_id}.json"}
+        return _json(doc, headers={"ETag": etag})
+
+    async def report(self, request: Request) -> Response:
+        node_id = request.path_params["node_id"]
+        await self.node(request, node_id)
+        text = fleet.check_report(await _body(request))
+        _, writes = self.plane.hot
+        await writes.run(
+            f"recording the report of {node_id!r}",
+            lambda c: fleet.store_report(c, node_id, text, time.time()),
+        )
+        return Response(status_code=204)
+
+    async def telemetry_post(self, request: Request) -> Response:
+        node_id = request.path_params["node_id"]
+        await self.node(request, node_id)
+        raw = await request.body()
+        if len(raw) > telemetry.MAX_BODY_BYTES:
+            raise PayloadTooLargeError(
+                f"telemetry body of {len(raw)} bytes; at most {telemetry.MAX_BODY_BYTES}",
+                hint="send smaller batches",
+            )
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise DataError(f"the telemetry body is not JSON: {exc}") from exc
+        items = telemetry.check_batch(body)
+        _, writes = self.plane.hot
+        rows, rejected = telemetry.prepare(node_id, items, time.time())
+        answer = await writes.run(
+            "storing telemetry", lambda c: telemetry.store_rows(c, node_id, rows, rejected)
+        )
+        return _json(answer)
+
+    async def telemetry_get(self, request: Request) -> Response:
+        await self.admin(request)
+        params = dict(request.query_params)
+        items = await run_in_threadpool(
+            self.plane.read, "querying telemetry", lambda c: telemetry.query(c, params)
+        )
+        return _json({"items": items})
+
+    async def models(self, request: Request) -> Response:
+        await self.admin(request)
+        versions = await run_in_threadpool(self.plane.registry.list)
+        return _json({"models": [_model_row(v) for v in versions]})
+
+    async def publish_model(self, request: Request) -> Response:
+        await self.admin(request)
+        try:
+            form = await request.form()
+        except Exception as exc:  # a malformed multipart body
+            raise BadRequestError(f"the body is not multipart form data: {exc}") from exc
+        try:
+            upload, manifest_text = form.get("file"), form.get("manifest")
+            if not isinstance(upload, UploadFile) or not isinstance(manifest_text, str):
+                raise BadRequestError(
+                    "POST /api/v1/models needs multipart fields 'file' (the artifact) and "
+                    "'manifest' (JSON)",
+                    hint="the SDK's ControlClient.publish_model(file, manifest) sends both",
+                )
+            data = await upload.read()
+        finally:
+            await form.close()
+        try:
+            manifest = Manifest.from_dict(orjson.loads(manifest_text))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise BadRequestError(f"the manifest field is not a valid manifest: {exc}") from exc
+        version = await run_in_threadpool(self._publish, data, manifest)
+        return _json(version, 201)
+
+    def _publish(self, data: bytes, manifest: Manifest) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="edgeloop-upload-") as tmp:
+            path = Path(tmp) / f"upload.{manifest.format}"
+            path.write_bytes(data)
+            return dict(self.plane.registry.publish(path, manifest).to_dict())
+
+    async def deploy(self, request: Request) -> Response:
+        await self.admin(request)
+        spec = DeploymentSpec.from_dict(await _body(request))
+        return _json(await run_in_threadpool(self.plane.deploy, spec), 201)
+
+    async def rollouts(self, request: Request) -> Response:
+        await self.admin(request)
+        return _json({"rollouts": await run_in_threadpool(self.plane.rollouts)})
+
+    async def rollout_get(self, request: Request) -> Response:
+        await self.admin(request)
+        return _json(await run_in_threadpool(self.plane.rollout, request.path_params["rid"]))
+
+    async def rollback(self, request: Request) -> Response:
+        await self.admin(request)
+        to = (await _body(request)).get("to")
+        if to is not None and not isinstance(to, str):
+            raise BadRequestError(f"'to' is {to!r}; expected 'name:version' or nothing")
+        rid = request.path_params["rid"]
+        return _json(await run_in_threadpool(self.plane.rollback, rid, to))
+
+    async def pause(self, request: Request) -> Response:
+        await self.admin(request)
+        return _json(await run_in_threadpool(self.plane.pause, request.path_params["rid"]))
+
+    async def resume(self, request: Request) -> Response:
+        await self.admin(request)
+        return _json(await run_in_threadpool(self.plane.resume, request.path_params["rid"]))
+
+    async def tuf_metadata(self, request: Request) -> Response:
+        data = await run_in_threadpool(self.plane.repo.metadata, request.path_params["file"])
+        return Response(data, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    async def tuf_target(self, request: Request) -> Response:
+        path = request.path_params["path"]
+        folder, _, leaf = path.rpartition("/")
+        sha, dot, name = leaf.partition(".")
+        if not dot or not folder:
+            raise NotFoundError(f"target URL {path!r} is not <dir>/<sha256>.<name>")
+        if folder == "deployments":
+            await self.node(request, name.removesuffix(".json"), admin_ok=True)
+        else:
+            await self.any_credential(request)
+        found = await run_in_threadpool(self.plane.repo.target_bytes, f"{folder}/{name}", sha)
+        if found.data is not None:
+            return _ranged(request, found.data)
+        # Artifacts are content-addressed by the same sha256 TUF signs: ask the artifact store
+        # (shared by replicas) rather than the path the publishing replica saw.
+        path = await run_in_threadpool(self.plane.registry.artifacts.path, sha)
+        return FileResponse(path, media_type="application/octet-stream")  # honours Range
+
+    async def any_credential(self, request: Request) -> None:
+        token = auth.bearer(request.headers.get("authorization"))
+        if auth.same(token, self.plane.admin_hash):
+            return
+        if await run_in_threadpool(fleet.node_of_token, self.plane.db, token) is None:
+            raise auth.UnauthorizedError("the token is not valid")
+
+
+def _ranged(request: Request, data: bytes) -> Response:
+    """``data``, or its tail from ``Range: bytes=N-`` (206), so downloads can resume."""
+    header = request.headers.get("range", "")
+    if header.startswith("bytes=") and header.endswith("-") and header[6:-1].isdigit():
+        start = int(header[6:-1])
+        if 0 < start < len(data):
+            headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+            return Response(data[start:], 206, headers, "application/octet-stream")
+    return Response(data, media_type="application/octet-stream")
+
+
+def _model_row(version: Any) -> dict[str, Any]:
+    return {
+        "name": version.name,
+        "version": version.version,
+        "ref": str(version.ref),
+        "sha256": version.artifact_sha256,
+        "size_bytes": version.size_bytes,
+        "format": version.manifest.format,
+        "created_at": version.created_at.isoformat(),
+    }
+
+
+async def _loop(plane: ControlPlane, tick_s: float) -> None:
+    """Tick every rollout every ``tick_s``; re-sign metadata nearing expiry.
+
+    Metadata is checked a tenth of the timestamp's lifetime apart (at most a minute), so a
+    timestamp is re-signed long before clients would see it expire.
+    """
+    refresh_s = min(60.0, plane.repo.expiry.timestamp_s / 10)
+    refreshed = 0.0
+    while True:
+        try:
+            await run_in_threadpool(plane.tick_all)
+            if time.monotonic() - refreshed >= refresh_s:
+                await run_in_threadpool(plane.repo.refresh)
+                refreshed = time.monotonic()
+        except EdgeError as exc:
+            log.warning("control loop: %s", exc)
+        await asyncio.sleep(tick_s)
+
+
+def create_app(plane: ControlPlane, *, tick_s: float | None = 1.0) -> FastAPI:
+    """The control plane's ASGI app. ``tick_s``: the rollout loop's period (None: no loop;
+    callers tick with ``plane.tick_all()``, as the app-level tests do)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_loop(plane, tick_s)) if tick_s else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="edgeloop control",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    api = Api(plane)
+    app.state.api = api
+    v1 = "/api/v1"
+    routes: list[tuple[str, Endpoint, str]] = [
+        # The agents' calls first: routes are matched in order, and these are nearly all calls.
+        (f"{v1}/nodes/{{node_id}}/desired", api.desired, "GET"),
+        (f"{v1}/nodes/{{node_id}}/report", api.report, "POST"),
+        (f"{v1}/nodes/{{node_id}}/telemetry", api.telemetry_post, "POST"),
+        ("/healthz", api.healthz, "GET"),
+        (f"{v1}/enrollment-tokens", api.enrollment_token, "POST"),
+        (f"{v1}/enroll", api.enroll, "POST"),
+        (f"{v1}/nodes", api.nodes, "GET"),
+        (f"{v1}/nodes/{{node_id}}", api.node_get, "GET"),
+        (f"{v1}/nodes/{{node_id}}", api.node_patch, "PATCH"),
+        (f"{v1}/telemetry", api.telemetry_get, "GET"),
+        (f"{v1}/models", api.models, "GET"),
+        (f"{v1}/models", api.publish_model, "POST"),
+        (f"{v1}/deployments", api.deploy, "POST"),
+        (f"{v1}/rollouts", api.rollouts, "GET"),
+        (f"{v1}/rollouts/{{rid}}", api.rollout_get, "GET"),
+        (f"{v1}/rollouts/{{rid}}/rollback", api.rollback, "POST"),
+        (f"{v1}/rollouts/{{rid}}/pause", api.pause, "POST"),
+        (f"{v1}/rollouts/{{rid}}/resume", api.resume, "POST"),
+        ("/tuf/metadata/{file}", api.tuf_metadata, "GET"),
+        ("/tuf/targets/{path:path}", api.tuf_target, "GET"),
+    ]
+    for path, endpoint, method in routes:
+        app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
+    app.add_exception_handler(EdgeError, _edge_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _gone)
+    app.add_exception_handler(Exception, _unexpected)
+    return app
+
+
+async def _edge_error(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, EdgeError):
+        raise exc
+    response = error_response(exc)
+    if exc.http_status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 (wrong method), in the same JSON shape."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 400
+    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
+    body = {"error": f"{request.method} {request.url.path}: {detail}", "type": "HTTPException"}
+    return _json(body, status)
+
+
+async def _gone(request: Request, exc: Exception) -> Response:
+    """The client went away before its request was read: nobody reads the answer."""
+    log.debug("%s %s: the client disconnected", request.method, request.url.path)
+    return Response(status_code=400)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    """A bug, not a bad request: logged with its traceback, answered in the same JSON shape."""
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    body = {"error": f"internal error: {type(exc).__name__}", "type": "InternalError",
+            "hint": "see the control plane's log"}  # fmt: skip
+    return _json(body, 500)

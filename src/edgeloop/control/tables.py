@@ -1,0 +1,102 @@
+"""The control plane's tables (SQLAlchemy Core), in the registry's database.
+
+Times are Unix seconds (floats): comparable on every backend without time-zone surprises.
+JSON columns are text written by the control plane itself.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from edgeloop.registry import tuf_store
+from edgeloop.registry.database import Database
+
+metadata_obj = sa.MetaData()
+
+enrollment_tokens = sa.Table(
+    "control_enrollment_tokens",
+    metadata_obj,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("tier", sa.Integer, nullable=True),
+    sa.Column("parent", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+    sa.Column("node_id", sa.String(64), nullable=True),
+)
+
+nodes = sa.Table(
+    "control_nodes",
+    metadata_obj,
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("tier", sa.Integer, nullable=True),
+    sa.Column("parent", sa.String(64), nullable=True),
+    sa.Column("capabilities", sa.Text, nullable=False),
+    sa.Column("device_class", sa.String(64), nullable=False),
+    sa.Column("agent_url", sa.Text, nullable=True),
+    sa.Column("enrolled_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=True),
+    sa.Column("reported", sa.Text, nullable=True),
+    # The desired-state document last signed for the node (JSON) and its revision.
+    sa.Column("desired_revision", sa.Integer, nullable=False),
+    sa.Column("desired", sa.Text, nullable=True),
+)
+
+rollouts = sa.Table(
+    "control_rollouts",
+    metadata_obj,
+    sa.Column("rollout_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, index=True),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("phase_started_at", sa.Float, nullable=False),
+    sa.Column("resume_state", sa.String(16), nullable=True),
+    # [[node ids of wave 0], [wave 1], ...]
+    sa.Column("waves", sa.Text, nullable=False),
+    # {node_id: {"wave", "revision", "previous", "models", "reverted_revision"}}
+    sa.Column("nodes", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+rollout_events = sa.Table(
+    "control_rollout_events",
+    metadata_obj,
+    sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rollout_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+telemetry = sa.Table(
+    "control_telemetry",
+    metadata_obj,
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("item_id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False, index=True),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("content_type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON text, or base64 for bytes
+    sa.Column("model", sa.String(128), nullable=True, index=True),
+    sa.Column("model_version", sa.String(32), nullable=True),
+)
+
+
+def create_tables(db: Database) -> None:
+    """Create the control plane's tables if missing (safe against a racing creator)."""
+
+    def run() -> None:
+        try:
+            metadata_obj.create_all(db.engine)
+        except sa_exc.DBAPIError:
+            metadata_obj.create_all(db.engine)
+
+    tuf_store.guarded(db, "creating the control plane tables", run)

@@ -1,0 +1,166 @@
+"""Telemetry from nodes: items de-duplicated by ``(node_id, id)``, queried by the admin.
+
+Delivery from the agent is at least once, so the same item may arrive again after a lost
+answer; a known ``(node_id, id)`` is counted as a duplicate and not stored twice. Malformed items
+are rejected one by one with a reason (retrying cannot fix them); the batch itself is refused only
+when its shape or size is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from edgeloop.control import tables
+from edgeloop.control.fleet import iso
+from edgeloop.core.errors import ConfigError, DataError
+
+KINDS = frozenset({"metrics", "event", "sample", "dropped"})
+CONTENT_TYPES = frozenset({"application/json", "application/octet-stream"})
+MAX_ITEMS = 1000
+MAX_BODY_BYTES = 8 << 20
+DEFAULT_LIMIT = 1000
+
+
+def _instant(text: Any) -> float:
+    """RFC 3339 text as Unix seconds. Raises ValueError."""
+    if not isinstance(text, str) or "T" not in text:
+        raise ValueError(f"created_at {text!r} is not RFC 3339")
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"created_at {text!r} has no time zone")
+    return moment.timestamp()
+
+
+def _row(node_id: str, item: Any, now: float) -> dict[str, Any]:
+    """The table row of ``item``. Raises ValueError naming what is wrong."""
+    if not isinstance(item, Mapping):
+        raise ValueError("the item is not an object")
+    item_id = str(uuid.UUID(str(item.get("id"))))
+    kind, ctype = item.get("kind"), item.get("content_type", "application/json")
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {sorted(KINDS)}")
+    if ctype not in CONTENT_TYPES:
+        raise ValueError(f"content_type {ctype!r} is not one of {sorted(CONTENT_TYPES)}")
+    payload = item.get("payload")
+    if ctype == "application/octet-stream":
+        try:
+            base64.b64decode(str(payload), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("payload is not base64") from exc
+        text, model, version = str(payload), None, None
+    else:
+        text = json.dumps(payload)
+        named = payload if isinstance(payload, Mapping) else {}
+        model, version = named.get("model"), named.get("model_version")
+    return {
+        "node_id": node_id,
+        "item_id": item_id,
+        "kind": kind,
+        "created_at": _instant(item.get("created_at")),
+        "received_at": now,
+        "content_type": ctype,
+        "payload": text,
+        "model": None if model is None else str(model)[:128],
+        "model_version": None if version is None else str(version)[:32],
+    }
+
+
+def check_batch(body: Any) -> list[Any]:
+    """The items of a telemetry body. Raises DataError (422) for a wrong shape or count."""
+    items = body.get("items") if isinstance(body, Mapping) else None
+    if not isinstance(items, list):
+        raise DataError('a telemetry body must be {"items": [...]}', hint="see fleet-protocol.md")
+    if len(items) > MAX_ITEMS:
+        raise DataError(
+            f"{len(items)} telemetry items in one batch; at most {MAX_ITEMS}",
+            hint="send smaller batches",
+        )
+    return items
+
+
+def store(conn: sa.Connection, node_id: str, items: list[Any]) -> dict[str, Any]:
+    """Store the new items of one batch; the counts the agent is answered with."""
+    rows, rejected = prepare(node_id, items, time.time())
+    return store_rows(conn, node_id, rows, rejected)
+
+
+def prepare(
+    node_id: str, items: list[Any], now: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The table rows of a batch's well-formed items and the rejections of the others (done
+    before the write transaction, so it holds no lock while items are checked)."""
+    rows, rejected = [], []
+    for item in items:
+        try:
+            rows.append(_row(node_id, item, now))
+        except (ValueError, TypeError) as exc:
+            ident = item.get("id") if isinstance(item, Mapping) else None
+            rejected.append({"id": ident, "reason": str(exc)})
+    return rows, rejected
+
+
+def store_rows(
+    conn: sa.Connection, node_id: str, rows: list[dict[str, Any]], rejected: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Store the rows :func:`prepare` made that are not stored yet; the answer's counts."""
+    ids = {r["item_id"] for r in rows}
+    known = set(
+        conn.execute(
+            sa.select(tables.telemetry.c.item_id).where(
+                tables.telemetry.c.node_id == node_id, tables.telemetry.c.item_id.in_(ids)
+            )
+        ).scalars()
+    ) if ids else set()  # fmt: skip
+    fresh: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["item_id"] not in known:
+            fresh.setdefault(row["item_id"], row)  # an id twice in one batch: stored once
+    if fresh:
+        conn.execute(tables.telemetry.insert(), list(fresh.values()))
+    duplicates = len(rows) - len(fresh)
+    return {"accepted": len(fresh), "duplicates": duplicates, "rejected": rejected}
+
+
+def query(conn: sa.Connection, params: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Stored items matching ``params`` (node, model, version, kind, since, until, limit)."""
+    t = tables.telemetry
+    q = sa.select(t).order_by(t.c.created_at, t.c.item_id)
+    for key, column in (("node", t.c.node_id), ("model", t.c.model),
+                        ("version", t.c.model_version), ("kind", t.c.kind)):  # fmt: skip
+        if params.get(key):
+            q = q.where(column == params[key])
+    try:
+        if params.get("since"):
+            q = q.where(t.c.created_at >= _instant(params["since"]))
+        if params.get("until"):
+            q = q.where(t.c.created_at < _instant(params["until"]))
+        limit = int(params.get("limit") or DEFAULT_LIMIT)
+    except ValueError as exc:
+        raise ConfigError(f"bad telemetry query: {exc}", hint="since/until are RFC 3339") from exc
+    if not 1 <= limit <= 100_000:
+        raise ConfigError(f"limit {limit} is not valid; expected 1 to 100000")
+    return [_stored(r) for r in conn.execute(q.limit(limit))]
+
+
+def _stored(row: sa.Row[Any]) -> dict[str, Any]:
+    binary = row.content_type == "application/octet-stream"
+    return {
+        "id": row.item_id,
+        "kind": row.kind,
+        "created_at": datetime.fromtimestamp(row.created_at, UTC).isoformat(),
+        "content_type": row.content_type,
+        "payload": row.payload if binary else json.loads(row.payload),
+        "node_id": row.node_id,
+        "received_at": iso(row.received_at),
+        "model": row.model,
+        "model_version": row.model_version,
+    }
