@@ -1,0 +1,83 @@
+"""The capability probe: what this node is, read from the machine, nothing assumed.
+
+Sent at enrollment (docs/fleet-protocol.md); the control plane derives the device class
+(``<arch>-<accel>``) from it. CPU model, flags and memory come from ``/proc`` through
+:func:`edgeloop.bench.machine.describe_machine`; accelerators from device nodes the kernel
+drivers create; engines from the installed packages' metadata (not imported: OpenVINO takes
+seconds to import); providers from ONNX Runtime itself.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from pathlib import Path
+from typing import Any
+
+from edgeloop.bench.machine import describe_machine
+
+# Device nodes (or driver folders) whose presence shows an accelerator, and its name.
+_ACCELERATORS = (
+    ("cuda", "/proc/driver/nvidia/gpus", "*"),  # NVIDIA driver: one folder per GPU
+    ("cuda", "/dev", "nvidia[0-9]*"),
+    ("tegra", "/etc", "nv_tegra_release"),  # Jetson boards
+    ("edgetpu", "/dev", "apex_[0-9]*"),  # Coral PCIe Edge TPU
+    ("npu", "/dev/accel", "accel[0-9]*"),  # the kernel's compute-accelerator class (Intel NPU)
+)
+_ENGINE_PACKAGES = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+    "openvino": ("openvino",),
+    "litert": ("ai-edge-litert", "tflite-runtime"),
+}
+
+
+def accelerators(root: Path = Path("/")) -> list[str]:
+    """Accelerator kinds whose device nodes exist under ``root`` (sorted, unique)."""
+    found = set()
+    for kind, folder, pattern in _ACCELERATORS:
+        base = root / folder.lstrip("/")
+        try:
+            if any(base.glob(pattern)):
+                found.add(kind)
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def engine_versions() -> dict[str, str | None]:
+    """Installed engine package versions (None: not installed)."""
+    versions: dict[str, str | None] = {}
+    for engine, packages in _ENGINE_PACKAGES.items():
+        versions[engine] = None
+        for package in packages:
+            try:
+                versions[engine] = importlib.metadata.version(package)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def providers() -> list[str]:
+    """ONNX Runtime's execution providers available in this install."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+def probe() -> dict[str, Any]:
+    """The capability object of the contract (arch, os, cpu, memory, accelerators, engines)."""
+    machine = describe_machine()
+    return {
+        "arch": machine.arch,
+        "os": machine.system or platform.system(),
+        "cpu_model": machine.cpu_model,
+        "cpu_count": machine.logical_cores,
+        "cpu_flags": list(machine.isa),
+        "memory_mb": None if machine.memory_total_mb is None else round(machine.memory_total_mb),
+        "accelerators": accelerators(),
+        "engines": engine_versions(),
+        "providers": providers(),
+    }

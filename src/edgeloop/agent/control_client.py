@@ -1,0 +1,66 @@
+"""The control plane's HTTP API as the agent calls it (docs/fleet-protocol.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from edgeloop.core.errors import TransportError
+
+_TIMEOUT_S = 10.0  # finite by default; the control plane answers in milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    """``GET /nodes/{id}/desired``: the revision and the document's target; ETag for polling."""
+
+    revision: int
+    target: str
+    etag: str | None
+
+
+class ControlClient:
+    """Calls to ``base`` (``http://host:port``); every failure is a :class:`TransportError`."""
+
+    def __init__(self, base: str, token: str | None = None) -> None:
+        self.base = base.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.base, timeout=_TIMEOUT_S, headers=headers)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise TransportError(
+                f"control plane {self.base} unreachable ({type(exc).__name__}: {exc})",
+                hint="the agent keeps serving and retries with back-off",
+            ) from exc
+        if response.status_code >= 400:
+            raise TransportError(
+                f"{method} {path} answered {response.status_code}: {response.text[:300]}"
+            )
+        return response
+
+    def enroll(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("POST", "/api/v1/enroll", json=body).json()
+        return answer
+
+    def desired(self, node_id: str, etag: str | None) -> Desired | None:
+        """The desired state, or None when unchanged since ``etag`` (304)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        response = self._call("GET", f"/api/v1/nodes/{node_id}/desired", headers=headers)
+        if response.status_code == 304:
+            return None
+        doc = response.json()
+        try:
+            return Desired(int(doc["revision"]), str(doc["target"]), response.headers.get("etag"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransportError(f"desired state without {exc}: {response.text[:200]}") from exc
+
+    def report(self, node_id: str, body: dict[str, Any]) -> None:
+        self._call("POST", f"/api/v1/nodes/{node_id}/report", json=body)

@@ -1,0 +1,89 @@
+"""LOAD + SELF-TEST: open a staged model in the runtime and check its answers to sample inputs.
+
+The comparison is numpy's ``allclose`` rule, per element: ``|got - expected| <= atol + rtol *
+|expected|``; the result carries the largest absolute difference seen, measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeloop.agent.deployment import SelfTest
+from edgeloop.agent.update_state import now_iso
+from edgeloop.core.errors import EdgeError
+from edgeloop.runtime.engine import SessionConfig
+from edgeloop.runtime.engines import load_model
+
+
+@dataclass(frozen=True, slots=True)
+class SelfTestResult:
+    passed: bool
+    max_abs_diff: float | None  # None: no output could be compared (the reason is in detail)
+    detail: str
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "max_abs_diff": self.max_abs_diff,
+            "detail": self.detail,
+            "at": self.at,
+        }
+
+
+def compare(got: Mapping[str, np.ndarray], test: SelfTest) -> tuple[bool, float | None, str]:
+    """Whether every expected output is present, of the same shape, and within tolerance."""
+    worst: float | None = None
+    for name, expected in test.outputs.items():
+        if name not in got:
+            return False, worst, f"output {name!r} missing; the model gives {sorted(got)}"
+        actual = np.asarray(got[name])
+        if actual.shape != expected.shape:
+            return (
+                False,
+                worst,
+                f"output {name!r} has shape {actual.shape}, expected {expected.shape}",
+            )
+        a, e = actual.astype(np.float64), expected.astype(np.float64)
+        if not np.all(np.isfinite(a)):
+            return False, worst, f"output {name!r} holds NaN or Inf"
+        diff = np.abs(a - e)
+        worst = max(worst or 0.0, float(diff.max(initial=0.0)))
+        if not np.all(diff <= test.atol + test.rtol * np.abs(e)):
+            return (
+                False,
+                worst,
+                (
+                    f"output {name!r} differs by up to {float(diff.max()):.3g} "
+                    f"(atol {test.atol}, rtol {test.rtol})"
+                ),
+            )
+    return True, worst, f"{len(test.outputs)} output(s) within atol {test.atol}, rtol {test.rtol}"
+
+
+def run_self_test(file: Path, test: SelfTest | None) -> SelfTestResult:
+    """Load ``file`` with the runtime, run ``test``'s inputs, compare (never raises EdgeError)."""
+    if test is None:
+        return SelfTestResult(
+            False, None, "the deployment gives no self_test; the agent activates only checked "
+            "models", now_iso()
+        )  # fmt: skip
+    try:
+        model = load_model(file, SessionConfig(intra_op_threads=1))
+    except EdgeError as exc:
+        return SelfTestResult(False, None, f"load failed: {exc.message}", now_iso())
+    try:
+        outputs = model.run(dict(test.inputs))
+    except EdgeError as exc:
+        return SelfTestResult(False, None, f"inference failed: {exc.message}", now_iso())
+    except Exception as exc:  # a broken artifact may make the engine raise anything
+        return SelfTestResult(False, None, f"inference failed: {exc}", now_iso())
+    finally:
+        model.close()
+    passed, worst, detail = compare(outputs, test)
+    return SelfTestResult(passed, worst, detail, now_iso())

@@ -1,0 +1,341 @@
+"""The updater: an explicit state machine that never leaves the node without a model.
+
+    IDLE -> DOWNLOAD -> VERIFY -> STAGE -> SELF_TEST -> ACTIVATE -> WATCH -> COMMIT -> IDLE
+                 \\________\\________\\________\\____________\\__________\\-> ROLLBACK -> IDLE
+
+- DOWNLOAD: the artifact's bytes into a part file, resumable, capped at the signed length, with
+  a deadline (:class:`~edgeloop.agent.fetcher.HttpxFetcher`).
+- VERIFY: python-tuf's Updater checks length and hashes against the signed targets.
+- STAGE: copy into the inactive slot (the active one is never written).
+- SELF_TEST: load in the runtime, run the document's sample inputs, compare with its outputs.
+- ACTIVATE: one atomic pointer switch, then the server hot-swaps to the new slot.
+- WATCH: the server's own figures since ACTIVATE against the document's guard.
+- COMMIT, or ROLLBACK: the pointer back to the slot that served before, the server swapped back.
+
+The record (:mod:`edgeloop.agent.update_state`) is written durably on every transition. On start
+(:meth:`Updater.recover`): an update stopped before ACTIVATE is dropped (the old slot never
+stopped serving) and retried, its download continuing; one stopped in ACTIVATE or WATCH is
+rolled back (an uncommitted model that saw a crash is not trusted, as Mender does with an
+uncommitted root file system); COMMIT and ROLLBACK are finished.
+
+Test hook: ``EDGELOOP_AGENT_PAUSE_AT=STATE`` writes ``HOME/agent/paused-at-STATE`` once the record
+says STATE, then sleeps, so a test can kill the process exactly there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import replace
+from typing import Protocol
+
+from edgeloop.agent.activator import serving_config
+from edgeloop.agent.deployment import Deployment, Guard, parse_deployment
+from edgeloop.agent.health import HealthFigures, HealthRecorder
+from edgeloop.agent.home import AgentHome
+from edgeloop.agent.self_test import SelfTestResult, run_self_test
+from edgeloop.agent.slots import SlotModel, Slots
+from edgeloop.agent.tuf_client import TufSession
+from edgeloop.agent.update_state import (
+    Outcome,
+    UpdateState,
+    load_record,
+    now_iso,
+    save_record,
+)
+from edgeloop.core.errors import EdgeError, TransportError, UntrustedArtifactError
+from edgeloop.serving.config import ServerConfig
+
+log = logging.getLogger(__name__)
+S = UpdateState
+PAUSE_ENV = "EDGELOOP_AGENT_PAUSE_AT"
+MAX_ATTEMPTS = 3  # restarts before ACTIVATE after which a revision counts as failed
+_PRE_ACTIVATE = (S.DOWNLOAD, S.VERIFY, S.STAGE, S.SELF_TEST)
+
+
+class Activator(Protocol):
+    """What serves the active slot (the agent's inference server)."""
+
+    async def show(self, model: SlotModel | None) -> None:
+        """Serve ``model`` (hot swap, no request dropped); None: serve nothing.
+
+        Raises:
+            EdgeError: the server could not load it (the old model keeps serving).
+        """
+        ...
+
+
+class UpdateFailedError(Exception):
+    """An update step failed; the message says which and why."""
+
+
+class Updater:
+    """Runs one deployment at a time through the states; owns the record and the slots."""
+
+    def __init__(self, home: AgentHome, health: HealthRecorder | None = None) -> None:
+        self.home = home
+        self.slots = Slots(home.slots)
+        self.health = health
+        self.record = load_record(home.update_state)
+        self.self_test: SelfTestResult | None = None
+        self.activator: Activator | None = None
+        self.active_since: str | None = None
+        self.last_figures: HealthFigures | None = None
+        self._pause_at = os.environ.get(PAUSE_ENV)
+
+    # -- the record -----------------------------------------------------------------------
+
+    def _move(self, new: UpdateState, detail: str, **changes: object) -> None:
+        self.record = self.record.moved(new, detail, **changes)
+        save_record(self.home.update_state, self.record)
+        log.info("updater %s: %s", new.value, detail)
+
+    async def _boundary(self, state: UpdateState) -> None:
+        if self._pause_at == state.value:
+            self.home.pause_marker(state.value).write_text(str(os.getpid()))
+            await asyncio.sleep(3600)
+
+    def acknowledge(self, reported: tuple[object, ...]) -> None:
+        """Drop events that were reported (they are the record's oldest)."""
+        count = sum(1 for e in self.record.events[: len(reported)] if e in reported)
+        if count:
+            self.record = self.record.without_events(count)
+            save_record(self.home.update_state, self.record)
+
+    def wants(self, revision: int) -> bool:
+        """Whether ``revision`` is new to this node (not acted on, not given up on)."""
+        return self.record.state is S.IDLE and revision > self.record.revision
+
+    # -- start ----------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Resume or roll back from the state the record was left in (before serving)."""
+        state = self.record.state
+        if state is S.IDLE:
+            return
+        if state in _PRE_ACTIVATE:
+            attempts = self.record.attempts
+            detail = (
+                f"interrupted in {state.value} by a restart; slot "
+                f"{self.record.from_slot or '(none)'} kept serving"
+            )
+            if attempts + 1 >= MAX_ATTEMPTS:
+                self._move(S.IDLE, f"{detail}; revision {self.record.target_revision} given up "
+                           f"after {MAX_ATTEMPTS} attempts", outcome=Outcome.ROLLED_BACK,
+                           revision=self.record.target_revision or self.record.revision,
+                           failed_revision=self.record.target_revision, target_revision=None,
+                           error=f"interrupted {MAX_ATTEMPTS} times")  # fmt: skip
+            else:
+                self._move(S.IDLE, f"{detail}; the update will be retried",
+                           outcome=Outcome.INTERRUPTED, target_revision=None,
+                           attempts=attempts + 1)  # fmt: skip
+            return
+        if state is S.COMMIT:
+            self._finish_commit()
+            return
+        if state in (S.ACTIVATE, S.WATCH):
+            self._move(S.ROLLBACK, f"restarted in {state.value}: the new model was not committed",
+                       error=f"restarted in {state.value}")  # fmt: skip
+        self._restore_pointer()
+        self._finish_rollback()
+
+    def startup_check(self) -> SlotModel | None:
+        """The slot to serve: the active one if intact and passing its self-test, else the other.
+
+        Records the self-test result; switches the pointer when it had to fall back.
+        """
+        active = self.slots.read(self.slots.active_name())
+        if active is None:
+            return None
+        result = self._check(active)
+        if result.passed:
+            self.self_test = result
+            return active
+        other = self.slots.read(self.slots.other(active.slot))
+        if other is not None:
+            fallback = self._check(other)
+            if fallback.passed:
+                log.error("active slot %s failed its start check (%s); serving slot %s",
+                          active.slot, result.detail, other.slot)  # fmt: skip
+                self.slots.activate(other.slot)
+                self.self_test = fallback
+                return other
+        self.self_test = result
+        return active  # nothing better: serve what there is, and say it failed
+
+    def _check(self, model: SlotModel) -> SelfTestResult:
+        if not self.slots.intact(model):
+            return SelfTestResult(False, None, f"slot {model.slot}: file hash changed", now_iso())
+        try:
+            spec = parse_deployment(model.document, _node_of(model.document)).model
+        except UntrustedArtifactError as exc:
+            return SelfTestResult(False, None, exc.message, now_iso())
+        if spec is None:
+            return SelfTestResult(False, None, f"slot {model.slot}: its document names no model",
+                                  now_iso())  # fmt: skip
+        return run_self_test(model.file, spec.self_test)
+
+    # -- one update -----------------------------------------------------------------------
+
+    async def run(self, deployment: Deployment, document: bytes, tuf: TufSession) -> Outcome:
+        """Take the node to ``deployment``; the outcome (committed or rolled back).
+
+        Transport failures before ACTIVATE end the attempt as INTERRUPTED (retried later, the
+        download continuing); everything else that fails rolls back.
+        """
+        spec = deployment.model
+        from_slot = self.slots.active_name()
+        what = f"{spec.target} ({spec.length} B)" if spec else "no model"
+        again = self.record.attempt_revision == deployment.revision
+        self._move(S.DOWNLOAD, f"revision {deployment.revision}: {what}",
+                   target_revision=deployment.revision, from_slot=from_slot,
+                   to_slot=self.slots.other(from_slot), outcome=None, error=None,
+                   attempts=self.record.attempts if again else 0,
+                   attempt_revision=deployment.revision)  # fmt: skip
+        try:
+            await self._steps(deployment, document, tuf)
+        except TransportError as exc:
+            if self.record.state not in _PRE_ACTIVATE:
+                return await self._rollback(exc.message)
+            self._move(S.IDLE, f"stopped: {exc.message}; retried on a later pass",
+                       outcome=Outcome.INTERRUPTED, target_revision=None,
+                       error=exc.message)  # fmt: skip
+            return Outcome.INTERRUPTED
+        except (EdgeError, UpdateFailedError) as exc:
+            return await self._rollback(getattr(exc, "message", str(exc)))
+        except Exception as exc:  # a full disk, a library's own error: the update is over
+            log.exception("update of revision %d failed", deployment.revision)
+            return await self._rollback(f"{type(exc).__name__}: {exc}")
+        self._finish_commit()
+        return Outcome.COMMITTED
+
+    async def _steps(self, deployment: Deployment, document: bytes, tuf: TufSession) -> None:
+        spec = deployment.model
+        await self._boundary(S.DOWNLOAD)
+        serving_config(ServerConfig(), document)  # a value the server would refuse fails here
+        if spec is None:
+            await self._serve_nothing()
+            return
+        info = await asyncio.to_thread(tuf.matching, spec)
+        held = await asyncio.to_thread(tuf.download, info)
+        if held != spec.length:
+            tuf.fetcher.discard_parts()
+            raise UntrustedArtifactError(
+                f"{spec.target}: the server sent {held} of the signed {spec.length} bytes"
+            )
+        self._move(S.VERIFY, f"{held} B downloaded; verifying against the signed targets")
+        await self._boundary(S.VERIFY)
+        path = await asyncio.to_thread(tuf.verify, info)
+        to_slot = self.record.to_slot or "a"
+        self._move(S.STAGE, f"length and sha256 verified by TUF; staging into slot {to_slot}")
+        await self._boundary(S.STAGE)
+        model = await asyncio.to_thread(self.slots.stage, to_slot, path, document, deployment)
+        path.unlink(missing_ok=True)
+        if not self.slots.intact(model):
+            raise UpdateFailedError(
+                f"slot {to_slot}: the staged copy does not hash to {spec.sha256}"
+            )
+        self._move(S.SELF_TEST, f"staged in slot {to_slot}; loading and self-testing")
+        await self._boundary(S.SELF_TEST)
+        result = await asyncio.to_thread(run_self_test, model.file, spec.self_test)
+        if not result.passed:
+            self.self_test = result
+            raise UpdateFailedError(f"self-test failed: {result.detail}")
+        self._move(S.ACTIVATE, f"self-test passed ({result.detail}, max |diff| "
+                   f"{result.max_abs_diff}); switching to slot {to_slot}")  # fmt: skip
+        await self._boundary(S.ACTIVATE)
+        self.slots.activate(to_slot)
+        if self.activator is not None:
+            await self.activator.show(model)
+        self.self_test = result
+        self.active_since = now_iso()
+        since = time.monotonic()
+        self._move(S.WATCH, f"slot {to_slot} serving; watching {deployment.watch_s:g} s")
+        await self._boundary(S.WATCH)
+        await asyncio.sleep(deployment.watch_s)
+        if self.health is not None:
+            figures = self.health.figures(since)
+            self.last_figures = figures
+            breach = guard_breach(figures, deployment.guard)
+            if breach:
+                raise UpdateFailedError(f"health window breached: {breach}")
+        self._move(S.COMMIT, "health window passed; committing")
+        await self._boundary(S.COMMIT)
+
+    async def _serve_nothing(self) -> None:
+        """The same states, for a deployment naming no model: only ACTIVATE does anything."""
+        for state in (S.VERIFY, S.STAGE, S.SELF_TEST):
+            self._move(state, "the deployment names no model: nothing to do")
+            await self._boundary(state)
+        self._move(S.ACTIVATE, "the deployment names no model: stop serving")
+        await self._boundary(S.ACTIVATE)
+        self.slots.deactivate()
+        if self.activator is not None:
+            await self.activator.show(None)
+        self.self_test = None
+        self._move(S.WATCH, "no model: nothing to watch")
+        await self._boundary(S.WATCH)
+        self._move(S.COMMIT, "no model served, as asked")
+        await self._boundary(S.COMMIT)
+
+    def _finish_commit(self) -> None:
+        self._move(S.IDLE, f"revision {self.record.target_revision} committed in slot "
+                   f"{self.record.to_slot}", outcome=Outcome.COMMITTED,
+                   revision=self.record.target_revision or self.record.revision,
+                   target_revision=None)  # fmt: skip
+
+    async def _rollback(self, reason: str) -> Outcome:
+        self._move(S.ROLLBACK, reason, error=reason)
+        await self._boundary(S.ROLLBACK)
+        switched = self._restore_pointer()
+        if switched and self.activator is not None:
+            await self.activator.show(self.slots.read(self.slots.active_name()))
+            self.active_since = now_iso()
+        self._finish_rollback()
+        return Outcome.ROLLED_BACK
+
+    def _restore_pointer(self) -> bool:
+        """Point back at the slot that served before the update; whether it moved."""
+        before = self.record.from_slot
+        if self.slots.active_name() == before:
+            return False
+        if before is None:
+            self.slots.deactivate()
+        else:
+            self.slots.activate(before)
+        return True
+
+    def _finish_rollback(self) -> None:
+        target = self.record.target_revision
+        self._move(S.IDLE, f"rolled back to slot {self.record.from_slot or '(none)'}",
+                   outcome=Outcome.ROLLED_BACK, revision=max(target or 0, self.record.revision),
+                   failed_revision=target, target_revision=None)  # fmt: skip
+
+    def reset_record(self) -> None:
+        """Forget the events (tests and tools); the state is kept."""
+        self.record = replace(self.record, events=())
+        save_record(self.home.update_state, self.record)
+
+
+def guard_breach(figures: HealthFigures, guard: Guard) -> str | None:
+    """Why ``figures`` breach ``guard``, or None (too few requests to judge: no breach)."""
+    if figures.requests == 0 or figures.requests < guard.min_requests:
+        return None
+    rate, p99 = figures.error_rate, figures.p99_ms
+    if guard.max_error_rate is not None and rate is not None and rate > guard.max_error_rate:
+        return (f"error rate {rate:.3f} ({figures.errors}/{figures.requests}) > "
+                f"{guard.max_error_rate}")  # fmt: skip
+    if guard.max_p99_ms is not None and p99 is not None and p99 > guard.max_p99_ms:
+        return f"p99 {p99:.1f} ms > {guard.max_p99_ms} ms"
+    return None
+
+
+def _node_of(document: bytes) -> str:
+    import json
+
+    try:
+        return str(json.loads(document).get("node_id"))
+    except (ValueError, AttributeError):
+        return ""

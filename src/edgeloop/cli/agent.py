@@ -1,0 +1,165 @@
+"""``edgeloop agent``: the edge agent (enroll, reconcile, update with A/B slots, serve).
+
+Progress goes to stderr; once serving, one JSON object on stdout (url, pid, home, the active
+model and its start self-test) so a script can wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgeloop.cli.output import err_console
+
+
+def agent(
+    control: Annotated[str, typer.Option("--control", help="Control plane URL.")],
+    port: Annotated[int, typer.Option("--port", help="Inference port; 0 picks a free one.")] = 8000,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="Agent state folder [EDGELOOP_HOME or ~/.edgeloop]."),
+    ] = None,
+    enroll_token: Annotated[
+        str | None,
+        typer.Option(
+            "--enroll-token",
+            envvar="EDGELOOP_ENROLL_TOKEN",
+            help="One-use enrollment token (only needed the first time).",
+        ),
+    ] = None,
+    tuf_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--tuf-root",
+            help="The control plane's TUF root.json, given out of band (else trusted on "
+            "first use from the enrollment answer).",
+        ),
+    ] = None,
+    poll_s: Annotated[
+        float, typer.Option("--poll-s", help="Seconds between desired-state polls.")
+    ] = 5.0,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Node name sent at enrollment [host name].")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    download_deadline_s: Annotated[
+        float, typer.Option("--download-deadline-s", help="Longest one artifact download may take.")
+    ] = 300.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="Log level.")] = "info",
+    outbox_mb: Annotated[
+        float,
+        typer.Option(
+            "--outbox-mb",
+            envvar="EDGELOOP_OUTBOX_MB",
+            help="Cap of the telemetry outbox (MiB of payload); over it the oldest samples, "
+            "then metrics, then events are dropped and the drops counted.",
+        ),
+    ] = 64.0,
+    metrics_every_s: Annotated[
+        float,
+        typer.Option(
+            "--metrics-every-s",
+            envvar="EDGELOOP_METRICS_EVERY_S",
+            help="Seconds between metrics snapshots put into the outbox.",
+        ),
+    ] = 60.0,
+    sample_rate: Annotated[
+        float,
+        typer.Option(
+            "--sample-rate",
+            envvar="EDGELOOP_SAMPLE_RATE",
+            help="Share of inference requests whose inputs/outputs are sampled (0 disables).",
+        ),
+    ] = 0.01,
+    route: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--route",
+            help="An MQTT route, 'FROM <topic filter> INTO <model> THEN <topic template>' "
+            "(optionally prefixed 'name:'); repeat for several.",
+        ),
+    ] = None,
+    mqtt: Annotated[
+        str,
+        typer.Option(
+            "--mqtt", envvar="EDGELOOP_MQTT", help="MQTT broker for --route: mqtt://host[:port]."
+        ),
+    ] = "mqtt://127.0.0.1:1883",
+    parent: Annotated[
+        str | None,
+        typer.Option(
+            "--parent",
+            envvar="EDGELOOP_PARENT",
+            help="A parent agent (gateway), http://HOST:PORT: artifacts come from its tier "
+            "cache first (still TUF-verified here), the control plane when it fails.",
+        ),
+    ] = None,
+    parent_cascade: Annotated[
+        str | None,
+        typer.Option(
+            "--parent-cascade",
+            help="[MODEL@]THRESHOLD: rows the served model is less sure of than THRESHOLD go "
+            "to the parent's MODEL (default: the same name); this node's answer stands when "
+            "the parent fails.",
+        ),
+    ] = None,
+    serve_children: Annotated[
+        bool,
+        typer.Option(
+            "--serve-children",
+            help="Serve GET /tier/targets/... from a cache to child nodes of the same control "
+            "plane (one uplink download per artifact for the whole site).",
+        ),
+    ] = False,
+    tier_cache_mb: Annotated[
+        float,
+        typer.Option("--tier-cache-mb", help="Cap of the children's artifact cache (MiB)."),
+    ] = 2048.0,
+) -> None:
+    """Run the edge agent until interrupted (Ctrl-C or SIGTERM)."""
+    from edgeloop.agent.home import AgentHome
+    from edgeloop.agent.process import run
+    from edgeloop.agent.reconcile import AgentOptions
+    from edgeloop.agent.route_host import RouteSettings
+    from edgeloop.agent.telemetry import TelemetrySettings
+    from edgeloop.agent.tier import TierSettings
+    from edgeloop.core.settings import Settings
+
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    settings = Settings.load(home)
+    options = AgentOptions(
+        control=control,
+        enroll_token=enroll_token,
+        name=name or socket.gethostname(),
+        tuf_root=tuf_root,
+        poll_s=poll_s,
+        download_deadline_s=download_deadline_s,
+    )
+
+    telemetry = TelemetrySettings(outbox_mb, metrics_every_s, sample_rate)
+    routes = RouteSettings.parse(route or [], mqtt, f"edgeloop-agent-{options.name}")
+    tier = TierSettings.parse(parent, parent_cascade, serve_children, tier_cache_mb)
+
+    def announce(ready: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(ready) + "\n")
+        sys.stdout.flush()
+        err_console.print(f"agent serving on {ready['url']} (pid {ready['pid']})")
+
+    run(
+        AgentHome.under(settings.home),
+        options,
+        host=host,
+        port=port,
+        announce=announce,
+        telemetry=telemetry,
+        routes=routes,
+        tier=tier,
+    )

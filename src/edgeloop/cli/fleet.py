@@ -1,0 +1,322 @@
+"""``edgeloop fleet up|down|status``: a control plane and N agents as OS processes on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeloop.cli.output import OutputFormat, emit, err_console
+
+app = typer.Typer(no_args_is_help=True)
+
+Format = Annotated[OutputFormat, typer.Option("--format", help="table or json")]
+Folder = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir", help="Fleet folder: one home per process, logs, fleet.json. Default HOME/fleet."
+    ),
+]
+Home = Annotated[Path | None, typer.Option(help="edgeloop home (default EDGELOOP_HOME).")]
+
+
+def _folder(folder: Path | None, home: Path | None) -> Path:
+    from edgeloop.core.settings import Settings
+
+    return (folder or Settings.load(home).home / "fleet").expanduser().resolve()
+
+
+@app.command("up")
+def fleet_up(
+    nodes: Annotated[int, typer.Option(help="Number of agents (edge nodes) to start.")] = 3,
+    folder: Folder = None,
+    home: Home = None,
+    format: Format = OutputFormat.TABLE,
+) -> None:
+    """Start a control plane and N agents; print their URLs and the admin token."""
+    from edgeloop.sdk.local_fleet import up
+
+    where = _folder(folder, home)
+    fleet = up(where, nodes, progress=lambda msg: err_console.print(f"[bold cyan]▸[/] {msg}"))
+    body = fleet.to_dict()
+
+    def render(console: Console) -> None:
+        _table(console, body)
+        console.print(f"admin token: {fleet.admin_token}")
+        console.print(f"state: {where / 'fleet.json'}  (stop with `edgeloop fleet down`)")
+
+    emit(body, format, render)
+
+
+@app.command("down")
+def fleet_down(
+    folder: Folder = None, home: Home = None, format: Format = OutputFormat.TABLE
+) -> None:
+    """Stop every process of the local fleet (agents first, then the control plane)."""
+    from edgeloop.sdk.local_fleet import LocalFleet
+
+    stopped = LocalFleet.load(_folder(folder, home)).down()
+    body = {"stopped": stopped}
+
+    def render(console: Console) -> None:
+        for s in stopped:
+            console.print(f"{s['name']} (pid {s['pid']}): {s['stopped']}")
+
+    emit(body, format, render)
+
+
+@app.command("status")
+def fleet_status(
+    folder: Folder = None, home: Home = None, format: Format = OutputFormat.TABLE
+) -> None:
+    """The fleet's processes and what the control plane knows of each node."""
+    from edgeloop.sdk.control_client import ControlClient
+    from edgeloop.sdk.local_fleet import LocalFleet
+
+    fleet = LocalFleet.load(_folder(folder, home))
+    body = fleet.to_dict(show_token=False)
+    for proc in [body["control"], *body["agents"]]:
+        proc["running"] = next(
+            p.alive() for p in (fleet.control, *fleet.agents) if p.pid == proc["pid"]
+        )
+    if fleet.control.alive():
+        with ControlClient(fleet.control_url, fleet.admin_token) as client:
+            body["nodes"] = client.nodes()
+
+    def render(console: Console) -> None:
+        _table(console, body)
+
+    emit(body, format, render)
+
+
+def _table(console: Console, body: dict[str, Any]) -> None:
+    t = Table(title=f"local fleet in {body['folder']}")
+    for col in ("role", "name", "pid", "url", "running"):
+        t.add_column(col)
+    for proc in [body["control"], *body["agents"]]:
+        running = proc.get("running")
+        t.add_row(
+            proc["role"],
+            proc["name"],
+            str(proc["pid"]),
+            proc["url"],
+            "" if running is None else ("yes" if running else "NO"),
+        )
+    console.print(t)
+
+
+# --- admin commands against a control plane (the local fleet's by default) -----------------
+
+ControlUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--control",
+        envvar="EDGELOOP_CONTROL_URL",
+        help="Control plane URL [the local fleet's, from fleet.json].",
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="EDGELOOP_ADMIN_TOKEN",
+        help="Admin token [the local fleet's, from fleet.json].",
+    ),
+]
+
+
+def _client(control: str | None, token: str | None, folder: Path | None, home: Path | None) -> Any:
+    """A ControlClient for ``--control``/``--token``, or for the local fleet in ``folder``."""
+    from edgeloop.core.errors import ConfigError, EdgeError
+    from edgeloop.sdk.control_client import ControlClient
+    from edgeloop.sdk.local_fleet import LocalFleet
+
+    if control is None or token is None:
+        try:
+            fleet = LocalFleet.load(_folder(folder, home))
+        except EdgeError as exc:
+            raise ConfigError(
+                "no control plane given and no local fleet found",
+                hint="pass --control URL --token T (or EDGELOOP_CONTROL_URL / "
+                "EDGELOOP_ADMIN_TOKEN), or start one with `edgeloop fleet up`",
+            ) from exc
+        control = control or fleet.control_url
+        token = token or fleet.admin_token
+    return ControlClient(control, token)
+
+
+@app.command("nodes")
+def fleet_nodes(
+    control: ControlUrl = None,
+    token: Token = None,
+    folder: Folder = None,
+    home: Home = None,
+    format: Format = OutputFormat.TABLE,
+) -> None:
+    """The nodes the control plane knows: device class, active model, updater state, last seen."""
+    with _client(control, token, folder, home) as client:
+        nodes = client.nodes()
+
+    def render(console: Console) -> None:
+        t = Table(title="nodes")
+        for col in ("name", "node id", "device class", "active", "updater", "last seen"):
+            t.add_column(col)
+        for n in nodes:
+            rep = n.get("reported") or {}
+            active = rep.get("active") or {}
+            t.add_row(
+                n["name"],
+                n["node_id"],
+                str(n.get("device_class")),
+                f"{active['name']}:{active['version']}" if active else "-",
+                str((rep.get("updater") or {}).get("state", "-")),
+                str(n.get("last_seen")),
+            )
+        console.print(t)
+
+    emit({"nodes": nodes}, format, render)
+
+
+@app.command("publish")
+def fleet_publish(
+    model_file: Annotated[Path, typer.Argument(help="The model file to upload.")],
+    name: Annotated[str | None, typer.Option("--name", help="Model name.")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="Manifest JSON (Manifest.to_dict form).")
+    ] = None,
+    control: ControlUrl = None,
+    token: Token = None,
+    folder: Folder = None,
+    home: Home = None,
+    format: Format = OutputFormat.TABLE,
+) -> None:
+    """Upload a model to the control plane's registry as the next version of its name."""
+    from edgeloop.cli.registry import build_manifest
+
+    value = build_manifest(model_file, name, manifest)
+    with _client(control, token, folder, home) as client:
+        version = client.publish_model(model_file, value)
+    emit(version, format, lambda c: c.print(f"published {version['ref']}"))
+
+
+@app.command("deploy")
+def fleet_deploy(
+    model: Annotated[str, typer.Argument(help="Registry ref NAME:VERSION on the control plane.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Deployment name [model name].")
+    ] = None,
+    waves: Annotated[
+        str, typer.Option(help="Comma-separated waves: node counts or shares, e.g. 1,10%,100%.")
+    ] = "1,50%,100%",
+    soak_s: Annotated[float, typer.Option(help="Seconds each wave soaks before the next.")] = 30,
+    watch_s: Annotated[float, typer.Option(help="Each node's health window in seconds.")] = 30,
+    selector: Annotated[
+        list[str], typer.Option("--selector", help="Node label KEY=VALUE (repeatable).")
+    ] = [],  # noqa: B006 -- typer reads the default, never mutates it
+    max_error_rate: Annotated[
+        float | None, typer.Option(help="Guard: halt when a node's error rate exceeds this.")
+    ] = None,
+    max_p99_ms: Annotated[
+        float | None, typer.Option(help="Guard: halt when a node's p99 exceeds this.")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until the rollout ends.")] = False,
+    control: ControlUrl = None,
+    token: Token = None,
+    folder: Folder = None,
+    home: Home = None,
+    format: Format = OutputFormat.TABLE,
+) -> None:
+    """Roll MODEL out in waves with a health guard; a breach halts and reverts the wave."""
+    from edgeloop.core.errors import ConfigError
+
+    labels = {}
+    for item in selector:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--selector {item!r} is not KEY=VALUE", hint="e.g. site=plant-a")
+        labels[key] = value
+    guard: dict[str, Any] = {"require_self_test": True}
+    if max_error_rate is not None:
+        guard["max_error_rate"] = max_error_rate
+    if max_p99_ms is not None:
+        guard["max_p99_ms"] = max_p99_ms
+    spec = {
+        "name": name or model.split(":")[0],
+        "selector": {"labels": labels},
+        "model": model,
+        "plan": {
+            "waves": [w.strip() for w in waves.split(",") if w.strip()],
+            "soak_s": soak_s,
+            "watch_s": watch_s,
+            "guard": guard,
+        },
+    }
+    with _client(control, token, folder, home) as client:
+        rollout = client.deploy(spec)
+        if wait:
+            rollout = client.wait_rollout(
+                rollout["rollout_id"], {"COMPLETED", "ROLLED_BACK"}, timeout_s=3600
+            )
+    emit(rollout, format, lambda c: _render_rollout(c, rollout))
+
+
+@app.command("rollouts")
+def fleet_rollouts(
+    rollout_id: Annotated[str | None, typer.Argument(help="Show this rollout in full.")] = None,
+    control: ControlUrl = None,
+    token: Token = None,
+    folder: Folder = None,
+    home: Home = None,
+    format: Format = OutputFormat.TABLE,
+) -> None:
+    """List rollouts, or show one with its per-node status and events."""
+    with _client(control, token, folder, home) as client:
+        if rollout_id is not None:
+            one = client.rollout(rollout_id)
+            emit(one, format, lambda c: _render_rollout(c, one))
+            return
+        rollouts = client.rollouts()
+
+    def render(console: Console) -> None:
+        t = Table(title="rollouts")
+        for col in ("id", "name", "model", "state", "wave"):
+            t.add_column(col)
+        for r in rollouts:
+            t.add_row(r["rollout_id"], r["name"], r["model"], r["state"], str(r["wave"]))
+        console.print(t)
+
+    emit({"rollouts": rollouts}, format, render)
+
+
+@app.command("rollback")
+def fleet_rollback(
+    rollout_id: Annotated[str, typer.Argument(help="The rollout to roll back.")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="NAME:VERSION to go back to [the previous].")
+    ] = None,
+    control: ControlUrl = None,
+    token: Token = None,
+    folder: Folder = None,
+    home: Home = None,
+    format: Format = OutputFormat.TABLE,
+) -> None:
+    """Send every node the rollout reached back to its previous (or the given) version."""
+    with _client(control, token, folder, home) as client:
+        rollout = client.rollback(rollout_id, to)
+    emit(rollout, format, lambda c: _render_rollout(c, rollout))
+
+
+def _render_rollout(console: Console, rollout: dict[str, Any]) -> None:
+    console.print(
+        f"rollout {rollout['rollout_id']} ({rollout['name']}, {rollout['model']}): "
+        f"[bold]{rollout['state']}[/], wave {rollout['wave']}"
+    )
+    t = Table()
+    for col in ("node", "wave", "status", "detail"):
+        t.add_column(col)
+    for node_id, n in rollout["nodes"].items():
+        t.add_row(node_id, str(n.get("wave")), str(n.get("status")), str(n.get("detail") or ""))
+    console.print(t)

@@ -1,0 +1,204 @@
+"""``ControlClient``: the control plane's admin API from Python (over HTTP, httpx).
+
+    with ControlClient("http://127.0.0.1:8700", admin_token) as ctl:
+        token = ctl.enrollment_token(labels={"site": "a"})["token"]
+        ctl.publish_model(Path("model.onnx"), manifest)
+        rollout = ctl.deploy({"name": "prod", "model": "digits:1",
+                              "plan": {"waves": ["1", "100%"], "soak_s": 30}})
+        ctl.wait_rollout(rollout["rollout_id"], {"COMPLETED"})
+
+An error answer becomes the EdgeError its ``type`` names (ConfigError, NotFoundError, ...);
+an unreachable control plane a TransportError. Timeouts are finite by default.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from edgeloop.core.errors import (
+    ConfigError,
+    ConflictError,
+    DataError,
+    EdgeError,
+    NotFoundError,
+    StoreError,
+    TransportError,
+    UntrustedArtifactError,
+)
+from edgeloop.core.types import Manifest
+
+_ERRORS: dict[str, type[EdgeError]] = {
+    cls.__name__: cls
+    for cls in (
+        ConfigError,
+        DataError,
+        NotFoundError,
+        ConflictError,
+        UntrustedArtifactError,
+        StoreError,
+    )
+}
+_BY_STATUS: dict[int, type[EdgeError]] = {
+    400: ConfigError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: DataError,
+    503: StoreError,
+}
+
+
+class ControlClient:
+    """Admin calls of one control plane (see docs/fleet-protocol.md for the shapes)."""
+
+    def __init__(self, url: str, admin_token: str, timeout_s: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=timeout_s,
+        )
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call; the decoded JSON answer (None for an empty one).
+
+        Raises:
+            TransportError: unreachable, or an answer that is not an error body.
+            The EdgeError the answer's ``type`` names (ConfigError, NotFoundError, ...).
+        """
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise TransportError(
+                f"control plane {self.url} did not answer {method} {path}: {exc}",
+                hint="check that `edgeloop control` runs there and the URL is right",
+            ) from exc
+        if response.status_code >= 400:
+            raise _error(response, f"{method} {path}")
+        return response.json() if response.content else None
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.call("GET", "/healthz"))
+
+    def enrollment_token(
+        self,
+        labels: Mapping[str, str] | None = None,
+        tier: int | None = None,
+        parent: str | None = None,
+        ttl_s: int | None = None,
+    ) -> dict[str, Any]:
+        """A one-time enrollment token: ``{"token", "expires_at"}``."""
+        body: dict[str, Any] = {"labels": dict(labels or {}), "tier": tier, "parent": parent}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        return dict(self.call("POST", "/api/v1/enrollment-tokens", json=body))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/api/v1/nodes")["nodes"])
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/api/v1/nodes/{node_id}"))
+
+    def label(self, node_id: str, labels: Mapping[str, str]) -> dict[str, Any]:
+        return dict(self.call("PATCH", f"/api/v1/nodes/{node_id}", json={"labels": dict(labels)}))
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/api/v1/models")["models"])
+
+    def publish_model(self, file: Path, manifest: Manifest | Mapping[str, Any]) -> dict[str, Any]:
+        """Upload ``file`` as the next version of the manifest's model; the version's record.
+
+        Raises:
+            NotFoundError: ``file`` does not exist (checked here, before any upload).
+        """
+        path = Path(file)
+        if not path.is_file():
+            raise NotFoundError(f"model file {str(path)!r} does not exist")
+        doc = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
+        with path.open("rb") as fh:
+            files = {"file": (path.name, fh, "application/octet-stream")}
+            return dict(
+                self.call("POST", "/api/v1/models", files=files, data={"manifest": json.dumps(doc)})
+            )
+
+    def deploy(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Start a rollout of deployment ``spec``; the rollout."""
+        return dict(self.call("POST", "/api/v1/deployments", json=dict(spec)))
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/api/v1/rollouts")["rollouts"])
+
+    def rollout(self, rollout_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/api/v1/rollouts/{rollout_id}"))
+
+    def rollback(self, rollout_id: str, to: str | None = None) -> dict[str, Any]:
+        """Every node the rollout reached goes back (to ``to``, a ``name:version``, if given)."""
+        body = {} if to is None else {"to": to}
+        return dict(self.call("POST", f"/api/v1/rollouts/{rollout_id}/rollback", json=body))
+
+    def pause(self, rollout_id: str) -> dict[str, Any]:
+        return dict(self.call("POST", f"/api/v1/rollouts/{rollout_id}/pause"))
+
+    def resume(self, rollout_id: str) -> dict[str, Any]:
+        return dict(self.call("POST", f"/api/v1/rollouts/{rollout_id}/resume"))
+
+    def wait_rollout(
+        self, rollout_id: str, states: Collection[str], timeout_s: float = 120.0
+    ) -> dict[str, Any]:
+        """Poll until the rollout is in one of ``states``.
+
+        Raises:
+            TransportError: it was not within ``timeout_s`` (the message names its state).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = self.rollout(rollout_id)
+            if current["state"] in states:
+                return current
+            if time.monotonic() > deadline:
+                events = current["events"][-3:]
+                raise TransportError(
+                    f"rollout {rollout_id} is {current['state']} after {timeout_s} s, not one "
+                    f"of {sorted(states)}; last events: {events}"
+                )
+            time.sleep(0.2)
+
+
+def _error(response: httpx.Response, what: str) -> EdgeError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict) or "error" not in body:
+        return TransportError(
+            f"{what} answered {response.status_code}: {response.text[:200]}",
+            hint="is that URL an edgeloop control plane?",
+        )
+    message, hint = str(body["error"]), body.get("hint")
+    cls = _ERRORS.get(str(body.get("type")))
+    if cls is None:
+        cls = _BY_STATUS.get(response.status_code, TransportError)
+    if response.status_code in (401, 403):
+        cls = ConfigError
+        message = f"{what} was refused ({response.status_code}): {message}"
+    return cls(message, hint=hint)

@@ -1,0 +1,151 @@
+"""The quickstart's fleet stage: a local fleet of three, a staged rollout, a broken v2 caught.
+
+Real processes throughout (:mod:`edgeloop.sdk.local_fleet`): one control plane and three agents on
+loopback ports. The chosen variant is published to the control plane, rolled out in two waves
+(one node, then the rest), and every node answers the held-out test split over HTTP, so the
+accuracy reported per node is that of answers that crossed the wire. Then a v2 whose artifact is
+deliberately broken (bytes that are no model) is rolled out the same way: the first wave's node
+refuses it (no self-test can pass), the rollout halts and reverts that wave, and the other nodes
+never receive it. Every figure is timed or counted in this run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeloop.core.types import Manifest
+from edgeloop.data.dataset import Dataset
+
+NODES = 3
+PLAN: dict[str, Any] = {
+    "waves": ["1", "100%"],
+    "soak_s": 2,
+    "watch_s": 2,
+    "wave_timeout_s": 180,
+    "guard": {"require_self_test": True, "max_error_rate": 0.0},
+}
+ROLLOUT_TIMEOUT_S = 240.0
+
+
+@dataclass(frozen=True)
+class FleetStageResult:
+    nodes: tuple[dict[str, Any], ...]
+    rollout: dict[str, Any]
+    broken: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": list(self.nodes), "rollout": self.rollout, "broken_v2": self.broken}
+
+
+def run_fleet_stage(
+    model: Path, manifest: Manifest, test: Dataset, folder: Path
+) -> FleetStageResult:
+    """Roll ``model`` out to a fresh local fleet under ``folder``, then a broken v2; stop it.
+
+    Raises:
+        EdgeError: a process did not start, or a rollout did not finish in time.
+    """
+    from edgeloop.sdk.control_client import ControlClient
+    from edgeloop.sdk.local_fleet import up
+
+    with (
+        up(folder, NODES, agent_args=["--poll-s", "0.5"]) as fleet,
+        ControlClient(fleet.control_url, fleet.admin_token) as admin,
+    ):
+        v1 = admin.publish_model(model, manifest)
+        rollout = _roll_out(admin, manifest.name, v1["ref"])
+        by_id = {n["node_id"]: n["name"] for n in admin.nodes()}
+        urls = {a.name: a.url for a in fleet.agents}
+        served = {name: _serve_test_split(urls[name], manifest.name, test) for name in urls}
+
+        broken_file = folder / f"{manifest.name}-v2-broken.onnx"
+        broken_file.write_bytes(b"this is deliberately not a model\n" * 64)
+        v2 = admin.publish_model(broken_file, manifest)
+        broken = _roll_out(admin, manifest.name, v2["ref"])
+
+        after = {n["name"]: n for n in admin.nodes()}
+        nodes = []
+        for name in sorted(urls):
+            active = (after[name].get("reported") or {}).get("active") or {}
+            nodes.append(
+                {
+                    "name": name,
+                    "url": urls[name],
+                    "device_class": after[name].get("device_class"),
+                    "served_v1": served[name],
+                    "active_after_broken_v2": active.get("version"),
+                    "on_v1": active.get("sha256") == v1["artifact_sha256"],
+                }
+            )
+        reached = [by_id[i] for i, n in broken["nodes"].items() if n.get("wave") == 0]
+        return FleetStageResult(
+            nodes=tuple(nodes),
+            rollout={**_summary(rollout, by_id), "ref": v1["ref"]},
+            broken={
+                **_summary(broken, by_id),
+                "ref": v2["ref"],
+                "reached": reached,
+                "never_received": sorted(set(urls) - set(reached)),
+            },
+        )
+
+
+def _roll_out(admin: Any, name: str, ref: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    rollout = admin.deploy({"name": f"{name}-quickstart", "model": ref, "plan": PLAN})
+    end = admin.wait_rollout(
+        rollout["rollout_id"], {"COMPLETED", "ROLLED_BACK", "HALTED"}, ROLLOUT_TIMEOUT_S
+    )
+    if end["state"] == "HALTED":  # reverting: wait until the wave reports its old model back
+        end = admin.wait_rollout(rollout["rollout_id"], {"ROLLED_BACK"}, ROLLOUT_TIMEOUT_S)
+    return {**end, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _summary(rollout: dict[str, Any], by_id: dict[str, str]) -> dict[str, Any]:
+    waves: dict[int, list[str]] = {}
+    for node_id, n in rollout["nodes"].items():
+        waves.setdefault(int(n["wave"]), []).append(by_id.get(node_id, node_id))
+    return {
+        "rollout_id": rollout["rollout_id"],
+        "state": rollout["state"],
+        "seconds": rollout["seconds"],
+        "waves": [sorted(waves[w]) for w in sorted(waves)],
+        "events": [e["state"] for e in rollout.get("events", [])],
+    }
+
+
+def _serve_test_split(url: str, name: str, test: Dataset) -> dict[str, Any]:
+    """Send every test sample to the node (OIP v2 JSON), one per request; accuracy and timing."""
+    import httpx
+
+    correct, took = 0, []
+    with httpx.Client(base_url=url, timeout=10.0) as client:
+        for x, y in zip(test.x, test.y, strict=True):
+            body = {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, *x.shape],
+                        "datatype": "FP32",
+                        "data": x.ravel().tolist(),
+                    }
+                ]
+            }
+            t0 = time.perf_counter()
+            r = client.post(f"/v2/models/{name}/infer", json=body)
+            took.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            scores = np.asarray(r.json()["outputs"][0]["data"])
+            correct += int(int(scores.argmax()) == int(y))
+    ms = np.asarray(took) * 1e3
+    return {
+        "requests": len(took),
+        "accuracy": correct / len(took),
+        "accuracy_split": f"{test.name} test ({len(test)} samples)",
+        "latency_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))},
+    }

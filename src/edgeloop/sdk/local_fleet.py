@@ -1,0 +1,368 @@
+"""A local fleet: one control plane and N agents as separate OS processes on loopback ports.
+
+``edgeloop fleet up --nodes N`` is the embedded default a user tries first and the harness of the
+end-to-end tests. Every process has its own home folder under the fleet folder, its own port and
+its own log file; they run in their own sessions, so they outlive the command that started them,
+and ``edgeloop fleet down`` stops them from the state file ``fleet.json``.
+
+The admin token is generated here and handed to the control plane through its environment (not
+its argv, which ``ps`` shows to every user); each agent gets a one-use enrollment token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeloop.core.errors import ConfigError, NotFoundError, TransportError
+from edgeloop.core.files import write_atomic
+
+STATE_FILE = "fleet.json"
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 15.0
+ADMIN_TOKEN_ENV = "EDGELOOP_ADMIN_TOKEN"
+# The processes this interpreter started, kept so they are reaped by the Popen that made them
+# (and not garbage-collected while they run) when the fleet is stopped from the same process.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetProcess:
+    """One process of the fleet: what it is, where it listens, where it keeps its state."""
+
+    role: str  # "control" or "agent"
+    name: str
+    pid: int
+    url: str
+    home: Path
+    log: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "name": self.name,
+            "pid": self.pid,
+            "url": self.url,
+            "home": str(self.home),
+            "log": str(self.log),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FleetProcess:
+        return cls(d["role"], d["name"], int(d["pid"]), d["url"], Path(d["home"]), Path(d["log"]))
+
+    def alive(self) -> bool:
+        """True while the process runs and is still an edgeloop process (pids get reused)."""
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return _pid_exists(self.pid)
+        if _is_zombie(self.pid):
+            return False
+        # The command line reads empty for a moment while the kernel sets up a fresh exec.
+        return not cmdline or b"edgeloop" in cmdline
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFleet:
+    """A running local fleet, as recorded in ``folder/fleet.json``."""
+
+    folder: Path
+    admin_token: str
+    control: FleetProcess
+    agents: tuple[FleetProcess, ...]
+
+    @property
+    def control_url(self) -> str:
+        return self.control.url
+
+    def to_dict(self, *, show_token: bool = True) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "control": self.control.to_dict(),
+            "admin_token": self.admin_token if show_token else "(hidden)",
+            "agents": [a.to_dict() for a in self.agents],
+        }
+
+    def save(self) -> Path:
+        path = self.folder / STATE_FILE
+        write_atomic(path, json.dumps(self.to_dict(), indent=2).encode())  # mkstemp: mode 0600
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> LocalFleet:
+        """The fleet recorded in ``folder``.
+
+        Raises:
+            NotFoundError: no fleet state there.
+            ConfigError: the state file is not what ``fleet up`` writes.
+        """
+        path = folder / STATE_FILE
+        try:
+            doc = json.loads(path.read_text())
+            return cls(
+                folder,
+                str(doc["admin_token"]),
+                FleetProcess.from_dict(doc["control"]),
+                tuple(FleetProcess.from_dict(a) for a in doc["agents"]),
+            )
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"no local fleet in {str(folder)!r} (no {STATE_FILE})",
+                hint="start one with `edgeloop fleet up --nodes 3`",
+            ) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{str(path)!r} is not a fleet state file: {exc}",
+                hint="stop the processes by hand, remove the file, and run `edgeloop fleet up`",
+            ) from exc
+
+    def down(self) -> list[dict[str, Any]]:
+        """Stop every process (agents first, then the control plane); return what happened."""
+        stopped = [_stop(p) for p in (*self.agents, self.control)]
+        (self.folder / STATE_FILE).unlink(missing_ok=True)
+        return stopped
+
+    def __enter__(self) -> LocalFleet:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.down()
+
+
+def up(
+    folder: Path,
+    nodes: int,
+    *,
+    labels: Callable[[int], dict[str, str]] | None = None,
+    agent_args: Sequence[str] = (),
+    control_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> LocalFleet:
+    """Start a control plane and ``nodes`` agents under ``folder``; wait until each answers.
+
+    ``labels(i)`` gives node ``i``'s labels (default ``{"fleet": "local", "index": str(i)}``).
+
+    Raises:
+        ConfigError: bad node count, or a fleet already runs in ``folder``.
+        TransportError: a process did not come up; its log is named.
+    """
+    from edgeloop.sdk.control_client import ControlClient
+
+    if not 1 <= nodes <= 64:
+        raise ConfigError(f"--nodes {nodes} is out of range; expected 1..64 on one machine")
+    if (folder / STATE_FILE).exists():
+        running = LocalFleet.load(folder)
+        if running.control.alive() or any(a.alive() for a in running.agents):
+            raise ConfigError(
+                f"a local fleet already runs in {str(folder)!r}",
+                hint="stop it with `edgeloop fleet down`, or pass another --dir",
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda _msg: None)
+    token = secrets.token_urlsafe(32)
+    base_env = {**os.environ, **(env or {}), "NO_COLOR": "1"}
+    port = free_port()
+    control = _spawn(
+        "control",
+        "control",
+        folder / "control",
+        port,
+        ["control", "--port", str(port), "--home", str(folder / "control"), *control_args],
+        {**base_env, ADMIN_TOKEN_ENV: token},
+    )
+    started: list[FleetProcess] = [control]
+    try:
+        _wait_http(control, "/healthz")
+        say(f"control plane up at {control.url}")
+        with ControlClient(control.url, token) as client:
+            enrolls = [
+                client.enrollment_token(
+                    labels=labels(i) if labels else {"fleet": "local", "index": str(i + 1)}
+                )["token"]
+                for i in range(nodes)
+            ]
+        agents: list[FleetProcess] = []
+        for i, enroll in enumerate(enrolls):
+            name = f"node-{i + 1}"
+            port = free_port()
+            home = folder / name
+            agent = _spawn(
+                "agent",
+                name,
+                home,
+                port,
+                [
+                    "agent",
+                    "--control",
+                    control.url,
+                    "--enroll-token",
+                    enroll,
+                    "--port",
+                    str(port),
+                    "--home",
+                    str(home),
+                    "--name",
+                    name,
+                    *agent_args,
+                ],
+                base_env,
+            )
+            started.append(agent)
+            agents.append(agent)
+        for agent in agents:
+            _wait_http(agent, "/v2/health/live")
+            say(f"{agent.name} up at {agent.url}")
+        _wait_enrolled(control, token, agents)
+        say(f"{len(agents)} node(s) enrolled")
+    except BaseException:
+        for proc in reversed(started):
+            _stop(proc)
+        raise
+    fleet = LocalFleet(folder, token, control, tuple(agents))
+    fleet.save()
+    return fleet
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn(
+    role: str, name: str, home: Path, port: int, args: list[str], env: dict[str, str]
+) -> FleetProcess:
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / f"{role}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeloop.cli.app", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # outlives `fleet up`; `fleet down` stops it
+        )
+    _CHILDREN[proc.pid] = proc
+    return FleetProcess(role, name, proc.pid, f"http://127.0.0.1:{port}", home, log)
+
+
+def _wait_http(proc: FleetProcess, path: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise TransportError(
+                f"{proc.role} {proc.name!r} exited while starting: {_tail(proc.log)}",
+                hint=f"read its log: {proc.log}",
+            )
+        try:
+            if httpx.get(proc.url + path, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TransportError(
+        f"{proc.role} {proc.name!r} did not answer {proc.url + path} within "
+        f"{READY_TIMEOUT_S:.0f} s: {_tail(proc.log)}",
+        hint=f"read its log: {proc.log}",
+    )
+
+
+def _wait_enrolled(control: FleetProcess, token: str, agents: Sequence[FleetProcess]) -> None:
+    """Wait until the control plane lists every agent as a node, so a deployment sees them all.
+
+    An agent answers ``/v2/health/live`` before its enrollment call has returned; a rollout
+    started in between would select fewer nodes than the fleet has.
+    """
+    from edgeloop.sdk.control_client import ControlClient
+
+    wanted = {a.name for a in agents}
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    seen: set[str] = set()
+    with ControlClient(control.url, token) as client:
+        while time.monotonic() < deadline:
+            seen = {str(n["name"]) for n in client.nodes()}
+            if wanted <= seen:
+                return
+            for agent in agents:
+                if agent.name not in seen and not agent.alive():
+                    raise TransportError(
+                        f"agent {agent.name!r} exited before it enrolled: {_tail(agent.log)}",
+                        hint=f"read its log: {agent.log}",
+                    )
+            time.sleep(0.2)
+    missing = sorted(wanted - seen)
+    raise TransportError(
+        f"agent(s) {', '.join(missing)} did not enroll with {control.url} within "
+        f"{READY_TIMEOUT_S:.0f} s",
+        hint="read their logs under " + str(agents[0].home.parent),
+    )
+
+
+def _stop(proc: FleetProcess) -> dict[str, Any]:
+    """SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``; never signals a reused pid."""
+    if not proc.alive():
+        return {"name": proc.name, "pid": proc.pid, "stopped": "was not running"}
+    os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _reap(proc.pid)
+        if not proc.alive():
+            return {"name": proc.name, "pid": proc.pid, "stopped": "terminated"}
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    _reap(proc.pid)
+    return {"name": proc.name, "pid": proc.pid, "stopped": "killed after the timeout"}
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when ``pid`` is our child (else the zombie lingers)."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "no output"
