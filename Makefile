@@ -3,10 +3,10 @@ VENV    ?= .venv
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= train,datasets,postgres,serve,optimize,openvino,dev
+EXTRAS  ?= train,datasets,postgres,serve,control,mqtt,optimize,openvino,tflite,tflm,coreml,dev
 OUT     ?= quickstart-out
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean tflite-env convert-check
 
 install: $(STAMP)
 
@@ -28,18 +28,36 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict src
 
-unit: $(STAMP)
+# The TFLite converter's own environment is built first so the conversion tests run, not skip.
+unit: $(STAMP) tflite-env
 	$(VENV)/bin/pytest -n 2 -m "not bench" tests
 
 test: lint typecheck unit
 
 # The long benchmarks behind docs/benchmarks.md (minutes each; not part of `make test`).
+# The .tflite producer (litert-torch) in its own environment: it would downgrade typing-extensions
+# and pydantic in .venv. edgeloop finds it at .venv-tflite (or $$EDGELOOP_TFLITE_PYTHON).
+tflite-env: .venv-tflite/.installed
+
+.venv-tflite/.installed:
+	$(PYTHON) -m venv .venv-tflite
+	.venv-tflite/bin/pip install --quiet 'torch==2.13.0' 'litert-torch==0.10.*' 'ai-edge-litert>=2.3'
+	.venv-tflite/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'wrong torch')"
+	touch $@
+
+# Every conversion target on a tiny model and the digits CNN (the tests skip TFLite without it).
+convert-check: $(STAMP) tflite-env
+	$(VENV)/bin/pytest -p no:xdist tests/formats/test_convert_targets.py tests/formats/test_convert_tflite.py
+	$(PY) bench/convert_digits.py --out convert-out
+
 bench: $(STAMP)
 	$(PY) bench/repeatability.py
 	$(PY) -m pip install --quiet -e '.[nncf,bench-models]'
 	$(PY) bench/optimize_int8.py --cpu 1 --threads 1
 	$(PY) bench/optimize_torch.py
 	$(PY) bench/serve_bench.py
+	$(PY) -m pip install --quiet -e '.[bench-fleet]'
+	$(PY) bench/fleet_scale.py --client aiohttp --backend sqlite --agents 1000 2000 5000 --profile
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache

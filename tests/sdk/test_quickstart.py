@@ -18,6 +18,8 @@ pytest.importorskip("sklearn")
 
 
 @pytest.mark.slow
+# The whole loop, conversion and a fleet of four processes included: minutes on a shared 2-core box.
+@pytest.mark.timeout(1500)
 def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, home: Path) -> None:
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["quickstart", "--out", str(out), "--format", "json"])
@@ -33,7 +35,9 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
         "bench",
         "register",
         "optimize",
+        "convert",
         "serve",
+        "fleet",
     ]
     assert body["dataset"]["name"] == "digits" and body["dataset"]["samples"] == 1797
     # The bars: >= 97 % test accuracy, parity <= 1e-4 with 100 % top-1 agreement.
@@ -68,6 +72,17 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
         assert load["requests"] > 0 and load["errors"] == 0
         assert load["served_accuracy"] >= 0.97
     assert serve["metrics_requests_total"] >= sum(m["requests"] for m in serve["models"].values())
+    # The fleet stage: three agent processes, a staged rollout, a broken v2 caught.
+    fleet = report["fleet"]
+    assert fleet["rollout"]["state"] == "COMPLETED"
+    assert [len(w) for w in fleet["rollout"]["waves"]] == [1, 2]
+    for node in fleet["nodes"]:
+        assert node["served_v1"]["requests"] == body["dataset"]["split"]["test"]
+        assert node["served_v1"]["accuracy"] >= 0.97
+        assert node["on_v1"] is True
+    assert fleet["broken_v2"]["state"] == "ROLLED_BACK"
+    assert len(fleet["broken_v2"]["reached"]) == 1
+    assert len(fleet["broken_v2"]["never_received"]) == 2
     for name in ("report.html", "training_curve.png", "latency.png", "pareto.png"):
         data = (out / name).read_bytes()
         assert len(data) > 1000

@@ -12,7 +12,20 @@ from typing import Annotated
 import typer
 
 from edgeloop import __version__
-from edgeloop.cli import bench, data, export, optimize, quickstart, registry, serve, train
+from edgeloop.cli import (
+    agent,
+    bench,
+    control,
+    convert,
+    data,
+    export,
+    fleet,
+    optimize,
+    quickstart,
+    registry,
+    serve,
+    train,
+)
 from edgeloop.cli.output import err_console
 from edgeloop.core.errors import EdgeError
 
@@ -35,12 +48,22 @@ app.command("bench", help="Measure latency, throughput, memory, accuracy and pow
 app.command("optimize", help="Apply one optimization method and measure parent vs variant.")(
     optimize.optimize
 )
+app.command("convert", help="Convert to edge targets (TFLite, TFLM, OpenVINO, Core ML, ...).")(
+    convert.convert
+)
 app.command("tune", help="Search optimization recipes under a budget; measured Pareto set.")(
     optimize.tune
 )
 app.command(
     "serve", help="Serve models over HTTP (Open Inference Protocol v2, /predict, /metrics)."
 )(serve.serve)
+app.command(
+    "control", help="Run the control plane: fleet, deployments, staged rollouts, signed updates."
+)(control.control)
+app.command("agent", help="Run the edge agent: enroll, update models safely, serve.")(agent.agent)
+app.add_typer(
+    fleet.app, name="fleet", help="A local fleet: control plane + N agents as OS processes."
+)
 app.command("quickstart", help="Run the loop end to end on a bundled data set.")(
     quickstart.quickstart
 )

@@ -25,6 +25,13 @@ def quickstart(
     epochs: Annotated[
         int, typer.Option(help="Most training epochs (early stopping may end sooner).")
     ] = 60,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet/--no-fleet",
+            help="Roll the chosen variant out to a local fleet of 3 agent processes.",
+        ),
+    ] = True,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json")
     ] = OutputFormat.TABLE,
@@ -39,7 +46,7 @@ def quickstart(
     result = run_quickstart(
         out,
         settings,
-        QuickstartConfig(seed=seed, epochs=epochs),
+        QuickstartConfig(seed=seed, epochs=epochs, fleet=fleet),
         progress=format is OutputFormat.TABLE,
         on_stage=lambda s: err_console.print(f"[bold cyan]▸[/] {s}"),
     )
@@ -90,6 +97,7 @@ def quickstart(
         t.add_row("bench", "power", na(m1.power_w, "{:.2f} W", f"n/a ({reason})"))
         t.add_row("register", "model", str(result.registered))
         t.add_row("optimize", "edge variant registered", str(result.edge_model or "none fits"))
+        _convert_rows(t, result.conversion)
         sv = result.serving
         if "skipped" in sv:
             t.add_row("serve", "skipped", sv["skipped"])
@@ -108,11 +116,30 @@ def quickstart(
                     f"p99 {na(lat['p99'], '{:.2f}')} ms, {load['errors']} errors, "
                     f"accuracy {na(load['served_accuracy'], '{:.2%}')}",
                 )
+        _fleet_rows(t, result.fleet)
         console.print(t)
         console.print(_variants_table(result))
         console.print(f"report: {paths['html']}  json: {paths['json']}")
 
     emit(body, format, render)
+
+
+def _convert_rows(t: Table, conversion: dict[str, Any] | None) -> None:
+    """The convert stage: each target produced, how it was checked, or why it is missing."""
+    if conversion is None:
+        return
+    if conversion.get("error"):
+        t.add_row("convert", "failed", conversion["error"])
+    for row in conversion["targets"]:
+        parity = row["parity"] or {}
+        checked = (
+            f"top-1 {parity['top1_agreement']:.2%}, accuracy {row['accuracy']:.2%}"
+            if parity.get("top1_agreement") is not None and row["accuracy"] is not None
+            else row["not_run"] or ""
+        )
+        t.add_row("convert", f"{row['target']} ({row['size_bytes']:,} bytes)", checked)
+    for target, reason in conversion["skipped"].items():
+        t.add_row("convert", f"{target}: not produced", reason)
 
 
 def _variants_table(result: Any) -> Table:
@@ -137,3 +164,28 @@ def _variants_table(result: Any) -> Table:
             mark or (row.get("error") or ""),
         )
     return t
+
+
+def _fleet_rows(t: Table, fleet: dict[str, Any] | None) -> None:
+    """The fleet stage: the staged rollout, each node's served accuracy, the broken v2 caught."""
+    if fleet is None:
+        return
+    if "skipped" in fleet:
+        t.add_row("fleet", "skipped", fleet["skipped"])
+        return
+    ro, bad = fleet["rollout"], fleet["broken_v2"]
+    waves = " then ".join("+".join(w) for w in ro["waves"])
+    t.add_row("fleet", f"rollout {ro['ref']} ({waves})", f"{ro['state']} in {ro['seconds']} s")
+    for node in fleet["nodes"]:
+        served = node["served_v1"]
+        t.add_row(
+            "fleet",
+            f"{node['name']}: {served['requests']} test samples over HTTP",
+            f"accuracy {served['accuracy']:.2%}, p50 {served['latency_ms']['p50']:.2f} ms",
+        )
+    on_v1 = sum(1 for n in fleet["nodes"] if n["on_v1"])
+    t.add_row(
+        "fleet",
+        f"broken {bad['ref']}: reached {', '.join(bad['reached']) or 'none'}",
+        f"{bad['state']} in {bad['seconds']} s; {on_v1}/{len(fleet['nodes'])} nodes on v1",
+    )

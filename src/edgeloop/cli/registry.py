@@ -110,7 +110,7 @@ def publish(
     Without --manifest the file must be ONNX: it is checked, and its inputs and outputs are
     read from its graph.
     """
-    value = _manifest(model_file, name, manifest)
+    value = build_manifest(model_file, name, manifest)
     if parent is not None:
         value = dataclasses.replace(value, parent=ModelRef.parse(parent))
     with _open(home) as registry:
@@ -119,7 +119,8 @@ def publish(
     emit(version.to_dict(), fmt, lambda c: _render_list(c, [version]))
 
 
-def _manifest(model_file: Path, name: str | None, manifest: Path | None) -> Manifest:
+def build_manifest(model_file: Path, name: str | None, manifest: Path | None) -> Manifest:
+    """The manifest to publish ``model_file`` under: from a JSON file, or read off an ONNX graph."""
     if manifest is not None:
         loaded = _load_manifest(manifest)
         return loaded if name is None else dataclasses.replace(loaded, name=name)

@@ -14,6 +14,7 @@ from edgeloop.core.errors import ConfigError
 
 HOME_ENV = "EDGELOOP_HOME"
 DB_ENV = "EDGELOOP_DB"
+ARTIFACTS_ENV = "EDGELOOP_ARTIFACTS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +22,13 @@ class Settings:
     """Where edgeloop keeps its state.
 
     ``db_url`` is a SQLAlchemy URL; the default is a SQLite file in the home folder.
+    ``artifacts_url`` is an fsspec URL (``s3://bucket/models``) for the artifact store; None keeps
+    artifacts in the home folder.
     """
 
     home: Path
     db_url: str
+    artifacts_url: str | None = None
 
     @property
     def artifacts_dir(self) -> Path:
@@ -35,7 +39,12 @@ class Settings:
         return self.home / "keys"
 
     @classmethod
-    def load(cls, home: str | Path | None = None, db_url: str | None = None) -> Settings:
+    def load(
+        cls,
+        home: str | Path | None = None,
+        db_url: str | None = None,
+        artifacts_url: str | None = None,
+    ) -> Settings:
         raw = home if home is not None else os.environ.get(HOME_ENV) or Path.home() / ".edgeloop"
         path = Path(raw).expanduser()
         if path.exists() and not path.is_dir():
@@ -45,7 +54,8 @@ class Settings:
             )
         path = path.resolve()
         url = db_url or os.environ.get(DB_ENV) or f"sqlite:///{path / 'registry.db'}"
-        return cls(home=path, db_url=url)
+        artifacts = artifacts_url or os.environ.get(ARTIFACTS_ENV) or None
+        return cls(home=path, db_url=url, artifacts_url=artifacts)
 
     def ensure(self) -> Settings:
         """Create the home and artifact folders; return self for chaining."""

@@ -6,6 +6,7 @@ Stages (each extends as later parts land): load -> clean -> split -> train -> ex
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import shutil
 import time
@@ -40,6 +41,10 @@ class QuickstartConfig:
         "fp16",
         "prune-structured(ratio=0.5,epochs=5)+static-int8",
     )
+    # Convert the parent to every edge target the installed converters make (issue 4).
+    convert: bool = True
+    # Roll the chosen variant out to a local fleet of three agent processes (issue 6).
+    fleet: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class QuickstartResult:
     edge_model: ModelRef | None
     serving: dict[str, Any]
     stage_seconds: dict[str, float]
+    conversion: dict[str, Any] | None = None
+    fleet: dict[str, Any] | None = None
     machine: dict[str, Any] = field(default_factory=dict)
 
     def variant_rows(self) -> list[dict[str, Any]]:
@@ -85,6 +92,8 @@ class QuickstartResult:
             },
             "checkpoint": str(self.checkpoint),
             "serve": self.serving,
+            "convert": self.conversion,
+            "fleet": self.fleet,
             "stage_seconds": self.stage_seconds,
             "machine": self.machine,
         }
@@ -217,6 +226,12 @@ def run_quickstart(
     plot_pareto(points, tuned.pareto, tuned.chosen, out_dir / "pareto.png")
     done("optimize")
 
+    conversion = None
+    if cfg.convert:
+        say("convert: every edge target the installed converters make, each one verified")
+        conversion = _convert_stage(onnx_path, checkpoint, cfg, parent_ref, settings, out_dir)
+        done("convert")
+
     served = {cfg.model_name: onnx_path}
     if tuned.chosen is not None:
         edge_file = out_dir / f"{cfg.model_name}-edge.onnx"
@@ -225,6 +240,19 @@ def run_quickstart(
     say("serve: " + ", ".join(served) + " in an `edgeloop serve` process, 2 s of load each")
     serving = _serve_stage(served, splits.test)
     done("serve")
+
+    fleet = None
+    if cfg.fleet and tuned.chosen is not None:
+        say("fleet: control plane + 3 agents, staged rollout of the chosen variant, broken v2")
+        # The fleet's control plane keeps its own registry: the variant goes there without a
+        # parent link (its parent lives in this registry), the link kept in the recipe.
+        fleet_manifest = dataclasses.replace(
+            edge_manifest,
+            parent=None,
+            recipe={**edge_manifest.recipe, "parent_in_quickstart_registry": str(parent_ref)},
+        )
+        fleet = _fleet_stage(edge_file, fleet_manifest, splits.test, out_dir / "fleet")
+        done("fleet")
 
     return QuickstartResult(
         stages=(
@@ -236,7 +264,9 @@ def run_quickstart(
             "bench",
             "register",
             "optimize",
+            *(("convert",) if conversion is not None else ()),
             "serve",
+            *(("fleet",) if fleet is not None else ()),
         ),
         dataset={
             "name": ds.name,
@@ -259,6 +289,8 @@ def run_quickstart(
         edge_model=edge_ref,
         serving=serving,
         stage_seconds=seconds,
+        conversion=conversion,
+        fleet=fleet,
         machine={"python": platform.python_version(), "platform": platform.platform()},
     )
 
@@ -283,3 +315,45 @@ def _tool_versions() -> dict[str, str]:
     import onnxruntime
 
     return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _convert_stage(
+    onnx: Path,
+    checkpoint: Path,
+    cfg: QuickstartConfig,
+    parent: ModelRef,
+    settings: Settings,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Every target whose converter is installed, verified, timed and registered under the
+    parent; a missing converter or a failed conversion is reported, never fatal."""
+    from edgeloop.sdk.convert_stage import available_targets, convert_and_register
+
+    targets, skipped = available_targets()
+    return convert_and_register(
+        onnx,
+        checkpoint,
+        cfg.dataset,
+        cfg.seed,
+        targets,
+        skipped,
+        parent,
+        settings,
+        out_dir / "convert",
+        runs=cfg.bench_runs,
+        name=cfg.model_name,
+    )
+
+
+def _fleet_stage(model: Path, manifest: Manifest, test: Dataset, folder: Path) -> dict[str, Any]:
+    """Roll the chosen variant out to a local fleet; without the fleet extras say so."""
+    import importlib.util
+
+    missing = [m for m in ("tuf", "fastapi", "httpx") if importlib.util.find_spec(m) is None]
+    if missing:
+        return {"skipped": f"not installed: {', '.join(missing)} (pip install 'edgeloop[control]')"}
+    from edgeloop.sdk.fleet_stage import run_fleet_stage
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    return run_fleet_stage(model, manifest, test, folder).to_dict()

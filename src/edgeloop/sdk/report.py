@@ -133,11 +133,59 @@ this run on <b>{html.escape(str(body["dataset"]["name"]))}</b>
 <p>Chosen: <b>{html.escape(_fmt((body.get("chosen") or {}).get("recipe")))}</b>
 ({html.escape(str(body.get("tune", {}).get("budget_note") or ""))})</p>
 {img("pareto")}
+{_conversion_html(body.get("convert"))}
+{_fleet_html(body.get("fleet"))}
 <h2>Training</h2>{img("training_curve")}
 <h2>Latency</h2>{img("latency")}
 <h2>Full report</h2><pre>{html.escape(json.dumps(body, indent=2))}</pre>
 </body></html>
 """
+
+
+def _conversion_html(conversion: dict[str, Any] | None) -> str:
+    """The targets the convert stage produced, with their checks (or why one is missing)."""
+    if not conversion:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(r['target'])}</td><td>{r['size_bytes']:,}</td>"
+        f"<td>{html.escape(_fmt((r['parity'] or {}).get('max_abs_diff')))}</td>"
+        f"<td>{html.escape(_fmt(r['accuracy']))}</td>"
+        f"<td>{html.escape(r['ran_on'] or r['not_run'] or '')}</td></tr>"
+        for r in conversion["targets"]
+    )
+    missing = "".join(
+        f"<li>{html.escape(t)}: {html.escape(why)}</li>" for t, why in conversion["skipped"].items()
+    )
+    return (
+        "<h2>Edge targets (convert)</h2><table><tr><th>target</th><th>bytes</th>"
+        f"<th>max abs diff</th><th>accuracy</th><th>ran on</th></tr>{rows}</table>"
+        + (f"<ul>{missing}</ul>" if missing else "")
+    )
+
+
+def _fleet_html(fleet: dict[str, Any] | None) -> str:
+    """The fleet stage: the staged rollout, what each node served, the broken v2 caught."""
+    if not fleet:
+        return ""
+    if "skipped" in fleet:
+        return f"<h2>Fleet</h2><p>skipped: {html.escape(fleet['skipped'])}</p>"
+    ro, bad = fleet["rollout"], fleet["broken_v2"]
+    rows = "".join(
+        f"<tr><td>{html.escape(n['name'])}</td><td>{n['served_v1']['requests']}</td>"
+        f"<td>{n['served_v1']['accuracy']:.2%}</td>"
+        f"<td>{n['served_v1']['latency_ms']['p50']:.2f}</td>"
+        f"<td>{'yes' if n['on_v1'] else 'NO'}</td></tr>"
+        for n in fleet["nodes"]
+    )
+    waves = " then ".join(" + ".join(w) for w in ro["waves"])
+    return (
+        f"<h2>Fleet (3 agent processes)</h2><p>Rollout of <b>{html.escape(ro['ref'])}</b> in "
+        f"waves {html.escape(waves)}: {html.escape(ro['state'])} in {ro['seconds']} s. "
+        f"Broken <b>{html.escape(bad['ref'])}</b> reached {html.escape(', '.join(bad['reached']))}"
+        f" only: {html.escape(bad['state'])} in {bad['seconds']} s.</p>"
+        "<table><tr><th>node</th><th>requests</th><th>served accuracy</th><th>p50 ms</th>"
+        f"<th>on v1 after broken v2</th></tr>{rows}</table>"
+    )
 
 
 def _fmt(value: Any) -> str:
