@@ -9,6 +9,7 @@ import os
 import selectors
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from tuf.api.exceptions import DownloadHTTPError
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-START_TIMEOUT_S = 60
+START_TIMEOUT_S = 90  # a cold interpreter importing the control plane on a loaded CI machine
+HTTP_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 30
 
 
 @dataclass
@@ -28,13 +31,16 @@ class ControlProcess:
     url: str
     proc: subprocess.Popen[bytes]
     ready: dict[str, Any]
+    log: Path  # its stderr
 
 
 @contextlib.contextmanager
 def control_process(
     home: Path, db_url: str | None = None, *extra: str, admin_token: str | None = None
 ) -> Iterator[ControlProcess]:
-    """Start ``edgeloop control --port 0 --format json`` and wait for its ready line."""
+    """Start ``edgeloop control --port 0 --format json`` and wait for its ready line.
+
+    Its stderr goes to a file beside ``home`` (a pipe nobody reads would fill and stall it)."""
     cmd = [sys.executable, "-m", "edgeloop.cli.app", "control", "--port", "0", "--home",
            str(home), "--format", "json", *extra]  # fmt: skip
     if db_url:
@@ -42,24 +48,28 @@ def control_process(
     env = {k: v for k, v in os.environ.items() if k not in ("EDGELOOP_DB", "EDGELOOP_HOME")}
     if admin_token:
         env["EDGELOOP_ADMIN_TOKEN"] = admin_token
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{home.name}-control-", suffix=".log", dir=home.parent)
+    os.close(fd)
+    log = Path(name)
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=env)
     try:
-        ready = _ready_line(proc)
-        yield ControlProcess(ready["url"], proc, ready)
+        ready = _ready_line(proc, log)
+        yield ControlProcess(ready["url"], proc, ready, log)
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None
         proc.stdout.close()
-        proc.stderr.close()
 
 
-def _ready_line(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    assert proc.stdout is not None and proc.stderr is not None
+def _ready_line(proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    assert proc.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -73,14 +83,18 @@ def _ready_line(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
             break
     selector.close()
     proc.kill()
-    raise AssertionError(f"edgeloop control did not start: {proc.stderr.read().decode()[-2000:]}")
+    proc.wait()
+    tail = log.read_text(errors="replace")[-2000:]
+    raise AssertionError(f"edgeloop control did not start within {START_TIMEOUT_S} s: {tail}")
 
 
 class BearerFetcher(FetcherInterface):
     """ngclient's downloads over httpx with ``Authorization: Bearer <token>``."""
 
     def __init__(self, token: str) -> None:
-        self._http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        self._http = httpx.Client(
+            headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT_S
+        )
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         response = self._http.get(url)
@@ -115,7 +129,7 @@ def tuf_updater(enroll_answer: dict[str, Any], token: str, folder: Path) -> Iter
 def enroll(url: str, token: str, name: str, labels_note: str = "") -> dict[str, Any]:
     body = {"enrollment_token": token, "name": name,
             "capabilities": {"arch": "x86_64", "accelerators": []}, "agent_url": None}  # fmt: skip
-    response = httpx.post(f"{url}/api/v1/enroll", json=body, timeout=30)
+    response = httpx.post(f"{url}/api/v1/enroll", json=body, timeout=HTTP_TIMEOUT_S)
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -133,5 +147,5 @@ def report(url: str, answer: dict[str, Any], doc: dict[str, Any]) -> None:
     }
     headers = {"Authorization": f"Bearer {answer['node_token']}"}
     url = f"{url}/api/v1/nodes/{answer['node_id']}/report"
-    response = httpx.post(url, json=body, headers=headers, timeout=30)
+    response = httpx.post(url, json=body, headers=headers, timeout=HTTP_TIMEOUT_S)
     assert response.status_code == 204, response.text

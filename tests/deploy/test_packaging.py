@@ -43,6 +43,7 @@ def _help(*command: str) -> str:
         text=True,
         env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
         check=True,
+        timeout=120,
     )
     return done.stdout
 

@@ -185,7 +185,7 @@ def test_concurrent_publishes_get_distinct_versions(
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=120)
     assert sorted(v.version for v in got) == [1, 2, 3, 4, 5, 6]
     assert len(_artifact_files(registry)) == 6
     for version in got:
