@@ -150,7 +150,7 @@ def test_the_cli_publishes_deploys_lists_and_rolls_back(fleet: LocalFleet, tmp_p
     with ControlClient(fleet.control_url, fleet.admin_token) as admin:
         admin.wait_rollout(rollout["rollout_id"], {"ROLLED_BACK"}, 120)
         # Each agent acts on its reverted document at its next poll and reports: wait for it.
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 120
         while True:
             now = {n["name"]: (n["reported"] or {}).get("active") for n in admin.nodes()}
             if all((now[k] or {}).get("sha256") == (before[k] or {}).get("sha256") for k in before):

@@ -7,11 +7,16 @@ and ``edgeloop fleet down`` stops them from the state file ``fleet.json``.
 
 The admin token is generated here and handed to the control plane through its environment (not
 its argv, which ``ps`` shows to every user); each agent gets a one-use enrollment token.
+
+Each process binds port 0 (a free port the kernel picks while it binds) and its URL is read from
+the JSON ready line it writes to its log. A port picked here and bound later by the child could be
+taken in between by any other process, and a health check would then ask the wrong server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -174,17 +179,15 @@ def up(
     say = progress or (lambda _msg: None)
     token = secrets.token_urlsafe(32)
     base_env = {**os.environ, **(env or {}), "NO_COLOR": "1"}
-    port = free_port()
-    control = _spawn(
-        "control",
-        "control",
-        folder / "control",
-        port,
-        ["control", "--port", str(port), "--home", str(folder / "control"), *control_args],
-        {**base_env, ADMIN_TOKEN_ENV: token},
+    # --format json last, so it wins: the ready line is how the URL is learnt.
+    control_cmd = ["control", "--port", "0", "--home", str(folder / "control"), *control_args]
+    control_cmd += ["--format", "json"]
+    control, control_start = _spawn(
+        "control", "control", folder / "control", control_cmd, {**base_env, ADMIN_TOKEN_ENV: token}
     )
     started: list[FleetProcess] = [control]
     try:
+        control = _wait_ready(control, control_start)
         _wait_http(control, "/healthz")
         say(f"control plane up at {control.url}")
         with ControlClient(control.url, token) as client:
@@ -195,15 +198,14 @@ def up(
                 for i in range(nodes)
             ]
         agents: list[FleetProcess] = []
+        starts: list[int] = []
         for i, enroll in enumerate(enrolls):
             name = f"node-{i + 1}"
-            port = free_port()
             home = folder / name
-            agent = _spawn(
+            agent, start = _spawn(
                 "agent",
                 name,
                 home,
-                port,
                 [
                     "agent",
                     "--control",
@@ -211,7 +213,7 @@ def up(
                     "--enroll-token",
                     enroll,
                     "--port",
-                    str(port),
+                    "0",
                     "--home",
                     str(home),
                     "--name",
@@ -222,6 +224,8 @@ def up(
             )
             started.append(agent)
             agents.append(agent)
+            starts.append(start)
+        agents = [_wait_ready(agent, start) for agent, start in zip(agents, starts, strict=True)]
         for agent in agents:
             _wait_http(agent, "/v2/health/live")
             say(f"{agent.name} up at {agent.url}")
@@ -244,11 +248,14 @@ def free_port() -> int:
 
 
 def _spawn(
-    role: str, name: str, home: Path, port: int, args: list[str], env: dict[str, str]
-) -> FleetProcess:
+    role: str, name: str, home: Path, args: list[str], env: dict[str, str]
+) -> tuple[FleetProcess, int]:
+    """Start one process; returns it (``url`` empty until :func:`_wait_ready` reads it) and
+    where its lines begin in its log (which may hold earlier runs' lines)."""
     home.mkdir(parents=True, exist_ok=True)
     log = home / f"{role}.log"
     with log.open("ab") as out:
+        start = out.tell()
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgeloop.cli.app", *args],
             stdin=subprocess.DEVNULL,
@@ -258,7 +265,46 @@ def _spawn(
             start_new_session=True,  # outlives `fleet up`; `fleet down` stops it
         )
     _CHILDREN[proc.pid] = proc
-    return FleetProcess(role, name, proc.pid, f"http://127.0.0.1:{port}", home, log)
+    return FleetProcess(role, name, proc.pid, "", home, log), start
+
+
+def _wait_ready(proc: FleetProcess, start: int) -> FleetProcess:
+    """``proc`` with its URL, read from the JSON ready line it writes once it listens."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        url = _ready_url(proc, start)
+        if url is not None:
+            return dataclasses.replace(proc, url=url)
+        if not proc.alive():
+            raise TransportError(
+                f"{proc.role} {proc.name!r} exited while starting: {_tail(proc.log)}",
+                hint=f"read its log: {proc.log}",
+            )
+        time.sleep(0.2)
+    raise TransportError(
+        f"{proc.role} {proc.name!r} did not start listening within {READY_TIMEOUT_S:.0f} s: "
+        f"{_tail(proc.log)}",
+        hint=f"read its log: {proc.log}",
+    )
+
+
+def _ready_url(proc: FleetProcess, start: int) -> str | None:
+    try:
+        with proc.log.open("rb") as fh:
+            fh.seek(start)
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if not line.startswith(b"{"):
+            continue
+        try:
+            ready = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        if isinstance(ready, dict) and ready.get("pid") == proc.pid and ready.get("url"):
+            return str(ready["url"])
+    return None
 
 
 def _wait_http(proc: FleetProcess, path: str) -> None:
