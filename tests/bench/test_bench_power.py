@@ -124,7 +124,12 @@ def test_rapl_counter_wrapping_twice_is_caught_by_polling(tmp_path: Path) -> Non
     probe.start()
     energy = powercap / "intel-rapl:0" / "energy_uj"
     _write(energy, 500_000)  # wrap 1: +600 k
-    time.sleep(0.3)  # many poll intervals: the poller sees this value
+    # Until the poller has read this value (its last reading; a loaded machine may keep the
+    # thread waiting far longer than a few poll intervals).
+    deadline = time.monotonic() + 60
+    while probe._last != [500_000]:
+        assert time.monotonic() < deadline, "the poller never read the counter"
+        time.sleep(0.005)
     _write(energy, 100_000)  # wrap 2: +600 k
     clock.now = 1_000_000_000
     assert probe.stop().watts == pytest.approx(1.2)

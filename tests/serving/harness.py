@@ -19,6 +19,7 @@ import orjson
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
 
+from edgeloop.runtime import ModelPool
 from edgeloop.serving import Catalog, ServerConfig, create_app, scan
 from edgeloop.serving.app import Server
 
@@ -93,12 +94,16 @@ def binary_request(
 
 @contextlib.contextmanager
 def serving(
-    paths: Sequence[Path], config: ServerConfig | None = None, name: str | None = None
+    paths: Sequence[Path],
+    config: ServerConfig | None = None,
+    name: str | None = None,
+    pool: ModelPool | None = None,
 ) -> Iterator[Harness]:
-    """Start a catalog over ``paths`` and the app; stop both afterwards."""
+    """Start a catalog over ``paths`` (on ``pool``, or a new one) and the app; stop both
+    afterwards."""
     config = config if config is not None else ServerConfig()
     with start_blocking_portal(backend="asyncio") as portal:
-        catalog = Catalog(scan(list(paths), name), config)
+        catalog = Catalog(scan(list(paths), name), config, pool=pool)
         app = create_app(catalog)
         portal.call(catalog.start)
         harness = Harness(portal, app)

@@ -301,13 +301,15 @@ def test_a_parent_answering_500_falls_back(pair: tuple[Path, Path]) -> None:
 
 
 def test_a_parent_that_is_down_falls_back(pair: tuple[Path, Path]) -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago and is closed now
+    # Bound but not listening: connections are refused, and no other process can take the port
+    # while the test runs (as it could a port merely closed again).
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with serving([pair[0]], _via(f"http://127.0.0.1:{port}/v2/models/big")) as s:
-        params, out = _infer(s, [UNSURE])
-        again, _ = _infer(s, [UNSURE])
-        text = s.metrics()
+        with serving([pair[0]], _via(f"http://127.0.0.1:{port}/v2/models/big")) as s:
+            params, out = _infer(s, [UNSURE])
+            again, _ = _infer(s, [UNSURE])  # skipped by the breaker, or refused: a fallback
+            text = s.metrics()
     assert params["answered_by"] == again["answered_by"] == "fallback"
     assert "did not answer: ConnectError" in params["fallback_reason"]
     np.testing.assert_allclose(out, _softmax(np.array([UNSURE])), atol=1e-6)

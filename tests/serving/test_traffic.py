@@ -3,9 +3,11 @@ adaptive variants. Real models, concurrent requests from threads, no timed asser
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from tests.serving.harness import Harness, binary_request, infer_url, serving
 from tests.serving.models import add_version, make_repository
 from tests.tiny_models import make_linear_onnx
 
+from edgeloop.runtime import LoadedModel, ModelKey, ModelPool
 from edgeloop.serving import Routing, ServerConfig, Split
 
 FEATURES = [0.5, -1.0, 0.25, 2.0]
@@ -83,15 +86,44 @@ def test_shadow_version_gets_a_copy_of_each_request_and_answers_nobody(repo: Pat
     assert _metric(text, "edgeloop_requests_total", role="shadow", version="2") == 30
 
 
+class HeldPool(ModelPool):
+    """A real pool whose runs, once :meth:`hold` is called, wait in the worker thread until
+    :attr:`opened` is set: a request stays in flight for as long as the test needs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = False
+        self.started = threading.Event()
+        self.opened = threading.Event()
+
+    def hold(self) -> None:
+        self.holding = True
+
+    @contextlib.contextmanager
+    def acquire(self, key: ModelKey) -> Iterator[LoadedModel]:
+        if self.holding:
+            self.started.set()
+            if not self.opened.wait(timeout=60):
+                raise TimeoutError("the test never let the held run go")
+        with super().acquire(key) as model:
+            yield model
+
+
 def test_full_queue_answers_429_with_retry_after(slow: Path) -> None:
-    big, headers = binary_request(
-        np.ones((256, 512), np.float32), binary_output=False
-    )  # tens of ms of work at least
-    with serving([slow], ServerConfig(max_queue=1)) as s, ThreadPoolExecutor(1) as pool:
+    body, headers = binary_request(np.ones((2, 512), np.float32), binary_output=False)
+    pool = HeldPool()
+    config = ServerConfig(max_queue=1, inline_below_ms=0.0)  # runs in the batcher's thread
+    with serving([slow], config, pool=pool) as s, ThreadPoolExecutor(1) as ex:
         gate = s.catalog.models["slow"].gate
-        first = pool.submit(s.post, infer_url("slow"), content=big, headers=headers)
-        _wait_until(lambda: gate.in_flight == 1, "the first request to be admitted")
-        refused = s.post(infer_url("slow"), content=big, headers=headers)
+        pool.hold()  # the first request runs (in the batcher's thread) until opened
+        try:
+            first = ex.submit(s.post, infer_url("slow"), content=body, headers=headers)
+            if not pool.started.wait(timeout=60):
+                pytest.fail("the first request never reached the engine")
+            assert gate.in_flight == 1  # admitted, and running: the queue (1) is full
+            refused = s.post(infer_url("slow"), content=body, headers=headers)
+        finally:
+            pool.opened.set()
         assert first.result().status_code == 200
         text = s.metrics()
     assert refused.status_code == 429
@@ -134,7 +166,9 @@ def test_hot_swap_under_concurrent_load_drops_no_request(tmp_path: Path) -> None
     old_conf = _reference(model_dir / "1" / "model.onnx")
     logs: list[list[tuple[int, str, float]]] = [[] for _ in range(6)]
     stop = threading.Event()
-    with serving([model_dir]) as s:
+    # No queue delay bound: a stall of this shared machine could otherwise refuse a request
+    # (429, by design) that the swap had nothing to do with; every refusal here would be a drop.
+    with serving([model_dir], ServerConfig(max_queue_delay_ms=0)) as s:
         threads = [threading.Thread(target=_hammer, args=(s, stop, log)) for log in logs]
         for t in threads:
             t.start()
@@ -224,7 +258,9 @@ def test_variants_switch_to_the_cheaper_one_under_queue_delay(tmp_path: Path) ->
 def test_a_fast_unbatched_model_runs_inline_up_to_the_self_test_size(cnn: Path) -> None:
     one, headers = binary_request(np.zeros((1, 3, 32, 32), np.float32))
     four, headers4 = binary_request(np.zeros((4, 3, 32, 32), np.float32))
-    with serving([cnn]) as s:
+    # The threshold is set far above any self-test run, so that a loaded machine (a slow
+    # self-test) cannot decide this: which requests run inline is what is tested here.
+    with serving([cnn], ServerConfig(inline_below_ms=60_000.0)) as s:
         assert s.get("/v2/models/cnn").json()["parameters"]["inline"] == {"default": True}
         version = s.catalog.models["cnn"].versions["1"]
         batcher = version.variants["default"].batcher
