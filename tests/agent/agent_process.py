@@ -14,6 +14,10 @@ from typing import Any
 import httpx
 
 _RUN = "import sys, typer; from edgeloop.cli.agent import agent; sys.argv.pop(1); typer.run(agent)"
+# Generous deadlines: on a loaded 2-core CI runner (pytest -n 2) an agent's start, enrollment and a
+# TUF download plus model load each take seconds, not the fraction of one they take when idle.
+WAIT_S = 60.0
+ENROLL_S = 90.0
 
 
 class AgentProcess:
@@ -70,17 +74,28 @@ class AgentProcess:
                             "data": row}]}  # fmt: skip
         return self.http.post(f"/v2/models/{model}/infer", json=body)
 
-    def wait_for(self, check: Any, timeout_s: float = 60.0, what: str = "condition") -> Any:
+    def wait_for(self, check: Any, timeout_s: float = WAIT_S, what: str = "condition") -> Any:
         """Poll ``check(status)`` until it returns something truthy; that value."""
         deadline = time.monotonic() + timeout_s
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"agent exited {self.proc.returncode} before {what}: {tail}")
             last = self.status()
             value = check(last)
             if value:
                 return value
             time.sleep(0.05)
         raise TimeoutError(f"agent: no {what} within {timeout_s} s; last status {last}")
+
+    def wait_enrolled(self, timeout_s: float = ENROLL_S) -> dict[str, Any]:
+        """The status once the agent enrolled and its first report reached the control plane
+        (a deployment selects the nodes enrolled when it is made)."""
+        status: dict[str, Any] = self.wait_for(
+            lambda s: s if s["node_id"] and s["reports"] else None, timeout_s, "enrollment"
+        )
+        return status
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -104,7 +119,7 @@ class AgentProcess:
         self._stderr.close()
 
 
-def wait_for_file(path: Path, proc: AgentProcess, timeout_s: float = 60.0) -> None:
+def wait_for_file(path: Path, proc: AgentProcess, timeout_s: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not path.exists():
         if proc.proc.poll() is not None:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +34,19 @@ MANIFEST = Manifest("lin", "onnx", (TensorSpec("input", (None, 4)),),
                     (TensorSpec("output", (None, 3)),))  # fmt: skip
 ROW = [0.1, 0.2, 0.3, 0.4]
 KINDS = ("sample", "metrics", "event")
+
+
+@contextlib.contextmanager
+def port_held(port: int) -> Iterator[None]:
+    """Keep ``port`` (free: its listener is gone) from other processes until the control plane
+    listens there again: a socket bound with SO_REUSEADDR that never listens. A connection to the
+    port is still refused, as by a dead control plane; an outgoing connection's ephemeral port or
+    a bind without SO_REUSEADDR cannot take it; the restarted control plane binds it (with
+    SO_REUSEADDR) next to this socket."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        yield
 
 
 @contextlib.contextmanager
@@ -63,16 +77,16 @@ def control(home: Path, port: int = 0) -> Iterator[tuple[str, subprocess.Popen[b
 
 
 def serve_for(agent: AgentProcess, seconds: float, rps: float) -> Counter[int]:
-    """Send inference requests at about ``rps`` for ``seconds``; answers counted by status."""
+    """Send ``seconds * rps`` inference requests, at most ``rps`` a second; answers counted by
+    status. The count is fixed, not what fits in ``seconds``: on a loaded machine the requests
+    take longer (the partition lasts longer), but the figures checked stay the same."""
     answers: Counter[int] = Counter()
     start = time.monotonic()
-    sent = 0
-    while (now := time.monotonic()) - start < seconds:
-        ahead = start + sent / rps - now
+    for sent in range(round(seconds * rps)):
+        ahead = start + sent / rps - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
         answers[agent.infer("lin", ROW).status_code] += 1
-        sent += 1
     return answers
 
 
@@ -92,6 +106,10 @@ def wait_empty(agent: AgentProcess, timeout_s: float) -> dict[str, Any]:
 
     found: dict[str, Any] = agent.wait_for(empty, timeout_s, "an empty outbox")
     return found
+
+
+def cut_off(status: dict[str, Any]) -> bool:
+    return bool(status["telemetry"]["shipper"]["consecutive_failures"] >= 1)
 
 
 def outbox_file(home: Path) -> tuple[set[str], dict[str, int]]:
@@ -138,19 +156,22 @@ def run(
                 agent = AgentProcess(node_home, url, poll_s=0.5,
                                      enroll_token=client.enrollment_token()["token"])  # fmt: skip
                 try:
-                    agent.wait_for(lambda s: s["node_id"] and s["reports"], 30, "enrollment")
+                    agent.wait_enrolled()
                     node = agent.status()["node_id"]
                     plan = {"soak_s": 0, "watch_s": 0.5}
                     rollout = client.deploy({"name": "d1", "model": "lin:1", "plan": plan})
                     assert client.wait_rollout(rollout["rollout_id"], {"COMPLETED"})
                     facts["before"] = dict(serve_for(agent, 2.0, rps))
-                    wait_empty(agent, 30)
+                    wait_empty(agent, 60)
 
+                    port = int(url.rsplit(":", 1)[1])
+                    hold = stack.enter_context(contextlib.ExitStack())
                     if cut == "stop":  # the partition: frozen, its port still bound
                         proc.send_signal(signal.SIGSTOP)
                     else:  # the partition: gone (what it had not answered is lost with it)
                         proc.kill()
                         proc.wait()
+                        hold.enter_context(port_held(port))  # the restart needs this port
                     started = time.monotonic()
                     half = partition_s / 2 if kill else partition_s
                     answers = serve_for(agent, half, rps)
@@ -166,14 +187,17 @@ def run(
                         agent = AgentProcess(node_home, url, poll_s=0.5)
                         answers = serve_for(agent, partition_s - half, rps)
                     facts["partition_answers"] = dict(answers)
+                    if not kill:  # the shipper noticed the partition (a frozen control plane
+                        # costs it the request's 10 s timeout first, a late start on a slow box)
+                        agent.wait_for(cut_off, 60, "a failed shipment")
                     during = agent.status()["telemetry"]
                     facts["during"] = {"outbox": during["outbox"], "shipper": during["shipper"]}
                     facts["partition_measured_s"] = round(time.monotonic() - started, 1)
                     if cut == "stop":  # reconnection
                         proc.send_signal(signal.SIGCONT)
                     else:
-                        port = int(url.rsplit(":", 1)[1])
                         proc = stack.enter_context(control(tmp / "ctl", port))[1]
+                        hold.close()
                     back = time.monotonic()
                     tel = wait_empty(agent, reconnect_timeout_s)
                     facts["drain_s"] = round(time.monotonic() - back, 1)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tests.agent.agent_process import AgentProcess, idle_on
+from tests.agent.agent_process import WAIT_S, AgentProcess, idle_on
 from tests.agent.fleet_stub import ENROLL_TOKEN, ControlStub, publish
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {timeout_s} s")
+        time.sleep(0.02)
 
 
 def expected(model: Path, row: list[float]) -> np.ndarray:
@@ -87,9 +97,14 @@ def test_swap_under_load_drops_no_request(
         agent.wait_for(idle_on(1), what="revision 1")
         worker = threading.Thread(target=load, daemon=True)
         worker.start()
+        # The load is flowing before the swap starts and still flowing after it ended (however
+        # fast this machine answers), so the swap happened under it.
+        _wait_until(lambda: len(answers) >= 5, "load before the swap")
         publish(stub.repo, models[2], 2, version=2)
         stub.set_desired(2)
         agent.wait_for(idle_on(2), what="revision 2")
+        swapped = len(answers)
+        _wait_until(lambda: len(answers) >= swapped + 5, "load after the swap")
         stop.set()
         worker.join(timeout=15)
         assert served_version(agent, models) == 2
@@ -107,17 +122,20 @@ def test_health_window_breach_rolls_back(
     agent = AgentProcess(tmp_path / "node", stub.url, enroll_token=ENROLL_TOKEN)
     stop = threading.Event()
 
+    sent: list[int] = []
+
     def load() -> None:
         import httpx
 
         with httpx.Client(base_url=agent.url, timeout=10) as client:
             while not stop.is_set():
-                client.post("/predict", json={"features": ROW})
+                sent.append(client.post("/predict", json={"features": ROW}).status_code)
 
     try:
         agent.wait_for(idle_on(1), what="revision 1")
         worker = threading.Thread(target=load, daemon=True)
         worker.start()
+        _wait_until(lambda: len(sent) >= 5, "load before the update")  # the guard needs requests
         # A guard no real request can meet: p99 under a nanosecond, measured by the server.
         publish(stub.repo, models[2], 2, version=2, watch_s=1.5,
                 guard={"max_p99_ms": 1e-6, "min_requests": 1})  # fmt: skip

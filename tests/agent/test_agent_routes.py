@@ -57,12 +57,15 @@ def start_agent(home: Path, control: str, token: str, *args: str) -> tuple[Any, 
     return proc, str(json.loads(line)["url"])
 
 
-def wait(http: httpx.Client, check: Any, timeout_s: float = 30) -> dict[str, Any]:
+def wait(http: httpx.Client, check: Any, what: str, timeout_s: float = 90) -> dict[str, Any]:
+    """The agent's status once ``check(status)`` holds (TimeoutError after ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:
         status: dict[str, Any] = http.get("/agent/status").json()
-        if check(status) or time.monotonic() > deadline:
+        if check(status):
             return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {timeout_s} s; last status {status}")
         time.sleep(0.1)
 
 
@@ -78,7 +81,7 @@ async def exchange(base: str, rows: int) -> tuple[list[dict[str, Any]], list[dic
             await c.publish(f"{base}/in/s1", json.dumps(doc), qos=1)
         for i in range(5):
             await c.publish(f"{base}/in/s1", f"not json {i}", qos=1)
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(90):
             async for message in c.messages:
                 doc = json.loads(message.payload)
                 if str(message.topic).startswith(base):
@@ -101,12 +104,16 @@ def test_routes_run_on_the_served_model(tmp_path: Path) -> None:
             proc, url = start_agent(tmp_path / "node", ctl.url, enroll, "--route", route)
             try:
                 with httpx.Client(base_url=url, timeout=10) as http:
-                    wait(http, lambda s: s["node_id"] and s["reports"])
+                    wait(http, lambda s: s["node_id"] and s["reports"], "enrollment")
                     plan = {"soak_s": 0, "watch_s": 0.5}
                     rollout = client.deploy({"name": "d1", "model": "lin:1", "plan": plan})
                     assert client.wait_rollout(rollout["rollout_id"], {"COMPLETED"})
+                    # Subscribed before anything is published: a QoS 1 message to a topic nobody
+                    # subscribes to yet is not kept for a later subscriber.
+                    wait(http, lambda s: s["routes"]["connected"], "the route subscribed")
                     results, dead = asyncio.run(exchange(base, N))
-                    routes = wait(http, lambda s: s["routes"]["routes"]["route1"]["published"] == N)
+                    routes = wait(http, lambda s: s["routes"]["routes"]["route1"]["published"] == N,
+                                  f"{N} results counted")  # fmt: skip
                     routes = routes["routes"]
             finally:
                 proc.terminate()

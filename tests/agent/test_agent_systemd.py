@@ -5,12 +5,13 @@ socket; the hang is a real TCP listener that accepts connections and never answe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,22 +29,35 @@ def notify_socket() -> Iterator[socket.socket]:
     shutil.rmtree(folder)
 
 
-def received(server: socket.socket, seconds: float) -> list[tuple[float, bytes]]:
-    """Datagrams received within ``seconds``, with their arrival time."""
+def received(
+    server: socket.socket, until: Callable[[list[tuple[float, bytes]]], bool], timeout_s: float
+) -> list[tuple[float, bytes]]:
+    """Datagrams, with their arrival time, until ``until(received so far)`` holds; the deadline
+    is a failure (TimeoutError naming what came)."""
     out: list[tuple[float, bytes]] = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
+    deadline = time.monotonic() + timeout_s
+    while not until(out):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"notifications within {timeout_s} s: {out}")
         server.settimeout(left)
-        try:
+        with contextlib.suppress(TimeoutError):
             out.append((time.monotonic(), server.recv(4096)))
-        except TimeoutError:
-            break
     return out
 
 
+def pings(messages: list[tuple[float, bytes]]) -> list[float]:
+    return [t for t, m in messages if m == b"WATCHDOG=1"]
+
+
 def gaps(messages: list[tuple[float, bytes]]) -> list[float]:
-    pings = [t for t, m in messages if m == b"WATCHDOG=1"]
-    return [b - a for a, b in itertools.pairwise(pings)]
+    return [b - a for a, b in itertools.pairwise(pings(messages))]
+
+
+def silence_then_two(messages: list[tuple[float, bytes]]) -> bool:
+    """A silence of 5 s or more between pings, then two more pings."""
+    times = pings(messages)
+    return any(b - a >= 5.0 for a, b in itertools.pairwise(times[:-2]))
 
 
 def test_ready_then_watchdog_only_while_the_loop_progresses(
@@ -51,30 +65,29 @@ def test_ready_then_watchdog_only_while_the_loop_progresses(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.getsockname())
     monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
-    with socket.socket() as probe:  # a free port where, for now, nothing listens
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # The control plane's port, held from the start: bound, not listening (a connection is
+    # refused), so no other process can take it before it listens below.
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    port = hang.getsockname()[1]
     agent = AgentProcess(tmp_path / "node", f"http://127.0.0.1:{port}",
                          enroll_token="el_enroll_unused", poll_s=0.2)  # fmt: skip
-    hang = socket.socket()
     try:
-        notify_socket.settimeout(10)
+        notify_socket.settimeout(60)
         assert notify_socket.recv(4096) == b"READY=1"
         # Enrolling fails fast (connection refused): the loop backs off but makes progress.
-        before = received(notify_socket, 3.0)
-        assert len([m for _, m in before if m == b"WATCHDOG=1"]) >= 4
-        assert max(gaps(before)) < 1.0
+        before = received(notify_socket, lambda got: len(pings(got)) >= 6, 60)
+        assert max(gaps(before)) < 1.0, gaps(before)
         assert agent.status()["pid"] == agent.proc.pid  # serving all along
         # Now the control plane accepts and never answers: the next pass hangs for the
         # client's 10 s timeout, and the pings stop after 1 s of it.
-        hang.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        hang.bind(("127.0.0.1", port))
         hang.listen(16)
-        during = received(notify_socket, 20.0)
+        during = received(notify_socket, silence_then_two, 90)
         assert max(gaps(during)) >= 5.0, gaps(during)
         assert agent.proc.poll() is None  # still serving; systemd would restart it
         # The hung pass timed out and the loop goes on: pings again at the interval.
-        assert during[-1][0] - during[-2][0] < 1.0
+        last = pings(during)
+        assert last[-1] - last[-2] < 1.0, gaps(during)
     finally:
         hang.close()
         agent.stop()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.agent.agent_process import AgentProcess
+from tests.agent.agent_process import WAIT_S, AgentProcess
 from tests.control.process import control_process
 from tests.tiny_models import make_linear_onnx
 
@@ -29,7 +29,7 @@ def stored(client: ControlClient, node: str, kind: str | None = None) -> list[di
     return items
 
 
-def wait_shipped(agent: AgentProcess, timeout_s: float = 30.0) -> dict[str, Any]:
+def wait_shipped(agent: AgentProcess, timeout_s: float = WAIT_S) -> dict[str, Any]:
     """Wait until the outbox is empty (everything put was acked) and no samples are buffered."""
 
     def empty(status: dict[str, Any]) -> dict[str, Any] | None:
@@ -39,6 +39,24 @@ def wait_shipped(agent: AgentProcess, timeout_s: float = 30.0) -> dict[str, Any]
 
     tel: dict[str, Any] = agent.wait_for(empty, timeout_s, "an empty outbox")
     return tel
+
+
+def shipped_and_stored(
+    agent: AgentProcess, client: ControlClient, node: str, timeout_s: float = WAIT_S
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The agent's telemetry status with its outbox empty and the control plane's store read at
+    one moment: the agent put nothing between the two status reads around the store's (a metrics
+    snapshot is put every second; one put and shipped in between would be stored, not counted)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tel = wait_shipped(agent)
+        items = stored(client, node)
+        after = agent.status()["telemetry"]
+        same = after["puts"] == tel["puts"] and after["outbox"]["total_items"] == 0
+        if same and after["shipper"]["items_acked"] == tel["shipper"]["items_acked"]:
+            return tel, items
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the agent kept putting telemetry for {timeout_s} s: {after}")
 
 
 def test_events_metrics_and_samples_arrive_once(
@@ -53,18 +71,19 @@ def test_events_metrics_and_samples_arrive_once(
             agent = AgentProcess(tmp_path / "node", ctl.url, poll_s=0.2,
                                  enroll_token=client.enrollment_token()["token"])  # fmt: skip
             try:
-                agent.wait_for(lambda s: s["node_id"] and s["reports"], 30, "enrollment")
+                agent.wait_enrolled()
                 plan = {"soak_s": 0, "watch_s": 0.5}
                 first = client.deploy({"name": "d1", "model": "lin:1", "plan": plan})
                 assert client.wait_rollout(first["rollout_id"], DONE)["state"] == "COMPLETED"
                 for _ in range(40):
                     assert agent.infer("lin", ROW).status_code == 200
-                time.sleep(2.5)  # two metrics windows, at least one with the requests
-                tel = wait_shipped(agent)
+                # Two snapshots put after the last request: the second was taken after it, so
+                # the windows put by then hold every request (and there are two windows).
+                done = agent.status()["telemetry"]["puts"].get("metrics", 0)
+                agent.wait_for(lambda s: s["telemetry"]["puts"].get("metrics", 0) >= done + 2,
+                               what="two metrics snapshots after the requests")  # fmt: skip
                 node = agent.status()["node_id"]
-                items = stored(client, node)
-                tel = wait_shipped(agent)
-                items = stored(client, node)
+                tel, items = shipped_and_stored(agent, client, node)
             finally:
                 agent.stop()
     ids = [i["id"] for i in items]

@@ -213,7 +213,7 @@ class Collector:
         return sum(len(v) for v in self.got.values())
 
 
-async def _until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
+async def _until(cond: Callable[[], bool], timeout: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not cond():
@@ -257,7 +257,7 @@ def test_routes_infer_publish_in_order_and_dead_letter_the_malformed(tmp_path: P
         collector = Collector(f"{prefix}/results/#", f"{prefix}/deadletter")
         collect = asyncio.create_task(collector.run())
         run = asyncio.create_task(runner.run(stop))
-        await asyncio.wait_for(asyncio.gather(collector.ready.wait(), runner.connected.wait()), 10)
+        await asyncio.wait_for(asyncio.gather(collector.ready.wait(), runner.connected.wait()), 60)
         async with aiomqtt.Client(*BROKER, protocol=aiomqtt.ProtocolVersion.V5) as pub:
             for i, row in enumerate(rows[:40]):  # JSON, two sources interleaved
                 doc = {"features": row.tolist(), "id": f"m{i}"}
@@ -357,9 +357,13 @@ class PrivateBroker:
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(exe).exists():
             pytest.skip("the mosquitto broker binary is not installed (apt install mosquitto)")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        # The port is held for the broker's whole life by a socket bound with SO_REUSEADDR that
+        # never listens: while the broker is stopped a connection is refused, and no other
+        # process can take the port before Mosquitto binds it (again), next to this socket.
+        self._hold = socket.socket()
+        self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._hold.bind(("127.0.0.1", 0))
+        self.port = int(self._hold.getsockname()[1])
         self.conf = folder / "mosquitto.conf"
         # As root, Mosquitto drops to its own user, who cannot write pytest's private folder.
         user = "user root\n" if os.geteuid() == 0 else ""
@@ -378,8 +382,10 @@ class PrivateBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited {self.proc.returncode}: {self._tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -388,20 +394,29 @@ class PrivateBroker:
                     raise
                 time.sleep(0.05)
 
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+
     def stop(self) -> None:
         """SIGTERM: Mosquitto writes its persistence file (sessions, queued QoS 1 messages)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=30)
         self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self._hold.close()
 
 
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     broker = PrivateBroker(tmp_path)
-    broker.start()
-    yield broker
-    broker.stop()
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
 
 
 def test_a_broker_restart_mid_stream_loses_no_acknowledged_message(
@@ -434,12 +449,12 @@ def test_a_broker_restart_mid_stream_loses_no_acknowledged_message(
         collector = Collector("out/#", port=port)
         collect = asyncio.create_task(collector.run())
         run = asyncio.create_task(runner.run(stop))
-        await asyncio.wait_for(asyncio.gather(collector.ready.wait(), runner.connected.wait()), 10)
+        await asyncio.wait_for(asyncio.gather(collector.ready.wait(), runner.connected.wait()), 60)
         await publish(0, 200)  # every one acknowledged by the broker
         private_broker.stop()  # mid-stream: results of these are still being made and sent
         await _until(lambda: not runner.connected.is_set())
         private_broker.start()
-        await asyncio.wait_for(runner.connected.wait(), 10)
+        await asyncio.wait_for(runner.connected.wait(), 60)
         await publish(200, 400)
         ids = lambda: {r["source_id"] for rs in collector.got.values() for r in rs}  # noqa: E731
         await _until(lambda: len(ids()) == 400)
@@ -508,7 +523,7 @@ def _ten_thousand(tmp_path: Path, port: int, restart: PrivateBroker | None) -> d
         collector = Collector(f"{prefix}/out/#", f"{prefix}/deadletter", port=port)
         collect = asyncio.create_task(collector.run())
         run = asyncio.create_task(runner.run(stop))
-        await asyncio.wait_for(asyncio.gather(collector.ready.wait(), runner.connected.wait()), 10)
+        await asyncio.wait_for(asyncio.gather(collector.ready.wait(), runner.connected.wait()), 60)
         start = time.perf_counter()
         pub = aiomqtt.Client(
             "127.0.0.1",

@@ -32,8 +32,15 @@ class Control:
     503 (the answer was lost on the way back), so the shipper must send it again.
     """
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self) -> None:
+        # The port is held for the stand-in's whole life by a socket bound with SO_REUSEADDR that
+        # never listens: while the server is stopped (the partition) a connection is refused, and
+        # no other process can take the port before the server binds it again (HTTPServer binds
+        # with SO_REUSEADDR too, next to this socket).
+        self._hold = socket.socket()
+        self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._hold.bind(("127.0.0.1", 0))
+        self.port = int(self._hold.getsockname()[1])
         self.mode = "ok"
         self.deliveries: list[str] = []  # every item id received, duplicates included
         self.items: dict[str, dict[str, Any]] = {}  # de-duplicated by id
@@ -93,19 +100,14 @@ class Control:
             return status, {"accepted": new, "duplicates": len(items) - new}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def control() -> Iterator[Control]:
-    server = Control(_free_port())
+    server = Control()
     server.start()
     yield server
     if server._server is not None:
         server.stop()
+    server._hold.close()
 
 
 def _config(port: int, token: str = TOKEN, **kw: Any) -> ShipperConfig:
@@ -120,7 +122,7 @@ def _config(port: int, token: str = TOKEN, **kw: Any) -> ShipperConfig:
     return ShipperConfig(f"http://127.0.0.1:{port}", NODE, token, **settings)
 
 
-async def _until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+async def _until(cond: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
@@ -204,15 +206,17 @@ def test_back_off_spaces_out_retries_while_refused(tmp_path: Path, control: Cont
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(shipper.run(stop))
-        await asyncio.sleep(2.0)
+        await _until(lambda: len(control.attempts) >= 6)
         stop.set()
         await task
 
     asyncio.run(scenario())
     gaps = [b[0] - a[0] for a, b in zip(control.attempts, control.attempts[1:], strict=False)]
     # equal jitter: the n-th wait is at least half of min(0.4, 0.1 * 2**(n-1))
-    assert 3 <= len(control.attempts) <= 10, control.attempts
-    assert all(g >= 0.05 for g in gaps) and max(gaps) >= 0.2
+    assert len(control.attempts) >= 6 and {s for _, s, _ in control.attempts} == {503}
+    floors = [min(0.4, 0.1 * 2**n) / 2 for n in range(len(gaps))]
+    assert all(g >= f for g, f in zip(gaps, floors, strict=True)), (gaps, floors)
+    assert max(gaps) >= 0.2
     assert box.stats().total_items == 1 and box.stats().leased == 0
     box.close()
 

@@ -63,7 +63,7 @@ def _deploy(
     rollout = client.deploy(spec)
     if between is not None:
         between()
-    ended = client.wait_rollout(rollout["rollout_id"], {"COMPLETED", "HALTED", "ROLLED_BACK"}, 60)
+    ended = client.wait_rollout(rollout["rollout_id"], {"COMPLETED", "HALTED", "ROLLED_BACK"}, 180)
     assert ended["state"] == "COMPLETED", ended["events"][-5:]
 
 
@@ -105,7 +105,7 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
         for child in children:
             child.wait_ready()
         for agent in (parent, *children):
-            agent.wait_for(lambda s: s["node_id"] and s["reports"], 30, "enrollment")
+            agent.wait_enrolled()
 
         # -- one uplink download serves the site ------------------------------------------
         _deploy(client, "gateway", big["ref"], {"role": "parent"})

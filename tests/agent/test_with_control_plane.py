@@ -27,7 +27,7 @@ def test_rollout_reaches_the_agent_and_a_broken_v2_leaves_it_on_v1(tmp_path: Pat
                                  enroll_token=client.enrollment_token()["token"])  # fmt: skip
             try:
                 # A deployment selects the nodes enrolled when it is made: wait for this one.
-                agent.wait_for(lambda s: s["node_id"] and s["reports"], 30, "enrollment")
+                agent.wait_enrolled()
                 plan = {"soak_s": 0, "watch_s": 0.5}
                 first = client.deploy({"name": "d1", "model": "lin:1", "plan": plan})
                 assert client.wait_rollout(first["rollout_id"], DONE)["state"] == "COMPLETED"

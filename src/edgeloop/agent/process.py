@@ -249,15 +249,16 @@ def _served(updater: Updater) -> tuple[str | None, str | None]:
 async def _watchdog(reconciler: Reconciler) -> None:
     """``WATCHDOG=1`` every half watchdog interval while the reconcile loop makes progress.
 
-    Progress: the loop's last beat (each pass and each second of its wait) is younger than the
-    full watchdog interval. A pass that hangs (or an event loop that is blocked) stops the pings,
-    and systemd restarts the agent. Without ``WATCHDOG_USEC`` this returns at once.
+    Progress: the loop waits between passes, or its last beat (each pass and each second of its
+    wait) is younger than the full watchdog interval. A pass that hangs (or an event loop that is
+    blocked) stops the pings, and systemd restarts the agent. Without ``WATCHDOG_USEC`` this
+    returns at once.
     """
     interval = watchdog_interval_s()
     if interval is None:
         return
     while True:
-        if time.monotonic() - reconciler.beat < 2 * interval:
+        if reconciler.waiting or time.monotonic() - reconciler.beat < 2 * interval:
             notify("WATCHDOG=1")
         await asyncio.sleep(interval)
 

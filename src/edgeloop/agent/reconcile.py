@@ -91,6 +91,7 @@ class Reconciler:
         self.parent: str | None = None  # --parent: artifacts from its tier cache first
         self.sources = FetchSources()  # where artifacts came from, over this process's life
         self.beat = time.monotonic()  # last sign of progress (the systemd watchdog reads it)
+        self.waiting = False  # between passes: progress while the event loop runs (the watchdog)
 
     async def run_forever(self) -> None:
         rng = random.Random()
@@ -110,10 +111,19 @@ class Reconciler:
             await self._wait(next_delay(self.options.poll_s, self.failures, rng.random()))
 
     async def _wait(self, seconds: float) -> None:
-        """Sleep ``seconds`` in steps of at most one, beating at each (waiting is progress)."""
+        """Sleep ``seconds`` in steps of at most one, beating at each (waiting is progress).
+
+        ``waiting`` is set meanwhile: a beat a second old is as old as a 1 s ``WATCHDOG_USEC``
+        allows, so the watchdog goes by the flag while the loop waits, not by the beat's age.
+        """
         end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            await asyncio.sleep(min(left, 1.0))
+        self.waiting = True
+        try:
+            while (left := end - time.monotonic()) > 0:
+                await asyncio.sleep(min(left, 1.0))
+                self.beat = time.monotonic()
+        finally:
+            self.waiting = False
             self.beat = time.monotonic()
 
     def _client(self) -> tuple[ControlClient, Identity]:
