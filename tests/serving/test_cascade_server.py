@@ -243,7 +243,9 @@ def parent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _via(url: str, threshold: float = 0.8) -> ServerConfig:
     small, spec = parse_cascade_url(f"small={url}@{threshold}")
-    return ServerConfig(cascades={small: spec})
+    # A generous timeout: these tests are about what the parent answers (200, 404, 500), which a
+    # parent process slowed down by a loaded machine must not turn into a timeout fallback.
+    return ServerConfig(cascades={small: spec}, cascade_timeout_s=30.0)
 
 
 def test_unsure_rows_go_to_the_parent_tier(pair: tuple[Path, Path], parent: str) -> None:

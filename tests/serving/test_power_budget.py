@@ -160,22 +160,30 @@ class _Clock:
         return self.ns
 
 
+def _set_counter(path: Path, value: int) -> None:
+    """Replace the counter file atomically, as the kernel's reads are: the probe's poller
+    thread reads it meanwhile and must never see it truncated and not yet written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{value}\n")
+    tmp.replace(path)
+
+
 def test_a_meter_reading_replaces_the_stated_figure_as_measured(clf: Path, tmp_path: Path) -> None:
     counter, clock = tmp_path / "energy_uj", _Clock()
-    counter.write_text("0\n")
+    _set_counter(counter, 0)
     probe = RaplProbe((RaplZone("package-0", counter, 2**32),), clock=clock)
     with _serving([clf], _config(3.0, default=2.5, int8=1.0), probe) as s:
         sampler = s.catalog.sampler
         assert sampler is not None
         assert [_variant(s) for _ in range(3)] == ["default"] * 3
-        counter.write_text("4000000\n")  # 4 J over the next 1 s: 4 W while default served
+        _set_counter(counter, 4000000)  # 4 J over the next 1 s: 4 W while default served
         clock.ns += 1_000_000_000
         reading = s.call(sampler.sample)
         after = _variant(s)
-        counter.write_text("5000000\n")  # 1 W while int8 served that request
+        _set_counter(counter, 5000000)  # 1 W while int8 served that request
         clock.ns += 1_000_000_000
         s.call(sampler.sample)
-        counter.write_text("13000000\n")  # an idle interval (8 W) is not int8's: not recorded
+        _set_counter(counter, 13000000)  # an idle interval (8 W) is not int8's: not recorded
         clock.ns += 1_000_000_000
         idle = s.call(sampler.sample)
         policy = s.get("/v2/models/clf/policy").json()["power"]
