@@ -115,7 +115,7 @@ def _config(port: int, token: str = TOKEN, **kw: Any) -> ShipperConfig:
         "idle_s": 0.05,
         "backoff_initial_s": 0.05,
         "backoff_max_s": 0.4,
-        "timeout_s": 2.0,
+        "timeout_s": 10.0,  # generous: a 200 that a busy machine answers late is still acked
         "lease_s": 30.0,
     }
     settings.update(kw)
@@ -266,7 +266,7 @@ def test_the_real_control_plane_stores_every_item_once(tmp_path: Path) -> None:
 
     admin = {"Authorization": "Bearer admin-token-for-the-shipper-test"}
     with control_process(tmp_path / "ctl", None, admin_token=admin["Authorization"][7:]) as ctl:
-        made = httpx.post(f"{ctl.url}/api/v1/enrollment-tokens", json={}, headers=admin)
+        made = httpx.post(f"{ctl.url}/api/v1/enrollment-tokens", json={}, headers=admin, timeout=30)
         node = enroll(ctl.url, made.json()["token"], "shipper-node")
         auth = {"Authorization": f"Bearer {node['node_token']}"}
         with Outbox.open(tmp_path / "agent" / "outbox.sqlite", max_items=20) as box:
@@ -278,11 +278,13 @@ def test_the_real_control_plane_stores_every_item_once(tmp_path: Path) -> None:
             box.put_many([("sample", bytes([i]) * 8) for i in range(10)])  # 25 > 20: 5 go
             items = box.batch()
             url = f"{ctl.url}/api/v1/nodes/{node['node_id']}/telemetry"
-            lost = httpx.post(url, json={"items": [i.to_wire() for i in items]}, headers=auth)
+            wire = {"items": [i.to_wire() for i in items]}
+            lost = httpx.post(url, json=wire, headers=auth, timeout=30)
             assert lost.status_code == 200 and lost.json()["accepted"] == len(items) == 21
             box.release([i.id for i in items])  # the agent never saw that answer
 
-            shipper = Shipper(box, ShipperConfig(ctl.url, node["node_id"], node["node_token"]))
+            config = ShipperConfig(ctl.url, node["node_id"], node["node_token"], timeout_s=30)
+            shipper = Shipper(box, config)
 
             async def drain() -> int:
                 try:
@@ -294,7 +296,7 @@ def test_the_real_control_plane_stores_every_item_once(tmp_path: Path) -> None:
             assert (shipper.stats.accepted, shipper.stats.duplicates) == (0, 21)
             assert box.stats().total_items == 0
         query = f"{ctl.url}/api/v1/telemetry?node={node['node_id']}&limit=100"
-        stored = httpx.get(query, headers=admin).json()["items"]
+        stored = httpx.get(query, headers=admin, timeout=30).json()["items"]
     assert sorted(s["id"] for s in stored) == sorted(i.id for i in items)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for s in stored:
