@@ -206,3 +206,32 @@ def test_artifact_download_resumes_with_range(tmp_path: Path) -> None:
         tail = ctl.request("GET", url, headers={**nodes[0].auth, "Range": "bytes=100-"})
         assert tail.status_code == 206
         assert tail.content == whole.content[100:]
+
+
+def test_a_tick_that_crashes_does_not_stop_the_other_rollouts(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    """A bug in one rollout's tick (any exception, not only an EdgeError) is logged with its
+    traceback and the other rollouts still move on that same tick."""
+    with control(tmp_path / "home") as ctl:
+        ctl.publish(make_linear_onnx(tmp_path / "a.onnx", seed=1), "lin")
+        a = ctl.enroll("a0", {"site": "a"})
+        b = ctl.enroll("b0", {"site": "b"})
+        broken = _deploy(ctl, "lin:1", ["100%"])
+        spec = {"name": "e", "model": "lin:1", "selector": {"labels": {"site": "b"}},
+                "plan": {"waves": ["100%"], "soak_s": 0}}  # fmt: skip
+        healthy = ctl.ok("POST", "/api/v1/deployments", json=spec)
+        real_tick = ctl.plane.tick
+
+        def tick(rollout_id: str) -> Any:
+            if rollout_id == broken["rollout_id"]:
+                raise RuntimeError("a bug in this rollout's tick")
+            return real_tick(rollout_id)
+
+        monkeypatch.setattr(ctl.plane, "tick", tick)
+        a.act()
+        b.act()
+        ctl.tick(2)
+        assert _rollout(ctl, healthy["rollout_id"])["state"] == "COMPLETED"
+        assert _rollout(ctl, broken["rollout_id"])["state"] == "WAVE"
+        assert "a bug in this rollout's tick" in caplog.text

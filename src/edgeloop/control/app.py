@@ -369,6 +369,8 @@ async def _loop(plane: ControlPlane, tick_s: float) -> None:
                 refreshed = time.monotonic()
         except EdgeError as exc:
             log.warning("control loop: %s", exc)
+        except Exception:  # the loop outlives any one failure; a dead loop freezes every rollout
+            log.exception("control loop: unexpected failure; trying again next tick")
         await asyncio.sleep(tick_s)
 
 

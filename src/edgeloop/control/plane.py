@@ -156,6 +156,8 @@ class ControlPlane:
                 self.tick(rollout_id)
             except EdgeError as exc:
                 log.warning("tick of rollout %s failed: %s", rollout_id, exc)
+            except Exception:  # a bug in one rollout's tick must not freeze every other rollout
+                log.exception("tick of rollout %s failed unexpectedly", rollout_id)
 
     def rollback(self, rollout_id: str, to: str | None) -> dict[str, Any]:
         entry = None
