@@ -236,6 +236,28 @@ def test_fp16_halves_the_initializer_bytes(
     assert any("no CPU speed-up" in note for note in variant.notes)
 
 
+def test_fp16_runs_on_openvino_under_the_files_tensor_names(
+    conv: ModelSource, splits: Splits, tmp_path: Path
+) -> None:
+    """FP16 keeps float32 inputs behind a Cast that OpenVINO folds into its input port, which
+    then also answers to ``graph_input_cast_0``; clients still send and get the file's names."""
+    from edgeloop.runtime import SessionConfig, get_engine, load_model
+
+    ok, reason = get_engine("openvino").available()
+    if not ok:
+        pytest.skip(reason)
+    half = create("fp16").fit(splits).apply(conv, tmp_path / "half.onnx").path
+    config = SessionConfig(intra_op_threads=1)
+    reference, model = load_model(half, config, "onnxruntime"), load_model(half, config, "openvino")
+    assert [s.name for s in model.inputs] == [s.name for s in reference.inputs]
+    assert [s.name for s in model.outputs] == [s.name for s in reference.outputs]
+    feeds = {reference.inputs[0].name: splits.test.x[:8]}
+    got, want = model.run(feeds), reference.run(feeds)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-3)
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 

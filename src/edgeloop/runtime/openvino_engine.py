@@ -74,12 +74,14 @@ class OpenVinoEngine:
             engine=NAME,
             provider=f"openvino:{device}",
             threads=config.threads,
-            inputs=tuple(_spec(path, port) for port in compiled.inputs),
-            outputs=tuple(_spec(path, port) for port in compiled.outputs),
+            inputs=tuple(_spec(path, p, _name(p, model.inputs)) for p in compiled.inputs),
+            outputs=tuple(_spec(path, p, _name(p, model.outputs)) for p in compiled.outputs),
             fallbacks=fallbacks,
             config=config,
         )
-        return OpenVinoModel(compiled, info)
+        return OpenVinoModel(
+            compiled, info, {s.name: p for s, p in zip(info.outputs, compiled.outputs, strict=True)}
+        )
 
 
 def _properties(config: SessionConfig) -> dict[str, Any]:
@@ -93,15 +95,29 @@ def _pick_device(wanted: str, available: list[str]) -> tuple[str, tuple[str, ...
     return "CPU", (f"{wanted}: not among OpenVINO devices ({', '.join(available)})",)
 
 
-def _spec(path: Path, port: Any) -> TensorSpec:
+def _name(port: Any, source_ports: Any) -> str:
+    """The tensor's name as the model file gives it.
+
+    Compiling may give a port extra names (an FP16 model's input Cast folded into it brings
+    ``graph_input_cast_0``) and ``get_any_name`` then picks any of them; the name the file's
+    own port carries is the one clients send and expect back.
+    """
+    names = set(port.get_names())
+    for source in source_ports:
+        if names & set(source.get_names()):
+            return str(source.get_any_name())
+    return str(port.get_any_name())
+
+
+def _spec(path: Path, port: Any, name: str) -> TensorSpec:
     dtype = np.dtype(port.get_element_type().to_dtype()).name
     if dtype not in DTYPES:
         raise UntrustedArtifactError(
-            f"{str(path)!r}: tensor {port.get_any_name()!r} has dtype {dtype}; servable "
-            "dtypes are " + ", ".join(DTYPES)
+            f"{str(path)!r}: tensor {name!r} has dtype {dtype}; servable dtypes are "
+            + ", ".join(DTYPES)
         )
     shape = tuple(None if d.is_dynamic else int(d.get_length()) for d in port.get_partial_shape())
-    return TensorSpec(port.get_any_name(), shape, dtype)
+    return TensorSpec(name, shape, dtype)
 
 
 class OpenVinoModel(ModelBase):
@@ -109,10 +125,10 @@ class OpenVinoModel(ModelBase):
 
     __slots__ = ("_compiled", "_outputs")
 
-    def __init__(self, compiled: Any, info: ModelInfo) -> None:
+    def __init__(self, compiled: Any, info: ModelInfo, outputs: dict[str, Any]) -> None:
         super().__init__(info)
         self._compiled: Any = compiled
-        self._outputs = list(compiled.outputs)
+        self._outputs = outputs  # output name as the file gives it -> compiled port
 
     def run(self, feeds: Feeds) -> Outputs:
         """Run one infer request on ``feeds``; see :meth:`LoadedModel.run`."""
@@ -127,7 +143,7 @@ class OpenVinoModel(ModelBase):
             result = compiled.infer_new_request(dict(feeds))
         except RuntimeError as exc:
             raise DataError(f"model {self.path.name!r} failed on this input: {exc}") from exc
-        return {port.get_any_name(): np.asarray(result[port]) for port in self._outputs}
+        return {name: np.asarray(result[port]) for name, port in self._outputs.items()}
 
     def close(self) -> None:
         self._compiled = None
