@@ -257,3 +257,46 @@ def test_an_os_error_while_staging_rolls_back(node_on_v1: Node, models: dict[int
     assert node_on_v1.updater.record.state is S.IDLE
     active = node_on_v1.active()
     assert active is not None and (active.slot, active.version) == ("a", 1)
+
+
+def _openvino() -> None:
+    from edgeloop.runtime import get_engine
+
+    ok, reason = get_engine("openvino").available()
+    if not ok:
+        pytest.skip(reason)
+
+
+def test_self_test_runs_on_the_serving_engine_against_its_own_reference(
+    node_on_v1: Node, models: dict[int, Path]
+) -> None:
+    """Served on OpenVINO, the model is checked on OpenVINO against the document's OpenVINO
+    outputs: a wrong OpenVINO reference fails it although ONNX Runtime's reference is right."""
+    _openvino()
+    right, wrong = self_test_for(models[2]), self_test_for(models[1])
+    right["engines"] = {"openvino": {"outputs": wrong["outputs"]}}
+    publish(node_on_v1.stub.repo, models[2], 2, version=2, self_test=right,
+            serving={"engine": "openvino"})  # fmt: skip
+    assert node_on_v1.update() is Outcome.ROLLED_BACK
+    result = node_on_v1.updater.self_test
+    assert result is not None and result.engine == "openvino" and not result.passed
+    assert "on openvino" in result.detail
+
+    right["engines"] = {"openvino": {"outputs": right["outputs"]}}
+    publish(node_on_v1.stub.repo, models[2], 3, version=2, self_test=right,
+            serving={"engine": "openvino"})  # fmt: skip
+    assert node_on_v1.update() is Outcome.COMMITTED
+    result = node_on_v1.updater.self_test
+    assert result is not None and result.passed and result.engine == "openvino"
+    assert result.to_dict()["engine"] == "openvino"
+
+
+def test_without_a_reference_for_the_serving_engine_the_check_runs_on_onnx_runtime(
+    node_on_v1: Node, models: dict[int, Path]
+) -> None:
+    _openvino()
+    publish(node_on_v1.stub.repo, models[2], 2, version=2, serving={"engine": "openvino"})
+    assert node_on_v1.update() is Outcome.COMMITTED
+    result = node_on_v1.updater.self_test
+    assert result is not None and result.passed and result.engine == "onnxruntime"
+    assert "the document has no openvino reference" in result.detail

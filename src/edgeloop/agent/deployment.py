@@ -12,7 +12,7 @@ import binascii
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,13 @@ class SelfTest:
     outputs: Mapping[str, np.ndarray]
     atol: float
     rtol: float
+    # engine name -> its outputs for the same inputs (engines besides ONNX Runtime, whose
+    # outputs are ``outputs``); empty when the control plane had no other engine
+    by_engine: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
+
+    def reference(self, engine: str) -> Mapping[str, np.ndarray] | None:
+        """The outputs ``engine`` should give (None: the document has none for it)."""
+        return self.outputs if engine == "onnxruntime" else self.by_engine.get(engine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +183,18 @@ def _self_test(doc: Any) -> SelfTest:
     for what, value in (("atol", atol), ("rtol", rtol)):
         if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise _bad(f"self_test.{what}", value, "a number >= 0")
+    engines = doc.get("engines") or {}
+    if not isinstance(engines, dict) or not all(isinstance(e, dict) for e in engines.values()):
+        raise _bad("self_test.engines", engines, 'an object of {"outputs": {...}} per engine')
     return SelfTest(
         inputs=_tensors(doc.get("inputs"), "self_test.inputs"),
         outputs=_tensors(doc.get("outputs"), "self_test.outputs"),
         atol=float(atol),
         rtol=float(rtol),
+        by_engine={
+            str(name): _tensors(e.get("outputs"), f"self_test.engines.{name}.outputs")
+            for name, e in engines.items()
+        },
     )
 
 

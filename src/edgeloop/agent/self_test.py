@@ -1,5 +1,10 @@
 """LOAD + SELF-TEST: open a staged model in the runtime and check its answers to sample inputs.
 
+The check runs on the engine that will serve the model (the deployment's ``serving.engine``, or
+the engine ``edgeloop tune`` recorded, when installed here; else the engine for the suffix),
+against that engine's reference outputs from the document. When the document has none for it,
+the model is checked on ONNX Runtime and the detail says so.
+
 The comparison is numpy's ``allclose`` rule, per element: ``|got - expected| <= atol + rtol *
 |expected|``; the result carries the largest absolute difference seen, measured.
 """
@@ -17,7 +22,7 @@ from edgeloop.agent.deployment import SelfTest
 from edgeloop.agent.update_state import now_iso
 from edgeloop.core.errors import EdgeError
 from edgeloop.runtime.engine import SessionConfig
-from edgeloop.runtime.engines import load_model
+from edgeloop.runtime.engines import engine_to_serve, load_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +31,7 @@ class SelfTestResult:
     max_abs_diff: float | None  # None: no output could be compared (the reason is in detail)
     detail: str
     at: str
+    engine: str | None = None  # the engine that ran the check (None: it never got to run)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,13 +39,18 @@ class SelfTestResult:
             "max_abs_diff": self.max_abs_diff,
             "detail": self.detail,
             "at": self.at,
+            "engine": self.engine,
         }
 
 
-def compare(got: Mapping[str, np.ndarray], test: SelfTest) -> tuple[bool, float | None, str]:
-    """Whether every expected output is present, of the same shape, and within tolerance."""
+def compare(
+    got: Mapping[str, np.ndarray], test: SelfTest, reference: Mapping[str, np.ndarray] | None = None
+) -> tuple[bool, float | None, str]:
+    """Whether every expected output (``reference``, by default ONNX Runtime's) is present, of
+    the same shape, and within tolerance."""
     worst: float | None = None
-    for name, expected in test.outputs.items():
+    expected_outputs = test.outputs if reference is None else reference
+    for name, expected in expected_outputs.items():
         if name not in got:
             return False, worst, f"output {name!r} missing; the model gives {sorted(got)}"
         actual = np.asarray(got[name])
@@ -63,27 +74,39 @@ def compare(got: Mapping[str, np.ndarray], test: SelfTest) -> tuple[bool, float 
                     f"(atol {test.atol}, rtol {test.rtol})"
                 ),
             )
-    return True, worst, f"{len(test.outputs)} output(s) within atol {test.atol}, rtol {test.rtol}"
+    count = len(expected_outputs)
+    return True, worst, f"{count} output(s) within atol {test.atol}, rtol {test.rtol}"
 
 
-def run_self_test(file: Path, test: SelfTest | None) -> SelfTestResult:
-    """Load ``file`` with the runtime, run ``test``'s inputs, compare (never raises EdgeError)."""
+def run_self_test(file: Path, test: SelfTest | None, engine: str | None = None) -> SelfTestResult:
+    """Load ``file`` on the engine that will serve it (``engine`` asked for, see the module
+    docstring), run ``test``'s inputs, compare (never raises EdgeError)."""
     if test is None:
         return SelfTestResult(
             False, None, "the deployment gives no self_test; the agent activates only checked "
             "models", now_iso()
         )  # fmt: skip
     try:
-        model = load_model(file, SessionConfig(intra_op_threads=1))
+        chosen, fallback = engine_to_serve(engine, file)
     except EdgeError as exc:
-        return SelfTestResult(False, None, f"load failed: {exc.message}", now_iso())
+        return SelfTestResult(False, None, f"no engine for the model: {exc.message}", now_iso())
+    notes = [fallback] if fallback else []
+    reference = test.reference(chosen)
+    if reference is None:
+        notes.append(f"checked on onnxruntime: the document has no {chosen} reference")
+        chosen, reference = "onnxruntime", test.outputs
+    try:
+        model = load_model(file, SessionConfig(intra_op_threads=1), engine=chosen)
+    except EdgeError as exc:
+        return SelfTestResult(False, None, f"load failed: {exc.message}", now_iso(), chosen)
     try:
         outputs = model.run(dict(test.inputs))
     except EdgeError as exc:
-        return SelfTestResult(False, None, f"inference failed: {exc.message}", now_iso())
+        return SelfTestResult(False, None, f"inference failed: {exc.message}", now_iso(), chosen)
     except Exception as exc:  # a broken artifact may make the engine raise anything
-        return SelfTestResult(False, None, f"inference failed: {exc}", now_iso())
+        return SelfTestResult(False, None, f"inference failed: {exc}", now_iso(), chosen)
     finally:
         model.close()
-    passed, worst, detail = compare(outputs, test)
-    return SelfTestResult(passed, worst, detail, now_iso())
+    passed, worst, detail = compare(outputs, test, reference)
+    detail = "; ".join([f"{detail} on {chosen}", *notes])
+    return SelfTestResult(passed, worst, detail, now_iso(), chosen)

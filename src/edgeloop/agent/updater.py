@@ -45,7 +45,7 @@ from edgeloop.agent.update_state import (
     now_iso,
     save_record,
 )
-from edgeloop.core.errors import EdgeError, TransportError, UntrustedArtifactError
+from edgeloop.core.errors import ConfigError, EdgeError, TransportError, UntrustedArtifactError
 from edgeloop.serving.config import ServerConfig
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,11 @@ class Updater:
         if spec is None:
             return SelfTestResult(False, None, f"slot {model.slot}: its document names no model",
                                   now_iso())  # fmt: skip
-        return run_self_test(model.file, spec.self_test)
+        try:
+            engine = serving_config(ServerConfig(), model.document)[0].engine
+        except ConfigError as exc:
+            return SelfTestResult(False, None, exc.message, now_iso())
+        return run_self_test(model.file, spec.self_test, engine)
 
     # -- one update -----------------------------------------------------------------------
 
@@ -214,7 +218,8 @@ class Updater:
     async def _steps(self, deployment: Deployment, document: bytes, tuf: TufSession) -> None:
         spec = deployment.model
         await self._boundary(S.DOWNLOAD)
-        serving_config(ServerConfig(), document)  # a value the server would refuse fails here
+        # a value the server would refuse fails here; the engine it names is the one checked
+        engine = serving_config(ServerConfig(), document)[0].engine
         if spec is None:
             await self._serve_nothing()
             return
@@ -239,7 +244,7 @@ class Updater:
             )
         self._move(S.SELF_TEST, f"staged in slot {to_slot}; loading and self-testing")
         await self._boundary(S.SELF_TEST)
-        result = await asyncio.to_thread(run_self_test, model.file, spec.self_test)
+        result = await asyncio.to_thread(run_self_test, model.file, spec.self_test, engine)
         if not result.passed:
             self.self_test = result
             raise UpdateFailedError(f"self-test failed: {result.detail}")

@@ -3,6 +3,12 @@
 The agent runs the same inputs through the artifact it staged and compares with these outputs
 before it switches to it. Inputs are drawn from a fixed seed (numpy's PCG64), shaped by the
 model's own input signature with every free axis set to :data:`FREE_AXIS`.
+
+Engines legitimately differ on quantized models (OpenVINO and ONNX Runtime round an INT8 model's
+intermediate tensors differently: the digits CNN's static INT8 variant gives softmax outputs up
+to 0.055 apart), so the block also carries, under ``engines``, the outputs of every other ONNX
+engine installed here. An agent that serves the model on such an engine checks it there,
+against that engine's outputs.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import numpy as np
 
 from edgeloop.core.errors import EdgeError
 from edgeloop.runtime.engine import SessionConfig
-from edgeloop.runtime.engines import load_model
+from edgeloop.runtime.engines import get_engine, load_model
 
 SEED = 20240607
 FREE_AXIS = 4  # a small batch: exercises the batch axis without slowing the agent's check
 ATOL = 1e-3
 RTOL = 1e-3
+OTHER_ENGINES = ("openvino",)  # ONNX engines besides ONNX Runtime that may serve the artifact
 
 
 def encode(array: np.ndarray) -> dict[str, Any]:
@@ -69,11 +76,40 @@ def compute(artifact: Path, model_format: str) -> tuple[dict[str, Any] | None, s
         return None, f"ONNX Runtime could not run the artifact: {exc}"
     finally:
         model.close()
+    engines, skipped = {}, []
+    for name in OTHER_ENGINES:
+        got, why = _outputs_on(name, artifact, inputs)
+        if got is None:
+            skipped.append(f"{name}: {why}")
+        else:
+            engines[name] = {"outputs": {k: encode(np.asarray(a)) for k, a in got.items()}}
     block = {
         "inputs": {name: encode(a) for name, a in inputs.items()},
         "outputs": {name: encode(np.asarray(a)) for name, a in outputs.items()},
+        "engines": engines,
         "atol": ATOL,
         "rtol": RTOL,
         "seed": SEED,
     }
-    return block, f"computed with ONNX Runtime on {len(inputs)} seeded input(s)"
+    note = f"computed with ONNX Runtime{''.join(f' and {n}' for n in engines)} on "
+    note += f"{len(inputs)} seeded input(s)"
+    return block, note + (f"; no reference from {'; '.join(skipped)}" if skipped else "")
+
+
+def _outputs_on(
+    engine: str, artifact: Path, inputs: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray] | None, str]:
+    """``engine``'s outputs for ``inputs``, or None with the reason there are none."""
+    ok, reason = get_engine(engine).available()
+    if not ok:
+        return None, reason
+    try:
+        model = load_model(artifact, SessionConfig(intra_op_threads=1), engine=engine)
+    except EdgeError as exc:
+        return None, f"could not load the artifact: {exc.message}"
+    try:
+        return {k: np.asarray(v) for k, v in model.run(inputs).items()}, "ran"
+    except Exception as exc:  # an engine may fail on an artifact another engine runs
+        return None, f"could not run the artifact: {exc}"
+    finally:
+        model.close()

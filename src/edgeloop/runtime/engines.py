@@ -87,6 +87,26 @@ def engine_for_path(path: str | Path) -> Engine:
     )
 
 
+def engine_to_serve(wanted: str | None, path: str | Path) -> tuple[str, str | None]:
+    """The engine that runs ``path`` when ``wanted`` is asked for, and why ``wanted`` was not
+    used (None when it was, or when nothing was asked for).
+
+    ``wanted`` applies to ONNX files only (other formats have one engine each); an engine not
+    installed here gives way to the engine for the file's suffix. The server and the agent's
+    self-test both decide with this, so a model is checked on the engine that will serve it.
+
+    Raises:
+        ConfigError: ``wanted`` is not a known engine, or no engine opens the suffix.
+    """
+    by_suffix = engine_for_path(path).name
+    if wanted is None or Path(path).suffix.lower() != ".onnx":
+        return by_suffix, None
+    ok, reason = get_engine(wanted).available()
+    if not ok:
+        return by_suffix, f"engine {wanted} not used ({reason}); {by_suffix} by suffix instead"
+    return wanted, None
+
+
 def engine_statuses() -> list[EngineStatus]:
     """Every registered engine with whether it is usable here (never raises)."""
     statuses = []

@@ -161,21 +161,15 @@ class ServedVersion:
             self.switch = LoadSwitch(policy)
         self.state = VersionState.READY
 
-    def _engine(self, source: ModelSource) -> str | None:
-        """The configured engine for an ONNX file when it is installed here, else None (the
-        engine for the file's suffix); the fallback is logged with its reason."""
-        wanted = self.config.engine
-        if wanted is None or source.path.suffix.lower() != ".onnx":
-            return None
-        from edgeloop.runtime.engines import get_engine
+    def _engine(self, source: ModelSource) -> str:
+        """The configured engine for an ONNX file when it is installed here, else the engine
+        for the file's suffix; the fallback is logged with its reason."""
+        from edgeloop.runtime.engines import engine_to_serve
 
-        ok, reason = get_engine(wanted).available()
-        if not ok:
-            log.warning(
-                "%s: engine %s not used (%s); by suffix instead", self.where, wanted, reason
-            )
-            return None
-        return wanted
+        engine, fallback = engine_to_serve(self.config.engine, source.path)
+        if fallback is not None:
+            log.warning("%s: %s", self.where, fallback)
+        return engine
 
     def _load_variant(self, pool: ModelPool, key: ModelKey, source: ModelSource) -> float:
         """Register, load and self-test one variant; return its median self-test run in ms."""
