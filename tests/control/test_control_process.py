@@ -53,6 +53,9 @@ def test_control_process_serves_a_node_through_tuf(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with control_process(home, None, "--tick-s", "0.1") as ctl:
         assert ctl.ready["admin_token_file"] == str(home / "control" / "admin.token")
+        # start-up objects (libraries, the app) are out of the collector's scans: tens of
+        # thousands of them (docs/benchmarks.md "GC pauses")
+        assert ctl.ready["frozen_objects"] > 10_000
         token = (home / "control" / "admin.token").read_text().strip()
         with ControlClient(ctl.url, token) as client:
             assert client.health()["status"] == "ok"

@@ -20,6 +20,7 @@ from edgeloop.control.agent_path import AgentPolls
 from edgeloop.control.app import create_app
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import require
+from edgeloop.core.heap import freeze_startup
 from edgeloop.serving.server import bind
 
 SWITCH_INTERVAL_S = 0.001
@@ -35,6 +36,7 @@ class ReadyInfo:
     db: str
     admin_token_file: Path | None
     tuf_root_version: int
+    frozen_objects: int  # start-up objects left out of the GC's scans (edgeloop.core.heap)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class ReadyInfo:
             if self.admin_token_file is None
             else str(self.admin_token_file),
             "tuf_root_version": self.tuf_root_version,
+            "frozen_objects": self.frozen_objects,
         }
 
 
@@ -119,6 +122,7 @@ async def _serve(
     if serving.done():
         await serving  # startup failed: raise its error
         return
+    frozen = freeze_startup()  # the full collections' pauses on the loop: see edgeloop.core.heap
     on_ready(
         ReadyInfo(
             url=url,
@@ -127,6 +131,7 @@ async def _serve(
             db=plane.db.display_url,
             admin_token_file=admin_token_file,
             tuf_root_version=plane.repo.versions()["root"],
+            frozen_objects=frozen,
         )
     )
     await serving
