@@ -3,7 +3,9 @@
 
     GC_PROBE_DIR=/tmp/gc PYTHONPATH=bench/gc_probe .venv/bin/python bench/fleet_scale.py ...
 
-In a process whose command line names ``control``, every generation-2 collection and every
+In a process whose command line has an argument containing ``GC_PROBE_MATCH`` (default
+``control``: the control plane; ``.onnx`` picks an ``edgeloop serve`` of a model file), every
+generation-2 collection and every
 collection longer than 5 ms is written to ``$GC_PROBE_DIR/gc-<pid>.log`` (wall time, generation,
 duration, objects collected, objects then tracked). ``GC_PROBE_NO_FREEZE=1`` turns
 ``gc.freeze`` into a no-op there, for the side-by-side without ``edgeloop.core.heap``.
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 _folder = os.environ.get("GC_PROBE_DIR")
-if _folder and "control" in sys.argv:
+_match = os.environ.get("GC_PROBE_MATCH", "control")
+if _folder and any(_match in arg for arg in sys.argv):
     _log = (Path(_folder) / f"gc-{os.getpid()}.log").open("a", buffering=1)
     _start: list[float] = [0.0]
 
