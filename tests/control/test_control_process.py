@@ -193,3 +193,16 @@ def test_bad_database_url_is_a_config_error_not_a_traceback(tmp_path: Path) -> N
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "mysql" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_timestamp_lifetime_too_short_for_the_tick_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "h"
+    cmd = [sys.executable, "-m", "edgeloop.cli.app", "control", "--port", "0", "--home",
+           str(home), "--timestamp-expiry-s", "4"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "--timestamp-expiry-s 4" in done.stderr and "8 or more" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not home.exists()

@@ -55,10 +55,12 @@ def control(
     ] = OutputFormat.TABLE,
 ) -> None:
     """Run the control plane until interrupted."""
+    from edgeloop.control.loop import check_settings
     from edgeloop.control.plane import ControlPlane
     from edgeloop.control.server import run
     from edgeloop.registry.update_repo import Expiry
 
+    check_settings(timestamp_expiry_s, tick_s)  # before anything is opened or written
     plane, _ = ControlPlane.open(
         home, db, admin_token, Expiry(timestamp_s=timestamp_expiry_s), artifacts
     )

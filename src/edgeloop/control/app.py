@@ -48,6 +48,7 @@ from starlette.responses import FileResponse, Response
 from edgeloop import __version__
 from edgeloop.control import auth, fleet, telemetry
 from edgeloop.control.deployments import DeploymentSpec
+from edgeloop.control.loop import check_settings, run_loop
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import DataError, EdgeError, NotFoundError
 from edgeloop.core.types import Manifest
@@ -353,34 +354,20 @@ def _model_row(version: Any) -> dict[str, Any]:
     }
 
 
-async def _loop(plane: ControlPlane, tick_s: float) -> None:
-    """Tick every rollout every ``tick_s``; re-sign metadata nearing expiry.
-
-    Metadata is checked a tenth of the timestamp's lifetime apart (at most a minute), so a
-    timestamp is re-signed long before clients would see it expire.
-    """
-    refresh_s = min(60.0, plane.repo.expiry.timestamp_s / 10)
-    refreshed = 0.0
-    while True:
-        try:
-            await run_in_threadpool(plane.tick_all)
-            if time.monotonic() - refreshed >= refresh_s:
-                await run_in_threadpool(plane.repo.refresh)
-                refreshed = time.monotonic()
-        except EdgeError as exc:
-            log.warning("control loop: %s", exc)
-        except Exception:  # the loop outlives any one failure; a dead loop freezes every rollout
-            log.exception("control loop: unexpected failure; trying again next tick")
-        await asyncio.sleep(tick_s)
-
-
 def create_app(plane: ControlPlane, *, tick_s: float | None = 1.0) -> FastAPI:
     """The control plane's ASGI app. ``tick_s``: the rollout loop's period (None: no loop;
-    callers tick with ``plane.tick_all()``, as the app-level tests do)."""
+    callers tick with ``plane.tick_all()``, as the app-level tests do).
+
+    Raises:
+        ConfigError: the TUF timestamp would be served too close to its expiry at this tick
+            (:func:`edgeloop.control.loop.check_settings`).
+    """
+    if tick_s is not None:
+        check_settings(plane.repo.expiry.timestamp_s, tick_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_loop(plane, tick_s)) if tick_s else None
+        task = asyncio.create_task(run_loop(plane, tick_s)) if tick_s is not None else None
         try:
             yield
         finally:
