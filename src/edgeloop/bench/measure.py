@@ -1,10 +1,12 @@
-"""Benchmark one ONNX model with ONNX Runtime: latency, throughput, memory, power, accuracy.
+"""Benchmark one model: latency, throughput, memory, power, accuracy.
 
 The method, so a reader can judge the figures:
 
-1. The file is checked (:func:`edgeloop.formats.onnx_info.inspect_onnx`) before anything runs.
-2. One session on ``CPUExecutionProvider`` with an explicit intra-op thread count (default:
-   the physical cores this process may use); the provider actually used is recorded.
+1. An ONNX file is checked (:func:`edgeloop.formats.onnx_info.inspect_onnx`) before anything
+   runs; ``.tflite`` and OpenVINO IR (``.xml``) files are opened by the runtime's engine for
+   their suffix (:mod:`edgeloop.bench.runner`), as the server opens them.
+2. One session (ONNX: on ``CPUExecutionProvider``) with an explicit intra-op thread count
+   (default: the physical cores this process may use); the provider actually used is recorded.
 3. ``warmup`` untimed runs (allocator growth, lazy kernel choice), then ``runs`` timed runs at
    ``batch_size``. Each run's ``session.run`` is timed alone with ``perf_counter_ns``; building
    the batch happens outside the timer, and the garbage collector is paused while timing.
@@ -34,14 +36,13 @@ from edgeloop.bench.feeds import Feeds, plan_feeds
 from edgeloop.bench.machine import Machine, describe_machine, usable_cpus
 from edgeloop.bench.power import PowerProbe, PowerReading, detect_power_probe
 from edgeloop.bench.report import BenchConfig, BenchReport, RssScope
+from edgeloop.bench.runner import Runner, open_runner, open_session
 from edgeloop.bench.scoring import Score, score_outputs
-from edgeloop.core.errors import ConversionError, UntrustedArtifactError
+from edgeloop.core.errors import ConversionError
 from edgeloop.core.types import Latency, Measurement
 from edgeloop.data.dataset import Dataset
-from edgeloop.formats.onnx_info import inspect_onnx
 
-ENGINE = "onnxruntime"
-PROVIDER = "CPUExecutionProvider"
+__all__ = ["benchmark", "measure", "open_session", "peak_rss_mb", "run_benchmark"]
 Progress = Callable[[int, int], None]  # (runs done, runs in all), warm-up included
 
 
@@ -71,36 +72,6 @@ def peak_rss_mb(proc_status: Path = Path("/proc/self/status")) -> float | None:
     return peak / 1024**2 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB
 
 
-def open_session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime session on the CPU provider with ``threads`` intra-op threads.
-
-    Raises:
-        UntrustedArtifactError: the file is not a model ONNX Runtime can parse.
-        ConversionError: ONNX Runtime parsed it but cannot build a session (unsupported op, ...).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1  # one request at a time: no parallel branches to overlap
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only; warnings would land in --format json's stderr
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=[PROVIDER])
-    # ORT's error classes are not public API and derive straight from Exception.
-    except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "PROTOBUF" in text.upper() or "No graph" in text:
-            raise UntrustedArtifactError(
-                f"{str(path)!r} is not an ONNX model ONNX Runtime can parse: {text}",
-                hint="check the file is a complete .onnx export",
-            ) from exc
-        raise ConversionError(
-            f"ONNX Runtime {ort.__version__} cannot load {str(path)!r}: {text}",
-            hint="re-export the model with an opset and ops ONNX Runtime supports (17-21)",
-        ) from exc
-
-
 def measure(
     config: BenchConfig,
     data: Dataset | None,
@@ -112,17 +83,16 @@ def measure(
 
     Raises:
         NotFoundError: the model file does not exist.
-        UntrustedArtifactError: the file is not a valid ONNX model.
-        ConversionError: ONNX Runtime cannot load or run it.
-        ConfigError: the inputs cannot be built (data shape mismatch, free axes without data).
+        UntrustedArtifactError: the file is not a valid model.
+        ConversionError: the engine cannot load or run it.
+        ConfigError: the inputs cannot be built (data shape mismatch, free axes without data),
+            or no engine opens the file's suffix.
+        MissingDependencyError: the engine for the file's suffix is not installed.
     """
-    import onnxruntime as ort
-
-    info = inspect_onnx(config.model_path)
     machine = describe_machine()
     threads = config.threads or default_threads(machine)
-    session = open_session(config.model_path, threads)
-    feeds = plan_feeds(info.inputs, config.batch_size, data, str(config.model_path))
+    session = open_runner(config.model_path, threads)
+    feeds = plan_feeds(session.inputs, config.batch_size, data, str(config.model_path))
     latencies, power, rss = _timed(session, feeds, config, probe or detect_power_probe(), progress)
     score = _score(session, feeds, data, config) if data is not None and config.evaluate else None
     timed_s = float(latencies.sum()) / 1e9
@@ -130,14 +100,14 @@ def measure(
     accuracy = None if score is None else score.accuracy
     measurement = Measurement(
         model=str(config.model_path),
-        engine=ENGINE,
-        provider=str(session.get_providers()[0]),
+        engine=session.engine,
+        provider=session.provider,
         batch_size=config.batch_size,
         runs=config.runs,
         latency_ms=Latency(p50, p90, p99),
         throughput_per_s=config.batch_size * config.runs / timed_s,
         peak_rss_mb=rss,
-        size_bytes=info.size_bytes + info.external_bytes,
+        size_bytes=session.size_bytes,
         accuracy=accuracy,
         accuracy_split=score.split if score is not None and accuracy is not None else None,
         power_w=power.watts,
@@ -155,7 +125,7 @@ def measure(
         roc_auc=None if score is None else score.roc_auc,
         roc_auc_split=None if score is None or score.roc_auc is None else score.split,
         accuracy_note=_accuracy_note(data, score),
-        engine_version=str(ort.__version__),
+        engine_version=session.engine_version,
         machine=machine,
     )
 
@@ -181,7 +151,7 @@ def run_benchmark(
         ConfigError: bad counts, a batch size the model cannot take, free non-batch axes
             without data, or data whose sample shape does not match the model input.
         NotFoundError: the model file does not exist.
-        UntrustedArtifactError: the file is not a valid ONNX model.
+        UntrustedArtifactError: the file is not a valid model.
         ConversionError: ONNX Runtime cannot load or run it, or the isolated worker died.
     """
     config = BenchConfig(
@@ -212,7 +182,7 @@ def benchmark(
     isolate: bool = False,
     progress: Progress | None = None,
 ) -> Measurement:
-    """Warm up, then time ``runs`` runs of the ONNX model at ``batch_size`` with ONNX Runtime.
+    """Warm up, then time ``runs`` runs of the model at ``batch_size`` (ONNX with ONNX Runtime).
 
     ``threads`` defaults to the physical cores this process may use. With ``data``, batches
     are real samples (cycled) and accuracy is measured on all of ``data`` (named ``split_name``,
@@ -246,7 +216,7 @@ def _accuracy_note(data: Dataset | None, score: Score | None) -> str | None:
 
 
 def _timed(
-    session: Any,
+    session: Runner,
     feeds: Feeds,
     config: BenchConfig,
     probe: PowerProbe,
@@ -263,7 +233,7 @@ def _timed(
 
 
 def _run_many(
-    session: Any,
+    session: Runner,
     feeds: Feeds,
     indices: range,
     latencies: npt.NDArray[np.int64] | None,
@@ -288,17 +258,14 @@ def _run_many(
             gc.enable()
 
 
-def _run(session: Any, batch: dict[str, npt.NDArray[Any]], feeds: Feeds) -> list[Any]:
+def _run(session: Runner, batch: dict[str, npt.NDArray[Any]], feeds: Feeds) -> list[Any]:
     try:
-        return list(session.run(None, batch))
-    except Exception as exc:  # ORT's error classes are not public API
-        raise ConversionError(
-            f"ONNX Runtime failed running {feeds.model!r} on inputs {list(feeds.shapes)}: {exc}",
-            hint="check the model's declared input shapes, or pass --data with real samples",
-        ) from exc
+        return session.run(batch)
+    except ConversionError as exc:
+        raise ConversionError(f"running {feeds.model!r}: {exc.message}", hint=exc.hint) from exc
 
 
-def _score(session: Any, feeds: Feeds, data: Dataset, config: BenchConfig) -> Score:
+def _score(session: Runner, feeds: Feeds, data: Dataset, config: BenchConfig) -> Score:
     """Run every sample of ``data`` once (untimed) and score the first output."""
     outputs = [_run(session, batch, feeds)[0][:count] for batch, count in feeds.full_pass()]
     split = config.split_name or f"{data.name} (all {len(data)} samples)"

@@ -1,4 +1,7 @@
-"""``edgeloop bench MODEL.onnx``: latency, throughput, memory, size, accuracy and power.
+"""``edgeloop bench MODEL``: latency, throughput, memory, size, accuracy and power.
+
+MODEL is an ``.onnx`` file (ONNX Runtime), a ``.tflite`` (LiteRT) or an OpenVINO IR ``.xml``:
+every artifact ``edgeloop convert`` makes that runs here can be measured the same way.
 
 JSON output is the DESIGN's bench object for ``--batch-size`` (default 1); with a batch size
 above 1 the batch-1 measurement of the same run is added under ``"batch1"``.
@@ -67,7 +70,9 @@ class _LazyBar:
 
 
 def bench(
-    model: Annotated[Path, typer.Argument(help="The ONNX model file to measure.")],
+    model: Annotated[
+        Path, typer.Argument(help="The model file to measure: .onnx, .tflite or OpenVINO .xml.")
+    ],
     data: Annotated[
         str | None,
         typer.Option(
@@ -82,9 +87,7 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs before timing.")] = 20,
     threads: Annotated[
         int | None,
-        typer.Option(
-            "--threads", help="ONNX Runtime intra-op threads (default: the physical cores)."
-        ),
+        typer.Option("--threads", help="Engine intra-op threads (default: the physical cores)."),
     ] = None,
     split: Annotated[
         str,
@@ -160,11 +163,11 @@ def _pick_split(dataset: Dataset, split: str, seed: int) -> Dataset:
 
 def _batch_sizes(model: Path, batch_size: int) -> list[int]:
     """Batch 1 and ``batch_size``; just ``batch_size`` when the batch axis is fixed to it."""
-    from edgeloop.formats.onnx_info import inspect_onnx
+    from edgeloop.bench.runner import model_inputs
 
     if batch_size == 1:
         return [1]
-    first_axes = {spec.shape[0] for spec in inspect_onnx(model).inputs if spec.shape}
+    first_axes = {spec.shape[0] for spec in model_inputs(model) if spec.shape}
     if first_axes == {batch_size}:
         err_console.print(
             f"{model} has a fixed batch axis of {batch_size}: batch 1 cannot be measured",

@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from edgeloop.core.errors import ConversionError, MissingDependencyError, require
 from edgeloop.formats.parity import Predict
+from edgeloop.runtime.litert_engine import dequantize, quantize
 
 if TYPE_CHECKING:
     import torch
@@ -183,25 +184,6 @@ def litert_predictor(path: Path, *, threads: int = 1) -> Predict:
         return np.stack(rows).astype(np.float32)
 
     return run
-
-
-def quantize(x: npt.NDArray[np.float32], detail: dict[str, Any]) -> npt.NDArray[Any]:
-    """``x`` in the input tensor's type: q = round(x / scale) + zero_point, clipped (pure)."""
-    dtype = np.dtype(detail["dtype"])
-    scale, zero = detail["quantization"]
-    if dtype.kind == "f" or not scale:
-        return np.ascontiguousarray(x, dtype=dtype)
-    info = np.iinfo(dtype)
-    q = np.clip(np.round(x / scale) + zero, info.min, info.max)
-    return np.ascontiguousarray(q.astype(dtype))
-
-
-def dequantize(y: npt.NDArray[Any], detail: dict[str, Any]) -> npt.NDArray[np.float32]:
-    """The float value of an output tensor: (q - zero_point) * scale (pure)."""
-    scale, zero = detail["quantization"]
-    if np.dtype(detail["dtype"]).kind == "f" or not scale:
-        return np.asarray(y, dtype=np.float32)
-    return np.asarray((y.astype(np.float32) - zero) * scale, dtype=np.float32)
 
 
 def _first_line(exc: BaseException) -> str:

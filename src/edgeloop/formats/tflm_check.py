@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from edgeloop.core.errors import ConversionError, require
 from edgeloop.formats.parity import Predict
-from edgeloop.formats.tflite import dequantize, quantize
+from edgeloop.runtime.litert_engine import dequantize, quantize
 
 # Arenas are searched up to this size; more than any microcontroller in devices.py has.
 MAX_ARENA = 64 * 1024 * 1024

@@ -32,6 +32,8 @@ DEFAULT_PROVIDERS: tuple[str, ...] = (
     "CPUExecutionProvider",
 )
 CPU_PROVIDER = "CPUExecutionProvider"
+# File suffix -> the format word of a platform name (OpenVINO's IR is an .xml + .bin pair).
+_FORMATS = {"xml": "ir"}
 
 Feeds = Mapping[str, np.ndarray]
 Outputs = dict[str, np.ndarray]
@@ -150,10 +152,18 @@ class ModelInfo:
         if self.threads < 1:
             raise ConfigError(f"model {str(self.path)!r} reports {self.threads} threads")
 
+    @property
+    def platform(self) -> str:
+        """The KServe / Triton ``platform`` of this model: ``ENGINE_FORMAT``, as
+        ``onnxruntime_onnx``, ``litert_tflite``, ``openvino_ir`` (``.xml``), ``openvino_onnx``."""
+        suffix = self.path.suffix.lower().lstrip(".")
+        return f"{self.engine}_{_FORMATS.get(suffix, suffix or 'model')}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "engine": self.engine,
+            "platform": self.platform,
             "provider": self.provider,
             "threads": self.threads,
             "inputs": [t.to_dict() for t in self.inputs],

@@ -3,6 +3,12 @@
 LiteRT ships as ``ai_edge_litert`` (the successor of ``tflite_runtime``, which is accepted too).
 A TFLite interpreter is not thread-safe, so :class:`LiteRtModel` runs one inference at a time
 under a lock; a free batch axis is resized before the run when the batch size changes.
+
+A full-integer model (``tflite-int8``) takes and gives integer tensors with a scale and zero
+point. The model reports those tensors as float32, the values they stand for, and the engine
+quantizes float inputs (q = round(x / scale) + zero_point) and dequantizes integer outputs
+((q - zero_point) * scale) itself: a caller (the server, a benchmark) sends the same floats it
+sends the float parent, never raw floats truncated into int8.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from edgeloop.core.errors import (
     ConflictError,
@@ -92,22 +99,55 @@ def _spec(path: Path, detail: dict[str, Any]) -> TensorSpec:
             + ", ".join(DTYPES)
         )
     signature = detail.get("shape_signature", detail["shape"])
+    if _scale(detail) is not None:
+        dtype = "float32"  # the values the integers stand for: the engine converts at the edge
     return TensorSpec(
         str(detail["name"]), tuple(int(d) if d > 0 else None for d in signature), dtype
     )
 
 
+def _scale(detail: dict[str, Any]) -> tuple[float, int] | None:
+    """(scale, zero point) of an affine-quantized integer tensor; None for a plain tensor."""
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if np.dtype(detail["dtype"]).kind not in "iu" or not scale:
+        return None
+    return float(scale), int(zero)
+
+
+def quantize(x: npt.NDArray[Any], detail: dict[str, Any]) -> npt.NDArray[Any]:
+    """``x`` in the tensor's own type: q = round(x / scale) + zero_point, clipped to the
+    type's range; a tensor without quantization parameters is only cast (pure)."""
+    dtype = np.dtype(detail["dtype"])
+    params = _scale(detail)
+    if params is None:
+        return np.ascontiguousarray(x, dtype=dtype)
+    scale, zero = params
+    info = np.iinfo(dtype)
+    q = np.clip(np.round(np.asarray(x, dtype=np.float32) / scale) + zero, info.min, info.max)
+    return np.ascontiguousarray(q.astype(dtype))
+
+
+def dequantize(y: npt.NDArray[Any], detail: dict[str, Any]) -> npt.NDArray[Any]:
+    """The float value of a quantized tensor: (q - zero_point) * scale; others as they are."""
+    params = _scale(detail)
+    if params is None:
+        return y
+    scale, zero = params
+    return np.asarray((y.astype(np.float32) - zero) * scale, dtype=np.float32)
+
+
 class LiteRtModel(ModelBase):
     """A LiteRT interpreter behind a lock (interpreters are not thread-safe)."""
 
-    __slots__ = ("_indices", "_interpreter", "_lock", "_outputs")
+    __slots__ = ("_in", "_interpreter", "_lock", "_out")
 
     def __init__(self, interpreter: Any, info: ModelInfo) -> None:
         super().__init__(info)
         self._interpreter: Any = interpreter
         self._lock = threading.Lock()
-        self._indices = {d["name"]: d["index"] for d in interpreter.get_input_details()}
-        self._outputs = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+        # name -> tensor detail (index, dtype, quantization): what run() converts with.
+        self._in = {d["name"]: d for d in interpreter.get_input_details()}
+        self._out = {d["name"]: d for d in interpreter.get_output_details()}
 
     def run(self, feeds: Feeds) -> Outputs:
         """Run the interpreter on ``feeds``; see :meth:`LoadedModel.run`."""
@@ -121,20 +161,23 @@ class LiteRtModel(ModelBase):
                 )
             try:
                 self._resize(interpreter, feeds)
-                for name, index in self._indices.items():
-                    interpreter.set_tensor(index, feeds[name])
+                for name, detail in self._in.items():
+                    interpreter.set_tensor(detail["index"], quantize(feeds[name], detail))
                 interpreter.invoke()
                 # get_tensor copies, so the result survives the next run.
-                return {name: interpreter.get_tensor(i) for name, i in self._outputs.items()}
+                return {
+                    name: dequantize(interpreter.get_tensor(d["index"]), d)
+                    for name, d in self._out.items()
+                }
             except (ValueError, RuntimeError) as exc:
                 raise DataError(f"model {self.path.name!r} failed on this input: {exc}") from exc
 
     def _resize(self, interpreter: Any, feeds: Feeds) -> None:
         current = {d["name"]: tuple(d["shape"]) for d in interpreter.get_input_details()}
         changed = False
-        for name, index in self._indices.items():
+        for name, detail in self._in.items():
             if current[name] != feeds[name].shape:
-                interpreter.resize_tensor_input(index, list(feeds[name].shape))
+                interpreter.resize_tensor_input(detail["index"], list(feeds[name].shape))
                 changed = True
         if changed:
             interpreter.allocate_tensors()

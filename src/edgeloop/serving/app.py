@@ -153,7 +153,7 @@ class Server:
             {
                 "name": model.name,
                 "versions": [version] if version else model.ready_versions,
-                "platform": "onnxruntime_onnx",
+                "platform": served.platform,
                 "inputs": oip.tensor_metadata(served.inputs),
                 "outputs": oip.tensor_metadata(served.outputs),
                 "parameters": {

@@ -94,6 +94,7 @@ class ServedVersion:
         self.inputs: tuple[TensorSpec, ...] = ()
         self.outputs: tuple[TensorSpec, ...] = ()
         self.provider = ""
+        self.platform = ""  # KServe's platform name, ENGINE_FORMAT (ModelInfo.platform)
         self.variants: dict[str, Variant] = {}
         self.switch: LoadSwitch | None = None
         self._power_control = power
@@ -184,6 +185,7 @@ class ServedVersion:
             if not self.inputs:
                 self.inputs, self.outputs = model.inputs, model.outputs
                 self.provider = model.provider
+                self.platform = model.info.platform
             elif (model.inputs, model.outputs) != (self.inputs, self.outputs):
                 raise ConflictError(
                     f"variant {source.variant!r} of {self.where} has inputs/outputs "
