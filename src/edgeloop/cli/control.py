@@ -50,17 +50,31 @@ def control(
         int, typer.Option("--timestamp-expiry-s", help="TUF timestamp lifetime in seconds.")
     ] = 86400,
     tick_s: Annotated[float, typer.Option("--tick-s", help="Seconds between rollout ticks.")] = 1.0,
+    max_model_mb: Annotated[
+        int | None,
+        typer.Option("--max-model-mb", help="Largest model upload in MiB; bigger: 413 [2048]."),
+    ] = None,
+    body_timeout_s: Annotated[
+        float | None,
+        typer.Option("--body-timeout-s", help="Seconds to receive a request body; then 408 [30]."),
+    ] = None,
+    upload_timeout_s: Annotated[
+        float | None,
+        typer.Option("--upload-timeout-s", help="The same for a model upload [900]."),
+    ] = None,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json (the ready line)")
     ] = OutputFormat.TABLE,
 ) -> None:
     """Run the control plane until interrupted."""
+    from edgeloop.control.limits import wire_limits
     from edgeloop.control.loop import check_settings
     from edgeloop.control.plane import ControlPlane
     from edgeloop.control.server import run
     from edgeloop.registry.update_repo import Expiry
 
     check_settings(timestamp_expiry_s, tick_s)  # before anything is opened or written
+    limits = wire_limits(max_model_mb, body_timeout_s, upload_timeout_s)
     plane, _ = ControlPlane.open(
         home, db, admin_token, Expiry(timestamp_s=timestamp_expiry_s), artifacts
     )
@@ -76,4 +90,12 @@ def control(
         err_console.print(f"admin token: {where}", highlight=False)
         err_console.print(f"home: {info.home}   database: {info.db}", highlight=False)
 
-    run(plane, host=host, port=port, on_ready=on_ready, admin_token_file=token_file, tick_s=tick_s)
+    run(
+        plane,
+        host=host,
+        port=port,
+        on_ready=on_ready,
+        admin_token_file=token_file,
+        tick_s=tick_s,
+        limits=limits,
+    )

@@ -7,7 +7,7 @@ middleware stack, routing, a ``Request`` and a ``Response`` (docs/benchmarks.md 
 same read (:meth:`edgeloop.control.hotpath.KeptReads.credential`) and the same answer as the
 app's route, and hands everything else to the app unchanged, including every poll it cannot
 answer plainly (no or a bad token, the admin, another node's id, a database error): the app then
-answers it, errors included, exactly as before.
+answers it, errors included, exactly as before (and a poll with a body: 413).
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def _poll_of(scope: Scope) -> str | None:
 
 
 def _headers(scope: Scope) -> tuple[str | None, bytes | None]:
-    """The bearer token (None: none, or not plainly one) and the ``If-None-Match`` value."""
+    """The bearer token (None: none, not plainly one, or the poll carries a body, which the
+    app's body limits answer) and the ``If-None-Match`` value."""
     header: bytes | None = None
     seen: bytes | None = None
     for name, value in scope["headers"]:  # the first of each, as the app reads them
@@ -86,6 +87,8 @@ def _headers(scope: Scope) -> tuple[str | None, bytes | None]:
             header = value
         elif name == b"if-none-match" and seen is None:
             seen = value
+        elif name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return None, seen
     if header is None:
         return None, seen
     try:

@@ -31,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from fastapi import FastAPI
@@ -48,11 +49,12 @@ from starlette.responses import FileResponse, Response
 from edgeloop import __version__
 from edgeloop.control import auth, fleet, telemetry
 from edgeloop.control.deployments import DeploymentSpec
+from edgeloop.control.limits import Body, BodyLimits, Route, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import DataError, EdgeError, NotFoundError
 from edgeloop.core.types import Manifest
-from edgeloop.serving.errors import BadRequestError, PayloadTooLargeError, error_response
+from edgeloop.serving.errors import BadRequestError, error_response
 
 log = logging.getLogger("edgeloop.control")
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -211,12 +213,7 @@ class Api:
     async def telemetry_post(self, request: Request) -> Response:
         node_id = request.path_params["node_id"]
         await self.node(request, node_id)
-        raw = await request.body()
-        if len(raw) > telemetry.MAX_BODY_BYTES:
-            raise PayloadTooLargeError(
-                f"telemetry body of {len(raw)} bytes; at most {telemetry.MAX_BODY_BYTES}",
-                hint="send smaller batches",
-            )
+        raw = await request.body()  # capped by BodyLimits (WireLimits.telemetry_bytes)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -246,6 +243,8 @@ class Api:
         await self.admin(request)
         try:
             form = await request.form()
+        except EdgeError:  # over the cap, or too slow (BodyLimits)
+            raise
         except Exception as exc:  # a malformed multipart body
             raise BadRequestError(f"the body is not multipart form data: {exc}") from exc
         try:
@@ -256,20 +255,22 @@ class Api:
                     "'manifest' (JSON)",
                     hint="the SDK's ControlClient.publish_model(file, manifest) sends both",
                 )
-            data = await upload.read()
+            try:
+                manifest = Manifest.from_dict(orjson.loads(manifest_text))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise BadRequestError(f"the manifest field is not a valid manifest: {exc}") from exc
+            # The upload is spooled to disk by the form parser; copied, never held in memory.
+            version = await run_in_threadpool(self._publish, upload.file, manifest)
         finally:
             await form.close()
-        try:
-            manifest = Manifest.from_dict(orjson.loads(manifest_text))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise BadRequestError(f"the manifest field is not a valid manifest: {exc}") from exc
-        version = await run_in_threadpool(self._publish, data, manifest)
         return _json(version, 201)
 
-    def _publish(self, data: bytes, manifest: Manifest) -> dict[str, Any]:
+    def _publish(self, upload: BinaryIO, manifest: Manifest) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="edgeloop-upload-") as tmp:
             path = Path(tmp) / f"upload.{manifest.format}"
-            path.write_bytes(data)
+            upload.seek(0)
+            with path.open("wb") as out:
+                shutil.copyfileobj(upload, out, 1 << 20)
             return dict(self.plane.registry.publish(path, manifest).to_dict())
 
     async def deploy(self, request: Request) -> Response:
@@ -354,9 +355,12 @@ def _model_row(version: Any) -> dict[str, Any]:
     }
 
 
-def create_app(plane: ControlPlane, *, tick_s: float | None = 1.0) -> FastAPI:
+def create_app(
+    plane: ControlPlane, *, tick_s: float | None = 1.0, limits: WireLimits | None = None
+) -> FastAPI:
     """The control plane's ASGI app. ``tick_s``: the rollout loop's period (None: no loop;
-    callers tick with ``plane.tick_all()``, as the app-level tests do).
+    callers tick with ``plane.tick_all()``, as the app-level tests do). ``limits``: each
+    route's body cap and deadline (:mod:`edgeloop.control.limits`).
 
     Raises:
         ConfigError: the TUF timestamp would be served too close to its expiry at this tick
@@ -387,31 +391,36 @@ def create_app(plane: ControlPlane, *, tick_s: float | None = 1.0) -> FastAPI:
     api = Api(plane)
     app.state.api = api
     v1 = "/api/v1"
-    routes: list[tuple[str, Endpoint, str]] = [
+    routes: list[tuple[str, Endpoint, str, Body]] = [
         # The agents' calls first: routes are matched in order, and these are nearly all calls.
-        (f"{v1}/nodes/{{node_id}}/desired", api.desired, "GET"),
-        (f"{v1}/nodes/{{node_id}}/report", api.report, "POST"),
-        (f"{v1}/nodes/{{node_id}}/telemetry", api.telemetry_post, "POST"),
-        ("/healthz", api.healthz, "GET"),
-        (f"{v1}/enrollment-tokens", api.enrollment_token, "POST"),
-        (f"{v1}/enroll", api.enroll, "POST"),
-        (f"{v1}/nodes", api.nodes, "GET"),
-        (f"{v1}/nodes/{{node_id}}", api.node_get, "GET"),
-        (f"{v1}/nodes/{{node_id}}", api.node_patch, "PATCH"),
-        (f"{v1}/telemetry", api.telemetry_get, "GET"),
-        (f"{v1}/models", api.models, "GET"),
-        (f"{v1}/models", api.publish_model, "POST"),
-        (f"{v1}/deployments", api.deploy, "POST"),
-        (f"{v1}/rollouts", api.rollouts, "GET"),
-        (f"{v1}/rollouts/{{rid}}", api.rollout_get, "GET"),
-        (f"{v1}/rollouts/{{rid}}/rollback", api.rollback, "POST"),
-        (f"{v1}/rollouts/{{rid}}/pause", api.pause, "POST"),
-        (f"{v1}/rollouts/{{rid}}/resume", api.resume, "POST"),
-        ("/tuf/metadata/{file}", api.tuf_metadata, "GET"),
-        ("/tuf/targets/{path:path}", api.tuf_target, "GET"),
+        (f"{v1}/nodes/{{node_id}}/desired", api.desired, "GET", Body.NONE),
+        (f"{v1}/nodes/{{node_id}}/report", api.report, "POST", Body.REPORT),
+        (f"{v1}/nodes/{{node_id}}/telemetry", api.telemetry_post, "POST", Body.TELEMETRY),
+        ("/healthz", api.healthz, "GET", Body.NONE),
+        (f"{v1}/enrollment-tokens", api.enrollment_token, "POST", Body.JSON),
+        (f"{v1}/enroll", api.enroll, "POST", Body.SMALL),
+        (f"{v1}/nodes", api.nodes, "GET", Body.NONE),
+        (f"{v1}/nodes/{{node_id}}", api.node_get, "GET", Body.NONE),
+        (f"{v1}/nodes/{{node_id}}", api.node_patch, "PATCH", Body.JSON),
+        (f"{v1}/telemetry", api.telemetry_get, "GET", Body.NONE),
+        (f"{v1}/models", api.models, "GET", Body.NONE),
+        (f"{v1}/models", api.publish_model, "POST", Body.MODEL),
+        (f"{v1}/deployments", api.deploy, "POST", Body.JSON),
+        (f"{v1}/rollouts", api.rollouts, "GET", Body.NONE),
+        (f"{v1}/rollouts/{{rid}}", api.rollout_get, "GET", Body.NONE),
+        (f"{v1}/rollouts/{{rid}}/rollback", api.rollback, "POST", Body.JSON),
+        (f"{v1}/rollouts/{{rid}}/pause", api.pause, "POST", Body.SMALL),
+        (f"{v1}/rollouts/{{rid}}/resume", api.resume, "POST", Body.SMALL),
+        ("/tuf/metadata/{file}", api.tuf_metadata, "GET", Body.NONE),
+        ("/tuf/targets/{path:path}", api.tuf_target, "GET", Body.NONE),
     ]
-    for path, endpoint, method in routes:
+    bodies: list[Route] = []
+    for path, endpoint, method, kind in routes:
         app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
+        bodies.append((app.router.routes[-1].path_regex, method, kind))  # type: ignore[attr-defined]
+    # Inside the error middleware, outside the exception handlers: a cap tripped while an
+    # endpoint reads its body is answered by _edge_error like any EdgeError.
+    app.add_middleware(BodyLimits, routes=bodies, limits=limits or WireLimits())
     app.add_exception_handler(EdgeError, _edge_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _gone)

@@ -18,6 +18,7 @@ from typing import Any
 
 from edgeloop.control.agent_path import AgentPolls
 from edgeloop.control.app import create_app
+from edgeloop.control.limits import WireLimits
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import require
 from edgeloop.core.heap import freeze_startup
@@ -65,8 +66,10 @@ def run(
     admin_token_file: Path | None,
     tick_s: float = 1.0,
     log_level: str = "warning",
+    limits: WireLimits | None = None,
 ) -> None:
-    """Serve until interrupted.
+    """Serve until interrupted. ``limits``: body caps, deadlines and connection bounds
+    (:class:`~edgeloop.control.limits.WireLimits`; its defaults when None).
 
     Raises:
         MissingDependencyError: uvicorn is not installed (the ``control`` extra).
@@ -81,7 +84,8 @@ def run(
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         with bind(host, port) as sock, asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(plane, sock, on_ready, admin_token_file, tick_s, log_level))
+            wire = limits or WireLimits()
+            runner.run(_serve(plane, sock, on_ready, admin_token_file, tick_s, log_level, wire))
     finally:
         signal.signal(signal.SIGTERM, previous)
         plane.close()
@@ -108,11 +112,12 @@ async def _serve(
     admin_token_file: Path | None,
     tick_s: float,
     log_level: str,
+    limits: WireLimits,
 ) -> None:
     import uvicorn
 
     # The agents' polls are answered in front of the framework; everything else by the app.
-    app = AgentPolls(create_app(plane, tick_s=tick_s), plane.hot[0])
+    app = AgentPolls(create_app(plane, tick_s=tick_s, limits=limits), plane.hot[0])
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False))
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
