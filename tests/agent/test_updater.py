@@ -300,3 +300,12 @@ def test_without_a_reference_for_the_serving_engine_the_check_runs_on_onnx_runti
     result = node_on_v1.updater.self_test
     assert result is not None and result.passed and result.engine == "onnxruntime"
     assert "the document has no openvino reference" in result.detail
+
+
+def test_update_failed_error_is_an_edge_error_with_its_message() -> None:
+    from edgeloop.agent.updater import UpdateFailedError
+    from edgeloop.core.errors import EdgeError
+
+    exc = UpdateFailedError("self-test failed: max |diff| 0.5")
+    assert isinstance(exc, EdgeError)
+    assert exc.message == str(exc) == "self-test failed: max |diff| 0.5"

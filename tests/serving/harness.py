@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from edgeloop.runtime import ModelPool
 from edgeloop.serving import Catalog, ServerConfig, create_app, scan
+from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.app import Server
 
 T = TypeVar("T")
@@ -47,6 +48,9 @@ class Harness:
 
     def post(self, url: str, **kwargs: Any) -> httpx.Response:
         return self.portal.call(lambda: self.client.post(url, **kwargs))
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.portal.call(lambda: self.client.request(method, url, **kwargs))
 
     def infer(
         self, model: str, x: np.ndarray, *, version: str | None = None, **kwargs: Any
@@ -98,13 +102,14 @@ def serving(
     config: ServerConfig | None = None,
     name: str | None = None,
     pool: ModelPool | None = None,
+    admin: AdminGate | None = None,
 ) -> Iterator[Harness]:
     """Start a catalog over ``paths`` (on ``pool``, or a new one) and the app; stop both
     afterwards."""
     config = config if config is not None else ServerConfig()
     with start_blocking_portal(backend="asyncio") as portal:
         catalog = Catalog(scan(list(paths), name), config, pool=pool)
-        app = create_app(catalog)
+        app = create_app(catalog, admin=admin)
         portal.call(catalog.start)
         harness = Harness(portal, app)
         try:

@@ -87,14 +87,16 @@ def test_what_the_door_lets_through(
     assert ARRIVED in scope or not is_inference(scope)
 
 
-def test_admitted_inference_paths_are_matched_to_their_handler_and_others_fall_through(
-    cnn: Any,
-) -> None:
-    from edgeloop.serving import Catalog, ServerConfig, create_app, scan
-    from edgeloop.serving.app import _inference_route
+def test_admitted_inference_paths_are_matched_to_their_handler_and_others_fall_through() -> None:
+    from edgeloop.serving.front import inference_route
 
-    app = create_app(Catalog(scan([cnn], None), ServerConfig()))
-    route = _inference_route(app.state.server)
+    async def infer(scope: Any, receive: Any, send: Any) -> None: ...
+
+    async def predict(scope: Any, receive: Any, send: Any) -> None: ...
+
+    route = inference_route(infer, predict)
+    assert route(["", "v2", "models", "cnn", "infer"]) == (infer, {"model": "cnn"})
+    assert route(["", "predict"]) == (predict, {})
     found = {
         path: (None if (hit := route(path.split("/"))) is None else hit[1])
         for path in (

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgeloop.core.errors import ConversionError
 from edgeloop.core.types import TensorSpec
@@ -191,6 +194,14 @@ MALFORMED: list[tuple[str, bytes, str | None, str]] = [
     ("header not a number", _one([1], [1]), "abc", "Inference-Header-Content-Length is 'abc'"),
     ("header too long", _one([1], [1]), "100000", "between 1 and the body size"),
     ("header zero", _one([1], [1]), "0", "between 1 and the body size"),
+    # issue 17 item 2: an empty shape whose other axis overflows numpy's reshape (was a 500)
+    ("shape past int64", _one([], [2**63 - 1, 0]), None,
+     "shape \\[9223372036854775807, 0\\], whose non-zero axes multiply to"),
+    ("axes multiply past the bound", _one([], [2**16, 2**16, 0]), None,
+     "multiply to 4294967296 elements; at most 2147483648"),
+    ("binary shape past int64", _body({"inputs": [{"name": "x", "shape": [2**63 - 1, 0],
+     "datatype": "FP32", "parameters": {"binary_data_size": 0}}]}), None,
+     "shape \\[9223372036854775807, 0\\], whose non-zero axes"),
 ]  # fmt: skip
 
 
@@ -233,3 +244,45 @@ def test_binary_data_without_the_header_is_refused() -> None:
     body, _ = _binary(12, [3], bytes(12))
     with pytest.raises(BadRequestError, match="not valid JSON"):
         decode_infer(body, None)
+
+
+def test_the_largest_empty_shape_accepted_decodes() -> None:
+    (tensor,) = decode_infer(_one([], [2**31, 0]), None).inputs
+    assert tensor.shape == (2**31, 0) and tensor.array.size == 0
+
+
+DATATYPE_NAMES = [*DATATYPES, "BYTES", "FP8", ""]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.lists(
+        st.integers(-3, 2**64) | st.sampled_from([0, 1, 2, 2**31, 2**63 - 1]), max_size=6
+    )
+    | st.integers()
+    | st.none(),
+    datatype=st.sampled_from(DATATYPE_NAMES),
+    values=st.integers(0, 12),
+    binary=st.booleans(),
+    size_delta=st.integers(-8, 8),
+)
+def test_the_parser_accepts_a_request_or_refuses_it_with_a_bad_request(
+    shape: Any, datatype: str, values: int, binary: bool, size_delta: int
+) -> None:
+    """Random shapes, datatypes and data lengths: a decoded request whose tensor has the shape
+    it declared, or BadRequestError (400); never another exception (issue 17 item 2)."""
+    tensor: dict[str, Any] = {"name": "x", "shape": shape, "datatype": datatype}
+    payload = b""
+    if binary:
+        payload = bytes(max(0, values * 4 + size_delta))
+        tensor["parameters"] = {"binary_data_size": values * 4 + size_delta}
+    else:
+        tensor["data"] = [1] * values
+    header = json.dumps({"inputs": [tensor]}).encode()  # orjson stops at 64-bit integers
+    try:
+        request = decode_infer(header + payload, str(len(header)) if binary else None)
+    except BadRequestError as exc:
+        assert exc.http_status == 400
+        return
+    (decoded,) = request.inputs
+    assert decoded.array.shape == tuple(shape) == decoded.shape

@@ -96,3 +96,25 @@ class CatalogActivator:
             await self.follow(model.name if model is not None else None)
         for name in [n for n in self.catalog.models if n not in keep]:
             await self.catalog.remove(name)
+
+
+def serving_state(catalog: Catalog, model: SlotModel) -> dict[str, Any]:
+    """Whether the server really answers with ``model``: the report's ``active.serving``
+    (true only when its version is READY in the catalog) and ``active.serving_state``.
+
+    What the node reports must come from the server, not from the slot pointer: the pointer
+    says what *should* serve, and a model can be missing from the server (a failed load, a
+    bug) while the pointer still names it (issue 17 item 1).
+    """
+    if catalog.stopping:
+        return {"serving": False, "serving_state": "the server is stopping"}
+    served = catalog.models.get(model.name)
+    if served is None:
+        return {"serving": False, "serving_state": f"model {model.name!r} is not loaded"}
+    version = served.versions.get(str(model.version))
+    if version is None:
+        ready = served.latest
+        what = f"version {ready} serves instead" if ready else "no version is loaded"
+        return {"serving": False, "serving_state": f"version {model.version} not loaded; {what}"}
+    state = version.state.value
+    return {"serving": state == "ready", "serving_state": state}

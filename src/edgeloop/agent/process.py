@@ -23,7 +23,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edgeloop.agent.activator import CatalogActivator, serving_config
+from edgeloop.agent.activator import CatalogActivator, serving_config, serving_state
 from edgeloop.agent.health import HealthRecorder
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.reconcile import AgentOptions, Reconciler
@@ -38,6 +38,7 @@ from edgeloop.agent.tier_cache import TierCache
 from edgeloop.agent.tier_cascade import ParentCascade
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, require
+from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.app import create_app
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
@@ -45,6 +46,10 @@ from edgeloop.serving.repository import Origin
 from edgeloop.serving.server import bind
 
 Announce = Callable[[dict[str, Any]], None]
+CLOSED_BY = (
+    "this is an edgeloop agent: what it serves is the control plane's desired state, applied "
+    "by its updater (verified, self-tested, watched)"
+)
 
 
 def run(
@@ -130,7 +135,10 @@ async def _main(
 
     announce, log_level = output
     tier = tier or TierSettings()
-    app = create_app(catalog)
+    # What this node serves is the control plane's desired state, applied by the updater; the
+    # server's load/unload/power-budget routes would be a second, unverified way around it
+    # (issue 17 item 1), so they are closed here (serving/admin.py, docs/agent.md).
+    app = create_app(catalog, admin=AdminGate.closed(CLOSED_BY))
     service = app.state.server.service
     recorder = HealthRecorder(Sampler(app, tel))
     updater.health = recorder
@@ -138,6 +146,7 @@ async def _main(
     runner = routes.runner(service) if routes else None
     reconciler = Reconciler(home, updater, options, recorder, url)
     reconciler.parent = tier.parent
+    reconciler.serving = lambda model: serving_state(catalog, model)
     cascade = None
     if tier.cascade_threshold is not None:
         cascade = ParentCascade(tier, service.escalator, catalog, base.cascade_timeout_s)

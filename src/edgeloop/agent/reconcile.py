@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from edgeloop.agent.fetcher import FetchSources, HttpxFetcher
 from edgeloop.agent.health import HealthRecorder
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity, enroll, load_identity
+from edgeloop.agent.slots import SlotModel
 from edgeloop.agent.tuf_client import TufSession
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, EdgeError, TransportError
@@ -92,6 +94,9 @@ class Reconciler:
         self.sources = FetchSources()  # where artifacts came from, over this process's life
         self.beat = time.monotonic()  # last sign of progress (the systemd watchdog reads it)
         self.waiting = False  # between passes: progress while the event loop runs (the watchdog)
+        # What the server really serves of a slot's model (``serving``, ``serving_state``);
+        # None: no server here (tools, tests), the report carries the slot alone.
+        self.serving: Callable[[SlotModel], dict[str, Any]] | None = None
 
     async def run_forever(self) -> None:
         rng = random.Random()
@@ -234,12 +239,21 @@ class Reconciler:
                 "outcome": record.outcome.value if record.outcome else None,
                 "failed_revision": record.failed_revision,
             },
-            "active": active.to_dict(self.updater.active_since) if active else None,
+            "active": self._active(active),
             "previous": previous.to_dict() if previous else None,
             "self_test": test.to_dict() if test else None,
             "health": figures,
             "events": [e.to_dict() for e in record.events],
         }
+
+    def _active(self, active: SlotModel | None) -> dict[str, Any] | None:
+        """The active slot's model, and whether the server really answers with it."""
+        if active is None:
+            return None
+        doc = active.to_dict(self.updater.active_since)
+        if self.serving is not None:
+            doc.update(self.serving(active))
+        return doc
 
     async def report(self) -> None:
         if self.identity is None:

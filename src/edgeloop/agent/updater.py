@@ -67,8 +67,8 @@ class Activator(Protocol):
         ...
 
 
-class UpdateFailedError(Exception):
-    """An update step failed; the message says which and why."""
+class UpdateFailedError(EdgeError):
+    """An update step failed; the message says which and why (the updater rolls back)."""
 
 
 class Updater:
@@ -207,8 +207,8 @@ class Updater:
                        outcome=Outcome.INTERRUPTED, target_revision=None,
                        error=exc.message)  # fmt: skip
             return Outcome.INTERRUPTED
-        except (EdgeError, UpdateFailedError) as exc:
-            return await self._rollback(getattr(exc, "message", str(exc)))
+        except EdgeError as exc:  # UpdateFailedError included
+            return await self._rollback(exc.message)
         except Exception as exc:  # a full disk, a library's own error: the update is over
             log.exception("update of revision %d failed", deployment.revision)
             return await self._rollback(f"{type(exc).__name__}: {exc}")

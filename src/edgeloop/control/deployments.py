@@ -46,6 +46,9 @@ class Guard:
     max_error_rate: float | None = None
     max_p99_ms: float | None = None
     min_requests: int = 0
+    # A node with fewer requests in its window is WAITING, not healthy (control/guard.py);
+    # 0: not required. Not parsed from a plan yet (from_dict/to_dict leave it at 0).
+    required_requests: int = 0
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Guard:

@@ -1,7 +1,10 @@
 """The health guard: what one node's report says about the revision it was given. Pure.
 
 A node is judged on facts it reported: the revision it acted on, the sha256 of the model it
-serves, its self-test, and the health figures its own server measured over its window.
+serves (and whether its server really answers with it), its self-test, and the health figures
+its own server measured over its window. Those figures count answers >= 500 as errors: a 4xx
+is the client's mistake, not the model's (docs/agent.md). A window without traffic is not
+judged, and the verdict says so.
 """
 
 from __future__ import annotations
@@ -53,6 +56,14 @@ def check_node(
             f"acted on revision {acted} but serves {serving or 'nothing'} instead of the new "
             f"model (updater error: {error})",
         )
+    if isinstance(active, Mapping) and active.get("serving") is False:
+        # The slot names the model, but the node's own server does not answer with it (an
+        # agent reports this from its server's catalog, issue 17 item 1).
+        return NodeCheck(
+            Verdict.FAILED,
+            f"acted on revision {acted} and holds the new model, but its server does not serve "
+            f"it: {active.get('serving_state') or 'not serving'}",
+        )
     test = report.get("self_test") or {}
     if guard.require_self_test and not (isinstance(test, Mapping) and test.get("passed") is True):
         return NodeCheck(Verdict.FAILED, f"self-test did not pass: {test or 'none reported'}")
@@ -60,12 +71,26 @@ def check_node(
 
 
 def _health(health: Any, guard: Guard) -> NodeCheck:
-    if not isinstance(health, Mapping):
-        return NodeCheck(Verdict.HEALTHY, "no health figures reported")
-    requests = _number(health, "requests")
-    if requests is not None and requests < guard.min_requests:
+    """Judge the node's health figures. A window with no request (or fewer than
+    ``min_requests``) is not judged: healthy, and said so. With ``required_requests`` such a
+    node is WAITING instead (the wave converges only once every node saw that much traffic,
+    or ``wave_timeout_s`` halts it)."""
+    figures = health if isinstance(health, Mapping) else {}
+    requests = _number(figures, "requests")
+    required = guard.required_requests
+    if required and (requests is None or requests < required):
+        seen = "no" if requests is None else f"{requests:.0f}"
         return NodeCheck(
-            Verdict.HEALTHY, f"{requests:.0f} requests < min_requests {guard.min_requests}"
+            Verdict.WAITING, f"{seen} requests in the window; required_requests {required}"
+        )
+    if not isinstance(health, Mapping):
+        return NodeCheck(Verdict.HEALTHY, "no health figures reported: not judged")
+    if not requests:
+        return NodeCheck(Verdict.HEALTHY, "no traffic: not judged")
+    if requests < guard.min_requests:
+        return NodeCheck(
+            Verdict.HEALTHY,
+            f"{requests:.0f} requests < min_requests {guard.min_requests}: not judged",
         )
     rate, p99 = _number(health, "error_rate"), _number(health, "p99_ms")
     if guard.max_error_rate is not None and rate is not None and rate > guard.max_error_rate:
@@ -74,4 +99,4 @@ def _health(health: Any, guard: Guard) -> NodeCheck:
         )
     if guard.max_p99_ms is not None and p99 is not None and p99 > guard.max_p99_ms:
         return NodeCheck(Verdict.FAILED, f"p99 {p99:.1f} ms > max_p99_ms {guard.max_p99_ms}")
-    return NodeCheck(Verdict.HEALTHY, f"error rate {rate}, p99 {p99} ms")
+    return NodeCheck(Verdict.HEALTHY, f"{requests:.0f} requests: error rate {rate}, p99 {p99} ms")

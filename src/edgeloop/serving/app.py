@@ -21,12 +21,16 @@ Routes (KServe's V2 REST protocol, Triton's repository extension, and the simple
 Hot paths are plain Starlette routes (no FastAPI parameter parsing: a request is decoded once,
 by :mod:`edgeloop.serving.oip`). Every :class:`EdgeError` becomes an answer in one place,
 :func:`edgeloop.serving.errors.error_response`; an unversioned request is routed by the
-model's A/B split, keyed by the ``X-Request-Key`` header when present.
+model's A/B split, keyed by the ``X-Request-Key`` header when present. The three routes that
+change what is served (load, unload, power-budget) pass :class:`AdminGate` first: open, token
+or closed (the edge agent closes them; see :mod:`edgeloop.serving.admin`). A bug (an exception
+that is not an EdgeError) is answered 500 in JSON and counted like any other answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,16 +45,24 @@ from starlette.responses import Response
 from edgeloop import __version__
 from edgeloop.core.errors import EdgeError
 from edgeloop.serving import front, oip, policy, predict
+from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.admission import QueueDelayError
 from edgeloop.serving.body import read_body
 from edgeloop.serving.cascade import CascadeSpec
 from edgeloop.serving.catalog import Catalog
-from edgeloop.serving.errors import BadRequestError, error_response
+from edgeloop.serving.errors import (
+    BadRequestError,
+    edge_error_handler,
+    error_response,
+    http_error_handler,
+    internal_response,
+)
 from edgeloop.serving.metrics import CONTENT_TYPE, UNKNOWN, RuntimeCollector, ServerMetrics
 from edgeloop.serving.served import ServedVersion, VersionState
 from edgeloop.serving.service import Answer, InferenceService, Ticket
 from edgeloop.serving.validation import check_inputs, check_outputs
 
+log = logging.getLogger(__name__)
 KEY_HEADER = "x-request-key"
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 _REJECT_REASONS = {413: "body_too_large", 429: "queue_full", 503: "not_ready", 504: "timeout"}
@@ -63,15 +75,22 @@ def _json(doc: Any, status: int = 200) -> Response:
 class Server:
     """The routes' state: the catalog, the inference service and the metrics."""
 
-    def __init__(self, catalog: Catalog, metrics: ServerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        metrics: ServerMetrics | None = None,
+        admin: AdminGate | None = None,
+    ) -> None:
         self.catalog = catalog
+        self.admin = admin if admin is not None else AdminGate()
         self.config = catalog.config
         self.metrics = metrics if metrics is not None else ServerMetrics()
         self.metrics.registry.register(RuntimeCollector(catalog.figures))
         self.service = InferenceService(catalog, self.metrics)
 
     async def counted(self, ticket: Ticket, work: Callable[[], Awaitable[Response]]) -> Response:
-        """Run ``work``, answer its EdgeError, and count the request exactly once."""
+        """Run ``work``, answer its EdgeError (or a bug's 500), and count the request exactly
+        once, whatever its status: ``edgeloop_requests_total`` holds every 5xx too."""
         try:
             response = await work()
         except EdgeError as exc:
@@ -81,6 +100,10 @@ class Server:
             if reason is not None:
                 self.metrics.rejected.labels(ticket.model, reason).inc()
             response = error_response(exc)
+        except Exception as exc:  # a bug: answered 500 and counted like any other answer
+            log.exception("%s request failed", ticket.endpoint)
+            self.metrics.failed(ticket.model, ticket.version, "InternalError")
+            response = internal_response(exc)
         self.metrics.observe(ticket.arm, ticket.endpoint, response.status_code, ticket.timing)
         return response
 
@@ -133,7 +156,9 @@ class Server:
         return Response(content, headers=headers)
 
     async def server_metadata(self, request: Request) -> Response:
-        return _json({"name": "edgeloop", "version": __version__, "extensions": EXTENSIONS})
+        closed = self.admin.mode == "closed"
+        extensions = [e for e in EXTENSIONS if not (closed and e == "model_repository")]
+        return _json({"name": "edgeloop", "version": __version__, "extensions": extensions})
 
     async def live(self, request: Request) -> Response:
         return _json({"live": True})
@@ -195,6 +220,7 @@ class Server:
         name = request.path_params["model"]
 
         async def work() -> Response:
+            self.admin.check(request, f"PUT /v2/models/{name[:80]}/power-budget")
             body = await read_body(request, self.config.max_body_bytes)
             policy.set_power_budget(self.catalog, name, body)
             return _json(policy.policy_doc(self.catalog, name, self._cascade(name)))
@@ -217,6 +243,7 @@ class Server:
         name = request.path_params["model"]
 
         async def work() -> Response:
+            self.admin.check(request, f"POST /v2/repository/models/{name[:80]}/load")
             try:
                 report = await self.catalog.reload(name)
             except EdgeError:
@@ -231,6 +258,7 @@ class Server:
         name = request.path_params["model"]
 
         async def work() -> Response:
+            self.admin.check(request, f"POST /v2/repository/models/{name[:80]}/unload")
             return _json((await self.catalog.unload(name)).to_dict())
 
         return await self._guarded(work)
@@ -296,21 +324,29 @@ class Server:
             return await work()
         except EdgeError as exc:
             return error_response(exc)
+        except Exception as exc:  # a bug: a JSON 500 without a traceback
+            log.exception("request failed")
+            return internal_response(exc)
 
     def _label(self, name: str) -> str:
         return name if name in self.catalog.models else "_unknown"
 
 
 def create_app(
-    catalog: Catalog, metrics: ServerMetrics | None = None, *, manage: bool = False
+    catalog: Catalog,
+    metrics: ServerMetrics | None = None,
+    *,
+    manage: bool = False,
+    admin: AdminGate | None = None,
 ) -> FastAPI:
-    """The server's ASGI app over ``catalog``.
+    """The server's ASGI app over ``catalog``; ``admin`` gates the state-changing routes
+    (:mod:`edgeloop.serving.admin`; None: open, the standalone server's default).
 
     With ``manage`` the app's lifespan starts the catalog and stops it (for an ASGI server or
     a test client that runs lifespan events); otherwise the caller does, as
     :mod:`edgeloop.serving.server` does to report load errors with their exit code.
     """
-    server = Server(catalog, metrics)
+    server = Server(catalog, metrics, admin)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -355,8 +391,8 @@ def create_app(
     ]
     for path, endpoint, method in routes:
         app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
-    app.add_exception_handler(EdgeError, _edge_error)
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(EdgeError, edge_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
     # The first layer a request meets: one too old already is refused before routing; one
     # admitted goes straight to its handler.
     delay_s = catalog.config.max_queue_delay_ms / 1000.0
@@ -364,31 +400,10 @@ def create_app(
         front.FrontDoor,
         max_delay_s=delay_s,
         on_refuse=server.door_refused,
-        route=_inference_route(server),
+        route=front.inference_route(_asgi(server.infer), _asgi(server.predict)),
         delay=server.service.delay,
     )
     return app
-
-
-def _inference_route(server: Server) -> front.Route:
-    """The inference routes of the table above, matched on the path's parts."""
-    infer, predict = _asgi(server.infer), _asgi(server.predict)
-
-    def route(parts: list[str]) -> tuple[front.ASGIApp, dict[str, str]] | None:
-        n = len(parts)  # "/v2/models/m/infer" -> ["", "v2", "models", "m", "infer"]
-        if n in (5, 7) and parts[1] == "v2" and parts[2] == "models" and parts[3]:
-            if n == 5:
-                return infer, {"model": parts[3]}
-            if parts[4] == "versions" and parts[5]:
-                return infer, {"model": parts[3], "version": parts[5]}
-            return None
-        if n == 2 and parts[1] == "predict":
-            return predict, {}
-        if n == 3 and parts[1] == "predict" and parts[2]:
-            return predict, {"model": parts[2]}
-        return None
-
-    return route
 
 
 def _asgi(endpoint: Callable[[Request], Awaitable[Response]]) -> front.ASGIApp:
@@ -397,20 +412,3 @@ def _asgi(endpoint: Callable[[Request], Awaitable[Response]]) -> front.ASGIApp:
         await response(scope, receive, send)
 
     return app
-
-
-async def _edge_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, EdgeError):  # registered for EdgeError only
-        raise exc
-    return error_response(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 (no such route) and 405 (wrong method), in the protocol's shape."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 400
-    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
-    headers = exc.headers if isinstance(exc, HTTPException) else None
-    body = {"error": f"{request.method} {request.url.path}: {detail}", "type": "HTTPException"}
-    return Response(
-        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
-    )

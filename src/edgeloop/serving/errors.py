@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
 from edgeloop.core.errors import ConfigError, DataError, EdgeError, OverloadError
@@ -71,4 +73,32 @@ def error_response(exc: EdgeError) -> Response:
         status_code=exc.http_status,
         headers=headers,
         media_type="application/json",
+    )
+
+
+def internal_response(exc: Exception) -> Response:
+    """The answer to a request that met a bug (an exception no check raised on purpose): 500,
+    naming the exception's type only (no traceback, no internals; the server log has both)."""
+    body = {
+        "error": f"internal error ({type(exc).__name__}) while answering this request",
+        "type": "InternalError",
+        "hint": "this is a server bug: report it with the server's log",
+    }
+    return Response(orjson.dumps(body), status_code=500, media_type="application/json")
+
+
+async def edge_error_handler(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, EdgeError):  # registered for EdgeError only
+        raise exc
+    return error_response(exc)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 (wrong method), in the protocol's shape."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 400
+    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
+    headers = exc.headers if isinstance(exc, HTTPException) else None
+    body = {"error": f"{request.method} {request.url.path}: {detail}", "type": "HTTPException"}
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
     )

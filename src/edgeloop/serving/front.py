@@ -124,3 +124,24 @@ _STATIC = [(b"content-type", b"application/json"), (b"retry-after", str(RETRY_AF
 
 def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
     return [*_STATIC, (b"content-length", str(len(body)).encode())]
+
+
+def inference_route(infer: ASGIApp, predict: ASGIApp) -> Route:
+    """The inference routes (``/v2/models/{m}[/versions/{v}]/infer``, ``/predict[/{m}]``),
+    matched on the path's parts."""
+
+    def route(parts: list[str]) -> tuple[ASGIApp, dict[str, str]] | None:
+        n = len(parts)  # "/v2/models/m/infer" -> ["", "v2", "models", "m", "infer"]
+        if n in (5, 7) and parts[1] == "v2" and parts[2] == "models" and parts[3]:
+            if n == 5:
+                return infer, {"model": parts[3]}
+            if parts[4] == "versions" and parts[5]:
+                return infer, {"model": parts[3], "version": parts[5]}
+            return None
+        if n == 2 and parts[1] == "predict":
+            return predict, {}
+        if n == 3 and parts[1] == "predict" and parts[2]:
+            return predict, {"model": parts[2]}
+        return None
+
+    return route

@@ -32,6 +32,9 @@ from edgeloop.serving.errors import BadRequestError
 
 HEADER = "inference-header-content-length"
 MAX_RANK = 32
+# The most elements a tensor's shape may span: 2**31 values are 8 GiB of FP32, far above any
+# body limit, and far below what numpy's intp indexing overflows at.
+MAX_ELEMENTS = 2**31
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype("?"),
@@ -190,9 +193,19 @@ def _datatype(name: str, datatype: Any) -> tuple[np.dtype[Any], str]:
 
 
 def _shape(name: str, shape: Any) -> tuple[int, ...]:
+    """The shape as given, once it is a list of at most ``MAX_RANK`` sizes >= 0 whose non-zero
+    sizes multiply to at most ``MAX_ELEMENTS`` (numpy refuses larger shapes, even empty ones:
+    ``[2**63 - 1, 0]`` holds no value but cannot be reshaped to)."""
     ok = isinstance(shape, list) and len(shape) <= MAX_RANK
     if ok and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        return tuple(shape)
+        spanned = math.prod(d for d in shape if d)
+        if spanned <= MAX_ELEMENTS:
+            return tuple(shape)
+        raise BadRequestError(
+            f"input {name!r} has shape {str(shape)[:80]}, whose non-zero axes multiply to "
+            f"{str(spanned)[:24]} elements; at most {MAX_ELEMENTS} are accepted",
+            hint="send the tensor's real shape: its sizes multiply to the number of values",
+        )
     raise BadRequestError(
         f"input {name!r} has shape {str(shape)[:80]}; expected a list of at most {MAX_RANK} "
         "non-negative integers"

@@ -102,7 +102,7 @@ def _sample_shape(where: str, spec: TensorSpec, raw: np.ndarray[Any, Any]) -> tu
     fixed = math.prod(d for d in per_sample if d is not None)
     if raw.ndim == 1 and not free and raw.size == fixed:
         return tuple(d for d in per_sample if d is not None)
-    if raw.ndim == 1 and len(free) == 1 and raw.size % fixed == 0:
+    if raw.ndim == 1 and len(free) == 1 and fixed and raw.size % fixed == 0:
         return tuple(raw.size // fixed if d is None else d for d in per_sample)
     raise DataError(
         f"'features' has shape {shape_str(raw.shape)} ({raw.size} values); {where} takes one "

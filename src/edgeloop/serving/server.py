@@ -3,6 +3,8 @@
 The socket is bound before anything loads, so ``--port 0`` works and the port is announced at
 once; the models load while the server already answers ``/v2/health/live`` (and 503 with
 ``Retry-After`` to inference). A model that fails to load stops the server with its error.
+With ``EDGELOOP_SERVE_ADMIN_TOKEN`` set, the routes that change what is served (load, unload,
+power-budget) need ``Authorization: Bearer <token>`` (:mod:`edgeloop.serving.admin`).
 On SIGINT/SIGTERM uvicorn stops accepting, finishes the requests in flight, then the batchers
 drain and the models are released.
 """
@@ -22,6 +24,7 @@ from typing import Any
 from edgeloop.core.errors import ConfigError, require
 from edgeloop.runtime.memory import MB, rss_bytes
 from edgeloop.serving.acceptor import Acceptor
+from edgeloop.serving.admin import ADMIN_ENV, AdminGate
 from edgeloop.serving.app import create_app
 from edgeloop.serving.catalog import Catalog, SwapReport
 from edgeloop.serving.config import ServerConfig
@@ -67,18 +70,20 @@ def run(
 
     Raises:
         MissingDependencyError: uvicorn or uvloop is not installed (the ``serve`` extra).
-        ConfigError: the address cannot be bound.
+        ConfigError: the address cannot be bound; ``EDGELOOP_SERVE_ADMIN_TOKEN`` is set but
+            shorter than 16 characters.
         What loading a model raises (NotFoundError, UntrustedArtifactError, ...).
     """
     require("uvicorn", "serve", "edgeloop serve")
     uvloop = require("uvloop", "serve", "edgeloop serve's event loop")
     catalog = Catalog(origins, config)  # checks the routing before a port is taken
+    admin = AdminGate(token=os.environ.get(ADMIN_ENV) or None)  # a short token: refused here
     # uvicorn re-raises a caught SIGTERM once it has shut down gracefully; the default action
     # would kill the process before the batchers drain, so make that re-raise a no-op.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         with bind(host, port) as sock:
-            uvloop.run(_serve(catalog, sock, (announce, on_ready), log_level))
+            uvloop.run(_serve(catalog, sock, (announce, on_ready), log_level, admin))
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -140,10 +145,11 @@ async def _serve(
     sock: socket.socket,
     report: tuple[Announce, Callable[[ReadyInfo], None]],
     log_level: str,
+    admin: AdminGate,
 ) -> None:
     import uvicorn
 
-    app = create_app(catalog)
+    app = create_app(catalog, admin=admin)
     config = uvicorn.Config(
         app,
         http=stamping_protocol(),

@@ -1,0 +1,147 @@
+"""Attacks on a node's own server (issue 17 items 1 and 2), against ``edgeloop agent`` as a real
+OS process: each test is named for what it stops and asserts the node still serves its model
+and reports the truth about it afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tests.agent.agent_process import AgentProcess, idle_on
+from tests.agent.conftest import Node
+from tests.agent.fleet_stub import ENROLL_TOKEN, ControlStub, publish
+from tests.agent.test_agent_process import ROW, _wait_until, served_version
+
+from edgeloop.agent.activator import serving_state
+from edgeloop.agent.reconcile import AgentOptions, Reconciler
+from edgeloop.control.deployments import Guard
+from edgeloop.control.guard import Verdict, check_node
+from edgeloop.serving.catalog import Catalog
+from edgeloop.serving.config import ServerConfig
+from edgeloop.serving.repository import Origin
+
+STATE_CHANGES = [
+    ("POST", "/v2/repository/models/linear/unload", None),
+    ("POST", "/v2/repository/models/linear/load", None),
+    ("PUT", "/v2/models/linear/power-budget", {"watts": 0.5}),
+]
+BAD_SHAPE = {
+    "inputs": [{"name": "input", "shape": [9223372036854775807, 0], "datatype": "FP32", "data": []}]
+}
+
+
+def _committed_v1(tmp_path: Path, stub: ControlStub, models: dict[int, Path]) -> AgentProcess:
+    publish(stub.repo, models[1], 1, version=1)
+    stub.set_desired(1)
+    agent = AgentProcess(tmp_path / "node", stub.url, enroll_token=ENROLL_TOKEN)
+    agent.wait_for(idle_on(1), what="revision 1 committed")
+    return agent
+
+
+def test_unauthenticated_unload_load_and_power_budget_are_refused(
+    tmp_path: Path, stub: ControlStub, models: dict[int, Path]
+) -> None:
+    agent = _committed_v1(tmp_path, stub, models)
+    try:
+        for headers in ({}, {"Authorization": "Bearer " + "x" * 32}):
+            for method, path, body in STATE_CHANGES:
+                r = agent.http.request(method, path, json=body, headers=headers)
+                assert r.status_code == 403, (method, path, r.text)
+                assert r.json()["type"] == "ForbiddenError"
+                assert "control plane's desired state" in r.json()["error"]
+        assert "model_repository" not in agent.http.get("/v2").json()["extensions"]
+        assert served_version(agent, models) == 1  # still serving, every request answered
+        status = agent.status()
+        assert status["active"]["version"] == 1
+        assert status["active"]["serving"] is True and status["active"]["serving_state"] == "ready"
+        report = agent.wait_for(lambda s: stub.last_report(), what="a report")
+        assert report["active"]["serving"] is True
+    finally:
+        agent.stop()
+
+
+def test_malformed_shapes_in_the_watch_window_do_not_roll_back_a_good_version(
+    tmp_path: Path, stub: ControlStub, models: dict[int, Path]
+) -> None:
+    """Client mistakes (4xx) are not the model's failure: a flood of them while version 2 is
+    watched, under a guard of 5 % errors, must not roll it back (they were 500s before)."""
+    agent = _committed_v1(tmp_path, stub, models)
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def flood() -> None:
+        with httpx.Client(base_url=agent.url, timeout=10) as client:
+            while not stop.is_set():
+                codes.append(client.post("/v2/models/linear/infer", json=BAD_SHAPE).status_code)
+                codes.append(client.post("/predict", json={"features": ROW}).status_code)
+
+    worker = threading.Thread(target=flood, daemon=True)
+    try:
+        worker.start()
+        _wait_until(lambda: len(codes) >= 10, "the flood before the update")
+        publish(stub.repo, models[2], 2, version=2, watch_s=1.5,
+                guard={"max_error_rate": 0.05, "min_requests": 1})  # fmt: skip
+        stub.set_desired(2)
+        status = agent.wait_for(idle_on(2), what="revision 2 acted on")
+        stop.set()
+        worker.join(timeout=15)
+        assert status["updater"]["outcome"] == "committed", status["updater"]
+        assert status["active"]["version"] == 2 and status["active"]["serving"] is True
+        assert served_version(agent, models) == 2
+        assert set(codes) == {200, 400}, set(codes)
+        figures = status["health"]
+        assert figures["requests"] > 0 and figures["errors"] == 0
+    finally:
+        stop.set()
+        agent.stop()
+
+
+def test_the_report_says_not_serving_when_the_server_does_not_serve_the_model(
+    node_on_v1: Node,
+) -> None:
+    """The status comes from the server's catalog, not from the slot pointer, and the control
+    plane's guard fails a node whose server does not serve its model."""
+    active = node_on_v1.active()
+    assert active is not None
+    reconciler = Reconciler(
+        node_on_v1.home, node_on_v1.updater, AgentOptions("http://127.0.0.1:9", None, "n", None),
+        None, "http://127.0.0.1:9",
+    )  # fmt: skip
+    later = replace(active, version=2)
+
+    async def run() -> list[dict[str, Any]]:
+        catalog = Catalog([Origin(active.name, active.folder)], ServerConfig())
+        reconciler.serving = lambda model: serving_state(catalog, model)
+        reports = [reconciler.report_body()]  # not started: nothing loaded yet
+        await catalog.start()
+        reports.append(reconciler.report_body())
+        states = [serving_state(catalog, later)]
+        await catalog.unload(active.name)
+        reports.append(reconciler.report_body())
+        await catalog.remove(active.name)
+        reports.append(reconciler.report_body())
+        await catalog.stop()
+        reports.append(reconciler.report_body())
+        return [r["active"] for r in reports] + states
+
+    *actives, other = asyncio.run(run())
+    assert [a["serving"] for a in actives] == [False, True, False, False, False]
+    assert [a["serving_state"] for a in actives] == [
+        "version 1 not loaded; no version is loaded",
+        "ready",
+        "version 1 not loaded; no version is loaded",
+        "model 'linear' is not loaded",
+        "the server is stopping",
+    ]
+    assert other == {
+        "serving": False,
+        "serving_state": "version 2 not loaded; version 1 serves instead",
+    }
+    report = reconciler.report_body()
+    assert report["updater"]["outcome"] == "committed"  # what happened, not what serves
+    check = check_node(report, 1, active.sha256, Guard())
+    assert check.verdict is Verdict.FAILED and "its server does not serve it" in check.detail
