@@ -6,10 +6,12 @@ Command modules are imported lazily where they pull heavy libraries, so ``edgelo
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from edgeloop import __version__
 from edgeloop.cli import (
@@ -28,6 +30,8 @@ from edgeloop.cli import (
 )
 from edgeloop.cli.output import err_console
 from edgeloop.core.errors import EdgeError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour escapes
 
 app = typer.Typer(
     name="edgeloop",
@@ -85,6 +89,12 @@ def root(
     """edgeloop: the whole edge-AI loop in one tool."""
 
 
+def plain(text: str) -> str:
+    """``text`` safe to print with rich: its own ANSI escapes dropped (a library's colours),
+    its brackets escaped so ``pip install 'edgeloop[nncf]'`` is not read as markup."""
+    return escape(_ANSI.sub("", text))
+
+
 def main() -> None:
     """Entry point: run the app; an EdgeError becomes a message on stderr and its exit code.
 
@@ -94,9 +104,13 @@ def main() -> None:
     try:
         app()
     except EdgeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {plain(exc.message)}", highlight=False, soft_wrap=True
+        )
         if exc.hint:
-            err_console.print(f"  [bold]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"  [bold]hint:[/] {plain(exc.hint)}", highlight=False, soft_wrap=True
+            )
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

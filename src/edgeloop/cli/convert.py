@@ -32,7 +32,13 @@ def convert(
         Path | None,
         typer.Option(help="The parent's torch checkpoint (tflite, coreml, tensorrt start here)."),
     ] = None,
-    data: Annotated[str, typer.Option(help="Data for calibration and verification.")] = "digits",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Data for calibration and verification, shaped like the model's input "
+            "(default: digits, which fits models trained on it)."
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Split seed; use the one the model was trained with.")
     ] = 0,
@@ -78,7 +84,8 @@ def convert(
 
     path, parent = _resolve_model(model, home)
     name = parent.name if parent is not None else path.stem
-    source = load_source(path, data, seed, checkpoint, name=register or name)
+    source = load_source(path, data or "digits", seed, checkpoint, name=register or name)
+    _check_data(path, source.x_check.shape[1:], data)
     with Progress(
         TextColumn("[bold cyan]convert[/] {task.description}"),
         BarColumn(),
@@ -100,6 +107,14 @@ def convert(
         for row in body["targets"]:
             row["registered"] = refs.get(row["target"])
     emit(body, format, lambda console: _render(console, body))
+
+
+def _check_data(path: Path, sample_shape: tuple[int, ...], data: str | None) -> None:
+    """Refuse data the parent cannot take before any converter runs on it."""
+    from edgeloop.formats.onnx_info import check_samples_fit, inspect_onnx
+
+    name = data if data is not None else "digits (the default --data)"
+    check_samples_fit(inspect_onnx(path), tuple(sample_shape), name)
 
 
 def _render(console: Console, body: dict[str, Any]) -> None:

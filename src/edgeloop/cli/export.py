@@ -21,9 +21,12 @@ def export(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the .onnx file.")],
     data: Annotated[
-        str,
-        typer.Option(help="Data the parity check runs on: a bundled name or a path."),
-    ] = "digits",
+        str | None,
+        typer.Option(
+            help="Data the parity check runs on: a bundled name or a path "
+            "(default: the data the checkpoint was trained on, as `edgeloop train` recorded it)."
+        ),
+    ] = None,
     samples: Annotated[
         int, typer.Option(help="How many held-out samples the parity check uses.")
     ] = 512,
@@ -37,6 +40,8 @@ def export(
     ] = OutputFormat.TABLE,
 ) -> None:
     """Export to ONNX (named tensors, free batch axis), then compare with torch on test data."""
+    from edgeloop.core.errors import ConfigError
+    from edgeloop.core.types import shape_str
     from edgeloop.data import load_data, stratified_split
     from edgeloop.formats.onnx_export import export_checked
 
@@ -48,7 +53,14 @@ def export(
     trained, arch = load_module(checkpoint)
     # What gets served: class probabilities for classifiers, a score for the autoencoder.
     module = deployable(trained, arch)
-    splits = stratified_split(load_data(data), val=0.15, test=0.15, seed=seed)
+    dataset = load_data(data if data is not None else _trained_on(checkpoint))
+    if dataset.sample_shape != tuple(arch.input_shape):
+        raise ConfigError(
+            f"data set {dataset.name!r} has samples of shape {shape_str(dataset.sample_shape)}, "
+            f"but the checkpoint {str(checkpoint)!r} takes {shape_str(arch.input_shape)}",
+            hint="pass --data with the data the model was trained on",
+        )
+    splits = stratified_split(dataset, val=0.15, test=0.15, seed=seed)
     x = splits.test.x[:samples]
     with err_console.status(f"exporting {checkpoint} -> {out}"):
         result = export_checked(
@@ -69,3 +81,26 @@ def export(
         console.print(t)
 
     emit(result.to_dict(), format, render)
+
+
+def _trained_on(checkpoint: Path) -> str:
+    """The data ``edgeloop train`` recorded in the checkpoint, or its bundled set's name.
+
+    Raises:
+        ConfigError: the checkpoint names no data this command can load again.
+    """
+    from edgeloop.core.errors import ConfigError
+    from edgeloop.data.bundled import bundled_names
+    from edgeloop.training.checkpoint import read_checkpoint, recorded_data
+
+    recorded = recorded_data(checkpoint)
+    if recorded is not None:
+        return recorded
+    name = read_checkpoint(checkpoint).dataset
+    if name in bundled_names():
+        return str(name)
+    raise ConfigError(
+        f"checkpoint {str(checkpoint)!r} does not record where its training data is "
+        f"(data set name: {name or 'none'})",
+        hint="pass --data with the data the model was trained on",
+    )

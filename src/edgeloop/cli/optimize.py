@@ -42,6 +42,8 @@ def optimize(
 
     step = Recipe.parse(f"{method}({','.join(setting or [])})").steps[0]
     optimizer = create(step.method, **step.params)
+    _resolve_model(str(model), None)
+    _refuse_overwrite(model, out)
     splits = stratified_split(load_data(data), val=0.15, test=0.15, seed=seed)
     with err_console.status(f"{method}: fitting on {splits.train.name} train"):
         optimizer.fit(splits)
@@ -193,6 +195,18 @@ def tune(
     emit(body, format, render)
 
 
+def _refuse_overwrite(model: Path, out: Path) -> None:
+    """``--out`` must not be the parent: the variant would replace the model it is measured
+    against (and a registered parent's bytes would no longer match their hash)."""
+    from edgeloop.core.errors import ConfigError
+
+    if out.resolve() == model.resolve():
+        raise ConfigError(
+            f"--out {str(out)!r} is the parent model itself; the variant would overwrite it",
+            hint=f"write the variant elsewhere, e.g. --out {model.with_stem(model.stem + '-opt')}",
+        )
+
+
 def _objective(text: str, enum: Any) -> Any:
     try:
         return enum(text)
@@ -208,12 +222,14 @@ def _resolve_model(text: str, home: Path | None) -> tuple[Path, Any]:
     from edgeloop.core.errors import NotFoundError
     from edgeloop.core.settings import Settings
     from edgeloop.core.types import ModelRef
+    from edgeloop.formats.onnx_info import inspect_onnx
     from edgeloop.registry import Registry
 
     path = Path(text)
     if path.exists() or path.suffix == ".onnx":
         if not path.is_file():
             raise NotFoundError(f"model file {text!r} does not exist", hint="check the path")
+        inspect_onnx(path)  # a file that is not ONNX is refused here, not deep in an engine
         return path, None
     ref = ModelRef.parse(text)
     with Registry.open(Settings.load(home).ensure()) as registry:

@@ -146,6 +146,7 @@ def serve(
 
     if max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb {max_body_mb} must be positive")
+    check_port(port)
     origins = scan(models, name)
     config = ServerConfig(
         max_batch=max_batch,
@@ -183,6 +184,22 @@ def serve(
         )
     except KeyboardInterrupt:
         err_console.print("stopped")
+
+
+def check_port(port: int, flag: str = "--port") -> None:
+    """Refuse a port outside TCP's 0-65535 before anything loads (``bind`` raises
+    OverflowError, not OSError, for those).
+
+    Raises:
+        ConfigError: naming the port and the range.
+    """
+    from edgeloop.core.errors import ConfigError
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            f"{flag} {port} is not a TCP port; expected 0-65535",
+            hint=f"pass {flag} 8000, say, or {flag} 0 to pick a free one",
+        )
 
 
 def routing_from_flags(ab: list[str], shadow: list[str]) -> dict[str, Routing]:

@@ -73,10 +73,25 @@ def train(
         f"{len(splits.val)} val / {len(splits.test)} test samples)"
     )
     result = fit(arch_config, splits, fit_config, progress=progress)
-    save_checkpoint(out, result.module, arch_config, fit_config, result.test_metrics, dataset=ds)
+    save_checkpoint(
+        out,
+        result.module,
+        arch_config,
+        fit_config,
+        result.test_metrics,
+        dataset=ds,
+        extra={"data": data_spec(data)},
+    )
     err_console.print(f"checkpoint written to {out}")
     report = _report(data, ds, splits, result, out)
     emit(report, format, lambda console: _render(report, console))
+
+
+def data_spec(data: str) -> str:
+    """``--data`` as a later command can find it again: a bundled name as is, a path absolute."""
+    from edgeloop.data.bundled import bundled_names
+
+    return data if data in bundled_names() else str(Path(data).expanduser().resolve())
 
 
 def _report(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 SUPPORTED_OPSETS = range(17, 22)
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour escapes
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +99,11 @@ def export_onnx(
             )
         tmp.replace(target)
     except Exception as exc:
+        # torch colours parts of its messages with ANSI escapes: plain text for a terminal.
+        text = _ANSI.sub("", str(exc)).strip()
         raise ConversionError(
             f"torch -> ONNX export of {type(module).__name__} failed: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+            f"{text.splitlines()[0] if text else type(exc).__name__}",
             hint="check the module runs on the example input; unsupported ops are named above",
         ) from exc
     finally:

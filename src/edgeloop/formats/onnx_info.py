@@ -17,8 +17,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
-from edgeloop.core.errors import NotFoundError, UntrustedArtifactError
-from edgeloop.core.types import TensorSpec
+from edgeloop.core.errors import ConfigError, NotFoundError, UntrustedArtifactError
+from edgeloop.core.types import TensorSpec, shape_str
 
 DEFAULT_MAX_BYTES = 2 * 1024**3  # protobuf's own hard limit for one file
 
@@ -178,3 +178,34 @@ def _spec(file: Path, value: onnx.ValueInfoProto) -> TensorSpec:
 
 def _default_opset(model: onnx.ModelProto) -> int:
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def check_samples_fit(
+    info: OnnxModelInfo, sample_shape: tuple[int, ...], data_name: str, *, flag: str = "--data"
+) -> None:
+    """Refuse data whose samples do not fit the model's one input (batch axis first).
+
+    A model made elsewhere (a 1x3x32x32 CNN, say) fed a bundled set of 1x8x8 images would fail
+    deep inside an engine with an INVALID_ARGUMENT; this says which shape the data needs.
+
+    Raises:
+        ConfigError: the model has several inputs, or the shapes differ; naming both shapes.
+    """
+    if len(info.inputs) != 1:
+        raise ConfigError(
+            f"model {info.path.name} has {len(info.inputs)} inputs "
+            f"({', '.join(s.name for s in info.inputs)}); {flag} feeds exactly one",
+            hint="give a model with a single input",
+        )
+    spec = info.inputs[0]
+    expected = spec.shape[1:]
+    fits = len(expected) == len(sample_shape) and all(
+        e is None or e == g for e, g in zip(expected, sample_shape, strict=True)
+    )
+    if not fits:
+        raise ConfigError(
+            f"data set {data_name!r} has samples of shape {shape_str(sample_shape)}, but model "
+            f"{info.path.name} input {spec.name!r} takes {shape_str(spec.shape)} (batch first)",
+            hint=f"pass {flag} with samples of shape {shape_str(expected)}: a CSV, NPZ (x, y), "
+            "image folder or JSONL file (`edgeloop data show PATH` shows a set's shape)",
+        )

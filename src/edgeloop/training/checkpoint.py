@@ -97,18 +97,33 @@ def save_checkpoint(
     metrics: Metrics | None,
     *,
     dataset: Dataset | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model.pt`` + ``model.json`` into ``directory`` (created); returns the folder.
 
     ``model.json`` is written last, so a folder with a readable ``model.json`` always has the
-    weights it describes.
+    weights it describes. ``extra`` keys are added to ``model.json`` (``edgeloop train``
+    records its ``--data`` there, so ``export`` checks parity on the same data).
 
     Raises:
         ConfigError: ``module``'s weights do not fit ``arch``, or the folder cannot be written.
     """
     return write_checkpoint(
-        directory, _check_matches(module, arch), arch, fit, metrics, dataset=dataset
+        directory, _check_matches(module, arch), arch, fit, metrics, dataset=dataset, extra=extra
     )
+
+
+def recorded_data(path: str | Path) -> str | None:
+    """The ``--data`` a checkpoint was trained on, as ``edgeloop train`` recorded it (a bundled
+    name or an absolute path), or None when it recorded none (older checkpoints, the SDK).
+
+    Raises:
+        NotFoundError, UntrustedArtifactError, ConfigError: as :func:`read_checkpoint`.
+    """
+    read_checkpoint(path)  # the file exists and is a checkpoint config
+    config = json.loads((_folder(path) / CONFIG).read_text())
+    data = config.get("data")
+    return data if isinstance(data, str) and data else None
 
 
 def write_checkpoint(
