@@ -27,7 +27,7 @@ def _onnx_int8(onnx: Path, out: Path, seed: int, runs: int, source: Any) -> dict
     from edgeloop.data import load_data, stratified_split
     from edgeloop.formats.parity import measure_parity, onnx_predictor
     from edgeloop.optimize.base import ModelSource, create
-    from edgeloop.sdk.convert_stage import time_predict
+    from edgeloop.pipeline.convert import time_predict
 
     splits = stratified_split(load_data("digits"), val=0.15, test=0.15, seed=seed)
     optimizer = create("static-int8")
@@ -70,7 +70,7 @@ def main() -> int:
     from edgeloop.data import clean, load_bundled, stratified_split
     from edgeloop.formats.convert import exporters
     from edgeloop.formats.onnx_export import export_checked
-    from edgeloop.sdk.convert_stage import load_source, run_conversion
+    from edgeloop.pipeline.convert import load_source, run_conversion
     from edgeloop.training.checkpoint import save_checkpoint
     from edgeloop.training.fit import FitConfig, fit
     from edgeloop.training.zoo import ArchConfig, deployable

@@ -82,7 +82,7 @@ def test_an_op_tflm_has_no_kernel_for_is_named(tmp_path: Path) -> None:
 
 
 def test_a_model_too_big_for_a_cortex_m4_is_refused_with_the_shortfall(tmp_path: Path) -> None:
-    from edgeloop.sdk.convert_stage import run_conversion
+    from edgeloop.pipeline.convert import run_conversion
 
     torch.manual_seed(0)
     # 64 x 12,000 int8 weights: ~770 KB of flash against the STM32F446RE's 512 KB.

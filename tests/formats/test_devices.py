@@ -13,7 +13,7 @@ from tests.tiny_models import make_linear_onnx
 from edgeloop.core.errors import ConfigError, NotFoundError
 from edgeloop.formats.convert import exporters
 from edgeloop.formats.devices import KB, PROFILES, check_fit, device
-from edgeloop.sdk.convert_stage import targets_for
+from edgeloop.pipeline.convert import targets_for
 
 
 def test_every_profile_cites_its_vendor_and_names_known_targets() -> None:

@@ -60,8 +60,9 @@ def convert(
     from edgeloop.core.settings import Settings
     from edgeloop.formats.convert import exporters, plan
     from edgeloop.formats.devices import device as device_profile
-    from edgeloop.sdk.convert_stage import load_source, register_results, run_conversion
-    from edgeloop.sdk.convert_stage import targets_for as device_targets
+    from edgeloop.pipeline.convert import load_source, run_conversion
+    from edgeloop.pipeline.convert import targets_for as device_targets
+    from edgeloop.pipeline.convert_publish import register_results
 
     if list_targets:
         _list(format)

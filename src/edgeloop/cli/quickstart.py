@@ -38,8 +38,8 @@ def quickstart(
 ) -> None:
     """Load digits, clean, split, train a CNN, export to ONNX, check parity, benchmark, register."""
     from edgeloop.core.settings import Settings
-    from edgeloop.sdk.quickstart import QuickstartConfig, run_quickstart
-    from edgeloop.sdk.report import write_report
+    from edgeloop.pipeline.quickstart import QuickstartConfig, run_quickstart
+    from edgeloop.pipeline.report import write_report
 
     settings = Settings.load(home).ensure()
     started = time.perf_counter()
@@ -57,76 +57,90 @@ def quickstart(
     body["files"] = {k: str(v) for k, v in paths.items()}
 
     def render(console: Console) -> None:
-        t = Table(
-            title=f"edgeloop quickstart — {result.dataset['name']} ({total:.0f} s, all measured)"
-        )
-        t.add_column("stage")
-        t.add_column("figure")
-        t.add_column("value", justify="right")
-        tr = result.train
-        t.add_row(
-            "data",
-            "samples train/val/test",
-            "/".join(str(v) for v in result.dataset["split"].values()),
-        )
-        t.add_row("data", "content hash", result.dataset["hash"][:12])
-        c = result.cleaning
-        t.add_row(
-            "clean",
-            "imputed / clipped / duplicates dropped",
-            f"{c['missing_values']} / {c['clipped_values']} / {c['duplicates_dropped']}",
-        )
-        t.add_row("train", "test accuracy", f"{tr['test_accuracy']:.2%}")
-        t.add_row("train", "test macro-F1", na(tr.get("test_macro_f1"), "{:.4f}"))
-        t.add_row("train", "epochs (best)", f"{tr['epochs_run']} ({tr['best_epoch']})")
-        t.add_row("export", "max |torch - onnx|", f"{result.export.max_abs_diff:.2g}")
-        t.add_row("export", "top-1 agreement", na(result.export.top1_agreement, "{:.2%}"))
-        for m in result.measurements:
-            lat = m.latency_ms
-            t.add_row(
-                "bench",
-                f"batch {m.batch_size} latency p50/p99",
-                f"{lat.p50:.3f} / {lat.p99:.3f} ms",
-            )
-            t.add_row("bench", f"batch {m.batch_size} throughput", f"{m.throughput_per_s:,.0f} /s")
-        m1 = result.measurements[0]
-        t.add_row("bench", "size", f"{m1.size_bytes:,} bytes")
-        t.add_row("bench", "peak RSS (bench process)", na(m1.peak_rss_mb, "{:.1f} MB"))
-        # The full reason is in the JSON report; the table keeps its first clause.
-        reason = m1.power_source.split(":")[0]
-        t.add_row("bench", "power", na(m1.power_w, "{:.2f} W", f"n/a ({reason})"))
-        t.add_row("register", "model", str(result.registered))
-        t.add_row("optimize", "edge variant registered", str(result.edge_model or "none fits"))
-        _convert_rows(t, result.conversion)
-        sv = result.serving
-        if "skipped" in sv:
-            t.add_row("serve", "skipped", sv["skipped"])
-        else:
-            t.add_row(
-                "serve",
-                "server idle RSS / torch imported",
-                f"{na(sv['idle_rss_mb'], '{:.0f} MB')} / {sv['torch_imported']}",
-            )
-            for name, load in sv["models"].items():
-                lat = load["latency_ms"]
-                t.add_row(
-                    "serve",
-                    f"{name}: {load['concurrency']} clients, OIP v2 JSON",
-                    f"{load['throughput_per_s']:,.0f} req/s, p50 {na(lat['p50'], '{:.2f}')} / "
-                    f"p99 {na(lat['p99'], '{:.2f}')} ms, {load['errors']} errors, "
-                    f"accuracy {na(load['served_accuracy'], '{:.2%}')}",
-                )
-        _fleet_rows(t, result.fleet)
-        console.print(t)
-        console.print(_variants_table(result))
+        console.print(_figures_table(body, total))
+        console.print(_variants_table(body))
         console.print(f"report: {paths['html']}  json: {paths['json']}")
 
     emit(body, format, render)
 
 
-def _convert_rows(t: Table, conversion: dict[str, Any] | None) -> None:
+def _figures_table(body: dict[str, Any], total: float) -> Table:
+    """One row per headline figure, stage by stage, from the report's blocks."""
+    t = Table(
+        title=f"edgeloop quickstart — {body['dataset']['name']} ({total:.0f} s, all measured)"
+    )
+    t.add_column("stage")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    _data_rows(t, body)
+    _model_rows(t, body)
+    _convert_rows(t, body["convert"])
+    _serve_rows(t, body["serve"])
+    _fleet_rows(t, body["fleet"])
+    for stage, reason in body["skipped"].items():
+        if stage not in ("convert", "serve", "fleet"):  # those say so in their own rows
+            t.add_row(stage, "skipped", reason)
+    return t
+
+
+def _data_rows(t: Table, body: dict[str, Any]) -> None:
+    ds, c = body["dataset"], body["clean"]
+    t.add_row("data", "samples train/val/test", "/".join(str(v) for v in ds["split"].values()))
+    t.add_row("data", "content hash", ds["hash"][:12])
+    t.add_row(
+        "clean",
+        "imputed / clipped / duplicates dropped",
+        f"{c['missing_values']} / {c['clipped_values']} / {c['duplicates_dropped']}",
+    )
+
+
+def _model_rows(t: Table, body: dict[str, Any]) -> None:
+    """Train, export, bench, register, optimize: the model's own figures."""
+    tr, ex = body["train"], body["export"]
+    t.add_row("train", "test accuracy", f"{tr['test_accuracy']:.2%}")
+    t.add_row("train", "test macro-F1", na(tr.get("test_macro_f1"), "{:.4f}"))
+    t.add_row("train", "epochs (best)", f"{tr['epochs_run']} ({tr['best_epoch']})")
+    t.add_row("export", "max |torch - onnx|", f"{ex['max_abs_diff']:.2g}")
+    t.add_row("export", "top-1 agreement", na(ex.get("top1_agreement"), "{:.2%}"))
+    for m in body["bench"]:
+        lat, b = m["latency_ms"], m["batch_size"]
+        t.add_row("bench", f"batch {b} latency p50/p99", f"{lat['p50']:.3f} / {lat['p99']:.3f} ms")
+        t.add_row("bench", f"batch {b} throughput", f"{m['throughput_per_s']:,.0f} /s")
+    m1 = body["bench"][0]
+    t.add_row("bench", "size", f"{m1['size_bytes']:,} bytes")
+    t.add_row("bench", "peak RSS (bench process)", na(m1["peak_rss_mb"], "{:.1f} MB"))
+    # The full reason is in the JSON report; the table keeps its first clause.
+    reason = m1["power_source"].split(":")[0]
+    t.add_row("bench", "power", na(m1["power_w"], "{:.2f} W", f"n/a ({reason})"))
+    t.add_row("register", "model", body["registry"]["ref"])
+    t.add_row("optimize", "edge variant registered", body["registry"]["edge_ref"] or "none fits")
+
+
+def _serve_rows(t: Table, sv: dict[str, Any]) -> None:
+    """The serve stage: the server's footprint, then each model under load over HTTP."""
+    if "skipped" in sv:
+        t.add_row("serve", "skipped", sv["skipped"])
+        return
+    t.add_row(
+        "serve",
+        "server idle RSS / torch imported",
+        f"{na(sv['idle_rss_mb'], '{:.0f} MB')} / {sv['torch_imported']}",
+    )
+    for name, load in sv["models"].items():
+        lat = load["latency_ms"]
+        t.add_row(
+            "serve",
+            f"{name}: {load['concurrency']} clients, OIP v2 JSON",
+            f"{load['throughput_per_s']:,.0f} req/s, p50 {na(lat['p50'], '{:.2f}')} / "
+            f"p99 {na(lat['p99'], '{:.2f}')} ms, {load['errors']} errors, "
+            f"accuracy {na(load['served_accuracy'], '{:.2%}')}",
+        )
+
+
+def _convert_rows(t: Table, conversion: dict[str, Any]) -> None:
     """The convert stage: each target produced, how it was checked, or why it is missing."""
-    if conversion is None:
+    if isinstance(conversion.get("skipped"), str):  # the whole stage did not run
+        t.add_row("convert", "skipped", conversion["skipped"])
         return
     if conversion.get("error"):
         t.add_row("convert", "failed", conversion["error"])
@@ -142,16 +156,15 @@ def _convert_rows(t: Table, conversion: dict[str, Any] | None) -> None:
         t.add_row("convert", f"{target}: not produced", reason)
 
 
-def _variants_table(result: Any) -> Table:
+def _variants_table(body: dict[str, Any]) -> Table:
     """The optimization search: every variant measured on the test split, the choice starred."""
-    chosen = (result.tune.get("chosen") or {}).get("recipe")
-    front = {row["recipe"] for row in result.tune["pareto"]}
-    t = Table(
-        title=f"variants (objective: {result.tune['objective']}; {result.tune['budget_note']})"
-    )
+    chosen = (body.get("chosen") or {}).get("recipe")
+    front = {row["recipe"] for row in body["pareto"]}
+    tune = body["tune"]
+    t = Table(title=f"variants (objective: {tune['objective']}; {tune['budget_note']})")
     for col in ("recipe", "accuracy", "p50 ms", "size KB", ""):
         t.add_column(col, justify="left" if col == "recipe" else "right")
-    for row in result.variant_rows():
+    for row in body["variants"]:
         mark = (
             "★ chosen" if row["recipe"] == chosen else ("pareto" if row["recipe"] in front else "")
         )
@@ -166,10 +179,8 @@ def _variants_table(result: Any) -> Table:
     return t
 
 
-def _fleet_rows(t: Table, fleet: dict[str, Any] | None) -> None:
+def _fleet_rows(t: Table, fleet: dict[str, Any]) -> None:
     """The fleet stage: the staged rollout, each node's served accuracy, the broken v2 caught."""
-    if fleet is None:
-        return
     if "skipped" in fleet:
         t.add_row("fleet", "skipped", fleet["skipped"])
         return

@@ -1,4 +1,4 @@
-"""The quickstart's fleet stage: a local fleet of three, a staged rollout, a broken v2 caught.
+"""The fleet stage: a local fleet of three, a staged rollout, a broken v2 caught.
 
 Real processes throughout (:mod:`edgeloop.sdk.local_fleet`): one control plane and three agents on
 loopback ports. The chosen variant is published to the control plane, rolled out in two waves
@@ -11,6 +11,7 @@ never receive it. Every figure is timed or counted in this run.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 
 from edgeloop.core.types import Manifest
 from edgeloop.data.dataset import Dataset
+from edgeloop.pipeline.stage import Skipped
 
 NODES = 3
 PLAN: dict[str, Any] = {
@@ -39,7 +41,26 @@ class FleetStageResult:
     broken: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nodes": list(self.nodes), "rollout": self.rollout, "broken_v2": self.broken}
+        body = {"nodes": list(self.nodes), "rollout": self.rollout, "broken_v2": self.broken}
+        return {"fleet": body}
+
+
+def fleet_stage(
+    model: Path, manifest: Manifest, test: Dataset, folder: Path
+) -> FleetStageResult | Skipped:
+    """:func:`run_fleet_stage` in a fresh ``folder``; Skipped when the fleet extras are missing.
+
+    Raises:
+        EdgeError: from :func:`run_fleet_stage`.
+    """
+    import importlib.util
+
+    missing = [m for m in ("tuf", "fastapi", "httpx") if importlib.util.find_spec(m) is None]
+    if missing:
+        return Skipped(f"not installed: {', '.join(missing)} (pip install 'edgeloop[control]')")
+    if folder.exists():
+        shutil.rmtree(folder)
+    return run_fleet_stage(model, manifest, test, folder)
 
 
 def run_fleet_stage(

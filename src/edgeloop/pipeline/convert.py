@@ -1,9 +1,10 @@
-"""Convert a parent model to edge targets, time what runs here, check device fit, register.
+"""The convert stage: a parent model to edge targets, timed where they run, fit checked.
 
 The steps around :func:`edgeloop.formats.convert.convert`: load the data the conversion
 calibrates and verifies on (the parent's split), time each output that runs on this machine
-(batch 1, warm-up first, one thread) beside the parent on ONNX Runtime, check the fit against a
-device profile, and publish each output as a registry version whose parent is the ONNX model.
+(batch 1, warm-up first, one thread) beside the parent on ONNX Runtime, and check the fit against
+a device profile. :mod:`edgeloop.pipeline.convert_publish` then publishes each output as a
+registry version whose parent is the ONNX model.
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ from typing import Any
 
 from edgeloop.core.errors import ConfigError
 from edgeloop.core.settings import Settings
-from edgeloop.core.types import Latency, Manifest, Measurement, ModelRef, TensorSpec
+from edgeloop.core.types import Latency, ModelRef
 from edgeloop.formats.convert import Converted, ConvertSource
 from edgeloop.formats.devices import DeviceProfile, FitCheck, check_fit
 from edgeloop.formats.parity import Predict
-
-POWER_NOTE = "not measured: conversion timings run without a power meter"
-# Targets a device profile names that are the parent itself rather than a conversion.
-PARENT_TARGETS = ("onnx",)
 
 
 @dataclass(frozen=True)
@@ -175,91 +172,6 @@ def bench_results(
     return parent, timings
 
 
-def measurement(r: Converted, t: Timing, split: str) -> Measurement:
-    from edgeloop.bench.machine import describe_machine
-
-    return Measurement(
-        model=r.artifact.name,
-        engine=t.label,
-        provider="cpu",
-        batch_size=1,
-        runs=t.runs,
-        latency_ms=t.latency,
-        throughput_per_s=t.throughput,
-        peak_rss_mb=None,
-        size_bytes=r.size_bytes,
-        accuracy=r.accuracy,
-        accuracy_split=None if r.accuracy is None else split,
-        power_w=None,
-        power_source=POWER_NOTE,
-        cpu=describe_machine().cpu_model,
-        threads=1,
-    )
-
-
-def register_results(
-    report: ConversionReport, name: str, parent: ModelRef | None, settings: Settings
-) -> tuple[ModelRef, dict[str, str]]:
-    """Publish each output as ``NAME-TARGET`` with lineage to ``parent`` (published first if
-    it is a file only). Returns the parent's ref and target -> ref."""
-    from edgeloop.formats.onnx_info import inspect_onnx
-    from edgeloop.registry import Registry
-
-    info = inspect_onnx(report.model)
-    refs: dict[str, str] = {}
-    with Registry.open(settings) as registry:
-        if parent is None:
-            root = registry.publish(
-                report.model,
-                Manifest(name=name, format="onnx", inputs=info.inputs, outputs=info.outputs),
-            )
-            parent = root.ref
-        for r in report.results:
-            ms = tuple(measurement(r, t, report.split) for t in report.timings.get(r.target, ()))
-            inputs, outputs = _specs(r, info.inputs, info.outputs)
-            manifest = Manifest(
-                name=f"{name}-{r.target}",
-                format=r.format,
-                inputs=inputs,
-                outputs=outputs,
-                recipe={
-                    "target": r.target,
-                    "ran_on": r.ran_on,
-                    "not_run": r.not_run,
-                    "details": r.details,
-                    "notes": list(r.notes),
-                },
-                parity=r.parity,
-                measurements=ms,
-                tools=r.tools,
-                parent=parent,
-            )
-            refs[r.target] = str(registry.publish(r.artifact, manifest).ref)
-    return parent, refs
-
-
-def _specs(
-    r: Converted, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
-) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The tensors the output itself declares where a reader exists here (a full-INT8 .tflite
-    takes int8), else the parent's."""
-    if r.format == "tflite":
-        from edgeloop.runtime.engine import SessionConfig
-        from edgeloop.runtime.litert_engine import LiteRtEngine
-
-        model = LiteRtEngine().load(r.artifact, SessionConfig(intra_op_threads=1))
-        try:
-            return model.inputs, model.outputs
-        finally:
-            model.close()
-    if r.format == "onnx":
-        from edgeloop.formats.onnx_info import inspect_onnx
-
-        info = inspect_onnx(r.artifact)
-        return info.inputs, info.outputs
-    return inputs, outputs
-
-
 def run_conversion(
     source: ConvertSource,
     targets: Sequence[str],
@@ -333,35 +245,50 @@ def available_targets() -> tuple[list[str], dict[str, str]]:
     return chosen, skipped
 
 
-def convert_and_register(
+@dataclass(frozen=True)
+class ConvertStageResult:
+    """The convert stage: the conversion (or the error that stopped it), the registry refs of
+    its outputs, and each target not produced with the reason."""
+
+    report: ConversionReport | None
+    refs: dict[str, str]
+    missing: dict[str, str]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"targets": [], "skipped": dict(self.missing), "error": self.error}
+        if self.report is not None:
+            full = self.report.to_dict()
+            body["split"] = full["split"]
+            body["parent"] = full["parent"]
+            body["targets"] = [
+                {**row, "registered": self.refs.get(row["target"])} for row in full["targets"]
+            ]
+        return {"convert": body}
+
+
+def convert_stage(
     onnx: Path,
-    checkpoint: Path,
+    checkpoint: Path | None,
     data: str,
     seed: int,
-    targets: Sequence[str],
-    skipped: dict[str, str],
     parent: ModelRef,
     settings: Settings,
     out_dir: Path,
     *,
     runs: int,
     name: str,
-) -> dict[str, Any]:
-    """The quickstart's convert stage as a JSON-able dict; a failure is reported, not raised."""
+) -> ConvertStageResult:
+    """Every target whose converter is installed, verified, timed and registered under
+    ``parent``; a missing converter or a failed conversion is reported, never raised."""
     from edgeloop.core.errors import EdgeError
+    from edgeloop.pipeline.convert_publish import register_results
 
-    body: dict[str, Any] = {"targets": [], "skipped": dict(skipped), "error": None}
+    targets, missing = available_targets()
     try:
         source = load_source(onnx, data, seed, checkpoint, name=name)
         report = run_conversion(source, targets, out_dir, runs=runs)
         _, refs = register_results(report, name, parent, settings)
     except EdgeError as exc:
-        body["error"] = f"{type(exc).__name__}: {exc.message}"
-        return body
-    full = report.to_dict()
-    body["split"] = full["split"]
-    body["parent"] = full["parent"]
-    for row in full["targets"]:
-        row["registered"] = refs.get(row["target"])
-        body["targets"].append(row)
-    return body
+        return ConvertStageResult(None, {}, missing, f"{type(exc).__name__}: {exc.message}")
+    return ConvertStageResult(report, refs, missing)

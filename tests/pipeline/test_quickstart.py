@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.pipeline.test_quickstart_stages import LOOP
 from typer.testing import CliRunner
 
 from edgeloop.cli.app import app
@@ -26,19 +27,12 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
 
-    assert body["stages"] == [
-        "load",
-        "clean",
-        "split",
-        "train",
-        "export",
-        "bench",
-        "register",
-        "optimize",
-        "convert",
-        "serve",
-        "fleet",
-    ]
+    assert body["stages"] == LOOP  # every stage of the loop ran, in order
+    # Every stage ran (nothing skipped here: the extras are installed), each one timed.
+    assert body["skipped"] == {}
+    assert list(body["stage_seconds"]) == body["stages"]
+    assert body["stage_seconds"]["train"] > 0 and min(body["stage_seconds"].values()) >= 0
+    assert body["checkpoint"] == str(out / "checkpoint")
     assert body["dataset"]["name"] == "digits" and body["dataset"]["samples"] == 1797
     # The bars: >= 97 % test accuracy, parity <= 1e-4 with 100 % top-1 agreement.
     assert body["train"]["test_accuracy"] >= 0.97

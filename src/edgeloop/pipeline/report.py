@@ -5,15 +5,19 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edgeloop.core.files import write_atomic
-from edgeloop.sdk.quickstart import QuickstartResult
+from edgeloop.pipeline.quickstart import QuickstartResult
 
 
 def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
-    """Write every report file into ``out_dir``; return their paths by kind."""
+    """Write every report file into ``out_dir``; return their paths by kind.
+
+    The JSON is ``result.to_dict()`` plus ``files``; the page and plots are drawn from it.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out_dir / "report.json",
@@ -25,16 +29,12 @@ def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
     body = result.to_dict()
     body["files"] = {k: str(v) for k, v in paths.items()}
     write_atomic(paths["json"], json.dumps(body, indent=2).encode())
+    train = body["train"]
     metric = (
-        "validation ROC-AUC"
-        if result.train.get("test_roc_auc") is not None
-        else ("validation accuracy")
+        "validation ROC-AUC" if train.get("test_roc_auc") is not None else "validation accuracy"
     )
     plot_training_curve(
-        result.history,
-        paths["training_curve"],
-        best_epoch=result.train["best_epoch"],
-        metric=metric,
+        body["history"], paths["training_curve"], best_epoch=train["best_epoch"], metric=metric
     )
     plot_latency(body["bench"], paths["latency"])
     write_atomic(paths["html"], render_html(body, paths).encode())
@@ -42,7 +42,7 @@ def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
 
 
 def plot_training_curve(
-    history: tuple[dict[str, float], ...],
+    history: Sequence[dict[str, float]],
     path: Path,
     *,
     best_epoch: int | None = None,
@@ -135,6 +135,7 @@ this run on <b>{html.escape(str(body["dataset"]["name"]))}</b>
 {img("pareto")}
 {_conversion_html(body.get("convert"))}
 {_fleet_html(body.get("fleet"))}
+{_skipped_html(body.get("skipped") or {})}
 <h2>Training</h2>{img("training_curve")}
 <h2>Latency</h2>{img("latency")}
 <h2>Full report</h2><pre>{html.escape(json.dumps(body, indent=2))}</pre>
@@ -146,6 +147,10 @@ def _conversion_html(conversion: dict[str, Any] | None) -> str:
     """The targets the convert stage produced, with their checks (or why one is missing)."""
     if not conversion:
         return ""
+    if isinstance(conversion.get("skipped"), str):  # the whole stage did not run
+        return (
+            f"<h2>Edge targets (convert)</h2><p>skipped: {html.escape(conversion['skipped'])}</p>"
+        )
     rows = "".join(
         f"<tr><td>{html.escape(r['target'])}</td><td>{r['size_bytes']:,}</td>"
         f"<td>{html.escape(_fmt((r['parity'] or {}).get('max_abs_diff')))}</td>"
@@ -186,6 +191,16 @@ def _fleet_html(fleet: dict[str, Any] | None) -> str:
         "<table><tr><th>node</th><th>requests</th><th>served accuracy</th><th>p50 ms</th>"
         f"<th>on v1 after broken v2</th></tr>{rows}</table>"
     )
+
+
+def _skipped_html(skipped: dict[str, str]) -> str:
+    """Every stage that did not run, with the reason."""
+    if not skipped:
+        return ""
+    items = "".join(
+        f"<li>{html.escape(stage)}: {html.escape(why)}</li>" for stage, why in skipped.items()
+    )
+    return f"<h2>Stages skipped</h2><ul>{items}</ul>"
 
 
 def _fmt(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""The quickstart's serving stage: a real ``edgeloop serve`` process, a short load, its figures.
+"""The serve stage: a real ``edgeloop serve`` process, a short load, its figures.
 
 The server runs as its own OS process on a free loopback port (as on a node); the load driver
 sends one held-out test sample per request over HTTP (Open Inference Protocol v2, JSON), so the
@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeloop.core.errors import TransportError
 from edgeloop.data.dataset import Dataset
+from edgeloop.pipeline.stage import Skipped
 
 READY_TIMEOUT_S = 60.0
 
@@ -40,13 +41,31 @@ class ServeStageResult:
     metrics_requests: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             "url": self.url,
             "idle_rss_mb": self.idle_rss_mb,
             "torch_imported": self.torch_imported,
             "models": {m.name: m.load for m in self.models},
             "metrics_requests_total": self.metrics_requests,
         }
+        return {"serve": body}
+
+
+def serve_stage(models: dict[str, Path], test: Dataset) -> ServeStageResult | Skipped:
+    """:func:`serve_and_load`; Skipped when the ``serve`` extra is not installed.
+
+    Raises:
+        TransportError: from :func:`serve_and_load`.
+    """
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "httpx") if importlib.util.find_spec(m) is None]
+    if missing:
+        return Skipped(
+            f"the serve extra is not installed ({', '.join(missing)} missing): "
+            "pip install 'edgeloop[serve]'"
+        )
+    return serve_and_load(models, test)
 
 
 def serve_and_load(
