@@ -174,7 +174,7 @@ def test_bad_specs_are_400_naming_the_field(tmp_path: Path) -> None:
             ({"name": "d", "model": "lin:1", "plan": {"waves": ["150%"]}}, "plan wave"),
             ({"name": "d", "model": "lin:1", "selector": {"labels": {"site": "zz"}}}, "no node"),
             ({"name": "d", "model": "lin:9"}, "lin"),
-            ({"name": "d", "modle": "lin:1"}, "unknown deployment spec keys"),
+            ({"name": "d", "modle": "lin:1"}, "modle is not a known field"),
         ]
         for spec, words in bad:
             response = ctl.request("POST", "/api/v1/deployments", json=spec, headers=ctl.admin)

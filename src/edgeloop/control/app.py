@@ -47,11 +47,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 
 from edgeloop import __version__
-from edgeloop.control import auth, fleet, telemetry
+from edgeloop.control import auth, fleet, schemas, telemetry
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.limits import Body, BodyLimits, Route, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
 from edgeloop.control.plane import ControlPlane
+from edgeloop.control.schemas import parse
 from edgeloop.core.errors import DataError, EdgeError, NotFoundError
 from edgeloop.core.types import Manifest
 from edgeloop.serving.errors import BadRequestError, error_response
@@ -62,17 +63,6 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(doc), status, headers=headers, media_type="application/json")
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        doc = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"the body is not JSON: {exc}", hint="send a JSON object") from exc
-    if not isinstance(doc, dict):
-        raise BadRequestError(f"the body is a JSON {type(doc).__name__}; expected an object")
-    return doc
 
 
 class Api:
@@ -129,37 +119,27 @@ class Api:
 
     async def enrollment_token(self, request: Request) -> Response:
         await self.admin(request)
-        body = await _body(request)
-        tier, parent = body.get("tier"), body.get("parent")
-        if tier is not None and (not isinstance(tier, int) or isinstance(tier, bool) or tier < 0):
-            raise BadRequestError(f"tier is {tier!r}; expected an integer >= 0 or null")
-        if parent is not None and not isinstance(parent, str):
-            raise BadRequestError(f"parent is {parent!r}; expected a node id or null")
-        grant = auth.Enrollment(fleet.check_labels(body.get("labels") or {}), tier, parent)
-        ttl = body.get("ttl_s", auth.DEFAULT_ENROLL_TTL_S)
+        body = parse(schemas.EnrollmentTokenBody, await request.body())
+        grant = auth.Enrollment(fleet.check_labels(body.labels or {}), body.tier, body.parent)
         token, expires = await run_in_threadpool(
-            auth.create_enrollment_token, self.plane.db, grant, ttl
+            auth.create_enrollment_token, self.plane.db, grant, body.ttl_s
         )
         return _json({"token": token, "expires_at": fleet.iso(expires)}, 201)
 
     async def enroll(self, request: Request) -> Response:
-        body = await _body(request)
-        token = body.get("enrollment_token")
-        if not isinstance(token, str) or not token:
+        body = parse(schemas.EnrollBody, await request.body())
+        if body.enrollment_token is None:
             raise auth.UnauthorizedError(
                 "the body carries no enrollment_token",
                 hint="ask the admin for one: POST /api/v1/enrollment-tokens",
             )
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise BadRequestError(f"the node name is {name!r}; expected a string")
         node_id, node_token = await run_in_threadpool(
             fleet.enroll,
             self.plane.db,
-            token,
-            name,
-            body.get("capabilities") or {},
-            body.get("agent_url"),
+            body.enrollment_token,
+            body.name,
+            body.capabilities or {},
+            body.agent_url,
         )
         base = str(request.base_url).rstrip("/")
         tuf = {
@@ -180,8 +160,9 @@ class Api:
     async def node_patch(self, request: Request) -> Response:
         await self.admin(request)
         node_id = request.path_params["node_id"]
-        body = await _body(request)
-        await run_in_threadpool(fleet.patch, self.plane.db, node_id, body)
+        body = parse(schemas.NodePatchBody, await request.body())
+        changes = body.model_dump(exclude_unset=True)
+        await run_in_threadpool(fleet.patch, self.plane.db, node_id, changes)
         return _json(await run_in_threadpool(self.plane.node, node_id))
 
     async def desired(self, request: Request) -> Response:
@@ -202,7 +183,9 @@ class Api:
     async def report(self, request: Request) -> Response:
         node_id = request.path_params["node_id"]
         await self.node(request, node_id)
-        text = fleet.check_report(await _body(request))
+        raw = await request.body()
+        parse(schemas.ReportBody, raw)  # the checked JSON object is stored as it came
+        text = raw.decode()
         _, writes = self.plane.hot
         await writes.run(
             f"recording the report of {node_id!r}",
@@ -275,7 +258,8 @@ class Api:
 
     async def deploy(self, request: Request) -> Response:
         await self.admin(request)
-        spec = DeploymentSpec.from_dict(await _body(request))
+        body = parse(schemas.DeploymentBody, await request.body())
+        spec = DeploymentSpec.from_dict(body.model_dump(exclude_unset=True))
         return _json(await run_in_threadpool(self.plane.deploy, spec), 201)
 
     async def rollouts(self, request: Request) -> Response:
@@ -288,9 +272,7 @@ class Api:
 
     async def rollback(self, request: Request) -> Response:
         await self.admin(request)
-        to = (await _body(request)).get("to")
-        if to is not None and not isinstance(to, str):
-            raise BadRequestError(f"'to' is {to!r}; expected 'name:version' or nothing")
+        to = parse(schemas.RollbackBody, await request.body()).to
         rid = request.path_params["rid"]
         return _json(await run_in_threadpool(self.plane.rollback, rid, to))
 

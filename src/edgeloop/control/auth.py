@@ -129,7 +129,7 @@ def create_enrollment_token(
     db: Database, enrollment: Enrollment, ttl_s: int = DEFAULT_ENROLL_TTL_S
 ) -> tuple[str, float]:
     """A new one-time enrollment token and its expiry (Unix seconds)."""
-    if not isinstance(ttl_s, int) or not 1 <= ttl_s <= 30 * 86400:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int) or not 1 <= ttl_s <= 30 * 86400:
         raise ConfigError(
             f"ttl_s {ttl_s!r} is not valid; expected 1 to {30 * 86400} seconds",
             hint="enrollment tokens live an hour by default",

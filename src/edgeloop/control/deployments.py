@@ -53,7 +53,7 @@ class Guard:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Guard:
         least = doc.get("min_requests", 0)
-        if not isinstance(least, int) or least < 0:
+        if isinstance(least, bool) or not isinstance(least, int) or least < 0:
             raise ConfigError(f"guard min_requests={least!r} is not valid; expected an int >= 0")
         return cls(
             bool(doc.get("require_self_test", True)),

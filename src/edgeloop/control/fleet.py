@@ -192,7 +192,7 @@ def patch(db: Database, node_id: str, changes: Mapping[str, Any]) -> None:
         values["labels"] = json.dumps(check_labels(changes["labels"]))
     if "tier" in changes:
         tier = changes["tier"]
-        if tier is not None and (not isinstance(tier, int) or tier < 0):
+        if tier is not None and (not isinstance(tier, int) or isinstance(tier, bool) or tier < 0):
             raise ConfigError(f"tier {tier!r} is not valid; expected an integer >= 0 or null")
         values["tier"] = tier
     if "parent" in changes:
