@@ -13,7 +13,7 @@ import binascii
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,18 +26,36 @@ from edgeloop.core.errors import ConfigError, DataError
 KINDS = frozenset({"metrics", "event", "sample", "dropped"})
 CONTENT_TYPES = frozenset({"application/json", "application/octet-stream"})
 MAX_ITEMS = 1000
-MAX_BODY_BYTES = 8 << 20
 DEFAULT_LIMIT = 1000
+# The times an item may carry: from 2000-01-01 (a node whose clock has not been set yet says
+# 1970) to a day past the control plane's clock (a node's clock may run a little fast). An item
+# from year 1 was stored once, and every read of the telemetry then answered 500 (issue 17).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+AHEAD_S = 86400.0
 
 
-def _instant(text: Any) -> float:
-    """RFC 3339 text as Unix seconds. Raises ValueError."""
-    if not isinstance(text, str) or "T" not in text:
-        raise ValueError(f"created_at {text!r} is not RFC 3339")
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"created_at {text!r} has no time zone")
-    return moment.timestamp()
+def _instant(text: Any, field: str = "created_at") -> float:
+    """RFC 3339 text with a time zone as Unix seconds. Raises ValueError."""
+    if not isinstance(text, str) or "T" not in text or len(text) > 64:
+        raise ValueError(f"{field} {str(text)[:64]!r} is not an RFC 3339 time")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        if moment.tzinfo is None:
+            raise ValueError(f"{field} {text!r} has no time zone; add Z or +HH:MM")
+        return moment.timestamp()
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"{field} {text!r} is not a valid time: {exc}") from None
+
+
+def _created(text: Any, now: float) -> float:
+    """An item's ``created_at`` as Unix seconds, within the accepted range. Raises ValueError."""
+    moment = _instant(text)
+    if not EARLIEST <= moment <= now + AHEAD_S:
+        raise ValueError(
+            f"created_at {text!r} is out of range: expected a time from {iso(EARLIEST)} to a "
+            f"day past the control plane's clock ({iso(now)}); check the node's clock"
+        )
+    return moment
 
 
 def _row(node_id: str, item: Any, now: float) -> dict[str, Any]:
@@ -65,7 +83,7 @@ def _row(node_id: str, item: Any, now: float) -> dict[str, Any]:
         "node_id": node_id,
         "item_id": item_id,
         "kind": kind,
-        "created_at": _instant(item.get("created_at")),
+        "created_at": _created(item.get("created_at"), now),
         "received_at": now,
         "content_type": ctype,
         "payload": text,
@@ -140,9 +158,9 @@ def query(conn: sa.Connection, params: Mapping[str, str]) -> list[dict[str, Any]
             q = q.where(column == params[key])
     try:
         if params.get("since"):
-            q = q.where(t.c.created_at >= _instant(params["since"]))
+            q = q.where(t.c.created_at >= _instant(params["since"], "since"))
         if params.get("until"):
-            q = q.where(t.c.created_at < _instant(params["until"]))
+            q = q.where(t.c.created_at < _instant(params["until"], "until"))
         limit = int(params.get("limit") or DEFAULT_LIMIT)
     except ValueError as exc:
         raise ConfigError(f"bad telemetry query: {exc}", hint="since/until are RFC 3339") from exc
@@ -152,15 +170,29 @@ def query(conn: sa.Connection, params: Mapping[str, str]) -> list[dict[str, Any]
 
 
 def _stored(row: sa.Row[Any]) -> dict[str, Any]:
+    """A stored item as the API shows it. A row that cannot be shown (stored before its fields
+    were checked, or changed by hand) is shown with ``"unreadable": <why>`` and the fields that
+    could not be read as null: one bad row never fails the whole read."""
+    doc: dict[str, Any] = {"id": row.item_id, "kind": row.kind, "content_type": row.content_type,
+                           "node_id": row.node_id, "model": row.model,
+                           "model_version": row.model_version}  # fmt: skip
+    problems = []
+    renders: tuple[tuple[str, Callable[[sa.Row[Any]], Any]], ...] = (
+        ("created_at", lambda r: datetime.fromtimestamp(r.created_at, UTC).isoformat()),
+        ("received_at", lambda r: iso(r.received_at)),
+        ("payload", _payload),
+    )
+    for key, render in renders:
+        try:
+            doc[key] = render(row)
+        except (ValueError, OverflowError, OSError, TypeError) as exc:
+            doc[key] = None
+            problems.append(f"{key}: {exc}")
+    if problems:
+        doc["unreadable"] = "; ".join(problems)
+    return doc
+
+
+def _payload(row: sa.Row[Any]) -> Any:
     binary = row.content_type == "application/octet-stream"
-    return {
-        "id": row.item_id,
-        "kind": row.kind,
-        "created_at": datetime.fromtimestamp(row.created_at, UTC).isoformat(),
-        "content_type": row.content_type,
-        "payload": row.payload if binary else json.loads(row.payload),
-        "node_id": row.node_id,
-        "received_at": iso(row.received_at),
-        "model": row.model,
-        "model_version": row.model_version,
-    }
+    return row.payload if binary else json.loads(row.payload)
