@@ -84,46 +84,82 @@ class Block:
 
 
 MODEL_BLOCK: dict[str, Any] = {
-    "dataset": {"name": "digits", "source": "bundled"},
-    "train": {"best_epoch": 2, "test_roc_auc": None},
+    "dataset": {"name": "digits", "source": "bundled", "hash": "ab" * 32, "split": {"train": 7}},
+    "clean": {"missing_values": 0, "clipped_values": 0, "duplicates_dropped": 0},
+    "train": {
+        "best_epoch": 2,
+        "epochs_run": 3,
+        "test_accuracy": 0.99,
+        "test_macro_f1": 0.98,
+        "test_roc_auc": None,
+    },
+    "export": {"max_abs_diff": 1e-7, "top1_agreement": 1.0},
+    "registry": {"ref": "m:1", "edge_ref": None},
     "history": [
         {"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "val_metric": 0.5 + e / 10}
         for e in (1, 2, 3)
     ],
-    "bench": [{"batch_size": 1, "cpu": "test cpu", "latency_ms": {"p50": 1, "p90": 2, "p99": 3}}],
-    "variants": [{"recipe": "fp32", "accuracy": 0.9}],
+    "bench": [
+        {
+            "batch_size": 1,
+            "cpu": "test cpu",
+            "latency_ms": {"p50": 1, "p90": 2, "p99": 3},
+            "throughput_per_s": 1000.0,
+            "size_bytes": 1234,
+            "peak_rss_mb": None,
+            "power_w": None,
+            "power_source": "no meter: none found",
+        }
+    ],
+    "variants": [{"recipe": "fp32", "accuracy": 0.9, "latency_ms": 1.0, "size_bytes": 1234}],
+    "pareto": [],
     "chosen": None,
-    "tune": {"budget_note": "none"},
+    "tune": {"budget_note": "none", "objective": "latency"},
 }
+SKIPS = {
+    "convert": "turned off (QuickstartConfig.convert is False)",
+    "serve": "the serve extra is not installed (fastapi missing)",
+    "fleet": "no variant met the accuracy budget, so there is nothing to roll out",
+}
+
+
+def _all_but_model_skipped() -> QuickstartResult:
+    stages = [
+        Stage("model", lambda done: Block(MODEL_BLOCK)),
+        *(Stage(name, lambda done, why=why: Skipped(why)) for name, why in SKIPS.items()),
+    ]
+    return QuickstartResult(run_stages(stages), {"python": "3"})
 
 
 def test_the_report_files_name_every_skipped_stage_and_why(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "pareto.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 64)  # the optimize stage's
-    reasons = {
-        "convert": "turned off (QuickstartConfig.convert is False)",
-        "serve": "the serve extra is not installed (fastapi missing)",
-        "fleet": "no variant met the accuracy budget, so there is nothing to roll out",
-    }
-    stages = [
-        Stage("model", lambda done: Block(MODEL_BLOCK)),
-        *(Stage(name, lambda done, why=why: Skipped(why)) for name, why in reasons.items()),
-    ]
-    result = QuickstartResult(run_stages(stages), {"python": "3"})
-
-    paths = write_report(result, out)
+    paths = write_report(_all_but_model_skipped(), out)
 
     body = json.loads(paths["json"].read_text())
     assert body["stages"] == ["model"]
-    assert body["skipped"] == reasons
-    for name, why in reasons.items():
+    assert body["skipped"] == SKIPS
+    for name, why in SKIPS.items():
         assert body[name] == {"skipped": why}
     assert set(body["stage_seconds"]) == {"model"}
     assert body["machine"] == {"python": "3"}
     page = paths["html"].read_text()
     assert "<h2>Stages skipped</h2>" in page
     assert "<h2>Edge targets (convert)</h2><p>skipped: turned off" in page
-    for why in reasons.values():
+    for why in SKIPS.values():
         assert why in page
     assert paths["training_curve"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_cli_table_shows_each_skipped_stage_with_its_reason() -> None:
+    from rich.console import Console
+
+    from edgeloop.cli.quickstart import _figures_table
+
+    console = Console(width=400, record=True)
+    console.print(_figures_table(_all_but_model_skipped().to_dict(), 12.0))
+    text = console.export_text()
+
+    for name, why in SKIPS.items():
+        assert any(name in line and "skipped" in line and why in line for line in text.splitlines())
