@@ -116,11 +116,13 @@ def test_missing_tflite_converter_names_the_extra_and_the_env(
 ) -> None:
     monkeypatch.delenv("EDGELOOP_TFLITE_PYTHON", raising=False)
     monkeypatch.setitem(sys.modules, "litert_torch", None)
-    monkeypatch.chdir(tmp_path)  # no .venv-tflite here
+    nowhere = [tmp_path / ".venv-tflite" / "bin" / "python"]  # not the checkout's own env
+    monkeypatch.setattr("edgeloop.formats.tflite.env_candidates", lambda: nowhere)
     with pytest.raises(MissingDependencyError) as err:
         convert(source, ["tflite-int8"], tmp_path)
     assert err.value.extra == "tflite-convert"
     assert err.value.hint is not None and "make tflite-env" in err.value.hint
+    assert str(nowhere[0]) in err.value.hint  # where it looked
 
 
 def test_tflm_and_edgetpu_build_on_the_int8_model() -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -58,7 +59,7 @@ def convert(
     """Convert a model to edge targets; run each where it can run and compare with the parent."""
     from edgeloop.core.errors import ConfigError
     from edgeloop.core.settings import Settings
-    from edgeloop.formats.convert import exporters, plan
+    from edgeloop.formats.convert import exporters, plan, why_not
     from edgeloop.formats.devices import device as device_profile
     from edgeloop.pipeline.convert import load_source, run_conversion
     from edgeloop.pipeline.convert import targets_for as device_targets
@@ -71,10 +72,25 @@ def convert(
         raise ConfigError("no model given", hint="edgeloop convert MODEL --to TARGET")
     profile = device_profile(device) if device else None
     names = list(to or [])
-    if "all" in names:
-        names = [e.name for e in exporters()]
+    skipped: dict[str, str] = {}
+    if "all" in names:  # every target this machine can make; the others named with the reason
+        parent_file = Path(model) if Path(model).is_file() else None
+        for e in exporters():
+            reason = why_not(e.name, has_module=checkpoint is not None, onnx=parent_file)
+            if reason is None:
+                names.append(e.name)
+            else:
+                skipped[e.name] = reason
+                err_console.print(f"skipping {e.name}: {escape(reason)}", highlight=False)
+        names = [n for n in names if n != "all"]
     if profile is not None and not names:
         names = device_targets(profile)
+    if not names and skipped:
+        raise ConfigError(
+            "no target can be made here: "
+            + "; ".join(f"{name}: {reason}" for name, reason in skipped.items()),
+            hint="install a converter named above, or pass --checkpoint DIR",
+        )
     if not names:
         raise ConfigError(
             "no target given",
@@ -102,6 +118,7 @@ def convert(
 
         report = run_conversion(source, names, out, runs=runs, device=profile, on_target=step)
     body = report.to_dict()
+    body["skipped"] = skipped
     if register:
         parent_ref, refs = register_results(report, register, parent, Settings.load(home).ensure())
         body["parent_ref"] = str(parent_ref)
@@ -148,9 +165,9 @@ def _render(console: Console, body: dict[str, Any]) -> None:
     console.print(t)
     for row in body["targets"]:
         if row["not_run"]:
-            console.print(f"{row['target']}: {row['not_run']}")
+            console.print(f"{row['target']}: {escape(row['not_run'])}", highlight=False)
         for note in row["notes"]:
-            console.print(f"{row['target']}: {note}")
+            console.print(f"{row['target']}: {escape(note)}", highlight=False)
         if row["target"] == "tflm":
             d = row["details"]
             console.print(
@@ -159,6 +176,8 @@ def _render(console: Console, body: dict[str, Any]) -> None:
             )
         if row.get("registered"):
             console.print(f"{row['target']}: registered as {row['registered']}")
+    for target, reason in body.get("skipped", {}).items():
+        console.print(f"{target}: skipped, {escape(reason)}", highlight=False)
     if body["device"]:
         console.print(body["device"]["summary"])
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeloop.cli.output import OutputFormat, emit, err_console, na
@@ -22,29 +23,53 @@ Seed = Annotated[int, typer.Option(help="Split seed; use the one the model was t
 
 
 def optimize(
-    model: Annotated[Path, typer.Argument(help="The parent ONNX model.")],
-    method: Annotated[str, typer.Option(help="Method, e.g. static-int8 (see --list).")],
-    data: Data,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the variant .onnx.")],
+    model: Annotated[Path | None, typer.Argument(help="The parent ONNX model.")] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Method, e.g. static-int8 (see --list).")
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Data set: bundled name (`edgeloop data list`) or path."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write the variant .onnx.")
+    ] = None,
     checkpoint: Checkpoint = None,
     setting: Annotated[
         list[str] | None, typer.Option("--set", help="Method setting KEY=VALUE (repeatable).")
     ] = None,
     seed: Seed = 0,
     runs: Annotated[int, typer.Option(help="Timed runs per benchmark.")] = 300,
+    list_methods: Annotated[
+        bool, typer.Option("--list", help="List the methods and whether each runs here, then exit.")
+    ] = False,
     format: Format = OutputFormat.TABLE,
 ) -> None:
     """Apply one optimization method, then benchmark parent and variant on the test split."""
     from edgeloop.bench.measure import benchmark
+    from edgeloop.core.errors import ConfigError
     from edgeloop.data import load_data, stratified_split
+    from edgeloop.formats.onnx_info import check_samples_fit, inspect_onnx
     from edgeloop.optimize.base import ModelSource, create
     from edgeloop.optimize.recipe import Recipe
 
+    if list_methods:
+        _list_methods(format)
+        return
+    if model is None or method is None or data is None or out is None:
+        missing = [n for n, v in (("MODEL", model), ("--method", method), ("--data", data),
+                                  ("--out", out)) if v is None]  # fmt: skip
+        raise ConfigError(
+            f"missing {', '.join(missing)}",
+            hint="edgeloop optimize MODEL.onnx --method METHOD --data DATA --out VARIANT.onnx "
+            "(`edgeloop optimize --list` shows the methods)",
+        )
     step = Recipe.parse(f"{method}({','.join(setting or [])})").steps[0]
     optimizer = create(step.method, **step.params)
-    _resolve_model(str(model), None)
     _refuse_overwrite(model, out)
-    splits = stratified_split(load_data(data), val=0.15, test=0.15, seed=seed)
+    dataset = load_data(data)
+    check_samples_fit(inspect_onnx(model), dataset.sample_shape, data)
+    splits = stratified_split(dataset, val=0.15, test=0.15, seed=seed)
     with err_console.status(f"{method}: fitting on {splits.train.name} train"):
         optimizer.fit(splits)
     with err_console.status(f"{method}: writing {out}"):
@@ -74,10 +99,12 @@ def optimize(
             "size (bytes)",
             f"{parent_m.size_bytes:,}",
             f"{variant_m.size_bytes:,}",
-            f"{parent_m.size_bytes / variant_m.size_bytes:.2f}x smaller",
+            ratio_text(parent_m.size_bytes, variant_m.size_bytes, "smaller", "larger"),
         )
         lp, lv = parent_m.latency_ms.p50, variant_m.latency_ms.p50
-        t.add_row("latency p50 (ms)", f"{lp:.4f}", f"{lv:.4f}", f"{lp / lv:.2f}x faster")
+        t.add_row(
+            "latency p50 (ms)", f"{lp:.4f}", f"{lv:.4f}", ratio_text(lp, lv, "faster", "slower")
+        )
         t.add_row("accuracy", na(parent_m.accuracy, "{:.2%}"), na(variant_m.accuracy, "{:.2%}"), "")
         top1 = na(variant.parity.top1_agreement, "{:.2%}")
         t.add_row("parity", "", f"max diff {variant.parity.max_abs_diff:.3g}", f"top-1 {top1}")
@@ -141,8 +168,8 @@ def tune(
     path, parent = _resolve_model(model, home)
 
     def progress(c: Candidate) -> None:
-        status = f"[red]failed[/] {c.error}" if c.error else "measured"
-        err_console.print(f"[bold cyan]▸[/] {c.recipe}: {status}")
+        status = f"[red]failed[/] {escape(c.error)}" if c.error else "measured"
+        err_console.print(f"[bold cyan]▸[/] {escape(c.recipe)}: {status}")
 
     result = run_tune(
         path,
@@ -158,8 +185,11 @@ def tune(
         on_result=progress,
     )
     points = [p for c in result.tried if (p := c.point) is not None]
-    png = plot_pareto(points, result.pareto, result.chosen, out / "pareto.png")
     body = result.to_dict()
+    if not points:  # nothing measured: no plot, no choice, and the exit code says so
+        (out / "tune.json").write_text(json.dumps(body, indent=2))
+        raise _all_failed(result.tried, out / "tune.json")
+    png = plot_pareto(points, result.pareto, result.chosen, out / "pareto.png")
     body["plot"] = str(png)
     if register and result.chosen is not None:
         body["registered"] = _register(register, result, path, parent, data, seed, home)
@@ -193,6 +223,63 @@ def tune(
         console.print(f"plot: {png}")
 
     emit(body, format, render)
+
+
+def ratio_text(parent: float, variant: float, better: str, worse: str) -> str:
+    """How the variant compares, in words that stay true either way round: ``2.00x smaller``
+    for half the bytes, ``1.10x larger`` (not ``0.91x smaller``) for 10 % more."""
+    if parent <= 0 or variant <= 0:
+        return "n/a"
+    if variant == parent:
+        return "same"
+    return (
+        f"{parent / variant:.2f}x {better}"
+        if variant < parent
+        else f"{variant / parent:.2f}x {worse}"
+    )
+
+
+def _all_failed(tried: Any, report: Path) -> Exception:
+    """The error for a search where no recipe produced a measured variant."""
+    from edgeloop.core.errors import ConversionError
+
+    failures = "; ".join(f"{c.recipe}: {c.error}" for c in tried) or "no recipe was tried"
+    return ConversionError(
+        f"every recipe failed, nothing was measured ({failures})",
+        hint=f"the report is in {report}; fix the first failure above, or pass --recipe with "
+        "methods that run here (`edgeloop optimize --list`)",
+    )
+
+
+def _list_methods(format: OutputFormat) -> None:
+    """Every built-in method, whether it runs here, and what it does (its docstring)."""
+    from edgeloop.optimize.base import BUILTIN_METHODS, known_methods
+
+    here = set(known_methods())
+    rows = [
+        {"method": name, "available": name in here, "module": module, "what": _summary(name)}
+        for name, module in sorted(BUILTIN_METHODS.items())
+    ]
+
+    def render(console: Console) -> None:
+        t = Table(title="optimization methods (`--method NAME`, `tune --recipe NAME`)")
+        for col in ("method", "here", "what"):
+            t.add_column(col)
+        for row in rows:
+            here_text = "yes" if row["available"] else "no: its extra is not installed"
+            t.add_row(str(row["method"]), here_text, escape(str(row["what"])))
+        console.print(t)
+
+    emit({"methods": rows}, format, render)
+
+
+def _summary(name: str) -> str:
+    """The first line of the registered factory's docstring ('' when not installed here)."""
+    from edgeloop.optimize.base import _REGISTRY
+
+    factory = _REGISTRY.get(name)
+    doc = (factory.__doc__ or "").strip() if factory is not None else ""
+    return doc.splitlines()[0] if doc else ""
 
 
 def _refuse_overwrite(model: Path, out: Path) -> None:

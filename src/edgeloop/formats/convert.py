@@ -100,7 +100,12 @@ Produce = Callable[[ConvertSource, Path, dict[str, Converted]], Converted]
 
 @dataclass(frozen=True)
 class Exporter:
-    """A registered target: its name, manifest format, extra, and the targets it builds on."""
+    """A registered target: its name, manifest format, extra, and the targets it builds on.
+
+    ``from_torch``: it converts the torch module, not the ONNX file. ``missing`` says why its
+    converter is not usable on this machine (None when it is), ``refuses`` why it cannot take
+    this parent (``(onnx, has_module)``), both without converting anything.
+    """
 
     name: str
     format: str
@@ -108,6 +113,28 @@ class Exporter:
     description: str
     produce: Produce
     needs: tuple[str, ...] = ()
+    from_torch: bool = False
+    missing: Callable[[], str | None] | None = None
+    refuses: Callable[[Path, bool], str | None] | None = None
+
+
+def why_not(name: str, *, has_module: bool, onnx: Path | None = None) -> str | None:
+    """Why target ``name`` cannot be made here (None when it can): its converter or one of the
+    targets it builds on is not installed, it converts from a torch module and none is given,
+    or it cannot take the parent ``onnx`` (when given).
+
+    Raises:
+        ConfigError: ``name`` is not a known target.
+    """
+    exp = exporter(name)
+    for need in exp.needs:
+        if (reason := why_not(need, has_module=has_module, onnx=onnx)) is not None:
+            return f"it builds on {need}, which cannot be made: {reason}"
+    if exp.from_torch and not has_module:
+        return "it converts from the torch module: pass --checkpoint DIR (from `edgeloop train`)"
+    if exp.missing is not None and (reason := exp.missing()) is not None:
+        return reason
+    return exp.refuses(onnx, has_module) if exp.refuses is not None and onnx else None
 
 
 _REGISTRY: dict[str, Exporter] = {}

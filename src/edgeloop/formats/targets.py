@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.core.errors import ConversionError, ParityError
+from edgeloop.core.errors import ConversionError, EdgeError, ParityError
 from edgeloop.formats.bundle import pack, size_of
 from edgeloop.formats.convert import Converted, ConvertSource, Exporter, register
 from edgeloop.formats.parity import Predict
@@ -221,9 +223,57 @@ def _edgetpu(source: ConvertSource, out: Path, done: Done) -> Converted:
     )
 
 
+def _missing_module(module: str, extra: str) -> Callable[[], str | None]:
+    def missing() -> str | None:
+        if importlib.util.find_spec(module) is not None:
+            return None
+        return f"{module} is not installed (pip install 'edgeloop[{extra}]')"
+
+    return missing
+
+
+def _missing_tflite() -> str | None:
+    from edgeloop.formats.tflite import converter_python
+
+    try:
+        converter_python()
+    except EdgeError as exc:
+        return f"no TFLite converter environment: {exc.hint}"
+    return _missing_module("ai_edge_litert", "tflite")()
+
+
+def _tensorrt_refuses(onnx: Path, has_module: bool) -> str | None:
+    from edgeloop.formats.handoff import TENSORRT_OPSET
+    from edgeloop.formats.onnx_info import inspect_onnx
+
+    opset = inspect_onnx(onnx).opset
+    if has_module or opset <= TENSORRT_OPSET:
+        return None
+    return (
+        f"the parent is at opset {opset} and the TensorRT hand-off uses opset {TENSORRT_OPSET}: "
+        "pass --checkpoint DIR to re-export it"
+    )
+
+
 for _exporter in (
-    Exporter("tflite", "tflite", "tflite-convert", "TFLite FP32 (runs in LiteRT)", _tflite_fp32),
-    Exporter("tflite-int8", "tflite", "tflite-convert", "TFLite full-INT8 (LiteRT)", _tflite_int8),
+    Exporter(
+        "tflite",
+        "tflite",
+        "tflite-convert",
+        "TFLite FP32 (runs in LiteRT)",
+        _tflite_fp32,
+        from_torch=True,
+        missing=_missing_tflite,
+    ),
+    Exporter(
+        "tflite-int8",
+        "tflite",
+        "tflite-convert",
+        "TFLite full-INT8 (LiteRT)",
+        _tflite_int8,
+        from_torch=True,
+        missing=_missing_tflite,
+    ),
     Exporter(
         "tflm",
         "c_array",
@@ -231,10 +281,33 @@ for _exporter in (
         "TFLite Micro C array + header, checked on TFLM kernels",
         _tflm,
         needs=("tflite-int8",),
+        missing=_missing_module("tflite_micro", "tflm"),
     ),
-    Exporter("openvino", "openvino", "openvino", "OpenVINO IR (runs on CPU)", _openvino),
-    Exporter("coreml", "coreml", "coreml", "Core ML .mlpackage (not run: needs macOS)", _coreml),
-    Exporter("tensorrt", "onnx", "train", "TensorRT hand-off: static ONNX, opset 17", _tensorrt),
+    Exporter(
+        "openvino",
+        "openvino",
+        "openvino",
+        "OpenVINO IR (runs on CPU)",
+        _openvino,
+        missing=_missing_module("openvino", "openvino"),
+    ),
+    Exporter(
+        "coreml",
+        "coreml",
+        "coreml",
+        "Core ML .mlpackage (not run: needs macOS)",
+        _coreml,
+        from_torch=True,
+        missing=_missing_module("coremltools", "coreml"),
+    ),
+    Exporter(
+        "tensorrt",
+        "onnx",
+        "train",
+        "TensorRT hand-off: static ONNX, opset 17",
+        _tensorrt,
+        refuses=_tensorrt_refuses,
+    ),
     Exporter(
         "edgetpu",
         "tflite",

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.core.errors import ConversionError, MissingDependencyError, require
+from edgeloop.core.errors import ConfigError, ConversionError, MissingDependencyError, require
 from edgeloop.formats.parity import Predict
 from edgeloop.runtime.litert_engine import dequantize, quantize
 
@@ -47,19 +47,45 @@ def converter_python() -> Path:
         MissingDependencyError: none was found (the hint says how to make one).
     """
     if env := os.environ.get(ENV_VAR):
+        if not Path(env).is_file():
+            raise ConfigError(
+                f"{ENV_VAR}={env!r} is not a file",
+                hint=f"point {ENV_VAR} at the converter environment's bin/python",
+            )
         return Path(env)
     if importlib.util.find_spec("litert_torch") is not None:
         return Path(sys.executable)
-    if LOCAL_ENV.is_file():
-        return LOCAL_ENV.absolute()
+    for candidate in env_candidates():
+        if candidate.is_file():
+            return candidate
     err = MissingDependencyError("litert_torch", "tflite-convert", "Producing .tflite files")
     err.hint = (
         "litert-torch downgrades typing-extensions and pydantic, so it gets an environment of "
         f"its own: `make tflite-env` (creates {LOCAL_ENV.parent.parent}), or "
         f"`python -m venv ENV && ENV/bin/pip install 'edgeloop[tflite-convert]'` and "
-        f"{ENV_VAR}=ENV/bin/python"
+        f"{ENV_VAR}=ENV/bin/python; looked for " + ", ".join(str(c) for c in env_candidates())
     )
     raise err
+
+
+def env_candidates(
+    cwd: Path | None = None, prefix: Path | None = None, package: Path | None = None
+) -> list[Path]:
+    """Where a ``.venv-tflite`` may be, in order: the working directory, beside the virtual
+    environment edgeloop runs in (``make`` creates both in the checkout), and the checkout the
+    package was installed from in editable mode (``src/edgeloop`` -> the repository root)."""
+    package = package if package is not None else Path(__file__).resolve().parents[1]
+    roots = [
+        (cwd if cwd is not None else Path.cwd()),
+        (prefix if prefix is not None else Path(sys.prefix)).parent,
+        package.parent.parent,  # .../src/edgeloop -> the repository holding src/
+    ]
+    seen: list[Path] = []
+    for root in roots:
+        path = (root / LOCAL_ENV).absolute()
+        if path not in seen:
+            seen.append(path)
+    return seen
 
 
 @dataclass(frozen=True, slots=True)

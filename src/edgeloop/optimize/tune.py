@@ -186,7 +186,9 @@ def tune(
     run minus ``max_accuracy_drop`` (1 pp by default), so a fast but useless variant never wins.
 
     Raises:
-        ConfigError: a recipe that does not parse, or torch recipes without a checkpoint.
+        ConfigError: a recipe that does not parse, torch recipes without a checkpoint, or data
+            whose samples do not fit the parent's input.
+        UntrustedArtifactError: ``onnx`` is not a valid ONNX model.
     """
     texts = list(recipes) if recipes else default_recipes(checkpoint is not None)
     parsed = [Recipe.parse(t) for t in texts]
@@ -197,6 +199,7 @@ def tune(
             f"recipes {bad} change weights with training and need --checkpoint",
             hint="pass the folder `edgeloop train --out` wrote, or drop those recipes",
         )
+    _check_data(onnx, data)
     tried: list[Candidate] = []
     for i, recipe in enumerate(parsed):
         job_dir = out_dir / f"{i:02d}-{_slug(str(recipe))}"
@@ -224,6 +227,14 @@ def tune(
         chosen=chosen,
         closest=() if chosen else tuple(closest(points, budget)),
     )
+
+
+def _check_data(onnx: Path, data: str) -> None:
+    """Data the parent cannot take fails here, once, not in every recipe's worker."""
+    from edgeloop.data import load_data
+    from edgeloop.formats.onnx_info import check_samples_fit, inspect_onnx
+
+    check_samples_fit(inspect_onnx(onnx), load_data(data).sample_shape, data)
 
 
 def _run_one(
