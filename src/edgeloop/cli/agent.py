@@ -30,7 +30,17 @@ def agent(
         typer.Option(
             "--enroll-token",
             envvar="EDGELOOP_ENROLL_TOKEN",
-            help="One-use enrollment token (only needed the first time).",
+            help="One-use enrollment token (only needed the first time). Prefer the "
+            "EDGELOOP_ENROLL_TOKEN environment variable or --enroll-token-file: a command "
+            "line is visible to every user in `ps`.",
+        ),
+    ] = None,
+    enroll_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--enroll-token-file",
+            envvar="EDGELOOP_ENROLL_TOKEN_FILE",
+            help="A file holding the one-use enrollment token (instead of --enroll-token).",
         ),
     ] = None,
     tuf_root: Annotated[
@@ -137,7 +147,7 @@ def agent(
     settings = Settings.load(home)
     options = AgentOptions(
         control=control,
-        enroll_token=enroll_token,
+        enroll_token=_enroll_token(enroll_token, enroll_token_file),
         name=name or socket.gethostname(),
         tuf_root=tuf_root,
         poll_s=poll_s,
@@ -163,3 +173,23 @@ def agent(
         routes=routes,
         tier=tier,
     )
+
+
+def _enroll_token(given: str | None, file: Path | None) -> str | None:
+    """The enrollment token from the flag/environment or from ``file``. Raises ConfigError."""
+    from edgeloop.core.errors import ConfigError
+
+    if file is None:
+        return given
+    if given:
+        raise ConfigError(
+            "both an enrollment token and --enroll-token-file were given",
+            hint="give one (EDGELOOP_ENROLL_TOKEN may be set in the environment)",
+        )
+    try:
+        token = file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the enrollment token file {str(file)!r}: {exc}") from exc
+    if not token:
+        raise ConfigError(f"the enrollment token file {str(file)!r} is empty")
+    return token

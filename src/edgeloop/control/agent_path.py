@@ -18,6 +18,7 @@ import orjson
 
 from edgeloop.control import auth
 from edgeloop.control.hotpath import KeptReads
+from edgeloop.control.throttle import FailureLimit, source_of
 from edgeloop.core.errors import EdgeError
 
 Scope = dict[str, Any]
@@ -28,16 +29,26 @@ _SUFFIX = "/desired"
 class AgentPolls:
     """ASGI app: a node's own desired-state poll here, everything else in ``app``."""
 
-    def __init__(self, app: Any, reads: KeptReads) -> None:
+    def __init__(self, app: Any, reads: KeptReads, failures: FailureLimit | None = None) -> None:
         self.app = app
         self.reads = reads
+        self.failures = failures  # a source over it is the app's to answer (429)
         self.answered = 0  # polls answered here (a figure for tests)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         node_id = _poll_of(scope)
-        if node_id is not None and await self._answer(scope, node_id, send):
+        throttled = node_id is not None and self._throttled(scope)
+        if node_id is not None and not throttled and await self._answer(scope, node_id, send):
             return
         await self.app(scope, receive, send)
+
+    def _throttled(self, scope: Scope) -> bool:
+        limit = self.failures
+        return (
+            limit is not None
+            and bool(limit.table)
+            and (limit.retry_after(source_of(scope)) is not None)
+        )
 
     async def _answer(self, scope: Scope, node_id: str, send: Any) -> bool:
         """Answer the poll if it is a node's own; False: the app must answer it."""

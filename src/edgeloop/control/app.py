@@ -53,6 +53,7 @@ from edgeloop.control.limits import Body, BodyLimits, Route, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.schemas import parse
+from edgeloop.control.throttle import FailureLimit, Throttled, source_of
 from edgeloop.core.errors import DataError, EdgeError, NotFoundError
 from edgeloop.core.types import Manifest
 from edgeloop.serving.errors import BadRequestError, error_response
@@ -338,11 +339,17 @@ def _model_row(version: Any) -> dict[str, Any]:
 
 
 def create_app(
-    plane: ControlPlane, *, tick_s: float | None = 1.0, limits: WireLimits | None = None
+    plane: ControlPlane,
+    *,
+    tick_s: float | None = 1.0,
+    limits: WireLimits | None = None,
+    failures: FailureLimit | None = None,
 ) -> FastAPI:
     """The control plane's ASGI app. ``tick_s``: the rollout loop's period (None: no loop;
     callers tick with ``plane.tick_all()``, as the app-level tests do). ``limits``: each
-    route's body cap and deadline (:mod:`edgeloop.control.limits`).
+    route's body cap and deadline (:mod:`edgeloop.control.limits`). ``failures``: the
+    per-source limit on wrong credentials (:mod:`edgeloop.control.throttle`; ``app.state``
+    holds it).
 
     Raises:
         ConfigError: the TUF timestamp would be served too close to its expiry at this tick
@@ -403,6 +410,8 @@ def create_app(
     # Inside the error middleware, outside the exception handlers: a cap tripped while an
     # endpoint reads its body is answered by _edge_error like any EdgeError.
     app.add_middleware(BodyLimits, routes=bodies, limits=limits or WireLimits())
+    app.state.failures = failures or FailureLimit()
+    app.add_middleware(Throttled, limit=app.state.failures)  # outermost: before any credential
     app.add_exception_handler(EdgeError, _edge_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _gone)
@@ -416,6 +425,7 @@ async def _edge_error(request: Request, exc: Exception) -> Response:
     response = error_response(exc)
     if exc.http_status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
+        request.app.state.failures.failed(source_of(request.scope))
     return response
 
 

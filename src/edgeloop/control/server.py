@@ -117,7 +117,8 @@ async def _serve(
     import uvicorn
 
     # The agents' polls are answered in front of the framework; everything else by the app.
-    app = AgentPolls(create_app(plane, tick_s=tick_s, limits=limits), plane.hot[0])
+    inner = create_app(plane, tick_s=tick_s, limits=limits)
+    app = AgentPolls(inner, plane.hot[0], inner.state.failures)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False))
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

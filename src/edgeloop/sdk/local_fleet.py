@@ -6,7 +6,8 @@ its own log file; they run in their own sessions, so they outlive the command th
 and ``edgeloop fleet down`` stops them from the state file ``fleet.json``.
 
 The admin token is generated here and handed to the control plane through its environment (not
-its argv, which ``ps`` shows to every user); each agent gets a one-use enrollment token.
+its argv, which ``ps`` shows to every user); each agent gets a one-use enrollment token, through
+its environment too (``EDGELOOP_ENROLL_TOKEN``).
 
 Each process binds port 0 (a free port the kernel picks while it binds) and its URL is read from
 the JSON ready line it writes to its log. A port picked here and bound later by the child could be
@@ -37,6 +38,7 @@ STATE_FILE = "fleet.json"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 ADMIN_TOKEN_ENV = "EDGELOOP_ADMIN_TOKEN"
+ENROLL_TOKEN_ENV = "EDGELOOP_ENROLL_TOKEN"  # the agent CLI reads it (edgeloop.cli.agent)
 # The processes this interpreter started, kept so they are reaped by the Popen that made them
 # (and not garbage-collected while they run) when the fleet is stopped from the same process.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -210,8 +212,6 @@ def up(
                     "agent",
                     "--control",
                     control.url,
-                    "--enroll-token",
-                    enroll,
                     "--port",
                     "0",
                     "--home",
@@ -220,7 +220,7 @@ def up(
                     name,
                     *agent_args,
                 ],
-                base_env,
+                {**base_env, ENROLL_TOKEN_ENV: enroll},  # not argv: `ps` shows it to anyone
             )
             started.append(agent)
             agents.append(agent)
