@@ -1,0 +1,90 @@
+"""The alarm thresholds of the drift statistic, calibrated by a bootstrap of the reference.
+
+A threshold read from a chi-square table would assume Gaussian, independent features and an
+exactly known reference; none holds (digits' pixels are skewed counts, BasicMotions gives 40
+reference rows). The bootstrap (Efron, 1979) replays what the monitor will meet, with the
+reference standing in for the population. A no-shift stream is a finite sample whose mean
+differs from the reference's by the error of both (``~2/n`` per feature in variance): each
+replicate draws a resample of a resample of the reference (its mean is off by that much),
+streams ``length`` rows from it with replacement through the fitted statistic and records the
+largest location and energy scores. The ``1 - alpha`` quantile of those maxima is the threshold,
+``alpha`` being the chance of a false alarm in ``length`` samples that the target rate allows,
+split between the two scores (a union bound). Taking maxima makes it conservative: one
+excursion above the threshold is at most one alarm.
+
+The fitted principal axes are kept fixed here; their own error is covered by measuring the
+energies' no-shift level on held-out rows (statistic.py). The benchmark checks the outcome on
+real held-out streams (docs/monitoring.md).
+
+Randomness: a ``numpy`` generator seeded by the caller, so a profile is reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeloop.core.errors import ConfigError
+from edgeloop.monitoring.statistic import F64, ChiSquareModel, transform
+
+# Replicates scored together: the stacked stream is (length, CHUNK, width) floats.
+CHUNK = 16
+
+
+def calibrate_thresholds(
+    model: ChiSquareModel,
+    rows: F64,
+    *,
+    alarms_per_1000: float,
+    replicates: int,
+    length: int,
+    seed: int,
+) -> tuple[float, float]:
+    """Location and energy thresholds for at most ``alarms_per_1000`` false alarms per 1,000.
+
+    ``rows`` are the reference feature rows ``model`` was fitted on.
+
+    Raises:
+        ConfigError: a rate, replicate count or length that cannot give a quantile.
+    """
+    alpha = alarms_per_1000 * length / 1000.0 / 2.0
+    if not 0.0 < alpha < 1.0 or replicates < 10 or length < 1:
+        raise ConfigError(
+            f"calibration with rate {alarms_per_1000}/1000, length {length} and {replicates} "
+            "replicates: expected 0 < rate * length / 2000 < 1 and at least 10 replicates",
+            hint="lower the rate or the calibration length",
+        )
+    rng = np.random.default_rng(seed)
+    n = rows.shape[0]
+    p = model.components
+    norm = 1.0 / np.sqrt(model.denominator)
+    peaks: list[F64] = []
+    for start in range(0, replicates, CHUNK):
+        parts = []
+        for _ in range(min(CHUNK, replicates - start)):
+            source = rows[rng.integers(0, n, size=n)][rng.integers(0, n, size=n)]
+            loc, energy = transform(model, source[rng.integers(0, n, size=length)])
+            parts.append(np.concatenate([loc, energy], axis=1) * norm)
+        peaks.append(_running_max_norms(np.stack(parts, axis=1), p, model.lam))
+    maxima = np.concatenate(peaks)  # (replicates, 2)
+    location, energy = np.quantile(maxima, 1.0 - alpha, axis=0)
+    return float(location), float(energy)
+
+
+def _running_max_norms(values: F64, p: int, lam: float) -> F64:
+    """Largest squared norms over time of the EWMA of the two parts of ``values``.
+
+    ``values`` is ``(length, r, p + 2)``: the location part in the first ``p`` columns, the
+    energy part in the last two. Returns ``(r, 2)``.
+    """
+    acc = np.zeros(values.shape[1:])
+    peak = np.zeros((values.shape[1], 2))
+    now = np.empty_like(peak)
+    keep = 1.0 - lam
+    for t in range(values.shape[0]):
+        acc *= keep
+        acc += lam * values[t]
+        sq = acc * acc
+        now[:, 0] = sq[:, :p].sum(axis=1)
+        now[:, 1] = sq[:, p:].sum(axis=1)
+        np.maximum(peak, now, out=peak)
+    return peak
