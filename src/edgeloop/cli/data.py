@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeloop.cli.output import OutputFormat, emit, err_console
+
+if TYPE_CHECKING:
+    from edgeloop.data import Dataset, LoadOptions
 
 app = typer.Typer(
     help="Bundled and user data sets: list, inspect, clean.",
@@ -18,6 +22,57 @@ app = typer.Typer(
 )
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table or json")]
+# The loaders' options (edgeloop.data.LoadOptions); `data show` and `train` take them.
+LabelColumn = Annotated[
+    str | None, typer.Option("--label-column", help="CSV: the label's column (default: label).")
+]
+FeaturesKey = Annotated[
+    str | None,
+    typer.Option("--features-key", help="JSONL: the features' key (default: features)."),
+]
+LabelKey = Annotated[
+    str | None, typer.Option("--label-key", help="JSONL: the label's key (default: label).")
+]
+Color = Annotated[
+    str | None,
+    typer.Option("--color", help="Image folders: grey (default, one channel) or rgb (three)."),
+]
+ImageSize = Annotated[
+    str | None,
+    typer.Option(
+        "--image-size", help="Image folders: resize every image to WIDTHxHEIGHT (bicubic)."
+    ),
+]
+
+
+def load_options(
+    label_column: str | None,
+    features_key: str | None,
+    label_key: str | None,
+    color: str | None,
+    image_size: str | None,
+) -> LoadOptions:
+    """The flags as one :class:`LoadOptions` (raises ConfigError for a bad value)."""
+    from edgeloop.data.options import LoadOptions, parse_color, parse_size
+
+    return LoadOptions(
+        label_column=label_column,
+        features_key=features_key,
+        label_key=label_key,
+        color=None if color is None else parse_color(color),
+        image_size=None if image_size is None else parse_size(image_size),
+    )
+
+
+def load_noting(spec: str, options: LoadOptions) -> Dataset:
+    """Load ``spec`` and say on stderr what loading converted (colour, size)."""
+    from edgeloop.data import load_data
+
+    with err_console.status(f"loading {spec}"):
+        ds = load_data(spec, options)
+    for note in ds.notes:
+        err_console.print(f"note: {escape(note)}", highlight=False)
+    return ds
 
 
 @app.command("list")
@@ -67,14 +122,18 @@ def show(
             "--clean", help="Also clean the data (duplicates, outliers, missing values) and report."
         ),
     ] = False,
+    label_column: LabelColumn = None,
+    features_key: FeaturesKey = None,
+    label_key: LabelKey = None,
+    color: Color = None,
+    image_size: ImageSize = None,
     format: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Samples, shape, classes, content hash and source of a data set."""
     from edgeloop.data import clean as clean_data
-    from edgeloop.data import load_data
 
-    with err_console.status(f"loading {spec}"):
-        ds = load_data(spec)
+    options = load_options(label_column, features_key, label_key, color, image_size)
+    ds = load_noting(spec, options)
     result: dict[str, Any] = {
         "name": ds.name,
         "samples": len(ds),
@@ -86,6 +145,7 @@ def show(
         "content_hash": ds.content_hash,
         "source": ds.source,
         "description": ds.description,
+        "notes": list(ds.notes),
         "cleaning": None,
     }
     if clean:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from edgeloop.cli.output import OutputFormat, emit, err_console
+
+if TYPE_CHECKING:
+    from edgeloop.data import LoadOptions
 
 
 def export(
@@ -53,7 +56,8 @@ def export(
     trained, arch = load_module(checkpoint)
     # What gets served: class probabilities for classifiers, a score for the autoencoder.
     module = deployable(trained, arch)
-    dataset = load_data(data if data is not None else _trained_on(checkpoint))
+    spec, options = (data, None) if data is not None else _trained_on(checkpoint)
+    dataset = load_data(spec, options)
     if dataset.sample_shape != tuple(arch.input_shape):
         raise ConfigError(
             f"data set {dataset.name!r} has samples of shape {shape_str(dataset.sample_shape)}, "
@@ -83,22 +87,24 @@ def export(
     emit(result.to_dict(), format, render)
 
 
-def _trained_on(checkpoint: Path) -> str:
-    """The data ``edgeloop train`` recorded in the checkpoint, or its bundled set's name.
+def _trained_on(checkpoint: Path) -> tuple[str, LoadOptions]:
+    """The data ``edgeloop train`` recorded in the checkpoint (with the options it was read
+    with), or its bundled set's name.
 
     Raises:
         ConfigError: the checkpoint names no data this command can load again.
     """
     from edgeloop.core.errors import ConfigError
+    from edgeloop.data import LoadOptions
     from edgeloop.data.bundled import bundled_names
     from edgeloop.training.checkpoint import read_checkpoint, recorded_data
 
     recorded = recorded_data(checkpoint)
     if recorded is not None:
-        return recorded
+        return recorded.spec, LoadOptions.from_dict(recorded.options)
     name = read_checkpoint(checkpoint).dataset
     if name in bundled_names():
-        return str(name)
+        return str(name), LoadOptions()
     raise ConfigError(
         f"checkpoint {str(checkpoint)!r} does not record where its training data is "
         f"(data set name: {name or 'none'})",

@@ -13,6 +13,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgeloop.cli.data import (
+    Color,
+    FeaturesKey,
+    ImageSize,
+    LabelColumn,
+    LabelKey,
+    load_noting,
+    load_options,
+)
 from edgeloop.cli.output import OutputFormat, emit, err_console, na
 
 if TYPE_CHECKING:
@@ -42,6 +51,19 @@ def train(
     width: Annotated[int, typer.Option(help="Base channels / hidden units of the net.")] = 32,
     optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    clean: Annotated[
+        bool,
+        typer.Option(
+            "--clean",
+            help="Clean the data first (duplicates, label conflicts, missing values, outliers; "
+            "see `edgeloop data show --clean`).",
+        ),
+    ] = False,
+    label_column: LabelColumn = None,
+    features_key: FeaturesKey = None,
+    label_key: LabelKey = None,
+    color: Color = None,
+    image_size: ImageSize = None,
 ) -> None:
     """Train a model on a stratified 70/15/15 split; report held-out test metrics."""
     from edgeloop.training import ArchConfig, FitConfig, fit, save_checkpoint
@@ -61,9 +83,12 @@ def train(
     if arch is not None:
         arch_spec(arch)
 
-    from edgeloop.data import load_data, stratified_split
+    from edgeloop.data import stratified_split
 
-    ds = load_data(data)
+    options = load_options(label_column, features_key, label_key, color, image_size)
+    ds = load_noting(data, options)
+    if clean:
+        ds = _cleaned(ds)
     splits = stratified_split(ds, val=0.15, test=0.15, seed=seed)
     arch_config = ArchConfig(
         arch or default_arch(ds.modality, ds.task), ds.sample_shape, ds.num_classes, width=width
@@ -80,11 +105,26 @@ def train(
         fit_config,
         result.test_metrics,
         dataset=ds,
-        extra={"data": data_spec(data)},
+        extra={"data": data_spec(data), "data_options": options.to_dict(), "clean": clean},
     )
     err_console.print(f"checkpoint written to {out}")
     report = _report(data, ds, splits, result, out)
     emit(report, format, lambda console: _render(report, console))
+
+
+def _cleaned(ds: Dataset) -> Dataset:
+    """``ds`` cleaned with the defaults of :func:`edgeloop.data.clean`, saying what changed."""
+    from edgeloop.data import clean
+
+    cleaned, report = clean(ds)
+    err_console.print(
+        f"cleaned {ds.name}: {report.samples_in} -> {report.samples_out} samples "
+        f"({report.duplicates_dropped} duplicates, {report.label_conflicts} label conflicts "
+        f"dropped; {report.missing_values} missing values imputed; "
+        f"{report.clipped_values} values clipped)",
+        highlight=False,
+    )
+    return cleaned
 
 
 def data_spec(data: str) -> str:

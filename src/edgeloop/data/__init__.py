@@ -16,6 +16,7 @@ from edgeloop.data.clean import CleaningReport, ClipScope, Imputation, clean
 from edgeloop.data.dataset import Dataset, Modality, Splits, Task
 from edgeloop.data.images import load_image_folder
 from edgeloop.data.loaders import load_csv, load_data, load_jsonl, load_npz, load_ts
+from edgeloop.data.options import ColorMode, LoadOptions
 from edgeloop.data.split import stratified_split
 
 __all__ = [
@@ -23,9 +24,11 @@ __all__ = [
     "BundledInfo",
     "CleaningReport",
     "ClipScope",
+    "ColorMode",
     "Dataset",
     "ImageAugment",
     "Imputation",
+    "LoadOptions",
     "Modality",
     "SignalAugment",
     "Splits",

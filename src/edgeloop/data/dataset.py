@@ -53,6 +53,8 @@ class Dataset:
     task: Task = Task.CLASSIFICATION
     source: str = ""
     description: str = ""
+    # What loading changed and the user should know (images made grey, resized): shown by the CLI.
+    notes: tuple[str, ...] = ()
     _hash: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +115,7 @@ class Dataset:
             task=self.task,
             source=self.source,
             description=self.description,
+            notes=self.notes,
         )
 
     def with_arrays(
@@ -128,6 +131,7 @@ class Dataset:
             task=self.task,
             source=self.source,
             description=self.description,
+            notes=self.notes,
         )
 
 

@@ -47,6 +47,7 @@ def load_image_folder(
     images: list[npt.NDArray[np.float32]] = []
     labels: list[int] = []
     read: list[Path] = []
+    changed = {"mode": 0, "size": 0}  # images whose colour mode / size loading converted
     for label, folder in enumerate(folders):
         files = sorted(
             p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
@@ -57,11 +58,12 @@ def load_image_folder(
                 hint=f"add images ({', '.join(sorted(IMAGE_SUFFIXES))}) or remove the folder",
             )
         for file in files:
-            images.append(_read_image(file, size, grayscale))
+            images.append(_read_image(file, size, grayscale, changed))
             labels.append(label)
             read.append(file)
     _check_same_shape(images, read)
     return Dataset(
+        notes=_notes(changed, len(images), size, grayscale),
         name=root.name,
         x=np.stack(images),
         y=np.asarray(labels, dtype=np.int64),
@@ -77,15 +79,34 @@ def _class_order(folder: Path) -> tuple[int, int, str]:
     return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
 
+def _notes(
+    changed: dict[str, int], total: int, size: tuple[int, int] | None, grayscale: bool
+) -> tuple[str, ...]:
+    """What loading converted, in words: a silent colour or size change misleads a user."""
+    notes = []
+    if changed["mode"]:
+        target = "grey (one channel)" if grayscale else "RGB (three channels)"
+        advice = "pass --color rgb to keep colour" if grayscale else "--color grey for one"
+        notes.append(f"{changed['mode']} of {total} images were converted to {target}; {advice}")
+    if changed["size"] and size is not None:
+        notes.append(
+            f"{changed['size']} of {total} images were resized to {size[0]}x{size[1]} (bicubic)"
+        )
+    return tuple(notes)
+
+
 def _read_image(
-    file: Path, size: tuple[int, int] | None, grayscale: bool
+    file: Path, size: tuple[int, int] | None, grayscale: bool, changed: dict[str, int]
 ) -> npt.NDArray[np.float32]:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(file) as img:
-            converted = img.convert("L" if grayscale else "RGB")
-            if size is not None:
+            mode = "L" if grayscale else "RGB"
+            changed["mode"] += img.mode != mode
+            converted = img.convert(mode)
+            if size is not None and converted.size != size:
+                changed["size"] += 1
                 converted = converted.resize(size, Image.Resampling.BICUBIC)
             pixels = np.asarray(converted, dtype=np.float32) / np.float32(255.0)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
@@ -102,6 +123,6 @@ def _check_same_shape(images: list[npt.NDArray[np.float32]], files: list[Path]) 
             raise DataError(
                 f"{file} is {img.shape[2]}x{img.shape[1]} pixels but {files[0]} is "
                 f"{first[2]}x{first[1]}",
-                hint="resize the images to one size, or call "
-                "load_image_folder(path, size=(width, height))",
+                hint="resize the images to one size, or pass --image-size WIDTHxHEIGHT "
+                "(load_image_folder(path, size=(width, height)) in Python)",
             )

@@ -21,6 +21,7 @@ from edgeloop.data.csvfile import load_csv
 from edgeloop.data.dataset import Dataset
 from edgeloop.data.images import load_image_folder
 from edgeloop.data.jsonl import load_jsonl
+from edgeloop.data.options import ColorMode, LoadOptions
 from edgeloop.data.sources import existing_file, file_dataset, modality_of
 from edgeloop.data.tsfile import read_ts
 
@@ -97,6 +98,8 @@ def _check_arrays(
         raise DataError(
             f"{p}: x has shape {x.shape} and dtype {x.dtype}; expected numbers, samples first"
         )
+    if len(x) == 0:
+        raise DataError(f"{p}: x holds no samples", hint="save at least one sample in x")
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(
             f"{p}: x holds {len(x)} samples but y has shape {y.shape}",
@@ -127,19 +130,24 @@ _BY_SUFFIX: dict[str, Callable[[Path], Dataset]] = {
 }
 
 
-def load_data(spec: str | Path) -> Dataset:
+def load_data(spec: str | Path, options: LoadOptions | None = None) -> Dataset:
     """A bundled set by short name, or user data by path: a folder is an image folder, a file
     is read by its suffix (.csv, .npz, .jsonl/.ndjson, .ts). A bundled name wins over a file of
     the same name in the working directory; write ``./digits`` for the file.
 
+    ``options`` are the loaders' settings (CSV label column, JSONL keys, image colour and size);
+    one that does not apply to the data's kind is refused. A set with no samples is refused.
+
     Raises:
         NotFoundError: neither a bundled name nor an existing path.
-        ConfigError: a file type no loader reads.
-        DataError, MissingDependencyError: from the loader that ran.
+        ConfigError: a file type no loader reads, or an option that does not apply to it.
+        DataError, MissingDependencyError: from the loader that ran; DataError for an empty set.
     """
+    opts = options if options is not None else LoadOptions()
     text = str(spec)
     if text in bundled_names():
-        return load_bundled(text)
+        opts.check_applies("bundled", f"the bundled data set {text!r}")
+        return _not_empty(load_bundled(text), text)
     path = Path(text).expanduser()
     if not path.exists():
         raise NotFoundError(
@@ -148,12 +156,32 @@ def load_data(spec: str | Path) -> Dataset:
             hint="run `edgeloop data list` for the bundled names, or check the path",
         )
     if path.is_dir():
-        return load_image_folder(path)
-    loader = _BY_SUFFIX.get(path.suffix.lower())
+        opts.check_applies("images", f"{text!r}, a folder of images")
+        grey = opts.color is not ColorMode.RGB
+        return _not_empty(load_image_folder(path, size=opts.image_size, grayscale=grey), text)
+    suffix = path.suffix.lower()
+    loader = _BY_SUFFIX.get(suffix)
     if loader is None:
         raise ConfigError(
             f"{path}: no loader reads {path.suffix or 'files without a suffix'!r}; "
             f"known: {', '.join(_BY_SUFFIX)} or a folder of images",
             hint="convert the data to CSV (with a 'label' column) or NPZ (x, y)",
         )
-    return loader(path)
+    kind = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, suffix)
+    opts.check_applies(kind, f"{text!r} ({suffix} file)")
+    if kind == "csv":
+        return _not_empty(load_csv(path, label_column=opts.label_column or "label"), text)
+    if kind == "jsonl":
+        features, label = opts.features_key or "features", opts.label_key or "label"
+        return _not_empty(load_jsonl(path, features_key=features, label_key=label), text)
+    return _not_empty(loader(path), text)
+
+
+def _not_empty(ds: Dataset, spec: str) -> Dataset:
+    """Refuse a set without samples at load, before a command trains or measures on it."""
+    if len(ds) == 0:
+        raise DataError(
+            f"data set {spec!r} holds no samples",
+            hint="check the file has rows / records / arrays with at least one sample",
+        )
+    return ds

@@ -113,17 +113,30 @@ def save_checkpoint(
     )
 
 
-def recorded_data(path: str | Path) -> str | None:
-    """The ``--data`` a checkpoint was trained on, as ``edgeloop train`` recorded it (a bundled
-    name or an absolute path), or None when it recorded none (older checkpoints, the SDK).
+@dataclass(frozen=True, slots=True)
+class RecordedData:
+    """The ``--data`` a checkpoint was trained on (a bundled name or an absolute path), the
+    loader options it was read with and whether it was cleaned, as ``edgeloop train`` wrote."""
+
+    spec: str
+    options: dict[str, Any]
+    cleaned: bool
+
+
+def recorded_data(path: str | Path) -> RecordedData | None:
+    """The data a checkpoint records, or None when it records none (older checkpoints, the SDK).
 
     Raises:
         NotFoundError, UntrustedArtifactError, ConfigError: as :func:`read_checkpoint`.
     """
     read_checkpoint(path)  # the file exists and is a checkpoint config
     config = json.loads((_folder(path) / CONFIG).read_text())
-    data = config.get("data")
-    return data if isinstance(data, str) and data else None
+    data, options = config.get("data"), config.get("data_options")
+    if not isinstance(data, str) or not data:
+        return None
+    return RecordedData(
+        data, options if isinstance(options, dict) else {}, bool(config.get("clean", False))
+    )
 
 
 def write_checkpoint(
