@@ -62,6 +62,19 @@ def control(
         float | None,
         typer.Option("--upload-timeout-s", help="The same for a model upload [900]."),
     ] = None,
+    header_timeout_s: Annotated[
+        float | None,
+        typer.Option(
+            "--header-timeout-s",
+            help="Seconds for a request's headers to arrive; then the connection closes [10].",
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections", help="Connections open at once; one more gets 503 [16384]."
+        ),
+    ] = None,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json (the ready line)")
     ] = OutputFormat.TABLE,
@@ -74,7 +87,9 @@ def control(
     from edgeloop.registry.update_repo import Expiry
 
     check_settings(timestamp_expiry_s, tick_s)  # before anything is opened or written
-    limits = wire_limits(max_model_mb, body_timeout_s, upload_timeout_s)
+    limits = wire_limits(
+        max_model_mb, body_timeout_s, upload_timeout_s, header_timeout_s, max_connections
+    )
     plane, _ = ControlPlane.open(
         home, db, admin_token, Expiry(timestamp_s=timestamp_expiry_s), artifacts
     )

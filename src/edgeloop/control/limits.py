@@ -13,7 +13,8 @@ both before and while the body is read:
 
 The unauthenticated ``POST /api/v1/enroll`` read any body whole before: four parallel 256 MiB
 bodies took the process from 104 MB to 1.8 GB (issue 17). Time limits on the connection itself
-(headers, idle sockets, their number) are :mod:`edgeloop.control.protocol`'s.
+(headers, idle sockets, their number) are :mod:`edgeloop.control.protocol`'s; both are
+configured by :class:`WireLimits`.
 """
 
 from __future__ import annotations
@@ -98,10 +99,13 @@ def wire_limits(
     max_model_mb: int | None = None,
     body_timeout_s: float | None = None,
     upload_timeout_s: float | None = None,
+    header_timeout_s: float | None = None,
+    max_connections: int | None = None,
 ) -> WireLimits:
     """The defaults, with what the command line gave (None: the default). Raises ConfigError."""
-    given: dict[str, Any] = {"body_timeout_s": body_timeout_s,
-                             "upload_timeout_s": upload_timeout_s}  # fmt: skip
+    given: dict[str, Any] = {"body_timeout_s": body_timeout_s, "upload_timeout_s": upload_timeout_s,
+                             "header_timeout_s": header_timeout_s,
+                             "max_connections": max_connections}  # fmt: skip
     if max_model_mb is not None:
         if not 1 <= max_model_mb <= 1 << 20:
             raise ConfigError(f"--max-model-mb {max_model_mb} is not valid; expected 1 to 1048576")

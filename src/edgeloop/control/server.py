@@ -20,6 +20,7 @@ from edgeloop.control.agent_path import AgentPolls
 from edgeloop.control.app import create_app
 from edgeloop.control.limits import WireLimits
 from edgeloop.control.plane import ControlPlane
+from edgeloop.control.protocol import bounded
 from edgeloop.core.errors import require
 from edgeloop.core.heap import freeze_startup
 from edgeloop.serving.server import bind
@@ -119,7 +120,9 @@ async def _serve(
     # The agents' polls are answered in front of the framework; everything else by the app.
     inner = create_app(plane, tick_s=tick_s, limits=limits)
     app = AgentPolls(inner, plane.hot[0], inner.state.failures)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False))
+    # Bounded connections: header deadline and size, connection count (edgeloop.control.protocol).
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, http=bounded(limits))
+    server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
