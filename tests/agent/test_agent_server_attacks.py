@@ -15,6 +15,7 @@ from tests.agent.agent_process import AgentProcess, idle_on
 from tests.agent.conftest import Node
 from tests.agent.fleet_stub import ENROLL_TOKEN, ControlStub, publish
 from tests.agent.test_agent_process import ROW, _wait_until, served_version
+from tests.serving.slow_clients import attack
 
 from edgeloop.agent.activator import serving_state
 from edgeloop.agent.reconcile import AgentOptions, Reconciler
@@ -22,6 +23,7 @@ from edgeloop.control.deployments import Guard
 from edgeloop.control.guard import Verdict, check_node
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
+from edgeloop.serving.connections import ConnectionLimits
 from edgeloop.serving.repository import Origin
 
 STATE_CHANGES = [
@@ -145,3 +147,24 @@ def test_the_report_says_not_serving_when_the_server_does_not_serve_the_model(
     assert report["updater"]["outcome"] == "committed"  # what happened, not what serves
     check = check_node(report, 1, active.sha256, Guard())
     assert check.verdict is Verdict.FAILED and "its server does not serve it" in check.detail
+
+
+def test_slowloris_and_silent_sockets_are_cut_off_while_the_node_serves(
+    tmp_path: Path, stub: ControlStub, models: dict[int, Path]
+) -> None:
+    """Issue 17 item 6 on the agent's own server, with its default bounds (10 s to send the
+    headers, serving/connections.py): sockets that send nothing or a header byte at a time are
+    closed with 408 within the bound; requests meanwhile are answered."""
+    bound = ConnectionLimits().header_timeout_s
+    agent = _committed_v1(tmp_path, stub, models)
+    try:
+        held, join = attack(agent.url, {"silent": 3, "slowloris": 3}, 0.5, bound + 30)
+        for _ in range(20):
+            assert agent.predict(ROW).status_code == 200
+        join()
+        for h in held:
+            assert h.open_s is not None and bound <= h.open_s + 0.1 <= bound + 4.0, h
+            assert h.status == "HTTP/1.1 408 Request Timeout", h
+        assert served_version(agent, models) == 1
+    finally:
+        agent.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -42,6 +43,7 @@ from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.app import create_app
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
+from edgeloop.serving.connections import Sweeper, httptools_protocol
 from edgeloop.serving.repository import Origin
 from edgeloop.serving.server import bind
 
@@ -176,9 +178,15 @@ async def _main(
         return Response(orjson.dumps(body), media_type="application/json")
 
     app.router.add_route("/agent/status", status, methods=["GET"], include_in_schema=False)
+    limits = base.connections  # slow or silent clients are cut off (serving/connections.py)
     server = uvicorn.Server(
         uvicorn.Config(
-            recorder, http="httptools", lifespan="off", log_level=log_level, access_log=False
+            recorder,
+            http=httptools_protocol(limits),
+            lifespan="off",
+            log_level=log_level,
+            access_log=False,
+            timeout_keep_alive=math.ceil(limits.keep_alive_s),
         )
     )
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -213,6 +221,7 @@ async def _main(
         asyncio.ensure_future(tel.run_metrics(recorder)),
         asyncio.ensure_future(tel.run_shipper(lambda: reconciler.identity)),
         asyncio.ensure_future(_watchdog(reconciler)),
+        asyncio.ensure_future(Sweeper(server.server_state.connections, limits).run()),
     ]
     stop_routes = asyncio.Event()
     if runner is not None:

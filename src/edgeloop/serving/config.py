@@ -9,6 +9,7 @@ from typing import Any
 
 from edgeloop.core.errors import ConfigError
 from edgeloop.serving.cascade import CascadeSpec
+from edgeloop.serving.connections import ConnectionLimits
 from edgeloop.serving.power import StatedPower
 from edgeloop.serving.routing import Routing
 
@@ -49,6 +50,8 @@ class ServerConfig:
     ``routing`` maps a model name to its A/B split and shadow version; ``cascades`` a small
     model's name to where its unsure rows go. ``power_budget_w`` puts every model with variants
     under a power budget, deciding on ``variant_power`` (stated figures) until a meter measures.
+    ``connections`` bounds how long a client may take to send a request and how many
+    connections are open (:mod:`edgeloop.serving.connections`).
     """
 
     max_batch: int = 1
@@ -73,6 +76,7 @@ class ServerConfig:
     variant_power: tuple[StatedPower, ...] = ()
     power_interval_s: float = 5.0
     engine: str | None = None
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def __post_init__(self) -> None:
         problems = self._adaptive_problems()
@@ -145,4 +149,5 @@ class ServerConfig:
             "power_budget_w": self.power_budget_w,
             "variant_power": [s.to_dict() for s in self.variant_power],
             "power_interval_s": self.power_interval_s,
+            "connections": self.connections.to_dict(),
         }

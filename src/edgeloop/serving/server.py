@@ -5,6 +5,8 @@ once; the models load while the server already answers ``/v2/health/live`` (and 
 ``Retry-After`` to inference). A model that fails to load stops the server with its error.
 With ``EDGELOOP_SERVE_ADMIN_TOKEN`` set, the routes that change what is served (load, unload,
 power-budget) need ``Authorization: Bearer <token>`` (:mod:`edgeloop.serving.admin`).
+Each connection is bounded (:mod:`edgeloop.serving.connections`): time to send the headers
+and the body, idle keep-alive time, header size, and the number of connections.
 On SIGINT/SIGTERM uvicorn stops accepting, finishes the requests in flight, then the batchers
 drain and the models are released.
 """
@@ -12,6 +14,7 @@ drain and the models are released.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import socket
@@ -28,6 +31,7 @@ from edgeloop.serving.admin import ADMIN_ENV, AdminGate
 from edgeloop.serving.app import create_app
 from edgeloop.serving.catalog import Catalog, SwapReport
 from edgeloop.serving.config import ServerConfig
+from edgeloop.serving.connections import Sweeper, bounded_protocol
 from edgeloop.serving.front import ARRIVED
 from edgeloop.serving.repository import Origin
 
@@ -150,15 +154,18 @@ async def _serve(
     import uvicorn
 
     app = create_app(catalog, admin=admin)
+    limits = catalog.config.connections
     config = uvicorn.Config(
         app,
-        http=stamping_protocol(),
+        http=bounded_protocol(stamping_protocol(), limits),
         lifespan="off",
         log_level=log_level,
         access_log=False,
         proxy_headers=False,  # no proxy in front by default; saves a layer per request
+        timeout_keep_alive=math.ceil(limits.keep_alive_s),  # the sweeper holds the exact bound
     )
     server = uvicorn.Server(config)
+    sweeper = asyncio.ensure_future(Sweeper(server.server_state.connections, limits).run())
     announce, on_ready = report
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -168,6 +175,7 @@ async def _serve(
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)  # uvicorn's startup runs in the serving task
     if serving.done():
+        sweeper.cancel()
         await serving  # startup failed: raise its error
         return
     sock.listen(config.backlog)
@@ -177,6 +185,7 @@ async def _serve(
     try:
         reports = await catalog.start()
     except BaseException:
+        sweeper.cancel()
         acceptor.stop()
         server.should_exit = True
         await serving
@@ -195,6 +204,7 @@ async def _serve(
     try:
         await serving
     finally:
+        sweeper.cancel()
         acceptor.stop()
         await app.state.server.service.drain()
         await catalog.stop()
