@@ -110,6 +110,7 @@ def test_trimmed_mean_drops_the_extremes_per_coordinate() -> None:
 
 def test_registry_builds_by_name_and_lists_known_names_for_an_unknown_one() -> None:
     assert STRATEGIES.names() == (
+        "dp-fedavg",
         "fedadam",
         "fedavg",
         "fedavgm",
@@ -120,7 +121,7 @@ def test_registry_builds_by_name_and_lists_known_names_for_an_unknown_one() -> N
     )
     assert STRATEGIES.create("fedprox", mu=0.5) == FedProx(mu=0.5)
     assert STRATEGIES.create("fedadam", lr=0.1) == FedAdam(ServerOptimizer(lr=0.1))
-    with pytest.raises(NotFoundError, match="known: fedadam, fedavg"):
+    with pytest.raises(NotFoundError, match="known: dp-fedavg, fedadam, fedavg"):
         STRATEGIES.create("krum")
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from edgeloop.federated.dp import DpConfig, DpFedAvg, clip_to_norm
 from edgeloop.federated.fedadam import FedAdam
 from edgeloop.federated.fedavg import FedAvg
 from edgeloop.federated.fedavgm import FedAvgM
@@ -46,6 +47,8 @@ __all__ = [
     "Aggregate",
     "ClientUpdate",
     "CoordinateMedian",
+    "DpConfig",
+    "DpFedAvg",
     "FedAdam",
     "FedAvg",
     "FedAvgM",
@@ -64,6 +67,7 @@ __all__ = [
     "UpdateLimits",
     "Verdict",
     "check_update",
+    "clip_to_norm",
     "close_round",
     "proximal_gradient",
     "proximal_term",
