@@ -10,6 +10,8 @@ Click's usage error 2). Cases are chosen to fail fast: no server ever starts her
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,10 @@ CASES: list[list[str]] = [
     ["data", "show", "{empty}"],
     ["data", "show", "{no_label}"],
     ["data", "show", "no-such-set"],
+    ["data", "show", "digits", "--color", "rgb"],
+    ["data", "show", "{no_label}", "--label-column", "nope"],
+    ["data", "show", "{root}", "--image-size", "big"],
+    ["data", "show", "{empty}", "--features-key", "f"],
     ["train", "--data", "{empty}", "--out", "{root}/t1"],
     ["train", "--data", "digits", "--arch", "no-such", "--out", "{root}/t2"],
     ["train", "--data", "digits", "--epochs", "0", "--out", "{root}/t3"],
@@ -184,3 +190,26 @@ def test_data_of_the_wrong_shape_says_the_shape_the_model_needs(files: dict[str,
     exc = _error(case, files)
     assert "has samples of shape 3x16x16" in exc.message
     assert not (files["root"] / "c").exists()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ["control", "--port", "70000", "--home", "{root}/control-home"],
+        ["agent", "--control", "http://127.0.0.1:9", "--port", "-5", "--home", "{root}/agent"],
+    ],
+    ids=["control --port 70000", "agent --port -5"],
+)
+def test_servers_started_with_a_bad_port_answer_with_an_error(
+    case: list[str], files: dict[str, Path]
+) -> None:
+    """As real processes (they start threads and state before they bind)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "edgeloop.cli.app", *_args(case, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == errors.ConfigError.exit_code, done.stderr
+    assert "port must be 0-65535" in done.stderr

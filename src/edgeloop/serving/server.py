@@ -103,10 +103,10 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
         sock.close()
         raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror}",
+            f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}",
             hint="pick another --port (0 picks a free one), or stop the process using it",
         ) from exc
     sock.set_inheritable(True)
