@@ -31,10 +31,11 @@ class FeatureMap:
 
     sample_shape: tuple[int, ...]
     # Set only when the sample has more than MAX_FEATURES values.
-    bucket: npt.NDArray[np.int64] | None = None
-    sign: npt.NDArray[np.float64] | None = None
-    centre: F64 | None = None
-    scale: F64 | None = None
+    # Compact types: a profile ships to every node (uint8 bucket ids, int8 signs, float32).
+    bucket: npt.NDArray[np.uint8] | None = None
+    sign: npt.NDArray[np.int8] | None = None
+    centre: npt.NDArray[np.float32] | None = None
+    scale: npt.NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         if not self.sample_shape or any(s < 1 for s in self.sample_shape):
@@ -68,14 +69,14 @@ class FeatureMap:
         # Seeded: the projection is part of the profile and must not change between fits.
         rng = np.random.default_rng(seed)
         bucket = rng.permutation(d) % MAX_FEATURES  # every bucket gets >= 1 value
-        sign = rng.choice(np.array([-1.0, 1.0]), size=d)
+        sign = rng.choice(np.array([-1, 1], dtype=np.int8), size=d)
         scale = flat.std(axis=0)
         return cls(
             sample_shape=shape,
-            bucket=bucket.astype(np.int64),
+            bucket=bucket.astype(np.uint8),
             sign=sign,
-            centre=flat.mean(axis=0),
-            scale=np.where(scale > 0, scale, 1.0),
+            centre=flat.mean(axis=0).astype(np.float32),
+            scale=np.where(scale > 0, scale, 1.0).astype(np.float32),
         )
 
     def check(self, x: npt.NDArray[np.generic], *, batch: bool) -> None:
@@ -92,11 +93,9 @@ class FeatureMap:
 
     def rows(self, flat: F64) -> F64:
         """Flattened samples ``(m, values)`` -> features ``(m, width)``."""
-        if self.bucket is None or self.sign is None or self.centre is None:
+        if self.bucket is None or self.sign is None or self.centre is None or self.scale is None:
             return flat
-        assert self.scale is not None  # set together (checked in __post_init__)
         u = (flat - self.centre) / self.scale * self.sign
-        out = np.zeros((flat.shape[0], MAX_FEATURES))
-        for b in range(MAX_FEATURES):  # a fixed 64 slices, not a loop over values
-            out[:, b] = u[:, self.bucket == b].sum(axis=1)
-        return out
+        order = np.argsort(self.bucket, kind="stable")
+        starts = np.searchsorted(self.bucket[order], np.arange(MAX_FEATURES))
+        return np.add.reduceat(u[:, order], starts, axis=1)

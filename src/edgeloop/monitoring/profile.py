@@ -70,8 +70,8 @@ class ReferenceProfile:
     config: MonitorConfig
     n: int
     features: FeatureMap
-    low: F64
-    high: F64
+    low: npt.NDArray[np.float32]
+    high: npt.NDArray[np.float32]
     sketch: F64
     input: CalibratedStatistic
     outputs: OutputProfile | None = None
@@ -153,12 +153,20 @@ def build_profile(
         config=config,
         n=x.shape[0],
         features=features,
-        low=flat.min(axis=0),
-        high=flat.max(axis=0),
+        low=_float32_bound(flat.min(axis=0), -np.inf),
+        high=_float32_bound(flat.max(axis=0), np.inf),
         sketch=np.quantile(rows, QUANTILES, axis=0).T.copy(),
         input=stat,
         outputs=out,
     )
+
+
+def _float32_bound(values: F64, outward: float) -> npt.NDArray[np.float32]:
+    """``values`` in float32 (ranges ship to every node), rounded away from the range's inside
+    so a reference value is never counted out of its own range."""
+    rounded = values.astype(np.float32)
+    inside = rounded > values if outward < 0 else rounded < values
+    return np.where(inside, np.nextafter(rounded, np.float32(outward)), rounded)
 
 
 def as_reference(reference_x: npt.ArrayLike) -> F64:

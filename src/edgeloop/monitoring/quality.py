@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from edgeloop.core.errors import DataError
 from edgeloop.monitoring.statistic import F64
@@ -45,7 +46,7 @@ class QualityReport:
 class QualityCounter:
     """Per-value counters against the reference range ``[low, high]``."""
 
-    def __init__(self, low: F64, high: F64) -> None:
+    def __init__(self, low: npt.NDArray[np.float32], high: npt.NDArray[np.float32]) -> None:
         self.low = low
         self.high = high
         self._nonfinite = np.zeros(low.size, dtype=np.int64)

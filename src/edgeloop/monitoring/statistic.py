@@ -120,7 +120,7 @@ def fit_model(
     # reference rows, so each kept axis's variance is estimated from enough rows to whiten by.
     by_energy = int(np.searchsorted(np.cumsum(vals) / vals.sum(), energy) + 1)
     p = max(1, min(len(active), by_energy, n // rows_per_axis))
-    basis = vecs[:, :p]
+    basis = np.ascontiguousarray(vecs[:, :p])
     spread = np.sqrt(vals[:p])
     held = _held_out(x, scale, p, clip)
     return ChiSquareModel(
@@ -191,6 +191,23 @@ def transform(model: ChiSquareModel, rows: F64) -> tuple[F64, F64]:
     if not model.residual:
         energy[:, 1] = 0.0
     return loc, np.clip(energy, -model.clip, model.clip)
+
+
+def calibration_rows(model: ChiSquareModel, rows: F64) -> tuple[F64, F64]:
+    """The reference rows as new no-shift samples look to the statistic: ``(n, p)``, ``(n, 2)``.
+
+    A reference row scored by axes fitted on it looks better than a new row: its energies are
+    lower and its whitened scores a little smaller. The energies are therefore taken held-out
+    (K-fold, as in the fit), and the location scores are inflated by the held-out to in-sample
+    ratio of their squared norm, so the bootstrap (calibration.py) streams what new rows give.
+    """
+    x = rows[:, model.active]
+    held = _held_out(x, model.scale, model.components, model.clip)
+    energy = np.clip((held - model.energy_mean) / model.energy_std, -model.clip, model.clip)
+    loc, _ = transform(model, rows)
+    inside = float((loc * loc).sum(axis=1).mean())
+    inflation = max(1.0, float(held[:, 0].mean()) / max(inside, 1e-12))
+    return loc * np.sqrt(inflation), energy
 
 
 def score_rows(model: ChiSquareModel, rows: F64) -> tuple[F64, F64]:
