@@ -24,6 +24,7 @@ ADMIN_CALLS = [
     ("POST", "/api/v1/rollouts/{r}/pause", None),
     ("POST", "/api/v1/rollouts/{r}/resume", None),
     ("GET", "/api/v1/telemetry", None),
+    ("GET", "/api/v1/openapi.json", None),
 ]
 NODE_CALLS = [
     ("GET", "/api/v1/nodes/{a}/desired", None),

@@ -46,6 +46,7 @@ ROUTES = [
     ("POST", "/api/v1/rollouts/{rid}/resume", "admin", 64 * KIB),
     ("GET", "/tuf/metadata/{file}", "none", 0),
     ("GET", "/tuf/targets/{path:path}", "node", 0),
+    ("GET", "/api/v1/openapi.json", "admin", 0),
 ]
 MULTIPART = (
     b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n'

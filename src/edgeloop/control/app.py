@@ -19,6 +19,7 @@ route                                      auth       answer
 ``POST /api/v1/rollouts/{id}/pause|resume`` admin     rollout
 ``GET  /tuf/metadata/{file}``              none       signed metadata
 ``GET  /tuf/targets/{dir}/{sha}.{name}``   node/admin target bytes (deployments: that node only)
+``GET  /api/v1/openapi.json``              admin      the OpenAPI document (control/openapi.py)
 =========================================  =========  ========================================
 
 Blocking work (database, hashing) runs in Starlette's thread pool. Every EdgeError becomes an
@@ -47,7 +48,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 
 from edgeloop import __version__
-from edgeloop.control import auth, fleet, schemas, telemetry
+from edgeloop.control import auth, fleet, openapi, schemas, telemetry
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.limits import Body, BodyLimits, Route, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
@@ -71,6 +72,7 @@ class Api:
 
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        self.routes: list[tuple[str, str]] = []  # (method, path) served: the OpenAPI document
 
     # --- credentials -------------------------------------------------------------------------
 
@@ -117,6 +119,10 @@ class Api:
 
     async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok", "version": __version__})
+
+    async def openapi(self, request: Request) -> Response:
+        await self.admin(request)
+        return _json(openapi.document(self.routes, __version__))
 
     async def enrollment_token(self, request: Request) -> Response:
         await self.admin(request)
@@ -402,7 +408,9 @@ def create_app(
         (f"{v1}/rollouts/{{rid}}/resume", api.resume, "POST", Body.SMALL),
         ("/tuf/metadata/{file}", api.tuf_metadata, "GET", Body.NONE),
         ("/tuf/targets/{path:path}", api.tuf_target, "GET", Body.NONE),
+        (f"{v1}/openapi.json", api.openapi, "GET", Body.NONE),
     ]
+    api.routes = [(method, path) for path, _, method, _ in routes]
     bodies: list[Route] = []
     for path, endpoint, method, kind in routes:
         app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
