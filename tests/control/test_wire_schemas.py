@@ -17,7 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.control.harness import control
 from tests.control.process import ControlProcess, control_process, enroll
+
+from edgeloop.control import fleet
+from edgeloop.core.errors import StoreError
 
 ADMIN = "wire-schemas-admin-token-0123456789"
 BIG = 9223372036854775808  # 2**63: one past SQLite's largest integer
@@ -193,3 +197,22 @@ def test_a_bad_field_is_400_naming_it_and_nothing_is_stored(
         assert len(made) == 1 and next(iter(made))[-2:] == (None, None), made  # not spent
         after["tokens"] = [t for t in after["tokens"] if t not in made]
     assert after == before
+
+
+def test_a_database_failure_does_not_show_where_the_database_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 503 the issue saw named the SQLite file; the operator's log still has it."""
+    with control(tmp_path / "home") as ctl:
+        where = ctl.plane.db.display_url
+
+        def failing(*args: Any) -> Any:
+            raise StoreError(f"enrolling node 'n' failed on database {where}: disk I/O error")
+
+        monkeypatch.setattr(fleet, "enroll", failing)
+        token = ctl.ok("POST", "/api/v1/enrollment-tokens", json={})["token"]
+        body = {"enrollment_token": token, "name": "n"}
+        response = ctl.request("POST", "/api/v1/enroll", json=body)
+        assert response.status_code == 503
+        assert where not in response.text and "registry.db" not in response.text
+        assert "disk I/O error" in response.json()["error"]

@@ -55,7 +55,7 @@ from edgeloop.control.loop import check_settings, run_loop
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.schemas import parse
 from edgeloop.control.throttle import FailureLimit, Throttled, source_of
-from edgeloop.core.errors import DataError, EdgeError, NotFoundError
+from edgeloop.core.errors import ConflictError, DataError, EdgeError, NotFoundError, StoreError
 from edgeloop.core.types import Manifest
 from edgeloop.serving.errors import BadRequestError, error_response
 
@@ -430,6 +430,11 @@ def create_app(
 async def _edge_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, EdgeError):
         raise exc
+    where = request.app.state.api.plane.db.display_url
+    if isinstance(exc, StoreError | ConflictError) and where in exc.message:
+        # The database's location is the operator's to know (logged), not every caller's.
+        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        exc = type(exc)(exc.message.replace(where, "the control plane's database"), hint=exc.hint)
     response = error_response(exc)
     if exc.http_status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
