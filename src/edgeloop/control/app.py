@@ -50,7 +50,7 @@ from starlette.responses import FileResponse, Response
 from edgeloop import __version__
 from edgeloop.control import auth, fleet, openapi, schemas, telemetry
 from edgeloop.control.deployments import DeploymentSpec
-from edgeloop.control.limits import Body, BodyLimits, Route, WireLimits
+from edgeloop.control.limits import Body, BodyLimits, Route, RouteBodies, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.schemas import parse
@@ -416,8 +416,10 @@ def create_app(
         app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
         bodies.append((app.router.routes[-1].path_regex, method, kind))  # type: ignore[attr-defined]
     # Inside the error middleware, outside the exception handlers: a cap tripped while an
-    # endpoint reads its body is answered by _edge_error like any EdgeError.
-    app.add_middleware(BodyLimits, routes=bodies, limits=limits or WireLimits())
+    # endpoint reads its body is answered by _edge_error like any EdgeError. The server's
+    # protocol reads each body's deadline from app.state.bodies.
+    app.state.bodies = RouteBodies(bodies, limits or WireLimits())
+    app.add_middleware(BodyLimits, bodies=app.state.bodies)
     app.state.failures = failures or FailureLimit()
     app.add_middleware(Throttled, limit=app.state.failures)  # outermost: before any credential
     app.add_exception_handler(EdgeError, _edge_error)

@@ -7,8 +7,10 @@ both before and while the body is read:
 * a ``Content-Length`` above the cap, or any body on a route that takes none, is answered 413 at
   once, before a byte of the body is read, and the connection is closed;
 * a chunked body (no length) is counted as it streams in and cut off at the cap (413);
-* a body not read whole within its deadline is answered 408 (a slow client holds no task longer);
-* an answer sent before its body was read whole (a 401 on an admin route, say) closes the
+* a body not received whole within its deadline is answered 408 and its connection closed
+  (:mod:`edgeloop.control.protocol` keeps that timer: one per request with a body, where a
+  timeout around each ``receive`` cost ~10 us a request);
+* an answer sent before a chunked body was read whole (a 401 on an admin route, say) closes the
   connection, so the rest of a large or slow body is never waited for.
 
 The unauthenticated ``POST /api/v1/enroll`` read any body whole before: four parallel 256 MiB
@@ -19,13 +21,11 @@ configured by :class:`WireLimits`.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any
 
 from edgeloop.core.errors import ConfigError, EdgeError
 from edgeloop.serving.errors import PayloadTooLargeError, error_response
@@ -46,12 +46,6 @@ class Body(Enum):
     REPORT = "report"  # a node's report
     TELEMETRY = "telemetry"  # a node's telemetry batch
     MODEL = "model"  # a model artifact upload (multipart)
-
-
-class RequestTimeoutError(EdgeError):
-    """The request's body did not arrive within the server's deadline (HTTP 408)."""
-
-    http_status: ClassVar[int] = 408
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,23 +110,35 @@ def wire_limits(
 Route = tuple[re.Pattern[str], str, Body]
 
 
-class BodyLimits:
-    """ASGI layer: each request's body checked against its route's cap and deadline.
+class RouteBodies:
+    """Each route's body cap and deadline: ``routes`` are ``(path regex, method, kind)``, first
+    match wins; a request no route takes (answered 404 or 405) may carry no body."""
 
-    ``routes``: ``(path regex, method, body kind)``, first match wins; a request no route takes
-    (answered 404 or 405) may carry no body.
-    """
-
-    def __init__(self, app: Any, routes: Sequence[Route], limits: WireLimits) -> None:
-        self.app = app
-        self.routes = list(routes)
+    def __init__(self, routes: Sequence[Route], limits: WireLimits) -> None:
         self.limits = limits
+        self._none = limits.of(Body.NONE)
+        # (cap, deadline) worked out once: this runs for every request with a body.
+        self._routes = [(pattern, verb, limits.of(kind)) for pattern, verb, kind in routes]
 
-    def kind(self, method: str, path: str) -> Body:
-        for pattern, verb, kind in self.routes:
+    def of(self, method: str, path: str) -> tuple[int, float]:
+        """``(cap_bytes, deadline_s)`` of the body of a request to ``method path``."""
+        for pattern, verb, limit in self._routes:
             if verb == method and pattern.match(path):
-                return kind
-        return Body.NONE
+                return limit
+        return self._none
+
+    def deadline_s(self, method: str, path: str) -> float:
+        """Seconds the body of a request to ``method path`` may take to arrive."""
+        return self.of(method, path)[1]
+
+
+class BodyLimits:
+    """ASGI layer: each request's body checked against its route's cap (the deadline to
+    receive it is the connection's: :mod:`edgeloop.control.protocol`)."""
+
+    def __init__(self, app: Any, bodies: RouteBodies) -> None:
+        self.app = app
+        self.bodies = bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,12 +148,15 @@ class BodyLimits:
         if not chunked and not declared:  # no body: nothing to bound
             await self.app(scope, receive, send)
             return
-        cap, deadline_s = self.limits.of(self.kind(scope["method"], scope["path"]))
+        cap, _ = self.bodies.of(scope["method"], scope["path"])
         if cap == 0 or (declared is not None and declared > cap):
             size = "a body" if declared is None else f"a body of {declared} bytes"
             await _refuse(send, _too_large(scope, size, cap))
             return
-        body = _BoundedBody(receive, cap, time.monotonic() + deadline_s, deadline_s)
+        if not chunked:  # a declared length within the cap: the server reads no more than it
+            await self.app(scope, receive, send)
+            return
+        body = _CountedBody(receive, cap)
 
         async def closing_send(message: Message) -> None:
             if message["type"] == "http.response.start" and (body.unread or body.failed):
@@ -158,33 +167,19 @@ class BodyLimits:
         await self.app(scope, body.receive, closing_send)
 
 
-class _BoundedBody:
-    """``receive`` that counts the body against ``cap`` and reads it by ``deadline``."""
+class _CountedBody:
+    """``receive`` that counts a chunked body against ``cap``."""
 
-    def __init__(self, receive: Receive, cap: int, deadline: float, deadline_s: float) -> None:
+    def __init__(self, receive: Receive, cap: int) -> None:
         self._receive = receive
-        self.cap, self.deadline, self.deadline_s = cap, deadline, deadline_s
+        self.cap = cap
         self.size = 0
         self.unread = True  # the last body message has not come yet
         self.failed = False
 
     async def receive(self) -> Message:
-        if not self.unread:
-            return await self._receive()  # after the body: only the disconnect is left
-        left = self.deadline - time.monotonic()
-        try:
-            if left <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(left):
-                message = await self._receive()
-        except TimeoutError:
-            self.failed = True
-            raise RequestTimeoutError(
-                f"the request body was not received within {self.deadline_s:g} s "
-                f"({self.size} bytes arrived)",
-                hint="send the whole body at once; the server's --body-timeout-s bounds it",
-            ) from None
-        if message["type"] == "http.request":
+        message = await self._receive()
+        if self.unread and message["type"] == "http.request":
             self.size += len(message.get("body", b""))
             if self.size > self.cap:
                 self.failed = True

@@ -8,9 +8,11 @@ makes uvicorn's httptools protocol also
 * close a connection whose request headers are not all in within ``header_timeout_s`` of its
   first byte (or of connecting), answering 408 when part of a request came;
 * answer 431 and close when the headers run past ``max_header_bytes``;
-* answer 503 and close a new connection while ``max_connections`` are open.
+* answer 503 and close a new connection while ``max_connections`` are open;
+* answer 408 and close a connection whose request body has not all arrived within its route's
+  deadline (``body_timeout_s``; ``upload_timeout_s`` for model uploads) of its headers.
 
-A body's own deadline and cap are :class:`edgeloop.control.limits.BodyLimits`'s.
+A body's cap is :class:`edgeloop.control.limits.BodyLimits`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from edgeloop.control.limits import WireLimits
+from edgeloop.control.limits import RouteBodies, WireLimits
 
 
 def _answer(status: str, text: str) -> bytes:
@@ -30,9 +32,10 @@ def _answer(status: str, text: str) -> bytes:
     return head.encode() + body
 
 
-def bounded(limits: WireLimits) -> type[HttpToolsProtocol]:
+def bounded(limits: WireLimits, bodies: RouteBodies) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with ``limits``' header deadline, header size and
-    connection count (pass it as ``uvicorn.Config(http=...)``)."""
+    connection count, and each route's body deadline from ``bodies`` (pass it as
+    ``uvicorn.Config(http=...)``)."""
     timeout_answer = _answer(
         "408 Request Timeout",
         f"the request headers did not arrive within {limits.header_timeout_s:g} s",
@@ -41,13 +44,16 @@ def bounded(limits: WireLimits) -> type[HttpToolsProtocol]:
         "431 Request Header Fields Too Large",
         f"the request headers are over {limits.max_header_bytes} bytes",
     )
+    slow_body_answer = _answer(
+        "408 Request Timeout", "the request body did not arrive within the server's deadline"
+    )
     busy_answer = _answer(
         "503 Service Unavailable",
         f"the server holds its most connections ({limits.max_connections}); retry later",
     )
 
     class Bounded(HttpToolsProtocol):
-        _timer: asyncio.TimerHandle | None = None
+        _timer: asyncio.TimerHandle | None = None  # the headers', then the body's deadline
         _awaiting = False  # a request's headers are being read
         _seen = 0  # bytes received since they began
 
@@ -74,6 +80,13 @@ def bounded(limits: WireLimits) -> type[HttpToolsProtocol]:
             self._awaiting = False
             self._disarm()
             super().on_headers_complete()
+            if any(n in (b"content-length", b"transfer-encoding") for n, _ in self.headers):
+                deadline = bodies.deadline_s(self.scope["method"], self.scope["path"])
+                self._timer = self.loop.call_later(deadline, self._body_too_slow)
+
+        def on_message_complete(self) -> None:
+            self._disarm()  # the whole body is in
+            super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -88,6 +101,12 @@ def bounded(limits: WireLimits) -> type[HttpToolsProtocol]:
             self._timer = None
             if self._awaiting:
                 self._refuse(timeout_answer if self._seen else None)
+
+        def _body_too_slow(self) -> None:
+            self._timer = None
+            cycle = self.cycle
+            started = cycle is not None and cycle.response_started
+            self._refuse(None if started else slow_body_answer)
 
         def _refuse(self, answer: bytes | None) -> None:
             self._awaiting = False

@@ -120,8 +120,9 @@ async def _serve(
     # The agents' polls are answered in front of the framework; everything else by the app.
     inner = create_app(plane, tick_s=tick_s, limits=limits)
     app = AgentPolls(inner, plane.hot[0], inner.state.failures)
-    # Bounded connections: header deadline and size, connection count (edgeloop.control.protocol).
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, http=bounded(limits))
+    # Bounded connections: header and body deadlines, header size, connection count.
+    http = bounded(limits, inner.state.bodies)
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, http=http)
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
