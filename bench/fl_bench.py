@@ -161,13 +161,13 @@ def federate(data: Data, parts: list[np.ndarray], name: str, partition: str) -> 
             bound = FP.error_bound(CLIENTS) / samples
             worst_diff = max(worst_diff, float(np.abs(secure - new).max()))
             new = secure  # the secure run continues from what SecAgg unmasked
-        weights = new
+        previous, weights = weights, new
         set_weights(model, weights)
         loss, acc = evaluate(model, data.x_test, data.y_test)
         eps = accountant.epsilon(rnd) if name == "dp" else None
         run.round_s.append(time.perf_counter() - start)
         run.records.append(
-            record_round(rnd, out.aggregate.weights if dp else weights, weights, updates,
+            record_round(rnd, previous, weights, updates,
                          global_loss=loss, global_accuracy=acc, epsilon=eps)
         )  # fmt: skip
     if name == "secagg":
@@ -194,6 +194,7 @@ def summary(run: Run) -> dict[str, Any]:
         "total_s": sum(run.round_s),
         "final_global_loss": run.records[-1].global_loss,
         "final_client_divergence": run.records[-1].divergence,
+        "final_update_norm": run.records[-1].update_norm,
         **run.extra,
     }
 
