@@ -14,12 +14,14 @@ class MonitorConfig:
 
     Defaults were chosen on bench/drift_bench.py's protocol (docs/monitoring.md):
 
-    - ``lam`` 0.03: the EWMA weight; ~1/lam = 33 samples of memory. 0.05 raised the false
-      alarms on digits (0.18 per 1,000), 0.02 slowed the scale-shift alarm.
+    - ``lam`` 0.03: the EWMA weight; ~1/lam = 33 samples of memory. 0.05 found fewer shifts
+      on the small sets at the same false-alarm target, 0.02 slowed the scale-shift alarm.
     - ``clip`` 3: whitened values beyond 3 reference stds count as 3 (digits' rare pixels).
-    - ``rows_per_axis`` 5, ``energy`` 0.95: principal axes kept (statistic.py).
-    - ``alarms_per_1000`` 0.02: the calibration target, 5x under the goal of 0.1 because the
-      bootstrap's own quantile is estimated from ``replicates`` streams.
+    - ``rows_per_axis`` 5, ``energy`` 0.95: principal axes kept (statistic.py); 3 / 0.99
+      found more covariate shifts on BasicMotions but fewer scale shifts on MIT-BIH.
+    - ``alarms_per_1000`` 0.05: the calibration target. Measured on the benchmark's no-shift
+      streams: 0.00-0.02 false alarms per 1,000 at 0.05, 0.12-0.23 at 0.1, 0.44-0.72 at 0.2
+      (the bootstrap's maxima make the realised rate lower than the target on small sets).
     - ``window`` 200: samples in the accuracy / estimated-accuracy windows.
     """
 
@@ -27,7 +29,7 @@ class MonitorConfig:
     clip: float = 3.0
     rows_per_axis: int = 5
     energy: float = 0.95
-    alarms_per_1000: float = 0.02
+    alarms_per_1000: float = 0.05
     replicates: int = 64
     calibration_length: int = 4000
     window: int = 200
