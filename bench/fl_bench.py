@@ -121,13 +121,15 @@ class Run:
         return float("nan") if acc is None else acc
 
 
-def federate(data: Data, parts: list[np.ndarray], name: str, partition: str) -> Run:
+def federate(
+    data: Data, parts: list[np.ndarray], name: str, partition: str, dp_seed: int = 0
+) -> Run:
     torch.manual_seed(0)
     model = digits_cnn()
     weights = get_weights(model)
     config = LocalSGD(lr=0.05, epochs=1, batch_size=32)
     run = Run(name, partition)
-    dp = DpFedAvg(DpConfig(1.0, 1.0, expected_clients=CLIENTS), seed=0) if name == "dp" else None
+    dp = DpFedAvg(DpConfig(1.0, 1.0, expected_clients=CLIENTS), dp_seed) if name == "dp" else None
     accountant = PrivacyAccountant.for_fleet(1.0, CLIENTS, CLIENTS, delta=1e-5)
     state = ServerState()
     secagg_s, worst_diff, bound = [], 0.0, 0.0
@@ -180,7 +182,8 @@ def federate(data: Data, parts: list[np.ndarray], name: str, partition: str) -> 
         }
     if name == "dp":
         run.extra = {"noise_multiplier": 1.0, "clip_norm": 1.0, "delta": 1e-5,
-                     "sampling_rate": 1.0, "epsilon": run.records[-1].epsilon}  # fmt: skip
+                     "sampling_rate": 1.0, "noise_seed": dp_seed,
+                     "epsilon": run.records[-1].epsilon}  # fmt: skip
     return run
 
 
@@ -203,6 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plain", action="store_true", help="only the plain FedAvg loops")
     parser.add_argument("--format", choices=["text", "json"], default="text")
+    parser.add_argument("--dp-seeds", type=int, default=1, help="DP runs with noise seeds 0..N-1")
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = load()
@@ -212,10 +216,14 @@ def main() -> None:
     noniid = dirichlet_parts(data.y_train.numpy())
     plan = [("plain", iid, "iid"), ("plain", noniid, "noniid")]
     if not args.plain:
-        plan += [("secagg", iid, "iid"), ("dp", iid, "iid")]
-    runs = [federate(data, parts, name, partition) for name, parts, partition in plan]
+        plan += [("secagg", iid, "iid")]
+        plan += [("dp", iid, "iid")] * args.dp_seeds
+    runs, seeds = [], iter(range(len(plan)))
+    for name, parts, partition in plan:
+        seed = next(seeds) if name == "dp" else 0
+        runs.append(federate(data, parts, name, partition, dp_seed=seed))
     result = {
-        "command": "bench/fl_bench.py" + (" --plain" if args.plain else ""),
+        "command": " ".join(["bench/fl_bench.py", *sys.argv[1:]]),
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": 1,
                     "python": platform.python_version(), "torch": torch.__version__},
         "anchors": ANCHORS,
@@ -237,7 +245,7 @@ def main() -> None:
             f"{s['round_s_median_2_20']:8.3f} {s['total_s']:6.2f}{note}"
         )
         for key in ("secagg_s_per_round_median", "max_abs_weight_diff_vs_plain_fedavg",
-                    "encoding_error_bound_on_weights", "epsilon"):  # fmt: skip
+                    "encoding_error_bound_on_weights", "noise_seed", "epsilon"):  # fmt: skip
             if key in s:
                 print(f"    {key} = {s[key]:.4g}")
     print(
