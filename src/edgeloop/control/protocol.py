@@ -53,72 +53,80 @@ def bounded(limits: WireLimits, bodies: RouteBodies) -> type[HttpToolsProtocol]:
     )
 
     class Bounded(HttpToolsProtocol):
-        _timer: asyncio.TimerHandle | None = None  # the headers', then the body's deadline
-        _awaiting = False  # a request's headers are being read
-        _seen = 0  # bytes received since they began
+        # Where the connection is: 0 between requests (uvicorn's keep-alive timeout applies),
+        # 1 reading a request's headers (also from connecting until the first byte), 2 reading
+        # its body. A timer is armed only when a phase outlives one data_received call: most
+        # requests arrive in one packet, and arming and cancelling a timer for each of them
+        # cost the agents' polls more than the rest of this class.
+        _phase = 0
+        _since: float | None = 0.0  # when the phase began (None: in this data_received call)
+        _seen = 0  # bytes received while in phase 1
+        _timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             if len(self.connections) > limits.max_connections:
                 self._refuse(busy_answer)
                 return
-            self._await_headers()
+            self._phase, self._since = 1, self.loop.time()
+            self._timer = self.loop.call_at(self._deadline(), self._expired)
 
         def data_received(self, data: bytes) -> None:
-            if self._awaiting:
+            if self._phase == 1:
                 self._seen += len(data)
             super().data_received(data)
-            if self._awaiting and self._seen > limits.max_header_bytes:
+            if not self._phase:
+                return
+            if self._since is None:  # read the clock once per call, not per request
+                self._since = self.loop.time()
+            if self._phase == 1 and self._seen > limits.max_header_bytes:
                 self._refuse(large_answer)
+            elif self._timer is None and not self.transport.is_closing():
+                self._timer = self.loop.call_at(self._deadline(), self._expired)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if not self._awaiting:
-                self._await_headers()
+            if self._phase != 1:  # the first request's phase 1 began at connecting
+                self._phase, self._since, self._seen = 1, None, 0
 
         def on_headers_complete(self) -> None:
-            self._awaiting = False
-            self._disarm()
+            self._phase, self._since = 2, None
             super().on_headers_complete()
-            if any(n in (b"content-length", b"transfer-encoding") for n, _ in self.headers):
-                deadline = bodies.deadline_s(self.scope["method"], self.scope["path"])
-                self._timer = self.loop.call_later(deadline, self._body_too_slow)
 
         def on_message_complete(self) -> None:
-            self._disarm()  # the whole body is in
+            self._phase = 0
             super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             super().connection_lost(exc)
 
-        def _await_headers(self) -> None:
-            self._awaiting, self._seen = True, 0
-            if self._timer is None:
-                self._timer = self.loop.call_later(limits.header_timeout_s, self._too_slow)
+        def _deadline(self) -> float:
+            since = self.loop.time() if self._since is None else self._since
+            if self._phase == 1:
+                return since + limits.header_timeout_s
+            return since + bodies.deadline_s(self.scope["method"], self.scope["path"])
 
-        def _too_slow(self) -> None:
+        def _expired(self) -> None:
             self._timer = None
-            if self._awaiting:
+            if self._phase == 0 or self.transport.is_closing():
+                return
+            deadline = self._deadline()
+            if self.loop.time() < deadline:  # a later phase than the one it was armed for
+                self._timer = self.loop.call_at(deadline, self._expired)
+            elif self._phase == 1:
                 self._refuse(timeout_answer if self._seen else None)
-
-        def _body_too_slow(self) -> None:
-            self._timer = None
-            cycle = self.cycle
-            started = cycle is not None and cycle.response_started
-            self._refuse(None if started else slow_body_answer)
+            else:
+                started = self.cycle is not None and self.cycle.response_started
+                self._refuse(None if started else slow_body_answer)
 
         def _refuse(self, answer: bytes | None) -> None:
-            self._awaiting = False
-            self._disarm()
+            self._phase = 0
             if not self.transport.is_closing():
                 if answer is not None:
                     self.transport.write(answer)
                 self.transport.close()
-
-        def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
 
     return Bounded
