@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -71,41 +72,37 @@ def momentum_step(
     return weights + lr * new_velocity, new_velocity
 
 
-def adam_step(
+SecondMoment = Callable[[Vector, Vector, float], Vector]
+
+
+def adam_second_moment(v: Vector, delta: Vector, beta2: float) -> Vector:
+    """FedAdam: v_t = b2 v_{t-1} + (1-b2) D_t^2."""
+    return beta2 * v + (1.0 - beta2) * delta**2
+
+
+def yogi_second_moment(v: Vector, delta: Vector, beta2: float) -> Vector:
+    """FedYogi (Zaheer et al. 2018's Yogi): v_t = v_{t-1} - (1-b2) D_t^2 sign(v_{t-1} - D_t^2)."""
+    d2 = delta**2
+    return np.asarray(v - (1.0 - beta2) * d2 * np.sign(v - d2), dtype=np.float64)
+
+
+def adaptive_step(
     weights: Vector,
     delta: Vector,
     m: Vector,
     v: Vector,
     *,
+    second_moment: SecondMoment,
     lr: float,
     beta1: float,
     beta2: float,
     tau: float,
 ) -> tuple[Vector, Vector, Vector]:
-    """FedAdam, Reddi et al. 2021 Algorithm 2 (no bias correction, as in the paper).
+    """Reddi et al. 2021 Algorithm 2 (no bias correction, as in the paper):
 
-    m_t = b1 m_{t-1} + (1-b1) D_t;  v_t = b2 v_{t-1} + (1-b2) D_t^2;
+    m_t = b1 m_{t-1} + (1-b1) D_t;  v_t = second_moment(v_{t-1}, D_t, b2);
     x_{t+1} = x_t + eta m_t / (sqrt(v_t) + tau).
     """
     m_new = beta1 * m + (1.0 - beta1) * delta
-    v_new = beta2 * v + (1.0 - beta2) * delta**2
-    return weights + lr * m_new / (np.sqrt(v_new) + tau), m_new, v_new
-
-
-def yogi_step(
-    weights: Vector,
-    delta: Vector,
-    m: Vector,
-    v: Vector,
-    *,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    tau: float,
-) -> tuple[Vector, Vector, Vector]:
-    """FedYogi, Reddi et al. 2021 Algorithm 2: as FedAdam but
-    v_t = v_{t-1} - (1-b2) D_t^2 sign(v_{t-1} - D_t^2)  (Zaheer et al. 2018's Yogi)."""
-    m_new = beta1 * m + (1.0 - beta1) * delta
-    d2 = delta**2
-    v_new = v - (1.0 - beta2) * d2 * np.sign(v - d2)
+    v_new = second_moment(v, delta, beta2)
     return weights + lr * m_new / (np.sqrt(v_new) + tau), m_new, v_new

@@ -7,13 +7,15 @@ Initialisation as in the paper: m_{-1} = 0, v_{-1} = tau^2.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgeloop.core.errors import ConfigError
-from edgeloop.federated.strategy import ServerState
-from edgeloop.federated.update import Vector
+from edgeloop.federated.aggregate import SecondMoment, adaptive_step
+from edgeloop.federated.strategy import Aggregate, ServerState, fedavg_delta, total_samples
+from edgeloop.federated.update import ClientUpdate, Vector
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +43,22 @@ class ServerOptimizer:
         m = state.m if state.m is not None else np.zeros_like(like)
         v = state.v if state.v is not None else np.full_like(like, self.tau**2)
         return m, v
+
+
+def adaptive_aggregate(
+    optimizer: ServerOptimizer,
+    second_moment: SecondMoment,
+    global_weights: Vector,
+    updates: Sequence[ClientUpdate],
+    state: ServerState,
+) -> Aggregate:
+    """One server step on D_t, the sample-weighted mean client change."""
+    delta = fedavg_delta(global_weights, updates)
+    m, v = optimizer.moments(state, global_weights)
+    o = optimizer
+    weights, m, v = adaptive_step(
+        global_weights, delta, m, v,
+        second_moment=second_moment, lr=o.lr, beta1=o.beta1, beta2=o.beta2, tau=o.tau,
+    )  # fmt: skip
+    new_state = ServerState(step=state.step + 1, m=m, v=v)
+    return Aggregate(weights, new_state, len(updates), total_samples(updates))

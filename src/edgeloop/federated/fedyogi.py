@@ -1,6 +1,7 @@
 """FedYogi (Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2).
 
-The update rule is :func:`edgeloop.federated.aggregate.yogi_step`.
+The second-moment rule is :func:`edgeloop.federated.aggregate.yogi_second_moment`; the rest of
+the step is shared: :func:`edgeloop.federated.fedopt.adaptive_aggregate`.
 """
 
 from __future__ import annotations
@@ -8,22 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from edgeloop.federated.aggregate import yogi_step
-from edgeloop.federated.fedopt import ServerOptimizer
-from edgeloop.federated.strategy import (
-    STRATEGIES,
-    Aggregate,
-    ServerState,
-    fedavg_delta,
-    total_samples,
-)
+from edgeloop.federated.aggregate import yogi_second_moment
+from edgeloop.federated.fedopt import ServerOptimizer, adaptive_aggregate
+from edgeloop.federated.strategy import STRATEGIES, Aggregate, ServerState
 from edgeloop.federated.update import ClientUpdate, Vector
 
 
 @dataclass(frozen=True, slots=True)
 class FedYogi:
-    """Server-side Yogi on D_t, the sample-weighted mean client change."""
-
     optimizer: ServerOptimizer = field(default_factory=ServerOptimizer)
 
     @property
@@ -33,17 +26,8 @@ class FedYogi:
     def aggregate(
         self, global_weights: Vector, updates: Sequence[ClientUpdate], state: ServerState
     ) -> Aggregate:
-        delta = fedavg_delta(global_weights, updates)
-        m, v = self.optimizer.moments(state, global_weights)
-        o = self.optimizer
-        weights, m, v = yogi_step(
-            global_weights, delta, m, v, lr=o.lr, beta1=o.beta1, beta2=o.beta2, tau=o.tau
-        )
-        return Aggregate(
-            weights,
-            ServerState(step=state.step + 1, m=m, v=v),
-            len(updates),
-            total_samples(updates),
+        return adaptive_aggregate(
+            self.optimizer, yogi_second_moment, global_weights, updates, state
         )
 
 
