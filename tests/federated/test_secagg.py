@@ -121,3 +121,11 @@ def test_secure_fedavg_equals_plain_fedavg_within_the_bound() -> None:
     expected = sum(counts[i] * weights[i] for i in weights) / sum(counts.values())
     assert samples == sum(counts.values())
     assert np.abs(mean - expected).max() <= FP.error_bound(5) / samples
+
+
+def test_shares_from_a_client_without_keys_are_refused() -> None:
+    s1, a1 = advertise(1)
+    _, a2 = advertise(2)
+    inbox = route_shares([share_keys(s1, [a1, a2], 2)])[1]
+    with pytest.raises(ConfigError, match=r"shares from clients \[7\]"):
+        mask_input(s1, [a1, a2], {**inbox, 7: b"x"}, np.zeros(3, np.uint64))

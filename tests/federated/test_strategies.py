@@ -123,6 +123,9 @@ def test_registry_builds_by_name_and_lists_known_names_for_an_unknown_one() -> N
     assert STRATEGIES.create("fedadam", lr=0.1) == FedAdam(ServerOptimizer(lr=0.1))
     with pytest.raises(NotFoundError, match="known: dp-fedavg, fedadam, fedavg"):
         STRATEGIES.create("krum")
+    with pytest.raises(ConfigError, match="'fedprox' does not take") as info:
+        STRATEGIES.create("fedprox", momentum=0.9)
+    assert info.value.hint == "its parameters: mu"
 
 
 def test_aggregating_nothing_is_a_clear_error() -> None:

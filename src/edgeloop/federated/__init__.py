@@ -28,6 +28,7 @@ from edgeloop.federated.round import (
     close_round,
     transition,
 )
+from edgeloop.federated.selection import SELECTORS
 from edgeloop.federated.strategy import STRATEGIES, Aggregate, ServerState, Strategy
 from edgeloop.federated.trimmed_mean import TrimmedMean
 from edgeloop.federated.update import (
@@ -43,6 +44,7 @@ from edgeloop.federated.update import (
 
 __all__ = [
     "ALLOWED",
+    "SELECTORS",
     "STRATEGIES",
     "Aggregate",
     "ClientUpdate",

@@ -5,6 +5,7 @@ Asking for an unknown name raises :class:`NotFoundError` listing the known names
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -43,6 +44,7 @@ class Registry(Generic[T]):
 
         Raises:
             NotFoundError: unknown name (the message lists the known ones).
+            ConfigError: a parameter the entry does not take (the message lists the ones it does).
         """
         factory = self._factories.get(name)
         if factory is None:
@@ -50,4 +52,12 @@ class Registry(Generic[T]):
                 f"no federated {self._what} named {name!r}; known: {', '.join(self.names())}",
                 hint=f"pick one of: {', '.join(self.names())}",
             )
+        signature = inspect.signature(factory)
+        try:
+            signature.bind(**params)
+        except TypeError as exc:
+            raise ConfigError(
+                f"federated {self._what} {name!r} does not take {sorted(params)}: {exc}",
+                hint=f"its parameters: {', '.join(signature.parameters) or 'none'}",
+            ) from None
         return factory(**params)

@@ -95,6 +95,12 @@ def mask_input(
     clients whose pairwise masks are applied.
     """
     peers = {a.index: a for a in adverts}
+    strangers = sorted(set(inbox) - set(peers))
+    if strangers:
+        raise ConfigError(
+            f"shares from clients {strangers}, who advertised no keys",
+            hint="pass the same key adverts the shares were made with",
+        )
     x = np.asarray(encoded, dtype=np.uint64)
     y = x + prg(me.self_seed, x.size)
     for v in sorted(inbox):
