@@ -122,7 +122,7 @@ def create(name: str, **params: Any) -> Optimizer:
         _load_builtin()
         raise NotFoundError(
             f"unknown optimization method {name!r}; known: {', '.join(sorted(_REGISTRY))}",
-            hint="`edgeloop optimize --help` describes each method",
+            hint="`edgeloop optimize --list` describes each method",
         )
     try:
         return _REGISTRY[name](**params)

@@ -206,42 +206,22 @@ def run_conversion(
     return ConversionReport(source.onnx, source.split, parent, tuple(results), timings, fit)
 
 
-def available_targets() -> tuple[list[str], dict[str, str]]:
-    """The targets whose converters this machine has, and for each other one why not."""
-    import importlib.util
+def available_targets(
+    *, has_module: bool, onnx: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The targets this machine can make from ``onnx`` (and the torch module when
+    ``has_module``), and for each other one why not (:func:`edgeloop.formats.convert.why_not`
+    decides)."""
+    from edgeloop.formats.convert import exporters, why_not
 
-    from edgeloop.core.errors import EdgeError
-    from edgeloop.formats.convert import exporters
-    from edgeloop.formats.tflite import converter_python
-
-    needs = {
-        "tflm": ("tflite_micro", "tflm"),
-        "openvino": ("openvino", "openvino"),
-        "coreml": ("coremltools", "coreml"),
-    }
-    litert = importlib.util.find_spec("ai_edge_litert") is not None
-    try:
-        converter_python()
-        converter: str | None = None
-    except EdgeError as exc:
-        converter = f"no TFLite converter environment: {exc.hint}"
     chosen: list[str] = []
     skipped: dict[str, str] = {}
     for exp in exporters():
-        module, extra = needs.get(exp.name, ("", ""))
-        if module and importlib.util.find_spec(module) is None:
-            skipped[exp.name] = f"{module} is not installed (pip install 'edgeloop[{extra}]')"
-        elif exp.format == "tflite" or exp.name == "tflm":
-            if converter is not None:
-                skipped[exp.name] = converter
-            elif not litert:
-                skipped[exp.name] = (
-                    "ai-edge-litert is not installed (pip install 'edgeloop[tflite]')"
-                )
-            else:
-                chosen.append(exp.name)
-        else:
+        reason = why_not(exp.name, has_module=has_module, onnx=onnx)
+        if reason is None:
             chosen.append(exp.name)
+        else:
+            skipped[exp.name] = reason
     return chosen, skipped
 
 
@@ -284,7 +264,7 @@ def convert_stage(
     from edgeloop.core.errors import EdgeError
     from edgeloop.pipeline.convert_publish import register_results
 
-    targets, missing = available_targets()
+    targets, missing = available_targets(has_module=checkpoint is not None, onnx=onnx)
     try:
         source = load_source(onnx, data, seed, checkpoint, name=name)
         report = run_conversion(source, targets, out_dir, runs=runs)
