@@ -8,6 +8,7 @@ import pytest
 from edgeloop.core.errors import ConfigError, ConflictError, DataError
 from edgeloop.federated import (
     ClientUpdate,
+    Deadline,
     FedAvg,
     ParameterLayout,
     Participation,
@@ -135,3 +136,12 @@ def test_layout_round_trips_named_arrays_and_names_a_wrong_shape() -> None:
     np.testing.assert_array_equal(back["w"], arrays["w"])
     with pytest.raises(DataError, match=r"'b' has shape \(2,\), expected \(3,\)"):
         layout.flatten({"w": arrays["w"], "b": np.zeros(2)})
+
+
+def test_a_round_closes_when_all_answered_or_at_the_deadline() -> None:
+    d = Deadline(seconds=30.0)
+    assert not d.should_close(elapsed_s=10.0, answered=7, asked=10)
+    assert d.should_close(elapsed_s=10.0, answered=10, asked=10)
+    assert d.should_close(elapsed_s=30.0, answered=7, asked=10)  # stragglers are dropouts
+    with pytest.raises(ConfigError, match="deadline"):
+        Deadline(seconds=0)

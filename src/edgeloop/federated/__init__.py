@@ -22,6 +22,7 @@ from edgeloop.federated.fedyogi import FedYogi
 from edgeloop.federated.median import CoordinateMedian
 from edgeloop.federated.round import (
     ALLOWED,
+    Deadline,
     Participation,
     RoundOutcome,
     RoundState,
@@ -49,6 +50,7 @@ __all__ = [
     "Aggregate",
     "ClientUpdate",
     "CoordinateMedian",
+    "Deadline",
     "DpConfig",
     "DpFedAvg",
     "FedAdam",

@@ -103,6 +103,23 @@ class Participation:
 
 
 @dataclass(frozen=True, slots=True)
+class Deadline:
+    """When to stop waiting for stragglers: everyone answered, or ``seconds`` have passed.
+
+    Times are given by the caller (a monotonic clock), so the rule stays pure.
+    """
+
+    seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.seconds > 0:
+            raise ConfigError(f"a round deadline must be > 0 s, got {self.seconds}")
+
+    def should_close(self, elapsed_s: float, answered: int, asked: int) -> bool:
+        return answered >= asked or elapsed_s >= self.seconds
+
+
+@dataclass(frozen=True, slots=True)
 class RoundOutcome:
     """How a round ended: DONE with a new model, or FAILED with the reason; never half-applied."""
 
