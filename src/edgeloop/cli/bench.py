@@ -71,7 +71,11 @@ class _LazyBar:
 
 def bench(
     model: Annotated[
-        Path, typer.Argument(help="The model file to measure: .onnx, .tflite or OpenVINO .xml.")
+        str,
+        typer.Argument(
+            help="The model to measure: an .onnx, .tflite or OpenVINO .xml file, or a registry "
+            "ref NAME[:VERSION]."
+        ),
     ],
     data: Annotated[
         str | None,
@@ -98,6 +102,9 @@ def bench(
         ),
     ] = "test",
     seed: Annotated[int, typer.Option("--seed", help="Split seed (as in train/export).")] = 0,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="edgeloop home for a registry ref.")
+    ] = None,
     isolate: Annotated[
         bool,
         typer.Option(
@@ -111,20 +118,24 @@ def bench(
 ) -> None:
     """Warm up, time N runs at batch 1 and --batch-size, and report what was measured."""
     from edgeloop.bench import run_benchmark
+    from edgeloop.core.settings import Settings
     from edgeloop.data.loaders import load_data
+    from edgeloop.registry.resolve import resolve_runnable
 
+    path, version = resolve_runnable(model, Settings.load(home))
+    label = str(path) if version is None else str(version.ref)
     dataset = _pick_split(load_data(data), split, seed) if data is not None else None
-    sizes = _batch_sizes(model, batch_size)
+    sizes = _batch_sizes(path, batch_size)
     reports: list[BenchReport] = []
     for size in sizes:
         err_console.print(
-            f"benchmarking {model} at batch {size}: {warmup} warm-up + {runs} timed runs",
+            f"benchmarking {label} at batch {size}: {warmup} warm-up + {runs} timed runs",
             highlight=False,
         )
         with _LazyBar(f"batch {size}") as bar:
             reports.append(
                 run_benchmark(
-                    model,
+                    path,
                     batch_size=size,
                     runs=runs,
                     warmup=warmup,
@@ -139,10 +150,13 @@ def bench(
                     progress=bar,
                 )
             )
+    if version is not None:  # name the version measured, not its checkout link
+        reports = [replace(r, measurement=replace(r.measurement, model=label)) for r in reports]
     if len(reports) > 1 and dataset is not None:
         note = f"accuracy does not depend on the batch size: measured once, at batch {batch_size}"
         reports[0] = replace(reports[0], accuracy_note=note)
     result = reports[-1].to_dict()
+    result["ref"] = None if version is None else label
     if len(reports) > 1:
         result["batch1"] = reports[0].to_dict()
     emit(result, format, lambda console: _render(console, reports))

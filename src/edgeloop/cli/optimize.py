@@ -23,7 +23,10 @@ Seed = Annotated[int, typer.Option(help="Split seed; use the one the model was t
 
 
 def optimize(
-    model: Annotated[Path | None, typer.Argument(help="The parent ONNX model.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Argument(help="The parent: an ONNX file, or a registry ref NAME[:VERSION]."),
+    ] = None,
     method: Annotated[
         str | None, typer.Option(help="Method, e.g. static-int8 (see --list).")
     ] = None,
@@ -40,6 +43,7 @@ def optimize(
     ] = None,
     seed: Seed = 0,
     runs: Annotated[int, typer.Option(help="Timed runs per benchmark.")] = 300,
+    home: Annotated[Path | None, typer.Option(help="edgeloop home for a registry ref.")] = None,
     list_methods: Annotated[
         bool, typer.Option("--list", help="List the methods and whether each runs here, then exit.")
     ] = False,
@@ -66,21 +70,24 @@ def optimize(
         )
     step = Recipe.parse(f"{method}({','.join(setting or [])})").steps[0]
     optimizer = create(step.method, **step.params)
-    _refuse_overwrite(model, out)
+    path, parent = _resolve_model(model, home)
+    _refuse_overwrite(path, out)
     dataset = load_data(data)
-    check_samples_fit(inspect_onnx(model), dataset.sample_shape, data)
+    check_samples_fit(inspect_onnx(path), dataset.sample_shape, data)
     splits = stratified_split(dataset, val=0.15, test=0.15, seed=seed)
     with err_console.status(f"{method}: fitting on {splits.train.name} train"):
         optimizer.fit(splits)
     with err_console.status(f"{method}: writing {out}"):
-        variant = optimizer.apply(ModelSource(model, checkpoint, model.stem), out)
+        stem = path.stem if parent is None else parent.name
+        variant = optimizer.apply(ModelSource(path, checkpoint, stem), out)
     split = f"{splits.test.name} test ({len(splits.test)} samples)"
     parent_m, variant_m = (
         benchmark(p, runs=runs, data=splits.test, split_name=split, isolate=True)
-        for p in (model, variant.path)
+        for p in (path, variant.path)
     )
     body: dict[str, Any] = {
         "method": method,
+        "parent_ref": None if parent is None else str(parent),
         "output": str(variant.path),
         "parent": parent_m.to_dict(),
         "variant": variant_m.to_dict(),
@@ -92,7 +99,8 @@ def optimize(
     }
 
     def render(console: Console) -> None:
-        t = Table(title=f"{method}: {model.name} -> {variant.path.name} (measured on {split})")
+        shown = path.name if parent is None else str(parent)
+        t = Table(title=f"{method}: {shown} -> {variant.path.name} (measured on {split})")
         for col in ("", "parent", "variant", "ratio"):
             t.add_column(col, justify="right" if col else "left")
         t.add_row(
@@ -305,23 +313,27 @@ def _objective(text: str, enum: Any) -> Any:
 
 
 def _resolve_model(text: str, home: Path | None) -> tuple[Path, Any]:
-    """A file path as given, or a registry ref resolved to its verified artifact."""
-    from edgeloop.core.errors import NotFoundError
+    """An ONNX file path as given, or a registry ref resolved to its verified artifact
+    (checked out as ``model.onnx`` so every engine opens it); the version's ref or None."""
+    from edgeloop.core.errors import ConfigError, NotFoundError
     from edgeloop.core.settings import Settings
-    from edgeloop.core.types import ModelRef
     from edgeloop.formats.onnx_info import inspect_onnx
-    from edgeloop.registry import Registry
+    from edgeloop.registry.resolve import checkout, resolve_model
 
-    path = Path(text)
-    if path.exists() or path.suffix == ".onnx":
-        if not path.is_file():
-            raise NotFoundError(f"model file {text!r} does not exist", hint="check the path")
-        inspect_onnx(path)  # a file that is not ONNX is refused here, not deep in an engine
-        return path, None
-    ref = ModelRef.parse(text)
-    with Registry.open(Settings.load(home).ensure()) as registry:
-        version, artifact = registry.resolve(ref)
-    return artifact, version.ref
+    settings = Settings.load(home)
+    path, version = resolve_model(text, settings)
+    if version is None and not path.is_file():
+        raise NotFoundError(f"model file {text!r} does not exist", hint="check the path")
+    if version is not None:
+        if version.manifest.format != "onnx":
+            raise ConfigError(
+                f"{version.ref} is a {version.manifest.format!r} model; this command takes an "
+                "ONNX parent",
+                hint="give the ONNX version it was converted from (see `edgeloop registry show`)",
+            )
+        path = checkout(version, path, settings.home / "checkout")
+    inspect_onnx(path)  # a file that is not ONNX is refused here, not deep in an engine
+    return path, None if version is None else version.ref
 
 
 def _register(

@@ -7,6 +7,7 @@ stdout (url, pid, models, idle RSS, whether torch is imported) so a script can w
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,10 +25,11 @@ if TYPE_CHECKING:
 
 def serve(
     models: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
             help="Model files (served as their file stem), model folders (NAME/VERSION/"
-            "model.onnx) or a repository root holding model folders.",
+            "model.onnx), a repository root holding model folders, or registry refs "
+            "NAME[:VERSION] (served as NAME, version VERSION).",
         ),
     ],
     port: Annotated[int, typer.Option("--port", help="TCP port; 0 picks a free one.")] = 8000,
@@ -133,6 +135,9 @@ def serve(
         int | None, typer.Option("--seed", help="Seed of the A/B draw for unkeyed requests.")
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "warning",
+    home: Annotated[
+        Path | None, typer.Option("--home", help="edgeloop home for registry refs.")
+    ] = None,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json (printed once ready)")
     ] = OutputFormat.TABLE,
@@ -147,7 +152,6 @@ def serve(
     if max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb {max_body_mb} must be positive")
     check_port(port)
-    origins = scan(models, name)
     config = ServerConfig(
         max_batch=max_batch,
         max_delay_ms=max_delay_ms,
@@ -172,18 +176,43 @@ def serve(
     def on_ready(info: ReadyInfo) -> None:
         emit(info.to_dict(), format, lambda console: _render(console, info))
 
-    try:
-        run(
-            origins,
-            config,
-            host=host,
-            port=port,
-            announce=lambda line: err_console.print(line, highlight=False),
-            on_ready=on_ready,
-            log_level=log_level,
-        )
-    except KeyboardInterrupt:
-        err_console.print("stopped")
+    # Registry refs are linked into a model repository that lives as long as the server.
+    with tempfile.TemporaryDirectory(prefix="edgeloop-serve-refs-") as checkout_root:
+        origins = scan(model_paths(models, home, Path(checkout_root)), name)
+        try:
+            run(
+                origins,
+                config,
+                host=host,
+                port=port,
+                announce=lambda line: err_console.print(line, highlight=False),
+                on_ready=on_ready,
+                log_level=log_level,
+            )
+        except KeyboardInterrupt:
+            err_console.print("stopped")
+
+
+def model_paths(models: list[str], home: Path | None, root: Path) -> list[Path]:
+    """Paths as given; each registry ref linked as ``root/NAME/VERSION/model.<ext>`` and
+    served through the model folder ``root/NAME`` (so ``m:1 m:2`` serves both versions of m).
+
+    Raises:
+        NotFoundError: neither a path nor a registered model (the message lists what exists).
+        ConfigError: a malformed ref, or a version whose format does not run here.
+    """
+    from edgeloop.core.settings import Settings
+    from edgeloop.registry.resolve import checkout, resolve_model
+
+    paths: list[Path] = []
+    settings = Settings.load(home)
+    for text in models:
+        path, version = resolve_model(text, settings)
+        if version is not None:
+            path = checkout(version, path, root).parent.parent
+        if path not in paths:
+            paths.append(path)
+    return paths
 
 
 def check_port(port: int, flag: str = "--port") -> None:
