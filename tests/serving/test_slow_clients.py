@@ -13,7 +13,7 @@ import pytest
 from tests.serving.slow_clients import _address, attack, start_server
 
 from edgeloop.core.errors import ConfigError
-from edgeloop.serving.connections import ConnectionLimits, Phase, Sweeper
+from edgeloop.serving.connections import ConnectionLimits, Phase, Sweeper, phase_of
 
 HEADER_S, BODY_S, IDLE_S = 1.0, 3.0, 1.0
 # The sweeper looks every min(bounds)/4 s; a loaded 2-core runner adds its own delay on top.
@@ -69,8 +69,8 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_bound(serv
 
 def test_oversized_headers_are_refused_with_431(server: str) -> None:
     with socket.create_connection(_address(server), timeout=10) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n")
-        answer = sock.recv(4096)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000)
+        answer = sock.recv(4096)  # still incomplete past 4096 bytes
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
     assert httpx.get(server + "/health", timeout=10).status_code == 200
 
@@ -145,28 +145,60 @@ class _Transport:
         return self.closing
 
 
+class _Cycle:
+    def __init__(self, more_body: bool, response_complete: bool) -> None:
+        self.more_body, self.response_complete = more_body, response_complete
+
+
 class _Conn:
-    def __init__(self, phase: Phase, since: float) -> None:
-        self.phase, self.since, self.transport = phase, since, _Transport()
+    """What the sweeper reads of a connection: uvicorn's cycle, the protocol's two fields."""
+
+    def __init__(self, cycle: _Cycle | None, since: float, reading_headers: bool = False) -> None:
+        self.cycle, self.since, self.reading_headers = cycle, since, reading_headers
+        self.transport = _Transport()
 
 
 def test_the_sweeper_closes_each_phase_past_its_own_bound_only() -> None:
     limits = ConnectionLimits(header_timeout_s=1, body_timeout_s=5, keep_alive_s=2)
+    done = _Cycle(more_body=False, response_complete=True)
     conns = {
-        "headers late": _Conn(Phase.HEADERS, 0.0),
-        "body in time": _Conn(Phase.BODY, 0.0),
-        "body late": _Conn(Phase.BODY, -6.0),
-        "idle late": _Conn(Phase.IDLE, -1.5),
-        "app, however long": _Conn(Phase.APP, -1000.0),
+        "first headers late": _Conn(None, 0.0),
+        "first headers in time": _Conn(None, 0.5),
+        "body in time": _Conn(_Cycle(True, False), 0.0),
+        "body late": _Conn(_Cycle(True, False), -6.0),
+        "app, however long": _Conn(_Cycle(False, False), -1000.0),
+        "idle": _Conn(done, -1000.0),
+        "next headers": _Conn(done, -1000.0, reading_headers=True),
     }
+    assert [phase_of(c) for c in conns.values()] == [
+        Phase.HEADERS, Phase.HEADERS, Phase.BODY, Phase.BODY, Phase.APP, Phase.IDLE,
+        Phase.HEADERS,
+    ]  # fmt: skip
     sweeper = Sweeper(set(conns.values()), limits)
-    assert sweeper.sweep(now=1.01) == 3
+    assert sweeper.sweep(now=1.01) == 2  # idle and next headers: first seen now
     closed = {name for name, c in conns.items() if c.transport.closing}
-    assert closed == {"headers late", "body late", "idle late"}
-    assert conns["headers late"].transport.written.startswith(b"HTTP/1.1 408")
+    assert closed == {"first headers late", "body late"}
+    assert conns["first headers late"].transport.written.startswith(b"HTTP/1.1 408")
     assert conns["body late"].transport.written == b""
-    assert sweeper.closed == {"headers": 1, "body": 1, "app": 0, "idle": 1}
-    assert sweeper.sweep(now=1.02) == 0  # already closing: not counted twice
+    in_time = conns["first headers in time"]
+    in_time.cycle, in_time.since = _Cycle(True, False), 1.5  # its headers came: now BODY
+    assert sweeper.sweep(now=2.02) == 1  # the next request's headers, 1.01 s after first seen
+    assert conns["next headers"].transport.written.startswith(b"HTTP/1.1 408")
+    assert sweeper.sweep(now=3.0) == 0 and not conns["idle"].transport.closing
+    assert sweeper.sweep(now=3.02) == 1 and conns["idle"].transport.closing  # 2.01 s idle
+    assert conns["idle"].transport.written == b""
+    assert sweeper.closed == {"headers": 2, "body": 1, "app": 0, "idle": 1}
+    assert not in_time.transport.closing
+
+
+def test_a_new_request_cycle_restarts_the_idle_clock() -> None:
+    limits = ConnectionLimits(keep_alive_s=2)
+    conn = _Conn(_Cycle(False, True), 0.0)
+    sweeper = Sweeper({conn}, limits)
+    sweeper.sweep(now=0.0)
+    conn.cycle = _Cycle(False, True)  # another request answered in between
+    assert sweeper.sweep(now=2.5) == 0
+    assert sweeper.sweep(now=4.6) == 1
 
 
 @pytest.mark.parametrize(

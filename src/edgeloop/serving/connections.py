@@ -5,25 +5,33 @@ between requests and is cancelled by any byte, so a connection that sends nothin
 one byte at a time, or a body that never ends stays open for as long as the client likes, and
 httptools accepts headers of any size. A few hundred such sockets (slowloris, RSnake 2009) hold a
 server's file descriptors and memory (issue 17 item 6: 500 idle plus 400 slow sockets held for
-minutes). So each connection here is in one phase, stamped with when it began:
+minutes). So each connection here is in one phase, read from uvicorn's own request state by a
+:class:`Sweeper` that looks every ``interval_s`` (a quarter of the shortest bound, at most 1 s)
+and closes the connections past their phase's bound:
 
 ==========  ===========================================  ======================================
-phase       from                                         bound (then the connection is closed)
+phase       since                                        bound (then the connection is closed)
 ==========  ===========================================  ======================================
-HEADERS     the connection opened, or a request's first  ``header_timeout_s``; 408 answered
-            byte (later requests on a kept-alive one)
+HEADERS     the connection opened; for a later request   ``header_timeout_s``; 408 answered
+            on a kept-alive connection, when the sweeper
+            first saw it under way
 BODY        the headers were complete                    ``body_timeout_s`` for the whole body
 APP         the body was complete                        none here: the app's ``--timeout-s``
-IDLE        the response was sent (keep-alive)           ``keep_alive_s``
+IDLE        the sweeper first saw the answer sent        ``keep_alive_s`` (uvicorn's own timer
+                                                         closes a silent one, but any byte
+                                                         cancels it, even a lone CRLF)
 ==========  ===========================================  ======================================
 
-A :class:`Sweeper` task closes the connections past their bound every ``interval_s`` (a
-quarter of the shortest bound, at most 1 s), so a request pays for two float stores, not for a
-timer of its own. Headers (request line included) larger than ``max_header_bytes`` are answered
-431 and the connection closed. A connection beyond ``max_connections`` makes room by closing
-the connection that has waited longest without a request in progress (:func:`_drain`); only
-when every other connection is busy with a request is it answered 503 with ``Retry-After`` and
-closed at once, before it can hold anything.
+A request pays for three small hooks (``since`` stamped at the end of its headers), no timer of
+its own: within 1 us of uvicorn's own parsing, below this machine's noise (docs/reliability.md,
+``python -m tests.serving.slow_clients --parse-cost``). A start the sweeper saw is late by at
+most one interval, so those bounds hold within two intervals. Request lines and headers still
+incomplete after ``max_header_bytes`` are answered 431 and the connection closed (counted per
+read, so a complete header block that arrives in one read, at most the event loop's read size,
+is parsed). A connection beyond ``max_connections`` makes room by
+closing the connection that has waited longest without a request in progress (:func:`_drain`);
+only when every other connection is busy with a request is it answered 503 with ``Retry-After``
+and closed at once, before it can hold anything.
 
 Defaults (why): 10 s for the headers (a request line and headers are a few hundred bytes: even a
 9.6 kbit/s serial link sends 8 KiB in 7 s; Apache's mod_reqtimeout allows 20 s); 60 s for a body
@@ -106,68 +114,54 @@ class Phase(Enum):
     IDLE = "idle"
 
 
+def phase_of(conn: Any) -> Phase:
+    """Where ``conn`` (a :func:`bounded_protocol` connection) is, from uvicorn's state: its
+    current request cycle (made when a request's headers are complete) and our one flag."""
+    cycle = conn.cycle
+    if cycle is None:
+        return Phase.HEADERS  # the first request's headers are not complete yet
+    if cycle.response_complete:
+        return Phase.HEADERS if conn.reading_headers else Phase.IDLE
+    return Phase.BODY if cycle.more_body else Phase.APP
+
+
 def bounded_protocol(base: type[Any], limits: ConnectionLimits) -> type[Any]:
-    """``base`` (uvicorn's httptools protocol, or a subclass) keeping each connection's phase and
-    refusing connections past ``limits.max_connections`` and oversized headers. Pass it to
-    ``uvicorn.Config(http=...)`` and run a :class:`Sweeper` beside the server."""
+    """``base`` (uvicorn's httptools protocol, or a subclass) that stamps when a request's headers
+    were complete, refuses oversized headers and connections past ``limits.max_connections``.
+    Pass it to ``uvicorn.Config(http=...)`` and run a :class:`Sweeper` beside the server."""
     max_header = limits.max_header_bytes
     max_connections = limits.max_connections
+    monotonic = time.monotonic
 
     class BoundedProtocol(base):  # type: ignore[misc]
-        phase = Phase.HEADERS
-        since = 0.0
+        since = 0.0  # the connection opened, then each request's headers were complete
+        reading_headers = True  # a request's line and headers are under way
         header_bytes = 0
-        oversized = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
-            self.since = time.monotonic()
+            self.since = monotonic()
             if len(self.connections) > max_connections and not _drain(self.connections, self):
                 transport.write(_503)
                 transport.close()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self.phase is Phase.IDLE:  # the next request of a kept-alive connection
-                self.phase, self.since = Phase.HEADERS, time.monotonic()
-            self.header_bytes = 0
+            self.reading_headers = True
 
-        def on_url(self, url: bytes) -> None:
-            self._count(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value))
-            super().on_header(name, value)
-
-        def _count(self, size: int) -> None:
-            self.header_bytes += size
-            if self.header_bytes > max_header:
-                self.oversized = True
-                raise ValueError("request headers too large")  # httptools: a parser error
-
-        def send_400_response(self, msg: str) -> None:
-            if self.oversized:
-                self.transport.write(_431)
-                self.transport.close()
-                return
-            super().send_400_response(msg)
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.reading_headers:  # still incomplete after this read
+                self.header_bytes += len(data)
+                if self.header_bytes > max_header and not self.transport.is_closing():
+                    self.transport.write(_431)
+                    self.transport.close()
 
         def on_headers_complete(self) -> None:
-            self.phase, self.since = Phase.BODY, time.monotonic()
+            self.reading_headers = False
+            self.header_bytes = 0
+            self.since = monotonic()
             super().on_headers_complete()
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            answered = self.cycle is not None and self.cycle.response_complete
-            self.phase = Phase.IDLE if answered else Phase.APP
-            self.since = time.monotonic()
-
-        def on_response_complete(self) -> None:
-            pipelined = bool(self.pipeline)
-            super().on_response_complete()
-            if self.phase is Phase.APP and not pipelined:
-                self.phase, self.since = Phase.IDLE, time.monotonic()
 
     BoundedProtocol.__name__ = BoundedProtocol.__qualname__ = f"Bounded{base.__name__}"
     return BoundedProtocol
@@ -181,13 +175,13 @@ def _drain(connections: set[Any], newcomer: Any) -> bool:
     every other connection is busy with a request (then the newcomer is refused)."""
     waiting = [
         c for c in connections
-        if c is not newcomer and c.phase in (Phase.HEADERS, Phase.IDLE)
+        if c is not newcomer and phase_of(c) in (Phase.HEADERS, Phase.IDLE)
         and c.transport is not None and not c.transport.is_closing()
     ]  # fmt: skip
     if not waiting:
         return False
     oldest = min(waiting, key=lambda c: c.since)
-    if oldest.phase is Phase.HEADERS:
+    if phase_of(oldest) is Phase.HEADERS:
         oldest.transport.write(_408)
     oldest.transport.close()
     return True
@@ -218,25 +212,40 @@ class Sweeper:
             Phase.BODY: limits.body_timeout_s,
             Phase.IDLE: limits.keep_alive_s,
         }
+        # (phase, request cycle) of each connection and when a sweep first saw it so: the start
+        # of the phases no hook stamps (a later request's headers, idle after an answer)
+        # (the cycle object itself, not its id: a new cycle may reuse a freed one's id)
+        self._seen: dict[Any, tuple[Phase, Any, float]] = {}
+
+    def _since(self, conn: Any, phase: Phase, now: float) -> float:
+        cycle = conn.cycle
+        if phase is Phase.BODY or cycle is None:
+            return float(conn.since)  # stamped by the protocol
+        seen = self._seen.get(conn)
+        if seen is None or seen[0] is not phase or seen[1] is not cycle:
+            seen = (phase, cycle, now)
+            self._seen[conn] = seen
+        return seen[2]
 
     def sweep(self, now: float | None = None) -> int:
         """Close every connection past its phase's bound now; how many were closed."""
         now = time.monotonic() if now is None else now
-        late = []
-        for conn in list(self.connections):
-            bound = self._bounds.get(getattr(conn, "phase", Phase.APP))
-            if bound is not None and now - conn.since > bound:
-                late.append(conn)
         closed = 0
-        for conn in late:
+        live = set(self.connections)
+        for conn in live:
+            phase = phase_of(conn)
+            bound = self._bounds.get(phase)
             transport = conn.transport
-            if transport is None or transport.is_closing():
+            if bound is None or transport is None or transport.is_closing():
                 continue
-            if conn.phase is Phase.HEADERS:
-                transport.write(_408)
-            transport.close()  # BODY: the app's receive() sees the disconnect
-            self.closed[conn.phase.value] += 1
-            closed += 1
+            if now - self._since(conn, phase, now) > bound:
+                if phase is Phase.HEADERS:
+                    transport.write(_408)
+                transport.close()  # BODY: the app's receive() sees the disconnect
+                self.closed[phase.value] += 1
+                closed += 1
+        for gone in [c for c in self._seen if c not in live]:
+            del self._seen[gone]
         return closed
 
     async def run(self) -> None:
