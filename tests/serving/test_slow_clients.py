@@ -67,6 +67,25 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_bound(serv
         assert time.monotonic() - started <= IDLE_S + SLACK_S
 
 
+def test_a_kept_alive_connection_sending_only_crlf_is_closed_all_the_same(server: str) -> None:
+    """Any byte cancels uvicorn's keep-alive timer; CRLFs between requests start no request."""
+    with socket.create_connection(_address(server), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        started, sock_open = time.monotonic(), True
+        sock.settimeout(0.3)
+        while sock_open and time.monotonic() - started < 20:
+            try:
+                sock.sendall(b"\r\n")
+                sock_open = sock.recv(4096) != b""
+            except TimeoutError:
+                continue
+            except OSError:
+                sock_open = False
+        assert not sock_open
+        assert time.monotonic() - started <= IDLE_S + SLACK_S
+
+
 def test_oversized_headers_are_refused_with_431(server: str) -> None:
     with socket.create_connection(_address(server), timeout=10) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000)
