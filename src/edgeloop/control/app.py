@@ -23,15 +23,16 @@ route                                      auth       answer
 =========================================  =========  ========================================
 
 Blocking work (database, hashing) runs in Starlette's thread pool. Every EdgeError becomes an
-answer in one place (:func:`edgeloop.serving.errors.error_response`); 401s carry
-``WWW-Authenticate: Bearer``.
+answer in one place (:mod:`edgeloop.control.answers`). In front of the routes: the per-source
+limit on wrong credentials (:mod:`edgeloop.control.throttle`) and each route's body cap
+(:mod:`edgeloop.control.limits`); bodies are parsed with strict schemas
+(:mod:`edgeloop.control.schemas`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import shutil
 import tempfile
 import time
@@ -48,23 +49,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 
 from edgeloop import __version__
-from edgeloop.control import auth, fleet, openapi, schemas, telemetry
+from edgeloop.control import answers, auth, fleet, openapi, schemas, telemetry
+from edgeloop.control.answers import json_answer, ranged
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.limits import Body, BodyLimits, Route, RouteBodies, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.schemas import parse
-from edgeloop.control.throttle import FailureLimit, Throttled, source_of
-from edgeloop.core.errors import ConflictError, DataError, EdgeError, NotFoundError, StoreError
+from edgeloop.control.throttle import FailureLimit, Throttled
+from edgeloop.core.errors import DataError, EdgeError, NotFoundError
 from edgeloop.core.types import Manifest
-from edgeloop.serving.errors import BadRequestError, error_response
+from edgeloop.serving.errors import BadRequestError
 
-log = logging.getLogger("edgeloop.control")
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(doc), status, headers=headers, media_type="application/json")
 
 
 class Api:
@@ -118,11 +115,11 @@ class Api:
     # --- routes ------------------------------------------------------------------------------
 
     async def healthz(self, request: Request) -> Response:
-        return _json({"status": "ok", "version": __version__})
+        return json_answer({"status": "ok", "version": __version__})
 
     async def openapi(self, request: Request) -> Response:
         await self.admin(request)
-        return _json(openapi.document(self.routes, __version__))
+        return json_answer(openapi.document(self.routes, __version__))
 
     async def enrollment_token(self, request: Request) -> Response:
         await self.admin(request)
@@ -131,7 +128,7 @@ class Api:
         token, expires = await run_in_threadpool(
             auth.create_enrollment_token, self.plane.db, grant, body.ttl_s
         )
-        return _json({"token": token, "expires_at": fleet.iso(expires)}, 201)
+        return json_answer({"token": token, "expires_at": fleet.iso(expires)}, 201)
 
     async def enroll(self, request: Request) -> Response:
         body = parse(schemas.EnrollBody, await request.body())
@@ -154,15 +151,15 @@ class Api:
             "targets_url": f"{base}/tuf/targets/",
             "root": await run_in_threadpool(self.plane.tuf_root),
         }
-        return _json({"node_id": node_id, "node_token": node_token, "tuf": tuf}, 201)
+        return json_answer({"node_id": node_id, "node_token": node_token, "tuf": tuf}, 201)
 
     async def nodes(self, request: Request) -> Response:
         await self.admin(request)
-        return _json({"nodes": await run_in_threadpool(self.plane.nodes)})
+        return json_answer({"nodes": await run_in_threadpool(self.plane.nodes)})
 
     async def node_get(self, request: Request) -> Response:
         await self.admin(request)
-        return _json(await run_in_threadpool(self.plane.node, request.path_params["node_id"]))
+        return json_answer(await run_in_threadpool(self.plane.node, request.path_params["node_id"]))
 
     async def node_patch(self, request: Request) -> Response:
         await self.admin(request)
@@ -170,7 +167,7 @@ class Api:
         body = parse(schemas.NodePatchBody, await request.body())
         changes = body.model_dump(exclude_unset=True)
         await run_in_threadpool(fleet.patch, self.plane.db, node_id, changes)
-        return _json(await run_in_threadpool(self.plane.node, node_id))
+        return json_answer(await run_in_threadpool(self.plane.node, node_id))
 
     async def desired(self, request: Request) -> Response:
         node_id = request.path_params["node_id"]
@@ -185,7 +182,7 @@ class Api:
             return Response(status_code=304, headers={"ETag": etag})
         # Revision 0: nothing desired yet (the target does not exist until revision 1).
         doc = {"node_id": node_id, "revision": revision, "target": f"deployments/{node_id}.json"}
-        return _json(doc, headers={"ETag": etag})
+        return json_answer(doc, headers={"ETag": etag})
 
     async def report(self, request: Request) -> Response:
         node_id = request.path_params["node_id"]
@@ -214,7 +211,7 @@ class Api:
         answer = await writes.run(
             "storing telemetry", lambda c: telemetry.store_rows(c, node_id, rows, rejected)
         )
-        return _json(answer)
+        return json_answer(answer)
 
     async def telemetry_get(self, request: Request) -> Response:
         await self.admin(request)
@@ -222,12 +219,12 @@ class Api:
         items = await run_in_threadpool(
             self.plane.read, "querying telemetry", lambda c: telemetry.query(c, params)
         )
-        return _json({"items": items})
+        return json_answer({"items": items})
 
     async def models(self, request: Request) -> Response:
         await self.admin(request)
         versions = await run_in_threadpool(self.plane.registry.list)
-        return _json({"models": [_model_row(v) for v in versions]})
+        return json_answer({"models": [_model_row(v) for v in versions]})
 
     async def publish_model(self, request: Request) -> Response:
         await self.admin(request)
@@ -253,7 +250,7 @@ class Api:
             version = await run_in_threadpool(self._publish, upload.file, manifest)
         finally:
             await form.close()
-        return _json(version, 201)
+        return json_answer(version, 201)
 
     def _publish(self, upload: BinaryIO, manifest: Manifest) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="edgeloop-upload-") as tmp:
@@ -267,29 +264,29 @@ class Api:
         await self.admin(request)
         body = parse(schemas.DeploymentBody, await request.body())
         spec = DeploymentSpec.from_dict(body.model_dump(exclude_unset=True))
-        return _json(await run_in_threadpool(self.plane.deploy, spec), 201)
+        return json_answer(await run_in_threadpool(self.plane.deploy, spec), 201)
 
     async def rollouts(self, request: Request) -> Response:
         await self.admin(request)
-        return _json({"rollouts": await run_in_threadpool(self.plane.rollouts)})
+        return json_answer({"rollouts": await run_in_threadpool(self.plane.rollouts)})
 
     async def rollout_get(self, request: Request) -> Response:
         await self.admin(request)
-        return _json(await run_in_threadpool(self.plane.rollout, request.path_params["rid"]))
+        return json_answer(await run_in_threadpool(self.plane.rollout, request.path_params["rid"]))
 
     async def rollback(self, request: Request) -> Response:
         await self.admin(request)
         to = parse(schemas.RollbackBody, await request.body()).to
         rid = request.path_params["rid"]
-        return _json(await run_in_threadpool(self.plane.rollback, rid, to))
+        return json_answer(await run_in_threadpool(self.plane.rollback, rid, to))
 
     async def pause(self, request: Request) -> Response:
         await self.admin(request)
-        return _json(await run_in_threadpool(self.plane.pause, request.path_params["rid"]))
+        return json_answer(await run_in_threadpool(self.plane.pause, request.path_params["rid"]))
 
     async def resume(self, request: Request) -> Response:
         await self.admin(request)
-        return _json(await run_in_threadpool(self.plane.resume, request.path_params["rid"]))
+        return json_answer(await run_in_threadpool(self.plane.resume, request.path_params["rid"]))
 
     async def tuf_metadata(self, request: Request) -> Response:
         data = await run_in_threadpool(self.plane.repo.metadata, request.path_params["file"])
@@ -307,7 +304,7 @@ class Api:
             await self.any_credential(request)
         found = await run_in_threadpool(self.plane.repo.target_bytes, f"{folder}/{name}", sha)
         if found.data is not None:
-            return _ranged(request, found.data)
+            return ranged(request, found.data)
         # Artifacts are content-addressed by the same sha256 TUF signs: ask the artifact store
         # (shared by replicas) rather than the path the publishing replica saw.
         path = await run_in_threadpool(self.plane.registry.artifacts.path, sha)
@@ -319,17 +316,6 @@ class Api:
             return
         if await run_in_threadpool(fleet.node_of_token, self.plane.db, token) is None:
             raise auth.UnauthorizedError("the token is not valid")
-
-
-def _ranged(request: Request, data: bytes) -> Response:
-    """``data``, or its tail from ``Range: bytes=N-`` (206), so downloads can resume."""
-    header = request.headers.get("range", "")
-    if header.startswith("bytes=") and header.endswith("-") and header[6:-1].isdigit():
-        start = int(header[6:-1])
-        if 0 < start < len(data):
-            headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
-            return Response(data[start:], 206, headers, "application/octet-stream")
-    return Response(data, media_type="application/octet-stream")
 
 
 def _model_row(version: Any) -> dict[str, Any]:
@@ -422,45 +408,8 @@ def create_app(
     app.add_middleware(BodyLimits, bodies=app.state.bodies)
     app.state.failures = failures or FailureLimit()
     app.add_middleware(Throttled, limit=app.state.failures)  # outermost: before any credential
-    app.add_exception_handler(EdgeError, _edge_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(ClientDisconnect, _gone)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(EdgeError, answers.edge_error)
+    app.add_exception_handler(HTTPException, answers.http_error)
+    app.add_exception_handler(ClientDisconnect, answers.gone)
+    app.add_exception_handler(Exception, answers.unexpected)
     return app
-
-
-async def _edge_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, EdgeError):
-        raise exc
-    where = request.app.state.api.plane.db.display_url
-    if isinstance(exc, StoreError | ConflictError) and where in exc.message:
-        # The database's location is the operator's to know (logged), not every caller's.
-        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        exc = type(exc)(exc.message.replace(where, "the control plane's database"), hint=exc.hint)
-    response = error_response(exc)
-    if exc.http_status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-        request.app.state.failures.failed(source_of(request.scope))
-    return response
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 (no such route) and 405 (wrong method), in the same JSON shape."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 400
-    detail = exc.detail if isinstance(exc, HTTPException) else str(exc)
-    body = {"error": f"{request.method} {request.url.path}: {detail}", "type": "HTTPException"}
-    return _json(body, status)
-
-
-async def _gone(request: Request, exc: Exception) -> Response:
-    """The client went away before its request was read: nobody reads the answer."""
-    log.debug("%s %s: the client disconnected", request.method, request.url.path)
-    return Response(status_code=400)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    """A bug, not a bad request: logged with its traceback, answered in the same JSON shape."""
-    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
-    body = {"error": f"internal error: {type(exc).__name__}", "type": "InternalError",
-            "hint": "see the control plane's log"}  # fmt: skip
-    return _json(body, 500)
