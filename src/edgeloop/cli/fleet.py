@@ -182,24 +182,91 @@ def fleet_nodes(
 
 @app.command("publish")
 def fleet_publish(
-    model_file: Annotated[Path, typer.Argument(help="The model file to upload.")],
-    name: Annotated[str | None, typer.Option("--name", help="Model name.")] = None,
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A local registry ref NAME:VERSION (published with its manifest, keeping its "
+            "name and version), or a model file to upload as the next version of --name."
+        ),
+    ],
+    name: Annotated[str | None, typer.Option("--name", help="Model name (files only).")] = None,
     manifest: Annotated[
-        Path | None, typer.Option("--manifest", help="Manifest JSON (Manifest.to_dict form).")
+        Path | None,
+        typer.Option("--manifest", help="Manifest JSON (Manifest.to_dict form; files only)."),
     ] = None,
+    with_parents: Annotated[
+        bool,
+        typer.Option(
+            "--with-parents", help="Publish the ref's ancestors first (those not on the fleet)."
+        ),
+    ] = False,
     control: ControlUrl = None,
     token: Token = None,
     folder: Folder = None,
     home: Home = None,
     format: Format = OutputFormat.TABLE,
 ) -> None:
-    """Upload a model to the control plane's registry as the next version of its name."""
+    """Publish a local registry version on the control plane under the same NAME:VERSION (or
+    upload a model file as the next version of its name)."""
     from edgeloop.cli.registry import build_manifest
+    from edgeloop.core.errors import ConfigError
 
-    value = build_manifest(model_file, name, manifest)
+    if Path(model).is_file():
+        value = build_manifest(Path(model), name, manifest)
+        with _client(control, token, folder, home) as client:
+            version = client.publish_model(Path(model), value)
+        emit(version, format, lambda c: c.print(f"published {version['ref']}"))
+        return
+    if name is not None or manifest is not None:
+        raise ConfigError(
+            f"{model!r} is a registry ref: it is published with its own name and manifest",
+            hint="drop --name/--manifest, or give a model file to publish it under a new name",
+        )
+    steps = _publish_ref(model, with_parents, control, token, folder, home)
+    body = {**steps[-1], "steps": steps}
+
+    def render(console: Console) -> None:
+        for step in steps:
+            console.print(f"{step['ref']}: {step['status']} (sha256 {step['sha256'][:12]}...)")
+
+    emit(body, format, render)
+
+
+def _publish_ref(
+    text: str,
+    with_parents: bool,
+    control: str | None,
+    token: str | None,
+    folder: Path | None,
+    home: Path | None,
+) -> list[dict[str, Any]]:
+    """Publish local version ``text`` (and, ``with_parents``, its ancestors root first)."""
+    from edgeloop.core.errors import ConfigError
+    from edgeloop.core.settings import Settings
+    from edgeloop.registry.registry import Registry
+    from edgeloop.registry.resolve import resolve_model
+
+    settings = Settings.load(home)
+    path, version = resolve_model(text, settings)  # lists what exists when the ref is unknown
+    if version is None:
+        raise ConfigError(
+            f"{str(path)!r} is a folder, not a model file or a registry ref",
+            hint="give a model file, or NAME:VERSION from `edgeloop registry list`",
+        )
+    with Registry.open(settings) as registry:
+        chain = registry.lineage(version.ref) if with_parents else [version]
+        shas = {v.ref: v.artifact_sha256 for v in chain}
+        if not with_parents and version.manifest.parent is not None:
+            shas[version.manifest.parent] = registry.show(version.manifest.parent).artifact_sha256
+        files = [registry.resolve(v.ref)[1] for v in chain]
+    steps: list[dict[str, Any]] = []
     with _client(control, token, folder, home) as client:
-        version = client.publish_model(model_file, value)
-    emit(version, format, lambda c: c.print(f"published {version['ref']}"))
+        for v, file in reversed(list(zip(chain, files, strict=True))):
+            parent = v.manifest.parent
+            step = client.publish_version(file, v, None if parent is None else shas.get(parent))
+            steps.append(step)
+            err_console.print(f"{step['ref']}: {step['status']}", highlight=False)
+    return steps
 
 
 @app.command("deploy")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -32,7 +32,10 @@ from edgeloop.core.errors import (
     TransportError,
     UntrustedArtifactError,
 )
-from edgeloop.core.types import Manifest
+from edgeloop.core.types import Manifest, ModelRef
+
+if TYPE_CHECKING:  # the registry package pulls SQLAlchemy; only its value type is named here
+    from edgeloop.registry.store import ModelVersion
 
 _ERRORS: dict[str, type[EdgeError]] = {
     cls.__name__: cls
@@ -141,6 +144,49 @@ class ControlClient:
                 self.call("POST", "/api/v1/models", files=files, data={"manifest": json.dumps(doc)})
             )
 
+    def publish_version(
+        self, file: Path, version: ModelVersion, parent_sha256: str | None = None
+    ) -> dict[str, Any]:
+        """Publish the local registry ``version`` (its artifact ``file``) on the control plane
+        under the same name and version, with its manifest as it is (lineage, measurements,
+        data hash, recipe). ``parent_sha256``: the local parent's artifact, which the fleet's
+        parent must match. Returns ``{"ref", "sha256", "status": "published" | "already on the
+        fleet", "record"}`` (``record``: the control plane's answer, None when already there).
+
+        The control plane numbers versions itself (the next of the name), so the version is kept
+        only when it is that next number; the requested number travels in the ``version`` form
+        field for a control plane that honours it.
+
+        Raises:
+            ConflictError: the fleet holds another model under this ref or the parent's, or
+                would number it differently (nothing is published then), or numbered it
+                differently after all (a concurrent publish; the message names the version).
+            NotFoundError: the parent is not on the fleet (its lineage would break).
+        """
+        if publish_plan(version, parent_sha256, self.models()) == ALREADY_THERE:
+            return {"ref": str(version.ref), "sha256": version.artifact_sha256,
+                    "status": ALREADY_THERE, "record": None}  # fmt: skip
+        path = Path(file)
+        with path.open("rb") as fh:
+            files = {"file": (f"model.{version.manifest.format}", fh, "application/octet-stream")}
+            fields = {
+                "manifest": json.dumps(version.manifest.to_dict()),
+                "version": str(version.version),
+                "sha256": version.artifact_sha256,
+            }
+            record = dict(self.call("POST", "/api/v1/models", files=files, data=fields))
+        if record.get("version") != version.version:
+            raise ConflictError(
+                f"the control plane published {version.ref} as {version.name}:"
+                f"{record.get('version')} (another publish of {version.name!r} ran at the same "
+                f"time); the fleet's {version.name}:{record.get('version')} is this model "
+                f"(sha256 {version.artifact_sha256})",
+                hint=f"deploy {version.name}:{record.get('version')}, or publish locally again "
+                "so the numbers line up",
+            )
+        return {"ref": str(version.ref), "sha256": version.artifact_sha256,
+                "status": "published", "record": record}  # fmt: skip
+
     def deploy(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """Start a rollout of deployment ``spec``; the rollout."""
         return dict(self.call("POST", "/api/v1/deployments", json=dict(spec)))
@@ -182,6 +228,76 @@ class ControlClient:
                     f"of {sorted(states)}; last events: {events}"
                 )
             time.sleep(0.2)
+
+
+ALREADY_THERE = "already on the fleet"
+
+
+def publish_plan(
+    version: ModelVersion, parent_sha256: str | None, fleet: list[dict[str, Any]]
+) -> str:
+    """Whether local ``version`` can go to a control plane listing ``fleet`` (its
+    ``/api/v1/models`` rows) and keep its ref: ``"publish"``, or :data:`ALREADY_THERE` when the
+    same bytes are there under the same ref. Pure: no I/O.
+
+    Raises:
+        ConflictError: another model holds the ref there; the fleet's parent is another model;
+            the control plane would number the version differently.
+        NotFoundError: the parent is not on the fleet.
+    """
+    by_ref = {(str(row["name"]), int(row["version"])): str(row["sha256"]) for row in fleet}
+    ref = version.ref
+    there = by_ref.get((version.name, version.version))
+    if there is not None:
+        if there == version.artifact_sha256:
+            return ALREADY_THERE
+        raise ConflictError(
+            f"{ref} on the fleet is another model (sha256 {there[:12]}... there, "
+            f"{version.artifact_sha256[:12]}... here); nothing was published",
+            hint=f"the fleet's {ref} stays; publish this model locally as a new version of "
+            f"{version.name!r} and publish that, or deploy the fleet's {ref}",
+        )
+    parent = version.manifest.parent
+    if parent is not None:
+        _check_parent(ref, parent, parent_sha256, by_ref)
+    versions = sorted(v for name, v in by_ref if name == version.name)
+    upcoming = (versions[-1] if versions else 0) + 1
+    if upcoming != version.version:
+        listed = ", ".join(map(str, versions)) or "none"
+        hint = (
+            f"publish {version.name}:{upcoming} .. {version.name}:{version.version - 1} first "
+            f"(`edgeloop fleet publish {version.name}:{upcoming}`; --with-parents publishes "
+            "ancestors), so the numbers line up"
+            if upcoming < version.version
+            else f"{ref} was removed from the fleet and cannot get its number back; publish "
+            "the model locally as a new version and publish that"
+        )
+        raise ConflictError(
+            f"the control plane numbers versions itself and would publish {ref} as "
+            f"{version.name}:{upcoming} (its versions of {version.name!r}: {listed}); "
+            "nothing was published",
+            hint=hint,
+        )
+    return "publish"
+
+
+def _check_parent(
+    ref: ModelRef, parent: ModelRef, sha256: str | None, by_ref: dict[tuple[str, int], str]
+) -> None:
+    there = by_ref.get((parent.name, parent.version or 0))
+    if there is None:
+        raise NotFoundError(
+            f"the parent {parent} of {ref} is not on the fleet, so its lineage would break; "
+            "nothing was published",
+            hint=f"publish the parent first (`edgeloop fleet publish {parent}`), or pass "
+            "--with-parents",
+        )
+    if sha256 is not None and there != sha256:
+        raise ConflictError(
+            f"the fleet's {parent} (parent of {ref}) is another model than the local {parent} "
+            f"(sha256 {there[:12]}... there, {sha256[:12]}... here); nothing was published",
+            hint="the two registries diverged: publish the local lineage under new versions",
+        )
 
 
 def _error(response: httpx.Response, what: str) -> EdgeError:
