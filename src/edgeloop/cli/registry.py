@@ -102,17 +102,44 @@ def publish(
     parent: Annotated[
         str | None, typer.Option("--parent", help="NAME[:VERSION] derived from")
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="the checkpoint it was exported from (`edgeloop train --out`): records its "
+            "data hash, data set and loader options, recipe, labels and test metrics",
+        ),
+    ] = None,
+    export_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--export-report",
+            help="what `edgeloop export --format json` printed for this file: records its parity",
+        ),
+    ] = None,
+    bench_report: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--bench-report",
+            help="what `edgeloop bench --format json` printed for this file: records the "
+            "measurement (repeatable)",
+        ),
+    ] = None,
     home: Home = None,
     fmt: Format = OutputFormat.TABLE,
 ) -> None:
     """Register a model file as the next version of its name.
 
     Without --manifest the file must be ONNX: it is checked, and its inputs and outputs are
-    read from its graph.
+    read from its graph. --checkpoint, --export-report and --bench-report add what training,
+    export and bench found out about it.
     """
+    from edgeloop.registry.evidence import with_evidence
+
     value = build_manifest(model_file, name, manifest)
     if parent is not None:
         value = dataclasses.replace(value, parent=ModelRef.parse(parent))
+    value = with_evidence(value, model_file, checkpoint, export_report, bench_report or [])
     with _open(home) as registry:
         version = registry.publish(model_file, value)
     err_console.print(f"published {version.ref} ({version.size_bytes} bytes)")
