@@ -32,6 +32,7 @@ DEPLOY = {"name": "d", "model": "lin:1"}
 # (route, who calls it, body, the field the answer must name)
 CASES: list[tuple[str, str, Any, str]] = [
     ("tokens", "admin", {"tier": BIG}, "tier"),
+    ("tokens", "admin", {"tier": -BIG - 1}, "tier"),  # past 64 bits: the message still renders
     ("tokens", "admin", {"tier": True}, "tier"),
     ("tokens", "admin", {"tier": -1}, "tier"),
     ("tokens", "admin", {"tier": 1.5}, "tier"),
@@ -83,6 +84,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("patch", "admin", {"name": "x"}, "name"),
     ("deploy", "admin", {**DEPLOY, "model": "lin:99999999999999999999"}, "model"),
     ("deploy", "admin", {**DEPLOY, "model": 1}, "model"),
+    ("deploy", "admin", {**DEPLOY, "model": -BIG - 1}, "model"),
     ("deploy", "admin", {**DEPLOY, "plan": {"soak_s": 1e308}}, "plan.soak_s"),
     ("deploy", "admin", {**DEPLOY, "plan": {"soak_s": True}}, "plan.soak_s"),
     ("deploy", "admin", {**DEPLOY, "plan": {"watch_s": -1}}, "plan.watch_s"),

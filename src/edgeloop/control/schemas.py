@@ -201,11 +201,19 @@ def _message(model: type[BaseModel], exc: PydanticError) -> str:
         elif error["type"] == "extra_forbidden":
             problems.append(f"{where} is not a known field")
         else:
-            got = _short(orjson.dumps(error["input"], default=repr).decode(), 60)
+            got = _short(_shown(error["input"]), 60)
             problems.append(f"{where}: {error['msg']} (got {got})")
     more = exc.error_count() - len(problems)
     tail = f"; and {more} more" if more > 0 else ""
     return f"{model.__name__} is not valid: " + "; ".join(problems) + tail
+
+
+def _shown(value: Any) -> str:
+    """``value`` as JSON text (an integer past 64 bits, which orjson refuses: as digits)."""
+    try:
+        return orjson.dumps(value, default=repr).decode()
+    except TypeError:
+        return repr(value)
 
 
 def _short(part: Any, most: int) -> str:
