@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -91,3 +92,20 @@ def test_no_body_makes_a_route_answer_5xx(plane: Any, route: str) -> None:
         _call(ctl, node, route, body)
 
     check()
+
+
+QUERY = st.dictionaries(
+    st.sampled_from(["node", "model", "version", "kind", "since", "until", "limit"]),
+    EXTREMES.map(str) | st.text(max_size=40),
+    max_size=4,
+)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=QUERY, ident=st.text(max_size=30).map(lambda t: quote(t, safe="")))
+def test_no_query_or_path_makes_a_read_answer_5xx(plane: Any, params: Any, ident: str) -> None:
+    ctl, _ = plane
+    for url, query in (("/api/v1/telemetry", params), (f"/api/v1/nodes/{ident}", None),
+                       (f"/api/v1/rollouts/{ident}", None)):  # fmt: skip
+        answer = ctl.request("GET", url, params=query, headers=ctl.admin)
+        assert answer.status_code < 500, (url, query, answer.text)
