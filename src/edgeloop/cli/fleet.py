@@ -209,7 +209,6 @@ def fleet_publish(
     """Publish a local registry version on the control plane under the same NAME:VERSION (or
     upload a model file as the next version of its name)."""
     from edgeloop.cli.registry import build_manifest
-    from edgeloop.core.errors import ConfigError
 
     if Path(model).is_file():
         value = build_manifest(Path(model), name, manifest)
@@ -217,12 +216,7 @@ def fleet_publish(
             version = client.publish_model(Path(model), value)
         emit(version, format, lambda c: c.print(f"published {version['ref']}"))
         return
-    if name is not None or manifest is not None:
-        raise ConfigError(
-            f"{model!r} is a registry ref: it is published with its own name and manifest",
-            hint="drop --name/--manifest, or give a model file to publish it under a new name",
-        )
-    steps = _publish_ref(model, with_parents, control, token, folder, home)
+    steps = _publish_ref(model, with_parents, name or manifest, control, token, folder, home)
     body = {**steps[-1], "steps": steps}
 
     def render(console: Console) -> None:
@@ -235,12 +229,14 @@ def fleet_publish(
 def _publish_ref(
     text: str,
     with_parents: bool,
+    renamed: object,
     control: str | None,
     token: str | None,
     folder: Path | None,
     home: Path | None,
 ) -> list[dict[str, Any]]:
-    """Publish local version ``text`` (and, ``with_parents``, its ancestors root first)."""
+    """Publish local version ``text`` (and, ``with_parents``, its ancestors root first);
+    ``renamed``: --name or --manifest, which a ref refuses (it keeps its own)."""
     from edgeloop.core.errors import ConfigError
     from edgeloop.core.settings import Settings
     from edgeloop.registry.registry import Registry
@@ -252,6 +248,11 @@ def _publish_ref(
         raise ConfigError(
             f"{str(path)!r} is a folder, not a model file or a registry ref",
             hint="give a model file, or NAME:VERSION from `edgeloop registry list`",
+        )
+    if renamed:
+        raise ConfigError(
+            f"{text!r} is a registry ref: it is published with its own name and manifest",
+            hint="drop --name/--manifest, or give a model file to publish it under a new name",
         )
     with Registry.open(settings) as registry:
         chain = registry.lineage(version.ref) if with_parents else [version]
