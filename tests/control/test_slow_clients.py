@@ -7,6 +7,7 @@ deadline, a 2 s body deadline and at most 20 connections, over raw sockets.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -70,6 +71,20 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(proc: ControlProcess) -> None
                 time.sleep(0.05)  # 200+ bytes: ~10 s in all, far past the deadline
         except (BrokenPipeError, ConnectionResetError):
             pass
+        assert time.monotonic() - start < HEADER_S + SLACK_S + 1
+
+
+def test_a_trickle_of_empty_lines_between_requests_is_cut_off(proc: ControlProcess) -> None:
+    """A lone CRLF cancels uvicorn's keep-alive timer and starts no request: it held the
+    connection open for as long as the client kept sending them."""
+    with wire.connect(proc.url) as sock:
+        sock.sendall(wire.head("GET", "/healthz", {}))
+        assert wire.read_answer(sock)[0] == 200
+        start = time.monotonic()
+        with contextlib.suppress(OSError):
+            while time.monotonic() - start < HEADER_S + SLACK_S + 2:
+                sock.sendall(b"\r\n")
+                time.sleep(0.2)
         assert time.monotonic() - start < HEADER_S + SLACK_S + 1
 
 

@@ -72,6 +72,8 @@ def bounded(limits: WireLimits, bodies: RouteBodies) -> type[HttpToolsProtocol]:
             self._timer = self.loop.call_at(self._deadline(), self._expired)
 
         def data_received(self, data: bytes) -> None:
+            if not self._phase:  # bytes between requests: the next one is under way (a lone
+                self._phase, self._since, self._seen = 1, None, 0  # CRLF must not hold it)
             if self._phase == 1:
                 self._seen += len(data)
             super().data_received(data)
