@@ -5,6 +5,7 @@ and reports the truth about it afterwards."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -17,10 +18,11 @@ from tests.agent.fleet_stub import ENROLL_TOKEN, ControlStub, publish
 from tests.agent.test_agent_process import ROW, _wait_until, served_version
 from tests.serving.slow_clients import attack
 
-from edgeloop.agent.activator import serving_state
+from edgeloop.agent.activator import CatalogActivator, serving_state
 from edgeloop.agent.reconcile import AgentOptions, Reconciler
 from edgeloop.control.deployments import Guard
 from edgeloop.control.guard import Verdict, check_node
+from edgeloop.core.errors import EdgeError
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.connections import ConnectionLimits
@@ -168,3 +170,32 @@ def test_slowloris_and_silent_sockets_are_cut_off_while_the_node_serves(
         assert served_version(agent, models) == 1
     finally:
         agent.stop()
+
+
+def test_a_model_the_server_lost_is_served_again_by_the_next_pass(node_on_v1: Node) -> None:
+    """Nothing outside the updater can unload the model now; should the server lose it anyway
+    (a bug, a failed load), the reconcile loop serves the active slot again, offline too."""
+    active = node_on_v1.active()
+    assert active is not None
+    reconciler = Reconciler(
+        node_on_v1.home, node_on_v1.updater, AgentOptions("http://127.0.0.1:9", None, "n", None),
+        None, "http://127.0.0.1:9",
+    )  # fmt: skip
+
+    async def run() -> list[Any]:
+        catalog = Catalog([Origin(active.name, active.folder)], ServerConfig())
+        activator = CatalogActivator(catalog, ServerConfig())
+        reconciler.serving = lambda model: serving_state(catalog, model)
+        reconciler.repair = activator.repair
+        await catalog.start()
+        seen: list[Any] = [await activator.repair(active)]  # serving: nothing to do
+        await catalog.remove(active.name)
+        seen.append(reconciler.report_body()["active"]["serving"])
+        with contextlib.suppress(EdgeError):
+            await reconciler.tick()  # enrolling fails (no token): the repair came first
+        seen += [reconciler.repairs, reconciler.report_body()["active"]["serving"]]
+        await catalog.stop()
+        seen.append(await activator.repair(active))  # never while the server stops
+        return seen
+
+    assert asyncio.run(run()) == [False, False, 1, True, False]

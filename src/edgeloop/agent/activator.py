@@ -20,6 +20,7 @@ from edgeloop.core.errors import ConfigError
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.repository import Origin
+from edgeloop.serving.served import VersionState
 
 log = logging.getLogger(__name__)
 APPLIED = ("max_batch", "max_delay_ms", "threads", "engine")
@@ -97,6 +98,22 @@ class CatalogActivator:
         for name in [n for n in self.catalog.models if n not in keep]:
             await self.catalog.remove(name)
 
+    async def repair(self, model: SlotModel) -> bool:
+        """Serve ``model`` again if the server lost it (its version is not loaded, or failed);
+        not while it loads or the server stops. Whether it had to.
+
+        Raises:
+            What :meth:`show` raises.
+        """
+        if self.catalog.stopping:
+            return False
+        served = self.catalog.models.get(model.name)
+        version = served.versions.get(str(model.version)) if served is not None else None
+        if version is not None and version.state in (VersionState.READY, VersionState.LOADING):
+            return False
+        await self.show(model)
+        return True
+
 
 def serving_state(catalog: Catalog, model: SlotModel) -> dict[str, Any]:
     """Whether the server really answers with ``model``: the report's ``active.serving``
@@ -116,5 +133,4 @@ def serving_state(catalog: Catalog, model: SlotModel) -> dict[str, Any]:
         ready = served.latest
         what = f"version {ready} serves instead" if ready else "no version is loaded"
         return {"serving": False, "serving_state": f"version {model.version} not loaded; {what}"}
-    state = version.state.value
-    return {"serving": state == "ready", "serving_state": state}
+    return {"serving": version.state is VersionState.READY, "serving_state": version.state.value}

@@ -152,7 +152,9 @@ async def _main(
     cascade = None
     if tier.cascade_threshold is not None:
         cascade = ParentCascade(tier, service.escalator, catalog, base.cascade_timeout_s)
-    updater.activator = CatalogActivator(catalog, base, cascade.follow if cascade else None)
+    activator = CatalogActivator(catalog, base, cascade.follow if cascade else None)
+    updater.activator = activator
+    reconciler.repair = activator.repair
     children = _children(tier, home, reconciler) if tier.serve_children else None
     if children is not None:
         app.router.add_route("/tier/targets/{path:path}", children.target, methods=["GET"],
@@ -166,6 +168,7 @@ async def _main(
             pid=os.getpid(),
             torch_imported="torch" in sys.modules,
             reports=reconciler.reports,
+            repairs=reconciler.repairs,
             telemetry=await tel.status(),
             routes=_routes_status(runner),
             tier={

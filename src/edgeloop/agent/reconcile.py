@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,10 @@ class Reconciler:
         # What the server really serves of a slot's model (``serving``, ``serving_state``);
         # None: no server here (tools, tests), the report carries the slot alone.
         self.serving: Callable[[SlotModel], dict[str, Any]] | None = None
+        # Serves a slot's model again if the server lost it; True when it had to (None: no
+        # server here). What the slot pointer names is what this node serves.
+        self.repair: Callable[[SlotModel], Awaitable[bool]] | None = None
+        self.repairs = 0
 
     async def run_forever(self) -> None:
         rng = random.Random()
@@ -139,6 +143,7 @@ class Reconciler:
 
     async def tick(self) -> None:
         """One pass (raises what failed; the loop counts it and backs off)."""
+        await self._repair()  # first: serving never waits for the control plane
         if self.identity is None:
             await self._enroll()
         client, identity = self._client()
@@ -174,6 +179,25 @@ class Reconciler:
         finally:
             anonymous.close()
         log.info("enrolled as node %s", self.identity.node_id)
+
+    async def _repair(self) -> None:
+        """Serve the active slot's model again if the server lost it (a failed load, a bug):
+        never while an update runs (the updater then decides what serves)."""
+        if self.repair is None or self.updating:
+            return
+        active = self.updater.slots.read(self.updater.slots.active_name())
+        if active is None:
+            return
+        try:
+            repaired = await self.repair(active)
+        except EdgeError as exc:
+            self.last_error = f"serving the active model again failed: {exc.message}"
+            log.warning("reconcile: %s", self.last_error)
+            return
+        if repaired:
+            self.repairs += 1
+            log.warning("the server had lost %s version %d; serving it again",
+                        active.name, active.version)  # fmt: skip
 
     @property
     def updating(self) -> bool:
