@@ -137,3 +137,18 @@ def test_connections_past_the_limit_are_refused_and_the_rest_still_served(
             sock.close()
     time.sleep(0.2)
     assert httpx.get(f"{proc.url}/healthz", timeout=10).status_code == 200
+
+
+def test_the_connection_limit_stays_below_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limit above the descriptors left would never be reached: accept() fails first."""
+    import resource
+
+    from edgeloop.control.limits import MAX_CONNECTIONS, wire_limits
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    assert wire_limits().max_connections == 1024 - 256
+    assert wire_limits(max_connections=5000).max_connections == 5000  # as asked
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1 << 20, 1 << 20))
+    assert wire_limits().max_connections == MAX_CONNECTIONS

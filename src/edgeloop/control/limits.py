@@ -35,6 +35,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 KIB, MIB = 1 << 10, 1 << 20
+MAX_CONNECTIONS = 16384
 
 
 class Body(Enum):
@@ -64,7 +65,8 @@ class WireLimits:
     body_timeout_s: float = 30.0  # to read a whole body, from the request's headers on
     upload_timeout_s: float = 900.0  # the same for a model upload (admin only, checked first)
     header_timeout_s: float = 10.0  # from connecting (or a request's first byte) to its headers
-    max_connections: int = 16384  # open at once; one more is answered 503 and closed
+    max_connections: int = MAX_CONNECTIONS  # open at once; one more is answered 503 and closed (the
+    # command line lowers it to the open-file limit: connections_default)
     max_header_bytes: int = 64 * KIB
 
     def __post_init__(self) -> None:
@@ -100,11 +102,28 @@ def wire_limits(
     given: dict[str, Any] = {"body_timeout_s": body_timeout_s, "upload_timeout_s": upload_timeout_s,
                              "header_timeout_s": header_timeout_s,
                              "max_connections": max_connections}  # fmt: skip
+    if max_connections is None:
+        given["max_connections"] = connections_default()
     if max_model_mb is not None:
         if not 1 <= max_model_mb <= 1 << 20:
             raise ConfigError(f"--max-model-mb {max_model_mb} is not valid; expected 1 to 1048576")
         given["model_bytes"] = max_model_mb * MIB
     return WireLimits(**{k: v for k, v in given.items() if v is not None})
+
+
+def connections_default(reserve: int = 256) -> int:
+    """16384, or fewer when the process may open fewer files: a limit above the descriptors
+    left would never be reached (accept() would fail with EMFILE first), ``reserve`` kept for
+    the database, the artifacts and the threads."""
+    most = MAX_CONNECTIONS
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return most
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return most
+    return max(64, min(most, soft - reserve))
 
 
 Route = tuple[re.Pattern[str], str, Body]
