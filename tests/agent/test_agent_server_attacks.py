@@ -20,6 +20,7 @@ from tests.serving.slow_clients import attack
 
 from edgeloop.agent.activator import CatalogActivator, serving_state
 from edgeloop.agent.reconcile import AgentOptions, Reconciler
+from edgeloop.agent.slots import SlotModel
 from edgeloop.control.deployments import Guard
 from edgeloop.control.guard import Verdict, check_node
 from edgeloop.core.errors import EdgeError
@@ -104,17 +105,21 @@ def test_malformed_shapes_in_the_watch_window_do_not_roll_back_a_good_version(
         agent.stop()
 
 
+def _offline(node: Node) -> tuple[SlotModel, Reconciler]:
+    """The node's active model, and a reconcile loop for it that reaches no control plane."""
+    active = node.active()
+    assert active is not None
+    nowhere = "http://127.0.0.1:9"
+    options = AgentOptions(nowhere, None, "n", None)
+    return active, Reconciler(node.home, node.updater, options, None, nowhere)
+
+
 def test_the_report_says_not_serving_when_the_server_does_not_serve_the_model(
     node_on_v1: Node,
 ) -> None:
     """The status comes from the server's catalog, not from the slot pointer, and the control
     plane's guard fails a node whose server does not serve its model."""
-    active = node_on_v1.active()
-    assert active is not None
-    reconciler = Reconciler(
-        node_on_v1.home, node_on_v1.updater, AgentOptions("http://127.0.0.1:9", None, "n", None),
-        None, "http://127.0.0.1:9",
-    )  # fmt: skip
+    active, reconciler = _offline(node_on_v1)
     later = replace(active, version=2)
 
     async def run() -> list[dict[str, Any]]:
@@ -175,12 +180,7 @@ def test_slowloris_and_silent_sockets_are_cut_off_while_the_node_serves(
 def test_a_model_the_server_lost_is_served_again_by_the_next_pass(node_on_v1: Node) -> None:
     """Nothing outside the updater can unload the model now; should the server lose it anyway
     (a bug, a failed load), the reconcile loop serves the active slot again, offline too."""
-    active = node_on_v1.active()
-    assert active is not None
-    reconciler = Reconciler(
-        node_on_v1.home, node_on_v1.updater, AgentOptions("http://127.0.0.1:9", None, "n", None),
-        None, "http://127.0.0.1:9",
-    )  # fmt: skip
+    active, reconciler = _offline(node_on_v1)
 
     async def run() -> list[Any]:
         catalog = Catalog([Origin(active.name, active.folder)], ServerConfig())
