@@ -72,7 +72,8 @@ def control(
     max_connections: Annotated[
         int | None,
         typer.Option(
-            "--max-connections", help="Connections open at once; one more gets 503 [16384]."
+            "--max-connections",
+            help="Connections open at once; one more gets 503 [16384, or ulimit -n - 256].",
         ),
     ] = None,
     format: Annotated[
