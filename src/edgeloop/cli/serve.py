@@ -7,6 +7,7 @@ stdout (url, pid, models, idle RSS, whether torch is imported) so a script can w
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -176,9 +177,13 @@ def serve(
     def on_ready(info: ReadyInfo) -> None:
         emit(info.to_dict(), format, lambda console: _render(console, info))
 
-    # Registry refs are linked into a model repository that lives as long as the server.
-    with tempfile.TemporaryDirectory(prefix="edgeloop-serve-refs-") as checkout_root:
-        origins = scan(model_paths(models, home, Path(checkout_root)), name)
+    # Registry refs are linked into a model repository that lives as long as the server
+    # (made only when some argument is not a path, so plain files leave nothing behind).
+    refs = any(not Path(text).exists() for text in models)
+    folder = tempfile.TemporaryDirectory(prefix="edgeloop-serve-refs-") if refs else None
+    with folder or contextlib.nullcontext():
+        root = Path(folder.name) if folder is not None else Path()
+        origins = scan(model_paths(models, home, root), name)
         try:
             run(
                 origins,
