@@ -9,7 +9,8 @@ refractory period. Data sets: digits (64 pixels), BasicMotions summarised as per
 and std (12 features, 40 reference rows), and the MIT-BIH window set (mitdb-anomaly, 64 points;
 it has 2 classes, so "only 3 of the classes" does not exist there and the prior column is n/a).
 
-Methods, inputs only: edgeloop (``DriftMonitor.update`` per sample); scipy's two-sample KS per
+Methods, inputs only: edgeloop (``DriftMonitor.update`` per sample, default settings, and with
+``MonitorConfig(residual=True)``); scipy's two-sample KS per
 feature against the reference, Bonferroni over features at 0.05, on the last 200 samples every
 10 samples; river's ADWIN (default delta 0.002) on a per-sample distance score (Euclidean norm
 of the sample standardised by the reference). With outputs: a LogisticRegression trained on
@@ -44,7 +45,7 @@ from sklearn.model_selection import cross_val_predict
 from threadpoolctl import threadpool_limits
 
 from edgeloop.data import load_bundled
-from edgeloop.monitoring import AlarmKind, DriftMonitor
+from edgeloop.monitoring import AlarmKind, DriftMonitor, MonitorConfig
 
 DATASETS = ("digits", "basic-motions", "mitdb-anomaly")
 KINDS = ("covariate", "scale", "prior", "none")
@@ -176,7 +177,8 @@ def run_outputs(
 
 def bench_dataset(name: str, seeds: int, plot: dict[str, Any] | None) -> dict[str, Any]:
     x_all, y_all = features(name)
-    tallies = {m: Tally() for m in ("edgeloop", "scipy KS", "river ADWIN", "edgeloop outputs")}
+    methods = ("edgeloop", "edgeloop +residual", "scipy KS", "river ADWIN", "edgeloop outputs")
+    tallies = {m: Tally() for m in methods}
     mae_shifted: list[float] = []
     mae_none: list[float] = []
     sizes, fit_s = [], []
@@ -191,6 +193,8 @@ def bench_dataset(name: str, seeds: int, plot: dict[str, Any] | None) -> dict[st
         fit_s.append(time.perf_counter() - start)
         sizes.append(mon.profile.size_bytes)
         tallies["edgeloop"].state_bytes = mon.state_bytes
+        mon_res = DriftMonitor.fit(ref, config=MonitorConfig(residual=True))
+        tallies["edgeloop +residual"].state_bytes = mon_res.state_bytes
         model = LogisticRegression(max_iter=2000).fit(ref, y_ref)
         folds = min(5, int(np.bincount(y_ref).min()))
         oof = cross_val_predict(
@@ -206,6 +210,8 @@ def bench_dataset(name: str, seeds: int, plot: dict[str, Any] | None) -> dict[st
             x, y = made
             times = run_edgeloop(mon, x, tallies["edgeloop"])
             tallies["edgeloop"].add(kind, times)
+            res = tallies["edgeloop +residual"]
+            res.add(kind, run_edgeloop(mon_res, x, res))
             tallies["scipy KS"].add(kind, run_ks(ref, x, tallies["scipy KS"]))
             tallies["river ADWIN"].add(kind, run_adwin(ref, x, tallies["river ADWIN"]))
             probs = model.predict_proba(x)

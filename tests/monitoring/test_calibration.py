@@ -9,7 +9,7 @@ from edgeloop.core.errors import ConfigError
 from edgeloop.monitoring import MonitorConfig
 from edgeloop.monitoring.calibration import calibrate_thresholds
 from edgeloop.monitoring.registry import get_detector
-from edgeloop.monitoring.statistic import fit_model, score_rows
+from edgeloop.monitoring.statistic import calibration_rows, fit_model, score_rows
 
 CONFIG = MonitorConfig(replicates=32, calibration_length=2000, alarms_per_1000=0.05)
 STREAM = 2000
@@ -78,9 +78,17 @@ def test_thresholds_are_seeded_and_a_lower_rate_asks_for_more_evidence(
 ) -> None:
     model = fit_model(gaussian_reference, lam=0.03, clip=3.0, rows_per_axis=5, energy=0.95)
 
-    def lines(rate: float, seed: int) -> tuple[float, float]:
+    parts = calibration_rows(model, gaussian_reference)
+
+    def lines(rate: float, seed: int) -> tuple[float, ...]:
         return calibrate_thresholds(
-            model, gaussian_reference, alarms_per_1000=rate, replicates=40, length=1000, seed=seed
+            parts,
+            lam=model.lam,
+            denominator=model.denominator,
+            alarms_per_1000=rate,
+            replicates=40,
+            length=1000,
+            seed=seed,
         )
 
     assert lines(0.1, 5) == lines(0.1, 5)
@@ -94,5 +102,27 @@ def test_calibration_refuses_settings_without_a_quantile(rate: float, replicates
     model = fit_model(rows, lam=0.03, clip=3.0, rows_per_axis=5, energy=0.95)
     with pytest.raises(ConfigError, match="calibration"):
         calibrate_thresholds(
-            model, rows, alarms_per_1000=rate, replicates=replicates, length=4000, seed=0
+            calibration_rows(model, rows),
+            lam=model.lam,
+            denominator=model.denominator,
+            alarms_per_1000=rate,
+            replicates=replicates,
+            length=4000,
+            seed=0,
         )
+
+
+def test_the_max_of_a_known_stream_is_found_per_part() -> None:
+    # Two parts of one column each; every replicate streams the same constant rows, so the
+    # EWMA climbs to the constant and the largest squared norm is its square over f + 2/n.
+    ones = np.ones((5, 1))
+    lines = calibrate_thresholds(
+        [ones, 2 * ones],
+        lam=0.5,
+        denominator=1.0,
+        alarms_per_1000=0.1,
+        replicates=10,
+        length=60,
+        seed=0,
+    )
+    assert lines == pytest.approx((1.0, 4.0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score
@@ -119,3 +121,23 @@ def test_the_reference_itself_is_never_out_of_its_range(fast: MonitorConfig) -> 
     mon = DriftMonitor.fit(reference, config=fast)
     mon.update_many(reference)
     assert mon.quality.out_of_range == 0 and mon.quality.samples == 100
+
+
+def test_the_residual_part_sees_a_shift_off_the_axes_the_others_miss(
+    fast: MonitorConfig,
+) -> None:
+    # Two tightly coupled features: a shift of one alone leaves the principal axis nearly
+    # still but moves the residual's mean.
+    rng = np.random.default_rng(13)
+    common = rng.normal(size=(400, 1))
+    reference = np.hstack([common, common]) + 0.2 * rng.normal(size=(400, 2))
+    on = DriftMonitor.fit(reference, config=replace(fast, residual=True, rows_per_axis=100))
+    assert on.profile.input.residual_threshold is not None
+    assert len(on.scores[AlarmKind.INPUT]) == 3
+    common = rng.normal(size=(300, 1))
+    stream = np.hstack([common, common]) + 0.2 * rng.normal(size=(300, 2))
+    stream[:, 0] += 0.3
+    alarms = on.update_many(stream)
+    assert alarms and alarms[0][1].part is ScorePart.RESIDUAL
+    back = DriftMonitor.from_profile(on.profile.to_bytes())
+    assert back.profile.input.residual_threshold == on.profile.input.residual_threshold

@@ -27,6 +27,8 @@ class ScorePart(StrEnum):
     LOCATION = "location"
     # Their energy changed: a gain, a noisier sensor, a move off the reference's correlations.
     ENERGY = "energy"
+    # The features moved off the reference's principal axes (watched when configured).
+    RESIDUAL = "residual"
 
 
 @dataclass(frozen=True, slots=True)

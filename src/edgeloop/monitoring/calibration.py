@@ -22,71 +22,72 @@ Randomness: a ``numpy`` generator seeded by the caller, so a profile is reproduc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import numpy.typing as npt
 
 from edgeloop.core.errors import ConfigError
-from edgeloop.monitoring.statistic import F64, ChiSquareModel, calibration_rows
+from edgeloop.monitoring.statistic import F64
 
 # Replicates scored together: the stacked stream is (length, CHUNK, width) floats.
 CHUNK = 16
 
 
 def calibrate_thresholds(
-    model: ChiSquareModel,
-    rows: F64,
+    parts: Sequence[F64],
     *,
+    lam: float,
+    denominator: float,
     alarms_per_1000: float,
     replicates: int,
     length: int,
     seed: int,
-) -> tuple[float, float]:
-    """Location and energy thresholds for at most ``alarms_per_1000`` false alarms per 1,000.
+) -> tuple[float, ...]:
+    """One threshold per score part, for at most ``alarms_per_1000`` false alarms per 1,000.
 
-    ``rows`` are the reference feature rows ``model`` was fitted on.
+    ``parts`` are the reference rows as the statistic sees new rows, one ``(n, width)`` matrix
+    per part (``statistic.calibration_rows``); each part gets an equal share of the allowed
+    rate (a union bound).
 
     Raises:
         ConfigError: a rate, replicate count or length that cannot give a quantile.
     """
-    alpha = alarms_per_1000 * length / 1000.0 / 2.0
+    alpha = alarms_per_1000 * length / 1000.0 / len(parts)
     if not 0.0 < alpha < 1.0 or replicates < 10 or length < 1:
         raise ConfigError(
             f"calibration with rate {alarms_per_1000}/1000, length {length} and {replicates} "
-            "replicates: expected 0 < rate * length / 2000 < 1 and at least 10 replicates",
+            f"replicates: expected 0 < rate * length / 1000 / {len(parts)} < 1 and at least "
+            "10 replicates",
             hint="lower the rate or the calibration length",
         )
     rng = np.random.default_rng(seed)
-    n = rows.shape[0]
-    p = model.components
-    loc, energy = calibration_rows(model, rows)
-    scored = np.concatenate([loc, energy], axis=1) / np.sqrt(model.denominator)
+    scored = np.concatenate(parts, axis=1) / np.sqrt(denominator)
+    n = scored.shape[0]
+    starts = np.cumsum([0] + [p.shape[1] for p in parts[:-1]])
     peaks: list[F64] = []
     for start in range(0, replicates, CHUNK):
-        parts = []
+        streams = []
         for _ in range(min(CHUNK, replicates - start)):
             resample = np.asarray(rng.integers(0, n, size=n))
             source = resample[rng.integers(0, n, size=n)]
-            parts.append(scored[source[rng.integers(0, n, size=length)]])
-        peaks.append(_running_max_norms(np.stack(parts, axis=1), p, model.lam))
-    maxima = np.concatenate(peaks)  # (replicates, 2)
-    location, energy = np.quantile(maxima, 1.0 - alpha, axis=0)
-    return float(location), float(energy)
+            streams.append(scored[source[rng.integers(0, n, size=length)]])
+        peaks.append(_running_max_norms(np.stack(streams, axis=1), starts, lam))
+    maxima = np.concatenate(peaks)  # (replicates, parts)
+    return tuple(float(q) for q in np.quantile(maxima, 1.0 - alpha, axis=0))
 
 
-def _running_max_norms(values: F64, p: int, lam: float) -> F64:
-    """Largest squared norms over time of the EWMA of the two parts of ``values``.
+def _running_max_norms(values: F64, starts: npt.NDArray[np.int64], lam: float) -> F64:
+    """Largest squared norm over time of the EWMA of each part of ``values``.
 
-    ``values`` is ``(length, r, p + 2)``: the location part in the first ``p`` columns, the
-    energy part in the last two. Returns ``(r, 2)``.
+    ``values`` is ``(length, r, width)``, part ``i`` in the columns from ``starts[i]``.
+    Returns ``(r, parts)``.
     """
     acc = np.zeros(values.shape[1:])
-    peak = np.zeros((values.shape[1], 2))
-    now = np.empty_like(peak)
+    peak = np.zeros((values.shape[1], len(starts)))
     keep = 1.0 - lam
     for t in range(values.shape[0]):
         acc *= keep
         acc += lam * values[t]
-        sq = acc * acc
-        now[:, 0] = sq[:, :p].sum(axis=1)
-        now[:, 1] = sq[:, p:].sum(axis=1)
-        np.maximum(peak, now, out=peak)
+        np.maximum(peak, np.add.reduceat(acc * acc, starts, axis=1), out=peak)
     return peak

@@ -28,12 +28,22 @@ class CalibratedStatistic:
     model: ChiSquareModel
     location_threshold: float
     energy_threshold: float
+    # Set when the residual part is watched (MonitorConfig.residual; residual.py).
+    residual_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("location_threshold", "energy_threshold"):
+        for name in ("location_threshold", "energy_threshold", "residual_threshold"):
             value = getattr(self, name)
+            if value is None and name == "residual_threshold":
+                continue
             if not (math.isfinite(value) and value > 0):
                 raise DataError(f"{name}={value}, expected a positive finite threshold")
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """The threshold of each watched part, in ``ScorePart`` order."""
+        base = (self.location_threshold, self.energy_threshold)
+        return base if self.residual_threshold is None else (*base, self.residual_threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +67,16 @@ class StreamingScore:
         self._energy = np.zeros(2)
         # Per-feature EWMA of the standardised values: only read to name the evidence.
         self._feature = np.zeros(len(m.active))
-        self._scores = np.zeros(2)
+        self._residual = np.zeros(len(m.active) if stat.residual_threshold else 0)
+        self._thresholds = np.array(stat.thresholds)
+        self._scores = np.zeros(len(self._thresholds))
         self._above = False
 
     def reset(self) -> None:
         self._loc[:] = 0.0
         self._energy[:] = 0.0
         self._feature[:] = 0.0
+        self._residual[:] = 0.0
         self._scores[:] = 0.0
         self._above = False
 
@@ -72,13 +85,13 @@ class StreamingScore:
         """Bytes of the arrays this score reads or writes per sample (fitted and mutable)."""
         m = self.stat.model
         fitted = (m.active, m.mean, m.scale, m.basis, m.spread, m.energy_mean, m.energy_std)
-        mutable = (self._loc, self._energy, self._feature, self._scores)
+        mutable = (self._loc, self._energy, self._feature, self._residual, self._scores)
         return sum(a.nbytes for a in (*fitted, *mutable))
 
     @property
-    def scores(self) -> tuple[float, float]:
-        """The current location and energy scores."""
-        return float(self._scores[0]), float(self._scores[1])
+    def scores(self) -> tuple[float, ...]:
+        """The current score of each watched part, in ``ScorePart`` order."""
+        return tuple(float(v) for v in self._scores)
 
     def step(self, row: F64) -> Crossing | None:
         """Take one feature row ``(d,)``; the crossing if a score has just gone above its line."""
@@ -97,23 +110,25 @@ class StreamingScore:
         self._energy += lam * e
         self._feature *= self._keep
         self._feature += lam * u
-        loc_score = float(self._loc @ self._loc) * self._norm
-        energy_score = float(self._energy @ self._energy) * self._norm
-        self._scores[0], self._scores[1] = loc_score, energy_score
-        s = self.stat
-        over_loc = loc_score / s.location_threshold
-        over_energy = energy_score / s.energy_threshold
-        above = over_loc > 1.0 or over_energy > 1.0
+        self._scores[0] = float(self._loc @ self._loc) * self._norm
+        self._scores[1] = float(self._energy @ self._energy) * self._norm
+        if self._residual.size:
+            r = np.clip(u - m.basis @ c, -m.clip, m.clip)
+            self._residual *= self._keep
+            self._residual += lam * r
+            self._scores[2] = float(self._residual @ self._residual) * self._norm
+        ratios = self._scores / self._thresholds
+        worst = int(ratios.argmax())
+        above = bool(ratios[worst] > 1.0)
         rising = above and not self._above
         if rising:
             self._above = True
-        elif max(over_loc, over_energy) < REARM:
+        elif ratios[worst] < REARM:
             self._above = False
         if not rising:
             return None
-        if over_loc >= over_energy:
-            return Crossing(ScorePart.LOCATION, loc_score, s.location_threshold)
-        return Crossing(ScorePart.ENERGY, energy_score, s.energy_threshold)
+        part = tuple(ScorePart)[worst]
+        return Crossing(part, float(self._scores[worst]), float(self._thresholds[worst]))
 
     def top_features(self, count: int) -> tuple[FeatureContribution, ...]:
         """The ``count`` features whose smoothed standardised mean moved most, largest first."""

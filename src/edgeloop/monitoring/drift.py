@@ -168,8 +168,9 @@ class DriftMonitor:
         self._performance.add_label(predicted, label)
 
     @property
-    def scores(self) -> dict[AlarmKind, tuple[float, float]]:
-        """Current (location, energy) score of each watched signal (thresholds: ``profile``)."""
+    def scores(self) -> dict[AlarmKind, tuple[float, ...]]:
+        """Current scores of each watched signal, in ``ScorePart`` order (location, energy,
+        and residual when configured); the thresholds are in ``profile``."""
         out = {AlarmKind.INPUT: self._input.scores}
         if self._prediction and self._confidence:
             out[AlarmKind.PREDICTION] = self._prediction.scores

@@ -118,6 +118,7 @@ def _put_stat(
         "clip": m.clip,
         "location_threshold": stat.location_threshold,
         "energy_threshold": stat.energy_threshold,
+        "residual_threshold": stat.residual_threshold,
     }
 
 
@@ -128,6 +129,10 @@ def _get_stat(
     model = ChiSquareModel(
         **fields, n=int(meta["n"]), lam=float(meta["lam"]), clip=float(meta["clip"])
     )
+    residual = meta["residual_threshold"]
     return CalibratedStatistic(
-        model, float(meta["location_threshold"]), float(meta["energy_threshold"])
+        model,
+        float(meta["location_threshold"]),
+        float(meta["energy_threshold"]),
+        None if residual is None else float(residual),
     )

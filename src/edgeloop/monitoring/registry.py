@@ -13,7 +13,8 @@ from edgeloop.core.errors import ConfigError, NotFoundError
 from edgeloop.monitoring.calibration import calibrate_thresholds
 from edgeloop.monitoring.config import MonitorConfig
 from edgeloop.monitoring.detector import CalibratedStatistic
-from edgeloop.monitoring.statistic import F64, fit_model
+from edgeloop.monitoring.residual import residual_calibration_rows
+from edgeloop.monitoring.statistic import F64, calibration_rows, fit_model
 
 DEFAULT_DETECTOR = "ewma-pca"
 
@@ -68,15 +69,20 @@ def _fit_ewma_pca(rows: F64, config: MonitorConfig) -> CalibratedStatistic:
         rows_per_axis=config.rows_per_axis,
         energy=config.energy,
     )
-    location, energy = calibrate_thresholds(
-        model,
-        rows,
+    parts = list(calibration_rows(model, rows))
+    residual = config.residual and model.residual
+    if residual:
+        parts.append(residual_calibration_rows(model, rows))
+    thresholds = calibrate_thresholds(
+        parts,
+        lam=model.lam,
+        denominator=model.denominator,
         alarms_per_1000=config.alarms_per_1000,
         replicates=config.replicates,
         length=config.calibration_length,
         seed=config.seed,
     )
-    return CalibratedStatistic(model, location, energy)
+    return CalibratedStatistic(model, *thresholds)
 
 
 register_detector(
