@@ -49,6 +49,14 @@ def test_a_sample_of_the_wrong_shape_is_refused_and_counted(mon: DriftMonitor) -
     assert mon.quality.wrong_shape == 1 and mon.samples_seen == 0
 
 
+def test_a_sample_that_is_not_numeric_is_refused(mon: DriftMonitor) -> None:
+    with pytest.raises(DataError, match="not numeric"):
+        mon.update(["a", "b", "c", "d"])
+    with pytest.raises(DataError, match="not numeric"):
+        mon.update_many([[1.0, 2.0], [3.0]])
+    assert mon.samples_seen == 0
+
+
 def test_a_label_of_a_class_the_model_lacks_is_refused(mon: DriftMonitor) -> None:
     with pytest.raises(DataError, match=r"label 3 is not a class of the model \(it has 3"):
         mon.record_label(0, 3)

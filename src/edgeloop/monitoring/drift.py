@@ -91,11 +91,12 @@ class DriftMonitor:
         NaN/inf values is counted (``quality``) and not scored.
 
         Raises:
-            DataError: the sample's shape differs from the reference's (it is counted too);
+            DataError: a non-numeric sample; the sample's shape differs from the reference's
+                (it is counted too);
                 an output that is not a probability vector of the profiled classes.
             ConfigError: an output given to a monitor fitted without outputs.
         """
-        sample = np.asarray(x, dtype=np.float64)
+        sample = _numeric(x)
         features = self.profile.features
         if sample.shape != features.sample_shape:
             self._quality.count_wrong_shape()
@@ -141,7 +142,7 @@ class DriftMonitor:
             DataError: ``xs`` (or ``outputs``) not shaped as a batch of reference samples;
                 nothing is counted then.
         """
-        batch = np.asarray(xs, dtype=np.float64)
+        batch = _numeric(xs)
         self.profile.features.check(batch, batch=True)
         probs = None
         if outputs is not None:
@@ -222,3 +223,10 @@ class DriftMonitor:
                 f"an output of {probs.shape[1]} classes; the profiled model has {out.num_classes}"
             )
         return probs
+
+
+def _numeric(x: npt.ArrayLike) -> F64:
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"a sample that is not numeric ({exc})") from exc
