@@ -95,6 +95,16 @@ def test_failed_database_write_leaves_no_orphan_artifact(
     assert registry.publish(linear_onnx, manifest("lin")).version == 2
 
 
+def test_a_version_published_elsewhere_keeps_its_number_or_leaves_nothing(
+    registry: Registry, manifest: ManifestFactory, linear_onnx: Path, other_onnx: Path
+) -> None:
+    assert registry.publish(linear_onnx, manifest("lin"), version=3).ref == ModelRef("lin", 3)
+    with pytest.raises(ConflictError, match="lin:2 cannot be registered"):
+        registry.publish(other_onnx, manifest("lin"), version=2)
+    assert [v.ref for v in registry.list()] == [ModelRef("lin", 3)]
+    assert len(_artifact_files(registry)) == 1  # the refused upload's bytes are gone
+
+
 def test_failed_publish_keeps_an_artifact_another_version_uses(
     registry: Registry, manifest: ManifestFactory, linear_onnx: Path
 ) -> None:

@@ -13,7 +13,7 @@ from datetime import UTC
 
 import pytest
 
-from edgeloop.core.errors import ConfigError, NotFoundError
+from edgeloop.core.errors import ConfigError, ConflictError, NotFoundError
 from edgeloop.core.types import Manifest, ModelRef
 from edgeloop.registry import ModelStore, ModelVersion
 
@@ -104,6 +104,27 @@ class TestModelStoreContract:
         _add(store, manifest, "a")
         store.remove(ModelRef("a", 2))
         store.remove(ModelRef("a", 1))
+        assert _add(store, manifest, "a").version == 3
+
+    def test_an_explicit_version_is_kept_and_numbering_goes_on_from_it(
+        self, store: ModelStore, manifest: ManifestFactory
+    ) -> None:
+        assert store.add(manifest("a"), SHA_A, 1, 3).ref == ModelRef("a", 3)
+        assert store.add(manifest("b"), SHA_A, 1, 1).ref == ModelRef("b", 1)
+        assert _add(store, manifest, "a").version == 4
+        assert store.add(manifest("a"), SHA_B, 1, 7).version == 7
+        assert [v.version for v in store.list("a")] == [3, 4, 7]
+
+    def test_an_explicit_version_never_reuses_a_number(
+        self, store: ModelStore, manifest: ManifestFactory
+    ) -> None:
+        _add(store, manifest, "a")
+        _add(store, manifest, "a")
+        store.remove(ModelRef("a", 2))
+        for taken in (1, 2):  # present, and removed
+            with pytest.raises(ConflictError, match=f"a:{taken} cannot be registered"):
+                store.add(manifest("a"), SHA_B, 1, taken)
+        assert [v.version for v in store.list("a")] == [1]
         assert _add(store, manifest, "a").version == 3
 
     def test_remove_needs_an_explicit_version(

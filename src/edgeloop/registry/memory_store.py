@@ -20,6 +20,7 @@ from edgeloop.registry.store import (
     not_found,
     require_version,
     utc_now,
+    version_taken,
 )
 
 
@@ -55,16 +56,22 @@ class MemoryModelStore:
     def __repr__(self) -> str:
         return f"MemoryModelStore({len(self._rows)} versions)"
 
-    def add(self, manifest: Manifest, artifact_sha256: str, size_bytes: int) -> ModelVersion:
-        """Register the next version of ``manifest.name``.
+    def add(
+        self, manifest: Manifest, artifact_sha256: str, size_bytes: int, version: int | None = None
+    ) -> ModelVersion:
+        """Register the next version of ``manifest.name`` (exactly ``version`` when given).
 
         Raises:
             ConfigError: a malformed sha256, a negative size, or a manifest that is not JSON.
+            ConflictError: ``version`` is not above every number the name ever had.
         """
         check_sha256(artifact_sha256)
         text = manifest_to_json(manifest)
         with self._lock:
-            version = self._last.get(manifest.name, 0) + 1
+            last = self._last.get(manifest.name, 0)
+            if version is not None and version <= last:
+                raise version_taken(manifest.name, version, last)
+            version = last + 1 if version is None else version
             row = _Row(manifest.name, version, text, artifact_sha256, size_bytes, utc_now())
             value = row.value()  # validates before anything is stored
             self._last[manifest.name] = version

@@ -62,20 +62,24 @@ class Registry:
     def close(self) -> None:
         self.store.close()
 
-    def publish(self, model_file: Path, manifest: Manifest) -> ModelVersion:
-        """Store ``model_file`` and register it as the next version of ``manifest.name``.
+    def publish(
+        self, model_file: Path, manifest: Manifest, *, version: int | None = None
+    ) -> ModelVersion:
+        """Store ``model_file`` and register it as the next version of ``manifest.name``, or as
+        exactly ``version`` (a registry receiving a version published elsewhere keeps its ref).
 
         A parent given without a version is pinned to the parent's latest version.
 
         Raises:
             NotFoundError: ``model_file`` or ``manifest.parent`` does not exist.
             ConfigError: the manifest cannot be stored as JSON.
+            ConflictError: ``version`` is not above every number the name ever had.
             StoreError / ConflictError: storing failed; nothing was left behind.
         """
         manifest = self._pin_parent(manifest)
         info = self.artifacts.put(Path(model_file))
         try:
-            version = self.store.add(manifest, info.sha256, info.size_bytes)
+            added = self.store.add(manifest, info.sha256, info.size_bytes, version)
         except BaseException:
             self._collect(info.sha256)
             raise
@@ -89,7 +93,7 @@ class Registry:
                     f"(sha256 {info.sha256} became {again.sha256})",
                     hint="publish a file that nothing else is writing to",
                 )
-        return version
+        return added
 
     def resolve(self, ref: ModelRef) -> tuple[ModelVersion, Path]:
         """The version ``ref`` names and the path of its verified artifact.

@@ -36,6 +36,7 @@ from edgeloop.registry.store import (
     not_found,
     require_version,
     utc_now,
+    version_taken,
 )
 
 T = TypeVar("T")
@@ -94,12 +95,16 @@ class SqlModelStore:
             # Another process may have created them between our check and our CREATE.
             _metadata.create_all(self.engine)
 
-    def add(self, manifest: Manifest, artifact_sha256: str, size_bytes: int) -> ModelVersion:
-        """Register the next version of ``manifest.name`` in one transaction.
+    def add(
+        self, manifest: Manifest, artifact_sha256: str, size_bytes: int, version: int | None = None
+    ) -> ModelVersion:
+        """Register the next version of ``manifest.name`` (exactly ``version`` when given) in
+        one transaction.
 
         Raises:
             ConfigError: a malformed sha256, a negative size, or a manifest that is not JSON.
-            ConflictError: the version-number race was lost ``_ATTEMPTS`` times in a row.
+            ConflictError: the version-number race was lost ``_ATTEMPTS`` times in a row, or
+                ``version`` is not above every number the name ever had.
             StoreError: the database failed or refused the row.
         """
         check_sha256(artifact_sha256)
@@ -107,24 +112,18 @@ class SqlModelStore:
         attempt = 1
         while True:
             try:
-                return self._add_once(manifest, text, artifact_sha256, size_bytes)
+                return self._add_once(manifest, text, artifact_sha256, size_bytes, version)
             except sa_exc.DBAPIError as exc:
                 if attempt >= _ATTEMPTS or not self._db.is_race(exc):
                     raise self._translate(exc, f"adding a version of {manifest.name!r}") from exc
             time.sleep(0.005 * attempt)
             attempt += 1
 
-    def _add_once(self, manifest: Manifest, text: str, sha: str, size: int) -> ModelVersion:
+    def _add_once(
+        self, manifest: Manifest, text: str, sha: str, size: int, wanted: int | None
+    ) -> ModelVersion:
         with self._db.write() as conn:
-            bumped = conn.execute(
-                models.update()
-                .where(models.c.name == manifest.name)
-                .values(last_version=models.c.last_version + 1)
-                .returning(models.c.last_version)
-            ).scalar_one_or_none()
-            version = 1 if bumped is None else int(bumped)
-            if bumped is None:
-                conn.execute(models.insert().values(name=manifest.name, last_version=1))
+            version = _claim(conn, manifest.name, wanted)
             value = ModelVersion(manifest.name, version, manifest, sha, size, utc_now())
             parent = manifest.parent
             conn.execute(
@@ -278,3 +277,28 @@ def _value(row: sa.Row[Any]) -> ModelVersion:
         size_bytes=int(row.size_bytes),
         created_at=created,
     )
+
+
+def _claim(conn: sa.Connection, name: str, wanted: int | None) -> int:
+    """Take ``name``'s next number (or ``wanted``) on its counter row, in ``conn``'s transaction.
+
+    The conditional UPDATE row-locks the counter, so a concurrent writer that took ``wanted``
+    first leaves no row to match here; two writers creating the name collide on its primary key
+    (a race the caller retries).
+    """
+    query = models.update().where(models.c.name == name)
+    if wanted is None:
+        query = query.values(last_version=models.c.last_version + 1)
+    else:
+        query = query.where(models.c.last_version < wanted).values(last_version=wanted)
+    taken = conn.execute(query.returning(models.c.last_version)).scalar_one_or_none()
+    if taken is not None:
+        return int(taken)
+    last = conn.execute(
+        sa.select(models.c.last_version).where(models.c.name == name)
+    ).scalar_one_or_none()
+    if last is not None:  # only an explicit number at or below the counter gets here
+        raise version_taken(name, wanted or 0, int(last))
+    first = 1 if wanted is None else wanted
+    conn.execute(models.insert().values(name=name, last_version=first))
+    return first

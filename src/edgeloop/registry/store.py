@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from edgeloop.core.errors import ConfigError, NotFoundError
+from edgeloop.core.errors import ConfigError, ConflictError, NotFoundError
 from edgeloop.core.types import Manifest, ModelRef
 from edgeloop.registry.artifacts import check_sha256
 
@@ -87,8 +87,11 @@ class ModelVersion:
 class ModelStore(Protocol):
     """Model versions by name. One small interface; memory and SQL implementations."""
 
-    def add(self, manifest: Manifest, artifact_sha256: str, size_bytes: int) -> ModelVersion:
-        """Register the next version of ``manifest.name``."""
+    def add(
+        self, manifest: Manifest, artifact_sha256: str, size_bytes: int, version: int | None = None
+    ) -> ModelVersion:
+        """Register the next version of ``manifest.name``, or exactly ``version`` when given
+        (it must be above every number the name ever had: numbers are never reused)."""
         ...
 
     def get(self, ref: ModelRef) -> ModelVersion:
@@ -173,3 +176,12 @@ def _listing(names: Iterable[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     more = len(items) - _MAX_LISTED
     return f"{shown} and {more} more" if more > 0 else shown
+
+
+def version_taken(name: str, wanted: int, last: int) -> ConflictError:
+    """The error for an explicit ``wanted`` version at or below the name's highest number."""
+    return ConflictError(
+        f"{name}:{wanted} cannot be registered: {name!r} has had versions up to {last}, and "
+        "version numbers are never reused (not even after a removal)",
+        hint=f"register it as the next version (no number), or with a number above {last}",
+    )
