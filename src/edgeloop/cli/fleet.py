@@ -214,6 +214,12 @@ def fleet_publish(
         value = build_manifest(Path(model), name, manifest)
         with _client(control, token, folder, home) as client:
             version = client.publish_model(Path(model), value)
+        err_console.print(
+            f"note: the control plane numbered it {version['ref']}, which may name another "
+            "model in your local registry; to keep one identity, `edgeloop registry publish` "
+            "the file and then `edgeloop fleet publish NAME:VERSION`",
+            highlight=False,
+        )
         emit(version, format, lambda c: c.print(f"published {version['ref']}"))
         return
     steps = _publish_ref(model, with_parents, name or manifest, control, token, folder, home)
