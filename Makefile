@@ -41,7 +41,10 @@ tflite-env: .venv-tflite/.installed
 
 .venv-tflite/.installed:
 	$(PYTHON) -m venv .venv-tflite
-	.venv-tflite/bin/pip install --quiet 'torch==2.13.0' 'litert-torch==0.10.*' 'ai-edge-litert>=2.3'
+	.venv-tflite/bin/pip install --quiet 'torch==2.13.0' 'litert-torch==0.10.*' 'ai-edge-litert>=2.3' 'onnx>=1.16'
+	@# ONNX files made elsewhere reach TFLite / Core ML through onnx2torch. --no-deps: it declares
+	@# torchvision, whose newest release pulls a newer, CUDA-built torch; it runs without it.
+	.venv-tflite/bin/pip install --quiet --no-deps 'onnx2torch==1.5.15'
 	.venv-tflite/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'wrong torch')"
 	touch $@
 

@@ -91,14 +91,16 @@ def test_an_op_openvino_cannot_convert_is_named(tmp_path: Path) -> None:
         convert(inv, ["tensorrt"], tmp_path / "out")
 
 
-def test_torch_targets_without_a_module_say_to_give_the_checkpoint(
-    source: ConvertSource, tmp_path: Path
+def test_torch_targets_without_a_module_or_onnx2torch_say_to_give_the_checkpoint(
+    source: ConvertSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgeloop.core.errors import ConfigError
-
+    monkeypatch.setattr(
+        "edgeloop.formats.onnx_torch.missing_onnx2torch", lambda: "onnx2torch is not installed"
+    )
     without_torch = ConvertSource(**{**source.__dict__, "module": None})
-    with pytest.raises(ConfigError, match="--checkpoint DIR"):
+    with pytest.raises(ConversionError, match="onnx2torch is not installed") as err:
         convert(without_torch, ["coreml"], tmp_path)
+    assert err.value.hint is not None and "--checkpoint DIR" in err.value.hint
 
 
 def test_missing_coreml_extra_names_it(

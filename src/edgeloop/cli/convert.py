@@ -59,10 +59,9 @@ def convert(
     """Convert a model to edge targets; run each where it can run and compare with the parent."""
     from edgeloop.core.errors import ConfigError
     from edgeloop.core.settings import Settings
-    from edgeloop.formats.convert import exporters, plan, why_not
+    from edgeloop.formats.convert import exporters, for_device, plan, why_not
     from edgeloop.formats.devices import device as device_profile
     from edgeloop.pipeline.convert import load_source, run_conversion
-    from edgeloop.pipeline.convert import targets_for as device_targets
     from edgeloop.pipeline.convert_publish import register_results
 
     if list_targets:
@@ -73,8 +72,8 @@ def convert(
     profile = device_profile(device) if device else None
     names = list(to or [])
     skipped: dict[str, str] = {}
+    parent_file = Path(model) if Path(model).is_file() else None
     if "all" in names:  # every target this machine can make; the others named with the reason
-        parent_file = Path(model) if Path(model).is_file() else None
         for e in exporters():
             reason = why_not(e.name, has_module=checkpoint is not None, onnx=parent_file)
             if reason is None:
@@ -83,8 +82,13 @@ def convert(
                 skipped[e.name] = reason
                 err_console.print(f"skipping {e.name}: {escape(reason)}", highlight=False)
         names = [n for n in names if n != "all"]
-    if profile is not None and not names:
-        names = device_targets(profile)
+    if profile is not None and not names:  # the device's preferred target that can be made
+        names, passed = for_device(
+            profile.targets, has_module=checkpoint is not None, onnx=parent_file
+        )
+        for target, reason in passed.items():
+            skipped[target] = reason
+            err_console.print(f"skipping {target}: {escape(reason)}", highlight=False)
     if not names and skipped:
         raise ConfigError(
             "no target can be made here: "

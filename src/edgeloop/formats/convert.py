@@ -10,7 +10,7 @@ toolchain) says so in ``not_run``, never as done.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +33,8 @@ class ConvertSource:
     """The parent model and the real samples conversions calibrate and verify on.
 
     ``module`` is the deployable torch module (from the parent's checkpoint) for converters
-    that start from torch; ``calibration`` are training samples (INT8 calibration only),
+    that start from torch; without it they rebuild one from the ONNX file (onnx2torch);
+    ``calibration`` are training samples (INT8 calibration only),
     ``x_check`` / ``y_check`` the held-out split named ``split``.
     """
 
@@ -44,15 +45,6 @@ class ConvertSource:
     y_check: npt.NDArray[np.int64] | None
     split: str
     module: torch.nn.Module | None = None
-
-    def require_module(self, target: str) -> torch.nn.Module:
-        if self.module is None:
-            raise ConfigError(
-                f"target {target!r} converts from the torch module, and none was given",
-                hint="pass the parent's checkpoint folder: --checkpoint DIR "
-                "(written by `edgeloop train --out DIR` or the quickstart)",
-            )
-        return self.module
 
 
 @dataclass(frozen=True)
@@ -102,7 +94,8 @@ Produce = Callable[[ConvertSource, Path, dict[str, Converted]], Converted]
 class Exporter:
     """A registered target: its name, manifest format, extra, and the targets it builds on.
 
-    ``from_torch``: it converts the torch module, not the ONNX file. ``missing`` says why its
+    ``from_torch``: it converts a torch module, not the ONNX file: the checkpoint's, else the
+    parent rebuilt by onnx2torch (:mod:`edgeloop.formats.onnx_torch`). ``missing`` says why its
     converter is not usable on this machine (None when it is), ``refuses`` why it cannot take
     this parent (``(onnx, has_module)``), both without converting anything.
     """
@@ -130,11 +123,45 @@ def why_not(name: str, *, has_module: bool, onnx: Path | None = None) -> str | N
     for need in exp.needs:
         if (reason := why_not(need, has_module=has_module, onnx=onnx)) is not None:
             return f"it builds on {need}, which cannot be made: {reason}"
-    if exp.from_torch and not has_module:
-        return "it converts from the torch module: pass --checkpoint DIR (from `edgeloop train`)"
     if exp.missing is not None and (reason := exp.missing()) is not None:
         return reason
+    if exp.from_torch and not has_module:
+        from edgeloop.formats.onnx_torch import why_not_foreign
+
+        if (reason := why_not_foreign(onnx)) is not None:
+            return f"it converts from a torch module, and none was given: {reason}"
     return exp.refuses(onnx, has_module) if exp.refuses is not None and onnx else None
+
+
+def for_device(
+    targets: Sequence[str], *, has_module: bool, onnx: Path | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The first of a device's ``targets`` (preferred first) that can be made here, and why
+    each one before it cannot. Entries that are no conversion (``onnx``: the parent itself)
+    are passed over.
+
+    Raises:
+        ConfigError: none can be made (each reason is named).
+    """
+    known = {e.name for e in exporters()}
+    skipped: dict[str, str] = {}
+    for name in targets:
+        if name not in known:
+            continue
+        if (reason := why_not(name, has_module=has_module, onnx=onnx)) is None:
+            return [name], skipped
+        skipped[name] = reason
+    takes_onnx = "onnx" in targets
+    raise ConfigError(
+        "none of the device's conversion targets can be made here: "
+        + "; ".join(f"{name}: {reason}" for name, reason in skipped.items()),
+        hint=(
+            "the device also runs the ONNX parent as it is (`edgeloop serve MODEL`); or "
+            if takes_onnx
+            else ""
+        )
+        + "install a converter named above, or pass --checkpoint DIR",
+    )
 
 
 _REGISTRY: dict[str, Exporter] = {}

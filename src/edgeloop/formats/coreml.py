@@ -80,28 +80,57 @@ def convert_to_coreml(
             spec read back does not declare the expected input.
     """
     torch = require("torch", "train", "Exporting a torch module for Core ML")
+    x = torch.from_numpy(np.ascontiguousarray(example[:1], dtype=np.float32))
+    with _quiet():
+        try:
+            program = torch.export.export(module.eval(), (x,))
+        except Exception as exc:
+            raise _failed(type(module).__name__, exc) from exc
+    return _convert(program, tuple(int(d) for d in x.shape), out, type(module).__name__)
+
+
+def convert_program_to_coreml(
+    program: Path, example: npt.NDArray[np.float32], out: Path
+) -> CoreMlSpec:
+    """Convert the ``torch.export`` program saved at ``program`` (batch 1) to ``out``.
+
+    Raises:
+        MissingDependencyError: coremltools or torch is missing.
+        ConversionError: the program cannot be loaded or converted (the op is named).
+    """
+    torch = require("torch", "train", "Loading a torch program for Core ML")
+    with _quiet():
+        try:
+            loaded = torch.export.load(str(program))
+        except Exception as exc:
+            raise _failed(program.name, exc) from exc
+    return _convert(loaded, (1, *example.shape[1:]), out, program.name)
+
+
+def _convert(program: Any, shape: tuple[int, ...], out: Path, label: str) -> CoreMlSpec:
     with _quiet():
         ct = require("coremltools", EXTRA, "Converting to Core ML")
-        x = torch.from_numpy(np.ascontiguousarray(example[:1], dtype=np.float32))
         try:
-            program = torch.export.export(module.eval(), (x,)).run_decompositions({})
             model = ct.convert(
-                program,
+                program.run_decompositions({}),
                 outputs=[ct.TensorType(name="output")],
                 convert_to="mlprogram",
                 minimum_deployment_target=ct.target.iOS16,
                 compute_precision=ct.precision.FLOAT16,
             )
         except Exception as exc:
-            text = str(exc).strip().splitlines()
-            raise ConversionError(
-                f"coremltools cannot convert {type(module).__name__}: "
-                f"{text[0] if text else type(exc).__name__}",
-                hint="unsupported torch ops are named above",
-            ) from exc
+            raise _failed(label, exc) from exc
         out.parent.mkdir(parents=True, exist_ok=True)
         model.save(str(out))
-    return validate_package(out, expected_input=tuple(int(d) for d in x.shape))
+    return validate_package(out, expected_input=shape)
+
+
+def _failed(label: str, exc: Exception) -> ConversionError:
+    text = str(exc).strip().splitlines()
+    return ConversionError(
+        f"coremltools cannot convert {label}: {text[0] if text else type(exc).__name__}",
+        hint="unsupported torch ops are named above",
+    )
 
 
 def validate_package(path: Path, *, expected_input: tuple[int, ...]) -> CoreMlSpec:

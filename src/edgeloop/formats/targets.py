@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,12 +40,22 @@ def one_at_a_time(predict: Predict) -> Predict:
 
 
 def _tflite(source: ConvertSource, out: Path, int8: bool) -> Converted:
-    from edgeloop.formats.tflite import litert_predictor, produce_tflite, read_ops
+    from edgeloop.formats.tflite import (
+        litert_predictor,
+        produce_tflite,
+        produce_tflite_program,
+        read_ops,
+    )
 
     target = "tflite-int8" if int8 else "tflite"
-    module = source.require_module(target)
     path = out / f"{source.name}{'.int8' if int8 else ''}.tflite"
-    report = produce_tflite(module, source.calibration, path, int8=int8)
+    origin: dict[str, Any] = {"from": "the torch checkpoint"}
+    if source.module is not None:
+        report = produce_tflite(source.module, source.calibration, path, int8=int8)
+    else:
+        program, origin = _foreign_program(source, out)
+        label = f"{source.onnx.name} (via onnx2torch)"
+        report = produce_tflite_program(program, source.calibration, path, int8=int8, label=label)
     ops = read_ops(path)
     notes = []
     if int8 and ops.float_ops:
@@ -58,15 +71,39 @@ def _tflite(source: ConvertSource, out: Path, int8: bool) -> Converted:
         size_bytes=path.stat().st_size,
         ran_on=f"litert {_version('ai-edge-litert')}",
         not_run=None,
-        tools={**report["tools"], "ai-edge-litert": _version("ai-edge-litert")},
+        tools={
+            **report["tools"],
+            **origin.get("tools", {}),
+            "ai-edge-litert": _version("ai-edge-litert"),
+        },
         details={
             **ops.to_dict(),
             "quantization": "PT2E static int8, per-channel weights" if int8 else "none (fp32)",
             "calibration_samples": report["calibration_samples"],
+            "origin": origin,
         },
         notes=tuple(notes),
         predict=litert_predictor(path),
     )
+
+
+def _foreign_program(source: ConvertSource, out: Path) -> tuple[Path, dict[str, Any]]:
+    """The parent ONNX as a torch program (onnx2torch), made once per parent and input shape
+    in a conversion folder (TFLite FP32, INT8 and Core ML share it)."""
+    from edgeloop.formats.onnx_torch import program_from_onnx
+
+    program = out / "onnx2torch" / f"{source.name}.pt2"
+    stamp = program.with_suffix(".json")
+    shape = [int(d) for d in source.x_check.shape[1:]]
+    key = {"onnx_sha256": hashlib.sha256(source.onnx.read_bytes()).hexdigest(), "shape": shape}
+    made = json.loads(stamp.read_text()) if stamp.is_file() and program.is_file() else {}
+    if {k: made.get(k) for k in key} != key:
+        report = program_from_onnx(source.onnx, tuple(shape), program)
+        made = {**key, "tools": report["tools"]}
+        stamp.write_text(json.dumps(made))
+    tools = made["tools"]
+    origin = {"from": f"{source.onnx.name} via onnx2torch {tools['onnx2torch']}", "tools": tools}
+    return program, origin
 
 
 def _tflite_fp32(source: ConvertSource, out: Path, done: Done) -> Converted:
@@ -145,12 +182,17 @@ def _openvino(source: ConvertSource, out: Path, done: Done) -> Converted:
 
 
 def _coreml(source: ConvertSource, out: Path, done: Done) -> Converted:
-    from edgeloop.formats.coreml import NOT_RUN, convert_to_coreml
+    from edgeloop.formats.coreml import NOT_RUN, convert_program_to_coreml, convert_to_coreml
 
     package = out / f"{source.name}.mlpackage"
     if package.exists():
         shutil.rmtree(package)
-    spec = convert_to_coreml(source.require_module("coreml"), source.x_check, package)
+    origin: dict[str, Any] = {"from": "the torch checkpoint"}
+    if source.module is not None:
+        spec = convert_to_coreml(source.module, source.x_check, package)
+    else:
+        program, origin = _foreign_program(source, out)
+        spec = convert_program_to_coreml(program, source.x_check, package)
     artifact = pack([package], out / f"{source.name}.mlpackage.tar")
     return Converted(
         target="coreml",
@@ -160,8 +202,8 @@ def _coreml(source: ConvertSource, out: Path, done: Done) -> Converted:
         size_bytes=size_of([package]),
         ran_on=None,
         not_run=NOT_RUN,
-        tools={"coremltools": _version("coremltools")},
-        details=spec.to_dict(),
+        tools={"coremltools": _version("coremltools"), **origin.get("tools", {})},
+        details={**spec.to_dict(), "origin": origin},
     )
 
 

@@ -119,10 +119,8 @@ def produce_tflite(
         ConversionError: the converter failed (its last message is carried).
     """
     torch = require("torch", "train", "Exporting a torch module for the TFLite converter")
-    python = converter_python()
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeloop-tflite-") as tmp:
-        program, calib = Path(tmp) / "model.pt2", Path(tmp) / "calibration.npy"
+        program = Path(tmp) / "model.pt2"
         example = torch.from_numpy(np.ascontiguousarray(calibration[:1], dtype=np.float32))
         try:
             torch.export.save(torch.export.export(module.eval(), (example,)), str(program))
@@ -131,6 +129,29 @@ def produce_tflite(
                 f"torch.export of {type(module).__name__} failed: {_first_line(exc)}",
                 hint="the TFLite converter needs a module torch.export can trace",
             ) from exc
+        return produce_tflite_program(
+            program, calibration, out, int8=int8, label=type(module).__name__
+        )
+
+
+def produce_tflite_program(
+    program: Path,
+    calibration: npt.NDArray[np.float32],
+    out: Path,
+    *,
+    int8: bool,
+    label: str,
+) -> dict[str, Any]:
+    """Convert the ``torch.export`` program saved at ``program`` (batch 1) to ``out``.
+
+    Raises:
+        MissingDependencyError: no converter environment.
+        ConversionError: the converter failed (its last message is carried).
+    """
+    python = converter_python()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgeloop-tflite-") as tmp:
+        calib = Path(tmp) / "calibration.npy"
         np.save(calib, np.ascontiguousarray(calibration, dtype=np.float32))
         tmp_out = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         cmd = [str(python), str(WORKER), "--program", str(program), "--out", str(tmp_out)]
@@ -143,8 +164,7 @@ def produce_tflite(
             tmp_out.unlink(missing_ok=True)
             last = (done.stderr.strip().splitlines() or ["no message"])[-1]
             raise ConversionError(
-                f"litert-torch could not convert {type(module).__name__} "
-                f"({'int8' if int8 else 'fp32'}): {last}",
+                f"litert-torch could not convert {label} ({'int8' if int8 else 'fp32'}): {last}",
                 hint="unsupported torch ops are named above; simplify the module or use ONNX",
             )
         tmp_out.replace(out)
