@@ -23,7 +23,8 @@ class MonitorConfig:
       streams: 0.00-0.02 false alarms per 1,000 at 0.05, 0.12-0.23 at 0.1, 0.44-0.72 at 0.2
       (the bootstrap's maxima make the realised rate lower than the target on small sets).
     - ``residual`` off: the residual part (residual.py) finds more covariate shifts on small
-      references but raised digits' false alarms from 0.02 to 0.10 per 1,000.
+      references but raised false alarms per 1,000 from 0.02 to 0.10 (digits) and from 0.00
+      to 0.16 (BasicMotions).
     - ``window`` 200: samples in the accuracy / estimated-accuracy windows.
     """
 
