@@ -41,7 +41,8 @@ class HealthFigures:
 def _is_inference(scope: Scope) -> bool:
     path = str(scope.get("path", ""))
     return scope.get("method") == "POST" and (
-        path.startswith("/predict") or (path.startswith("/v2/models/") and path.endswith("/infer"))
+        (path.startswith("/predict") and not path.endswith("/labels"))
+        or (path.startswith("/v2/models/") and path.endswith("/infer"))
     )
 
 

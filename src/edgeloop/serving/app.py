@@ -12,6 +12,8 @@ Routes (KServe's V2 REST protocol, Triton's repository extension, and the simple
 ``POST /v2/repository/models/{m}/load``               hot swap: rescan ``m``'s files, switch
 ``POST /v2/repository/models/{m}/unload``             stop serving ``m``
 ``GET  /v2/models/{m}/policy``                        the variant policy, power figures, cascade
+``POST /v2/models/{m}/labels``, ``/predict/labels``   ground truth for answered requests
+``GET  /v2/models/{m}[/versions/{v}]/monitor``        the drift monitor's state (feedback.py)
 ``PUT  /v2/models/{m}/power-budget``                  ``{"watts": W}``: a new power budget
 ``POST /predict``, ``POST /predict/{m}``              one sample in, prediction + confidence out
 ``GET  /health``                                      status, models loaded (503 until ready)
@@ -57,7 +59,9 @@ from edgeloop.serving.errors import (
     http_error_handler,
     internal_response,
 )
+from edgeloop.serving.feedback import Feedback
 from edgeloop.serving.metrics import CONTENT_TYPE, UNKNOWN, RuntimeCollector, ServerMetrics
+from edgeloop.serving.monitor_metrics import MonitorCollector
 from edgeloop.serving.served import ServedVersion, VersionState
 from edgeloop.serving.service import Answer, InferenceService, Ticket
 from edgeloop.serving.validation import check_inputs, check_outputs
@@ -87,6 +91,8 @@ class Server:
         self.metrics = metrics if metrics is not None else ServerMetrics()
         self.metrics.registry.register(RuntimeCollector(catalog.figures))
         self.service = InferenceService(catalog, self.metrics)
+        self.feedback = Feedback(catalog, self.service.joins, self.config)
+        self.metrics.registry.register(MonitorCollector(catalog.watches, self.feedback.counts))
 
     async def counted(self, ticket: Ticket, work: Callable[[], Awaitable[Response]]) -> Response:
         """Run ``work``, answer its EdgeError (or a bug's 500), and count the request exactly
@@ -142,8 +148,9 @@ class Server:
                 allow_nonfinite=self.config.allow_nonfinite,
             )
 
+        rid = decoded.id if isinstance(decoded.id, str) and decoded.id else None
         answer = await self.service.infer(
-            ticket, name, version, request.headers.get(KEY_HEADER), make_feeds
+            ticket, name, version, request.headers.get(KEY_HEADER), make_feeds, rid
         )
         outputs = {n: answer.result.outputs[n] for n in wanted}
         content, headers = oip.encode_infer(
@@ -283,8 +290,9 @@ class Server:
             )
 
         answer: Answer = await self.service.infer(
-            ticket, name, None, request.headers.get(KEY_HEADER) or None, make_feeds
-        )
+            ticket, name, None, request.headers.get(KEY_HEADER) or None, make_feeds,
+            parsed.request_id,
+        )  # fmt: skip
         r = answer.result
         extra = answer.cascade.to_dict() if answer.cascade else None
         return _json(
@@ -313,6 +321,23 @@ class Server:
             "process": {"pid": os.getpid(), "torch_imported": "torch" in sys.modules},
         }
         return _json(doc, 200 if ready else 503)
+
+    async def labels(self, request: Request) -> Response:
+        async def work() -> Response:
+            body = await read_body(request, self.config.max_body_bytes)
+            name = request.path_params.get("model")
+            only = next(iter(self.catalog.models)) if len(self.catalog.models) == 1 else None
+            return _json(self.feedback.apply(name, body, only))
+
+        return await self._guarded(work)
+
+    async def monitor(self, request: Request) -> Response:
+        params = request.path_params
+
+        async def work() -> Response:
+            return _json(self.feedback.view(params["model"], params.get("version")))
+
+        return await self._guarded(work)
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
@@ -373,6 +398,7 @@ def create_app(
         ("/v2/models/{model}/infer", server.infer, "POST"),
         ("/v2/models/{model}/versions/{version}/infer", server.infer, "POST"),
         ("/predict", server.predict, "POST"),
+        ("/predict/labels", server.labels, "POST"),  # before /predict/{model}: not a model
         ("/predict/{model}", server.predict, "POST"),
         ("/v2", server.server_metadata, "GET"),
         ("/v2/health/live", server.live, "GET"),
@@ -382,6 +408,10 @@ def create_app(
         ("/v2/models/{model}/ready", server.model_ready, "GET"),
         ("/v2/models/{model}/versions/{version}/ready", server.model_ready, "GET"),
         ("/v2/models/{model}/policy", server.model_policy, "GET"),
+        ("/v2/models/{model}/labels", server.labels, "POST"),
+        ("/predict/{model}/labels", server.labels, "POST"),
+        ("/v2/models/{model}/monitor", server.monitor, "GET"),
+        ("/v2/models/{model}/versions/{version}/monitor", server.monitor, "GET"),
         ("/v2/models/{model}/power-budget", server.power_budget, "PUT"),
         ("/v2/repository/index", server.index, "POST"),
         ("/v2/repository/models/{model}/load", server.load, "POST"),

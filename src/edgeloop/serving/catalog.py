@@ -34,6 +34,7 @@ from edgeloop.serving.power import PowerControl
 from edgeloop.serving.repository import ModelSource, Origin
 from edgeloop.serving.routing import Router, Routing
 from edgeloop.serving.served import ServedVersion, VersionState
+from edgeloop.serving.watch import Sink, Watch
 
 if TYPE_CHECKING:
     from edgeloop.bench.power import PowerProbe
@@ -167,6 +168,8 @@ class Catalog:
         self.started = False
         self.stopping = False
         self._retiring: set[asyncio.Task[None]] = set()
+        # Where each watched version's alarms go (the edge agent adds its outbox).
+        self.monitor_sinks: list[Sink] = []
 
     def _check_names(self, what: str, names: set[str]) -> None:
         unknown = sorted(names - set(self.models))
@@ -268,7 +271,7 @@ class Catalog:
             wanted = _by_version(sources)
             old = model.versions
             fresh = {
-                v: ServedVersion(srcs, self.config, model.power)
+                v: ServedVersion(srcs, self.config, model.power, self.monitor_sinks)
                 for v, srcs in wanted.items()
                 if v not in old or old[v].stamps != {s.variant: s.stamp for s in srcs}
             }
@@ -401,6 +404,15 @@ class Catalog:
             tuple(batchers), tuple(entries), tuple(switches), tuple(ready), admission,
             pool.budget_mb,
         )  # fmt: skip
+
+    def watches(self) -> list[Watch]:
+        """The drift monitors of every READY version (for /metrics and the agent)."""
+        return [
+            v.watch
+            for m in self.models.values()
+            for v in m.versions.values()
+            if v.state is VersionState.READY and v.watch.active
+        ]
 
     def describe(self) -> list[dict[str, Any]]:
         """Every model version and its state (the repository index)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgeloop.core.errors import ConfigError
@@ -32,6 +33,13 @@ from edgeloop.serving.routing import Routing
 # - swap grace 30 s: how long a retired version may keep finishing its requests (3x timeout).
 # - cascade timeout 2 s: a parent tier on the site network answers in tens of ms; past 2 s the
 #   edge's own answer now is worth more than a better one later.
+# - monitor sample rate 1.0: one update costs ~0.1 ms on 64 features (docs/serving.md has the
+#   measured cost per request); lower it on a busy node. Queue 1024 rows: a burst of that many
+#   waits for the loop's idle moments, more are counted as dropped (bounded memory).
+# - labels: 10,000 answers wait at most 1 h for their label, 1,000 labels per body: a person or
+#   a downstream system labels within minutes; the map stays under ~2 MB.
+# - degradation drop 0.1: accuracy 10 points under the reference's is an event, not noise on
+#   a 200-sample window (its standard error is ~3 points at 90 %).
 # - power interval 5 s: long enough to average out bursts of requests (RAPL's counters tick
 #   every ~1 ms), short enough to follow a variant switch within seconds.
 
@@ -77,9 +85,17 @@ class ServerConfig:
     power_interval_s: float = 5.0
     engine: str | None = None
     connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    profiles: Mapping[str, Path] = field(default_factory=dict)
+    monitor_sample_rate: float = 1.0
+    monitor_queue: int = 1024
+    label_capacity: int = 10_000
+    label_ttl_s: float = 3600.0
+    label_batch_max: int = 1000
+    degradation_drop: float = 0.1
 
     def __post_init__(self) -> None:
         problems = self._adaptive_problems()
+        problems += self._monitor_problems()
         for name in ("max_batch", "max_queue", "max_body_bytes", "shadow_queue"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (expected >= 1)")
@@ -110,6 +126,19 @@ class ServerConfig:
                 "server settings are not valid: " + "; ".join(problems),
                 hint="see `edgeloop serve --help` for each flag's meaning",
             )
+
+    def _monitor_problems(self) -> list[str]:
+        problems = []
+        if not 0.0 <= self.monitor_sample_rate <= 1.0:
+            problems.append(f"monitor_sample_rate={self.monitor_sample_rate} (expected 0..1)")
+        for name in ("monitor_queue", "label_capacity", "label_batch_max"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} (expected >= 1)")
+        if not (math.isfinite(self.label_ttl_s) and self.label_ttl_s > 0):
+            problems.append(f"label_ttl_s={self.label_ttl_s} (expected > 0)")
+        if not 0.0 < self.degradation_drop < 1.0:
+            problems.append(f"degradation_drop={self.degradation_drop} (expected 0 < drop < 1)")
+        return problems
 
     def _adaptive_problems(self) -> list[str]:
         problems = []
@@ -150,4 +179,11 @@ class ServerConfig:
             "variant_power": [s.to_dict() for s in self.variant_power],
             "power_interval_s": self.power_interval_s,
             "connections": self.connections.to_dict(),
+            "profiles": {name: str(path) for name, path in self.profiles.items()},
+            "monitor_sample_rate": self.monitor_sample_rate,
+            "monitor_queue": self.monitor_queue,
+            "label_capacity": self.label_capacity,
+            "label_ttl_s": self.label_ttl_s,
+            "label_batch_max": self.label_batch_max,
+            "degradation_drop": self.degradation_drop,
         }

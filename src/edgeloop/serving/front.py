@@ -53,11 +53,16 @@ _HINT = (
 )
 
 
+LABELS = "/labels"
+
+
 def is_inference(scope: Scope) -> bool:
     """Whether ``scope`` is a request the door may refuse: a POST to an inference route."""
     if scope.get("method") != "POST":
         return False
     path: str = scope.get("path", "")
+    if path.endswith(LABELS):  # ground truth, not inference (serving/labels.py)
+        return False
     return path.endswith("/infer") or path.startswith("/predict")
 
 

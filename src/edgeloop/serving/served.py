@@ -37,6 +37,7 @@ from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.errors import NotReadyError
 from edgeloop.serving.power import PowerControl, VersionPower
 from edgeloop.serving.repository import DEFAULT_VARIANT, ModelSource
+from edgeloop.serving.watch import Sink, Watch, load_monitor, profile_path
 
 log = logging.getLogger(__name__)
 _generation = itertools.count(1)
@@ -82,6 +83,7 @@ class ServedVersion:
         sources: Sequence[ModelSource],
         config: ServerConfig,
         power: PowerControl | None = None,
+        sinks: list[Sink] | None = None,
     ) -> None:
         if not sources:
             raise NotFoundError("a served version needs at least one model file")
@@ -106,6 +108,8 @@ class ServedVersion:
         self._keys: list[ModelKey] = []
         self.inline_runs: Counter[str] = Counter()  # runs that bypassed the batcher
         self._self_test_size = 0
+        self._sinks = sinks if sinks is not None else []
+        self.watch = Watch(self.name, self.version, None, "no profile: not loaded yet")
 
     @property
     def where(self) -> str:
@@ -148,6 +152,7 @@ class ServedVersion:
                 )  # fmt: skip
                 self.variants[source.variant] = variant
                 await variant.batcher.start()
+            await self._open_watch()
         except BaseException as exc:
             self.state = VersionState.FAILED
             self.error = str(exc.message) if isinstance(exc, EdgeError) else repr(exc)
@@ -161,6 +166,19 @@ class ServedVersion:
             )
             self.switch = LoadSwitch(policy)
         self.state = VersionState.READY
+
+    async def _open_watch(self) -> None:
+        """The version's drift monitor when it has a profile (serving/watch.py; never fails)."""
+        c = self.config
+        path = profile_path(self.sources, c.profiles.get(self.name))
+        monitor, status = await asyncio.to_thread(load_monitor, path, self.inputs)
+        if monitor is None and path.exists():
+            log.warning("%s: %s", self.where, status)
+        self.watch = Watch(
+            self.name, self.version, monitor, status,
+            sample_rate=c.monitor_sample_rate, queue_rows=c.monitor_queue,
+            degradation_drop=c.degradation_drop, sinks=self._sinks,
+        )  # fmt: skip
 
     def _engine(self, source: ModelSource) -> str:
         """The configured engine for an ONNX file when it is installed here, else the engine
@@ -333,6 +351,7 @@ class ServedVersion:
             "provider": self.provider,
             "in_flight": self.in_flight,
             "error": self.error,
+            "monitor": self.watch.status,
         }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,10 +34,12 @@ from edgeloop.serving.admission import Gate, QueueDelay
 from edgeloop.serving.cascade import CascadeOutcome, Escalator
 from edgeloop.serving.catalog import Catalog, ServedModel
 from edgeloop.serving.errors import DeadlineError, QueueFullError
+from edgeloop.serving.labels import JoinMap, Served
 from edgeloop.serving.metrics import UNKNOWN, ServerMetrics, Timing
 from edgeloop.serving.routing import Router
 from edgeloop.serving.served import Result, ServedVersion
 
+log = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray[Any, Any]]
 MakeFeeds = Callable[[ServedVersion], Feeds]
 
@@ -81,6 +84,7 @@ class InferenceService:
         )
         self._background: set[asyncio.Task[Any]] = set()
         self.delay = QueueDelay(catalog.config.max_queue_delay_ms / 1000.0)  # + front door
+        self.joins = JoinMap(catalog.config.label_capacity, catalog.config.label_ttl_s)
 
     def precheck(self, ticket: Ticket, name: str) -> None:
         """Refuse early, before the body is read: unknown model (404) or full queue (429).
@@ -99,8 +103,12 @@ class InferenceService:
         version: str | None,
         key: str | None,
         make_feeds: MakeFeeds,
+        request_id: str | None = None,
     ) -> Answer:
         """Answer one request for model ``name`` (``version`` None: routed).
+
+        A watched version's monitor gets the request after its answer (``_watch``); with a
+        ``request_id`` the answer waits in the join map for its label (serving/labels.py).
 
         Raises:
             NotFoundError: unknown model or version.
@@ -141,7 +149,24 @@ class InferenceService:
             result = replace(result, outputs=outputs)
         ticket.variant = result.variant
         ticket.timing = _timing(ticket, result)
+        if primary.watch.active:
+            self._watch(model.name, primary, feeds, result.outputs, request_id)
         return Answer(model.name, primary.version, result, outcome)
+
+    def _watch(
+        self, name: str, version: ServedVersion, feeds: Feeds, outputs: Feeds, rid: str | None
+    ) -> None:
+        """Hand the answered request to the version's monitor; remember it for its label."""
+        x = next(iter(feeds.values()), None)
+        y = next(iter(outputs.values()), None)
+        try:
+            version.watch.observe(x, y)
+            if rid is not None and version.watch.classes is not None and y is not None and y.ndim:
+                predicted = y.reshape(y.shape[0], -1).argmax(axis=1)
+                served = Served(version.version, tuple(int(v) for v in predicted), time.monotonic())
+                self.joins.record(name, rid, served)
+        except Exception:  # monitoring never fails an answered request
+            log.exception("%s: monitoring the request failed", version.where)
 
     async def _run_large(self, name: str, feeds: Feeds) -> Feeds:
         """A cascade's escalated rows, answered by served model ``name`` (counted on its own).
