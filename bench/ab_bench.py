@@ -1,0 +1,204 @@
+"""Error rates of the fleet A/B statistics (edgeloop.experiments), by simulation.
+
+Issue 15 part 2's goals, at the unit level (no servers): Bernoulli arms (accuracy), looked at
+after every batch of 50 samples per arm, all runs vectorised with numpy, seeded.
+
+1. A/A: both arms at 90 %, up to 5,000 samples per arm (100 looks). The mSPRT's false positive
+   rate (its always-valid p-value <= alpha at any look) with a 95 % Wilson interval, beside a
+   fixed-horizon z-test peeked at after every batch and the same z-test read once at the end.
+2. 90 % vs 92 % (2 pp): the fixed-horizon sample size per arm for 80 % power at alpha 5 %
+   (Fleiss' formula, and its simulated power), and for each tau the mSPRT's mean / median
+   samples per arm to a decision, its power (share promoting the treatment) and error rate
+   (share keeping the control) at the shortest horizon giving >= 80 % power, and at a horizon
+   of twice the fixed one.
+3. Coverage: share of runs whose confidence sequence holds the true difference at every look.
+
+    .venv/bin/python bench/ab_bench.py                  # 4,000 runs per setting (seconds)
+    .venv/bin/python bench/ab_bench.py --runs 500 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeloop.experiments import (
+    cs_half_width,
+    mixture_log_lr,
+    p_value_path,
+    sample_size_per_arm,
+    z_critical,
+    z_statistic,
+)
+from edgeloop.experiments.arms import bernoulli_variance
+
+BATCH = 50
+ALPHA = 0.05
+POWER = 0.80
+P_CONTROL, P_TREATMENT = 0.90, 0.92
+AA_HORIZON = 5_000
+TAU_FACTORS = (0.25, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0)
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Cumulative counts of R simulated experiments at each look (R x looks)."""
+
+    n: Array  # samples per arm at each look (looks,)
+    s_c: Array
+    s_t: Array
+
+    @property
+    def effect(self) -> Array:
+        return np.asarray((self.s_t - self.s_c) / self.n)
+
+    @property
+    def var(self) -> Array:
+        """v = var_t / n + var_c / n with the plug-in Bernoulli variances the library uses."""
+        return np.asarray(
+            (bernoulli_variance(self.s_t, self.n) + bernoulli_variance(self.s_c, self.n)) / self.n
+        )
+
+
+def simulate(rng: np.random.Generator, runs: int, looks: int, p_c: float, p_t: float) -> Paths:
+    n = BATCH * np.arange(1, looks + 1, dtype=np.float64)
+    s_c = rng.binomial(BATCH, p_c, (runs, looks)).cumsum(axis=1).astype(np.float64)
+    s_t = rng.binomial(BATCH, p_t, (runs, looks)).cumsum(axis=1).astype(np.float64)
+    return Paths(n, s_c, s_t)
+
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson's 95 % score interval for a binomial proportion k / n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def first_crossing(paths: Paths, tau: float) -> Array:
+    """Look index (0-based) at which the always-valid p-value first reaches alpha; inf if never."""
+    p = p_value_path(mixture_log_lr(paths.effect, paths.var, tau), axis=1)
+    hit = p <= ALPHA
+    return np.where(hit.any(axis=1), hit.argmax(axis=1).astype(np.float64), np.inf)
+
+
+def rate(k: int, n: int) -> dict[str, float]:
+    low, high = wilson(k, n)
+    return {"rate": k / n, "ci95_low": low, "ci95_high": high, "count": k, "runs": n}
+
+
+def aa_experiment(rng: np.random.Generator, runs: int, tau: float) -> dict[str, object]:
+    paths = simulate(rng, runs, AA_HORIZON // BATCH, P_CONTROL, P_CONTROL)
+    msprt = int(np.isfinite(first_crossing(paths, tau)).sum())
+    z = np.abs(z_statistic(paths.s_c, paths.n, paths.s_t, paths.n))
+    peeked = int((z > z_critical(ALPHA)).any(axis=1).sum())
+    once = int((z[:, -1] > z_critical(ALPHA)).sum())
+    return {
+        "p": P_CONTROL,
+        "horizon_per_arm": AA_HORIZON,
+        "looks": AA_HORIZON // BATCH,
+        "tau": tau,
+        "msprt_peeked": rate(msprt, runs),
+        "z_test_peeked": rate(peeked, runs),
+        "z_test_once_at_horizon": rate(once, runs),
+    }
+
+
+def fixed_power(rng: np.random.Generator, runs: int, n: int) -> float:
+    s_c = rng.binomial(n, P_CONTROL, runs)
+    s_t = rng.binomial(n, P_TREATMENT, runs)
+    return float((z_statistic(s_c, n, s_t, n) > z_critical(ALPHA)).mean())
+
+
+def at_horizon(cross: Array, right: npt.NDArray[np.bool_], looks: int) -> dict[str, float]:
+    """Decisions when the experiment is cut at ``looks`` looks (inconclusive after that)."""
+    stopped = cross < looks
+    samples = BATCH * (np.minimum(cross, looks - 1) + 1)
+    return {
+        "horizon_per_arm": BATCH * looks,
+        "power": float((stopped & right).mean()),
+        "error_rate": float((stopped & ~right).mean()),
+        "inconclusive": float((~stopped).mean()),
+        "mean_samples_per_arm": float(samples.mean()),
+        "median_samples_per_arm": float(np.median(samples)),
+        "mean_samples_when_promoting": float(samples[stopped & right].mean()),
+    }
+
+
+def power_experiment(rng: np.random.Generator, runs: int, n_fixed: int) -> list[dict[str, object]]:
+    looks = 4 * n_fixed // BATCH
+    paths = simulate(rng, runs, looks, P_CONTROL, P_TREATMENT)
+    effect = paths.effect
+    rows: list[dict[str, object]] = []
+    for factor in TAU_FACTORS:
+        tau = factor * (P_TREATMENT - P_CONTROL)
+        cross = first_crossing(paths, tau)
+        idx = np.minimum(cross, looks - 1).astype(np.int64)
+        right = effect[np.arange(runs), idx] > 0
+        powers = [float((cross[right] < k).sum()) / runs for k in range(1, looks + 1)]
+        k80 = next((k for k, p in enumerate(powers, 1) if p >= POWER), looks)
+        twice = min(looks, 2 * math.ceil(n_fixed / BATCH))
+        rows.append(
+            {
+                "tau_per_min_effect": factor,
+                "tau": tau,
+                "at_80_percent_power": at_horizon(cross, right, k80),
+                "at_twice_fixed_horizon": at_horizon(cross, right, twice),
+            }
+        )
+    return rows
+
+
+def coverage(rng: np.random.Generator, runs: int, tau: float, n_fixed: int) -> dict[str, object]:
+    looks = 2 * n_fixed // BATCH
+    paths = simulate(rng, runs, looks, P_CONTROL, P_TREATMENT)
+    half = cs_half_width(paths.var, tau, ALPHA)
+    low = np.maximum.accumulate(paths.effect - half, axis=1)
+    high = np.minimum.accumulate(paths.effect + half, axis=1)
+    truth = P_TREATMENT - P_CONTROL
+    held = int(((low <= truth) & (truth <= high)).all(axis=1).sum())
+    return {"looks": looks, "tau": tau, "covered_at_every_look": rate(held, runs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    start = time.perf_counter()
+    min_effect = P_TREATMENT - P_CONTROL
+    tau = 1.25 * min_effect
+    n_fixed = sample_size_per_arm(P_CONTROL, P_TREATMENT, ALPHA, POWER)
+    result = {
+        "runs": args.runs,
+        "seed": args.seed,
+        "batch_per_arm": BATCH,
+        "alpha": ALPHA,
+        "aa": aa_experiment(rng, args.runs, tau),
+        "fixed_horizon": {
+            "n_per_arm": n_fixed,
+            "simulated_power": fixed_power(rng, args.runs, n_fixed),
+        },
+        "sequential": power_experiment(rng, args.runs, n_fixed),
+        "coverage": coverage(rng, args.runs, tau, n_fixed),
+    }
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
