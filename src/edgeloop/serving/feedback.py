@@ -59,6 +59,8 @@ class Feedback:
                 for p, t in zip(served.predicted, label.classes, strict=True):
                     monitor.record_label(p, t)
                 self.joins.take(model.name, label.request_id)
+        for watch in {id(w): w for _, _, w in joined}.values():
+            watch.check_degradation()
         taken = {label.request_id for label, _, _ in joined}
         unknown = [label.request_id for label in labels if label.request_id not in taken]
         self.counts[(model.name, "applied")] += len(joined)

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 PROFILE_SUFFIX = ".profile.npz"
 _DRAIN_ROWS = 32  # rows updated per loop callback (~0.1 ms each on digits' 64 features)
 _MAX_PROFILE_BYTES = 64 << 20
+# Rows between two looks at the accuracy (a performance report costs ~10 updates); labels
+# trigger a look too.
+_DEGRADATION_EVERY = 50
 Array = np.ndarray[Any, Any]
 
 
@@ -173,6 +176,8 @@ class Watch:
         self.last_alarm: MonitorEvent | None = None
         self._quality_mark = 0  # nonfinite + wrong-shape count at the last quality event
         self._degraded = False
+        self._bad = 0  # rows with NaN/inf or of the wrong shape
+        self._rows = 0
         self.update_s = 0.0  # time spent in monitor updates
 
     @property
@@ -236,16 +241,22 @@ class Watch:
         monitor = self.monitor
         if monitor is None:
             return
+        bad = not bool(np.isfinite(x).all())
         try:
             alarm = monitor.update(x, probs)
         except EdgeError as exc:
             self.refused += 1
+            bad = bad or x.shape != monitor.profile.sample_shape
             log.debug("%s:%s monitor refused a row: %s", self.model, self.version, exc.message)
             alarm = None
         if alarm is not None:
             self._emit(self._drift_event(alarm))
-        self._check_quality()
-        self._check_degradation()
+        if bad:  # reading the quality report costs more than an update: only when it moved
+            self._bad += 1
+            self._check_quality()
+        self._rows += 1
+        if self._rows % _DEGRADATION_EVERY == 0:
+            self.check_degradation()
 
     def _drift_event(self, alarm: DriftAlarm) -> MonitorEvent:
         return MonitorEvent(
@@ -259,11 +270,11 @@ class Watch:
         """A quality event when bad samples first appear, then at each tenfold count."""
         if self.monitor is None:
             return
-        q = self.monitor.quality
-        bad = q.nonfinite_samples + q.wrong_shape
-        if bad == 0 or bad < max(1, self._quality_mark * 10):
+        bad = self._bad
+        if bad < max(1, self._quality_mark * 10):
             return
         self._quality_mark = bad
+        q = self.monitor.quality
         self._emit(
             MonitorEvent(
                 EventType.QUALITY, self.model, self.version, "data_quality", float(bad), 0.0,
@@ -273,7 +284,7 @@ class Watch:
             )
         )  # fmt: skip
 
-    def _check_degradation(self) -> None:
+    def check_degradation(self) -> None:
         """A degradation event when accuracy (true, else estimated) falls ``degradation_drop``
         below the reference accuracy over a full window; again only after it recovered."""
         if self.monitor is None:
