@@ -123,6 +123,19 @@ def test_coreml_from_a_foreign_onnx_is_validated_not_run(outputs: dict[str, Conv
     assert "via onnx2torch" in coreml.details["origin"]["from"]
 
 
+@pytest.mark.slow
+def test_tensorrt_from_a_foreign_onnx_at_opset_18_is_re_exported_at_17(
+    foreign: ConvertSource, tmp_path: Path
+) -> None:
+    import onnx
+
+    assert [o.version for o in onnx.load(str(foreign.onnx)).opset_import if not o.domain] == [18]
+    (trt,) = convert(foreign, ["tensorrt"], tmp_path)
+    assert [o.version for o in onnx.load(str(trt.artifact)).opset_import if not o.domain] == [17]
+    assert "rebuilt by onnx2torch" in trt.details["origin"]
+    assert trt.parity is not None and trt.parity.max_abs_diff < 1e-5
+
+
 def test_an_op_onnx2torch_cannot_convert_is_named_with_what_to_provide(tmp_path: Path) -> None:
     inverse = inverse_onnx(tmp_path / "inverse.onnx")
     assert unsupported_ops(inverse) == ("com.microsoft:Inverse (opset 1)",)

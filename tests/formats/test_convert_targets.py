@@ -73,10 +73,17 @@ def test_tensorrt_handoff_is_static_opset_17_and_not_run(
     assert trt.parity is not None and trt.parity.max_abs_diff < 1e-5
 
 
-def test_tensorrt_from_onnx_alone_needs_opset_17(source: ConvertSource, tmp_path: Path) -> None:
+def test_tensorrt_from_onnx_alone_above_opset_17_needs_onnx2torch_or_the_checkpoint(
+    source: ConvertSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "edgeloop.formats.onnx_torch.missing_onnx2torch", lambda: "onnx2torch is not installed"
+    )
     without_torch = ConvertSource(**{**source.__dict__, "module": None})
-    with pytest.raises(ConversionError, match="opset 18; the TensorRT hand-off uses opset 17"):
+    with pytest.raises(ConversionError, match="opset 18; the TensorRT hand-off uses opset 17") as e:
         convert(without_torch, ["tensorrt"], tmp_path)
+    assert "onnx2torch is not installed" in e.value.message
+    assert e.value.hint is not None and "give --checkpoint DIR" in e.value.hint
 
 
 def test_an_op_openvino_cannot_convert_is_named(tmp_path: Path) -> None:
@@ -182,6 +189,7 @@ def test_cli_tensorrt_without_checkpoint_on_opset_18_exits_with_the_conversion_c
     source: ConvertSource, tmp_path: Path
 ) -> None:
     env = {"EDGELOOP_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
+    env["EDGELOOP_TFLITE_PYTHON"] = sys.executable  # a converter env without onnx2torch
     cmd = [*EDGELOOP, "convert", str(source.onnx)]
     cmd += ["--to", "tensorrt", "--out", str(tmp_path / "o")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)

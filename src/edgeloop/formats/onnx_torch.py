@@ -13,13 +13,18 @@ and pip's newest torchvision pulls a newer, CUDA-built torch; the worker does wi
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgeloop.core.errors import ConversionError, EdgeError
+from edgeloop.core.errors import ConversionError, EdgeError, require
+from edgeloop.formats.convert import ConvertSource
 from edgeloop.formats.tflite import converter_python
+
+if TYPE_CHECKING:
+    import torch
 
 WORKER = Path(__file__).with_name("onnx_torch_worker.py")
 TIMEOUT_S = 600
@@ -116,6 +121,42 @@ def program_from_onnx(onnx: Path, sample_shape: tuple[int, ...], out: Path) -> d
         )
     report: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     return report
+
+
+def program_for(source: ConvertSource, out: Path) -> tuple[Path, dict[str, Any]]:
+    """``source``'s parent ONNX as a torch program in ``out/onnx2torch/``, made once per parent
+    and input shape (TFLite FP32, INT8, Core ML and the TensorRT re-export share it); and
+    where it came from (``from``, ``tools``) for the manifest."""
+    program = out / "onnx2torch" / f"{source.name}.pt2"
+    stamp = program.with_suffix(".json")
+    shape = [int(d) for d in source.x_check.shape[1:]]
+    key = {"onnx_sha256": hashlib.sha256(source.onnx.read_bytes()).hexdigest(), "shape": shape}
+    made = json.loads(stamp.read_text()) if stamp.is_file() and program.is_file() else {}
+    if {k: made.get(k) for k in key} != key:
+        report = program_from_onnx(source.onnx, tuple(shape), program)
+        made = {**key, "tools": report["tools"]}
+        stamp.write_text(json.dumps(made))
+    tools = made["tools"]
+    origin = {"from": f"{source.onnx.name} via onnx2torch {tools['onnx2torch']}", "tools": tools}
+    return program, origin
+
+
+def load_program_module(program: Path) -> torch.nn.Module:
+    """The saved program as a plain ``fx.GraphModule`` (batch 1).
+
+    ``ExportedProgram.module()`` refuses ``train()`` / ``eval()``, which torch's TorchScript
+    ONNX exporter calls, so its graph is copied into a plain GraphModule.
+
+    Raises:
+        ConversionError: the program cannot be loaded.
+    """
+    torch_ = require("torch", "train", "Loading a torch program")
+    try:
+        loaded = torch_.export.load(str(program)).module()
+    except Exception as exc:
+        raise ConversionError(f"{program.name} is not a loadable torch program: {exc}") from exc
+    module: torch.nn.Module = torch_.fx.GraphModule(loaded, loaded.graph)
+    return module
 
 
 def _last(stderr: str) -> str:

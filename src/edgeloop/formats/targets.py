@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +38,7 @@ def one_at_a_time(predict: Predict) -> Predict:
 
 
 def _tflite(source: ConvertSource, out: Path, int8: bool) -> Converted:
+    from edgeloop.formats.onnx_torch import program_for
     from edgeloop.formats.tflite import (
         litert_predictor,
         produce_tflite,
@@ -53,7 +52,7 @@ def _tflite(source: ConvertSource, out: Path, int8: bool) -> Converted:
     if source.module is not None:
         report = produce_tflite(source.module, source.calibration, path, int8=int8)
     else:
-        program, origin = _foreign_program(source, out)
+        program, origin = program_for(source, out)
         label = f"{source.onnx.name} (via onnx2torch)"
         report = produce_tflite_program(program, source.calibration, path, int8=int8, label=label)
     ops = read_ops(path)
@@ -85,25 +84,6 @@ def _tflite(source: ConvertSource, out: Path, int8: bool) -> Converted:
         notes=tuple(notes),
         predict=litert_predictor(path),
     )
-
-
-def _foreign_program(source: ConvertSource, out: Path) -> tuple[Path, dict[str, Any]]:
-    """The parent ONNX as a torch program (onnx2torch), made once per parent and input shape
-    in a conversion folder (TFLite FP32, INT8 and Core ML share it)."""
-    from edgeloop.formats.onnx_torch import program_from_onnx
-
-    program = out / "onnx2torch" / f"{source.name}.pt2"
-    stamp = program.with_suffix(".json")
-    shape = [int(d) for d in source.x_check.shape[1:]]
-    key = {"onnx_sha256": hashlib.sha256(source.onnx.read_bytes()).hexdigest(), "shape": shape}
-    made = json.loads(stamp.read_text()) if stamp.is_file() and program.is_file() else {}
-    if {k: made.get(k) for k in key} != key:
-        report = program_from_onnx(source.onnx, tuple(shape), program)
-        made = {**key, "tools": report["tools"]}
-        stamp.write_text(json.dumps(made))
-    tools = made["tools"]
-    origin = {"from": f"{source.onnx.name} via onnx2torch {tools['onnx2torch']}", "tools": tools}
-    return program, origin
 
 
 def _tflite_fp32(source: ConvertSource, out: Path, done: Done) -> Converted:
@@ -183,6 +163,7 @@ def _openvino(source: ConvertSource, out: Path, done: Done) -> Converted:
 
 def _coreml(source: ConvertSource, out: Path, done: Done) -> Converted:
     from edgeloop.formats.coreml import NOT_RUN, convert_program_to_coreml, convert_to_coreml
+    from edgeloop.formats.onnx_torch import program_for
 
     package = out / f"{source.name}.mlpackage"
     if package.exists():
@@ -191,7 +172,7 @@ def _coreml(source: ConvertSource, out: Path, done: Done) -> Converted:
     if source.module is not None:
         spec = convert_to_coreml(source.module, source.x_check, package)
     else:
-        program, origin = _foreign_program(source, out)
+        program, origin = program_for(source, out)
         spec = convert_program_to_coreml(program, source.x_check, package)
     artifact = pack([package], out / f"{source.name}.mlpackage.tar")
     return Converted(
@@ -215,15 +196,23 @@ def _tensorrt(source: ConvertSource, out: Path, done: Done) -> Converted:
         export_static_onnx,
         fix_batch,
     )
+    from edgeloop.formats.onnx_info import inspect_onnx
     from edgeloop.formats.parity import onnx_predictor
 
     path = out / f"{source.name}.tensorrt.onnx"
+    opset = inspect_onnx(source.onnx).opset
     if source.module is not None:
         export_static_onnx(source.module, source.x_check, path)
         origin = f"re-exported from torch at opset {TENSORRT_OPSET}, batch 1"
-    else:
+    elif opset <= TENSORRT_OPSET:
         fix_batch(source.onnx, path)
         origin = "the parent ONNX with its batch axis fixed to 1"
+    else:
+        export_static_onnx(_rebuilt(source, out, opset), source.x_check, path)
+        origin = (
+            f"the parent (opset {opset}) rebuilt by onnx2torch and re-exported at opset "
+            f"{TENSORRT_OPSET}, batch 1"
+        )
     checked = check_tensorrt_onnx(path)
     return Converted(
         target="tensorrt",
@@ -237,6 +226,21 @@ def _tensorrt(source: ConvertSource, out: Path, done: Done) -> Converted:
         details={**checked, "origin": origin, "static_shapes": True},
         predict=one_at_a_time(onnx_predictor(path)),
     )
+
+
+def _rebuilt(source: ConvertSource, out: Path, opset: int) -> Any:
+    """The parent above opset 17 as a torch module (onnx2torch), to re-export at opset 17."""
+    from edgeloop.formats.handoff import TENSORRT_OPSET
+    from edgeloop.formats.onnx_torch import load_program_module, program_for
+
+    try:
+        return load_program_module(program_for(source, out)[0])
+    except EdgeError as exc:
+        raise ConversionError(
+            f"{source.onnx.name} is at opset {opset}; the TensorRT hand-off uses opset "
+            f"{TENSORRT_OPSET}, and rebuilding it through onnx2torch failed: {exc.message}",
+            hint=f"give --checkpoint DIR: edgeloop re-exports the model at opset {TENSORRT_OPSET}",
+        ) from exc
 
 
 def _edgetpu(source: ConvertSource, out: Path, done: Done) -> Converted:
@@ -287,13 +291,14 @@ def _missing_tflite() -> str | None:
 def _tensorrt_refuses(onnx: Path, has_module: bool) -> str | None:
     from edgeloop.formats.handoff import TENSORRT_OPSET
     from edgeloop.formats.onnx_info import inspect_onnx
+    from edgeloop.formats.onnx_torch import why_not_foreign
 
     opset = inspect_onnx(onnx).opset
-    if has_module or opset <= TENSORRT_OPSET:
+    if has_module or opset <= TENSORRT_OPSET or (why := why_not_foreign(onnx)) is None:
         return None
     return (
-        f"the parent is at opset {opset} and the TensorRT hand-off uses opset {TENSORRT_OPSET}: "
-        "pass --checkpoint DIR to re-export it"
+        f"the parent is at opset {opset} and the TensorRT hand-off uses opset {TENSORRT_OPSET}; "
+        f"rebuilding it at opset {TENSORRT_OPSET} needs onnx2torch ({why})"
     )
 
 
