@@ -10,8 +10,9 @@ after every batch of 50 samples per arm, all runs vectorised with numpy, seeded.
    (Fleiss' formula, and its simulated power), and for each tau the mSPRT's mean / median
    samples per arm to a decision, its power (share promoting the treatment) and error rate
    (share keeping the control) at the shortest horizon giving >= 80 % power, and at a horizon
-   of twice the fixed one.
-3. Coverage: share of runs whose confidence sequence holds the true difference at every look.
+   of twice the fixed one; for the normal mixture and the two-point one (sequential.py).
+3. Larger true effects (91 % ... 96 %) with the same 2 pp design: where sequential tests gain.
+4. Coverage: share of runs whose confidence sequence holds the true difference at every look.
 
     .venv/bin/python bench/ab_bench.py                  # 4,000 runs per setting (seconds)
     .venv/bin/python bench/ab_bench.py --runs 500 --json out.json
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeloop.experiments import (
+    Mixing,
     cs_half_width,
     mixture_log_lr,
     p_value_path,
@@ -44,7 +46,12 @@ ALPHA = 0.05
 POWER = 0.80
 P_CONTROL, P_TREATMENT = 0.90, 0.92
 AA_HORIZON = 5_000
-TAU_FACTORS = (0.25, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0)
+TAU_FACTORS = {
+    Mixing.NORMAL: (0.25, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0),
+    Mixing.TWO_POINT: (0.75, 1.0, 1.25, 1.5),
+}
+DEFAULT_FACTOR = {Mixing.NORMAL: 1.25, Mixing.TWO_POINT: 1.0}
+SWEEP = (0.91, 0.92, 0.93, 0.94, 0.96)
 
 Array = npt.NDArray[np.float64]
 
@@ -84,9 +91,9 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def first_crossing(paths: Paths, tau: float) -> Array:
+def first_crossing(paths: Paths, tau: float, mixing: Mixing) -> Array:
     """Look index (0-based) at which the always-valid p-value first reaches alpha; inf if never."""
-    p = p_value_path(mixture_log_lr(paths.effect, paths.var, tau), axis=1)
+    p = p_value_path(mixture_log_lr(paths.effect, paths.var, tau, mixing=mixing), axis=1)
     hit = p <= ALPHA
     return np.where(hit.any(axis=1), hit.argmax(axis=1).astype(np.float64), np.inf)
 
@@ -96,9 +103,15 @@ def rate(k: int, n: int) -> dict[str, float]:
     return {"rate": k / n, "ci95_low": low, "ci95_high": high, "count": k, "runs": n}
 
 
-def aa_experiment(rng: np.random.Generator, runs: int, tau: float) -> dict[str, object]:
+def aa_experiment(rng: np.random.Generator, runs: int) -> dict[str, object]:
     paths = simulate(rng, runs, AA_HORIZON // BATCH, P_CONTROL, P_CONTROL)
-    msprt = int(np.isfinite(first_crossing(paths, tau)).sum())
+    min_effect = P_TREATMENT - P_CONTROL
+    msprt = {
+        str(mixing): rate(
+            int(np.isfinite(first_crossing(paths, factor * min_effect, mixing)).sum()), runs
+        )
+        for mixing, factor in DEFAULT_FACTOR.items()
+    }
     z = np.abs(z_statistic(paths.s_c, paths.n, paths.s_t, paths.n))
     peeked = int((z > z_critical(ALPHA)).any(axis=1).sum())
     once = int((z[:, -1] > z_critical(ALPHA)).sum())
@@ -106,16 +119,16 @@ def aa_experiment(rng: np.random.Generator, runs: int, tau: float) -> dict[str, 
         "p": P_CONTROL,
         "horizon_per_arm": AA_HORIZON,
         "looks": AA_HORIZON // BATCH,
-        "tau": tau,
-        "msprt_peeked": rate(msprt, runs),
+        "tau_per_min_effect": {str(m): f for m, f in DEFAULT_FACTOR.items()},
+        "msprt_peeked": msprt,
         "z_test_peeked": rate(peeked, runs),
         "z_test_once_at_horizon": rate(once, runs),
     }
 
 
-def fixed_power(rng: np.random.Generator, runs: int, n: int) -> float:
+def fixed_power(rng: np.random.Generator, runs: int, n: int, p_t: float = P_TREATMENT) -> float:
     s_c = rng.binomial(n, P_CONTROL, runs)
-    s_t = rng.binomial(n, P_TREATMENT, runs)
+    s_t = rng.binomial(n, p_t, runs)
     return float((z_statistic(s_c, n, s_t, n) > z_critical(ALPHA)).mean())
 
 
@@ -139,9 +152,9 @@ def power_experiment(rng: np.random.Generator, runs: int, n_fixed: int) -> list[
     paths = simulate(rng, runs, looks, P_CONTROL, P_TREATMENT)
     effect = paths.effect
     rows: list[dict[str, object]] = []
-    for factor in TAU_FACTORS:
+    for mixing, factor in ((m, f) for m, fs in TAU_FACTORS.items() for f in fs):
         tau = factor * (P_TREATMENT - P_CONTROL)
-        cross = first_crossing(paths, tau)
+        cross = first_crossing(paths, tau, mixing)
         idx = np.minimum(cross, looks - 1).astype(np.int64)
         right = effect[np.arange(runs), idx] > 0
         powers = [float((cross[right] < k).sum()) / runs for k in range(1, looks + 1)]
@@ -149,12 +162,32 @@ def power_experiment(rng: np.random.Generator, runs: int, n_fixed: int) -> list[
         twice = min(looks, 2 * math.ceil(n_fixed / BATCH))
         rows.append(
             {
+                "mixing": str(mixing),
                 "tau_per_min_effect": factor,
                 "tau": tau,
                 "at_80_percent_power": at_horizon(cross, right, k80),
                 "at_twice_fixed_horizon": at_horizon(cross, right, twice),
             }
         )
+    return rows
+
+
+def effect_sweep(rng: np.random.Generator, runs: int, n_fixed: int) -> list[dict[str, object]]:
+    """Larger true effects, same design (2 pp minimum effect, horizon twice the fixed one)."""
+    looks = 2 * math.ceil(n_fixed / BATCH)
+    rows: list[dict[str, object]] = []
+    for p_t in SWEEP:
+        paths = simulate(rng, runs, looks, P_CONTROL, p_t)
+        row: dict[str, object] = {
+            "p_treatment": p_t,
+            "fixed_power_at_n": fixed_power(rng, runs, n_fixed, p_t),
+        }
+        for mixing, factor in DEFAULT_FACTOR.items():
+            cross = first_crossing(paths, factor * (P_TREATMENT - P_CONTROL), mixing)
+            idx = np.minimum(cross, looks - 1).astype(np.int64)
+            right = paths.effect[np.arange(runs), idx] > 0
+            row[str(mixing)] = at_horizon(cross, right, looks)
+        rows.append(row)
     return rows
 
 
@@ -178,19 +211,20 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     min_effect = P_TREATMENT - P_CONTROL
-    tau = 1.25 * min_effect
+    tau = DEFAULT_FACTOR[Mixing.NORMAL] * min_effect
     n_fixed = sample_size_per_arm(P_CONTROL, P_TREATMENT, ALPHA, POWER)
     result = {
         "runs": args.runs,
         "seed": args.seed,
         "batch_per_arm": BATCH,
         "alpha": ALPHA,
-        "aa": aa_experiment(rng, args.runs, tau),
+        "aa": aa_experiment(rng, args.runs),
         "fixed_horizon": {
             "n_per_arm": n_fixed,
             "simulated_power": fixed_power(rng, args.runs, n_fixed),
         },
         "sequential": power_experiment(rng, args.runs, n_fixed),
+        "effect_sweep": effect_sweep(rng, args.runs, n_fixed),
         "coverage": coverage(rng, args.runs, tau, n_fixed),
     }
     result["seconds"] = round(time.perf_counter() - start, 2)

@@ -14,6 +14,7 @@ from edgeloop.experiments import (
     ExperimentState,
     Guardrail,
     Metric,
+    Mixing,
     Summary,
     Verdict,
     decide,
@@ -54,6 +55,14 @@ def test_a_clear_10pp_accuracy_gain_promotes_the_treatment() -> None:
     assert verdict.primary is not None and verdict.primary.p_value <= 0.05
     assert verdict.primary.cs_low > 0 and verdict.primary.control_n < 2_000
     assert verdict.primary.effect == pytest.approx(0.10, abs=0.05)
+
+
+def test_the_two_point_mixture_also_promotes_a_clear_gain() -> None:
+    config = ExperimentConfig(
+        Metric.ACCURACY, horizon_per_arm=10_000, min_effect=0.05, mixing=Mixing.TWO_POINT
+    )
+    verdict = _run(config, np.random.default_rng(1), {Metric.ACCURACY: (0.80, 0.90)})
+    assert verdict.decision is Decision.PROMOTE_TREATMENT
 
 
 def test_a_clearly_worse_treatment_keeps_the_control() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgeloop.experiments import (
+    Mixing,
     SequentialState,
     cs_half_width,
     mixture_log_lr,
@@ -27,6 +28,16 @@ def test_lambda_matches_a_hand_computed_value() -> None:
     # Lambda = sqrt(0.5) * e^0.25 = 0.707107 * 1.284025 = 0.907943.
     assert float(mixture_log_lr(0.1, 0.01, 0.1)) == pytest.approx(-0.0965736, abs=1e-6)
     assert math.exp(float(mixture_log_lr(0.1, 0.01, 0.1))) == pytest.approx(0.907943, abs=1e-6)
+
+
+def test_two_point_lambda_matches_a_hand_computed_value() -> None:
+    # delta_hat = 0.02, v = 1e-4, m = 0.02: -m^2 / 2v = -2, x = m d / v = 4,
+    # log cosh 4 = 4 + log(1 + e^-8) - log 2 = 3.307188; log Lambda = 1.307188.
+    got = float(mixture_log_lr(0.02, 1e-4, 0.02, mixing=Mixing.TWO_POINT))
+    assert got == pytest.approx(1.307188, abs=1e-6)
+    # Symmetric in the sign of the effect, and 1/Lambda > 1 (no evidence) at a zero estimate.
+    assert float(mixture_log_lr(-0.02, 1e-4, 0.02, mixing=Mixing.TWO_POINT)) == pytest.approx(got)
+    assert float(mixture_log_lr(0.0, 1e-4, 0.02, mixing=Mixing.TWO_POINT)) == pytest.approx(-2.0)
 
 
 def test_lambda_equals_the_papers_equal_arms_form() -> None:
@@ -65,13 +76,16 @@ def _paths(rng: np.random.Generator, runs: int, looks: int, p_c: float, p_t: flo
     return n, s_c, s_t, (s_t - s_c) / n, var
 
 
-def test_aa_false_positive_rate_with_peeking_after_every_batch_is_at_most_alpha() -> None:
+@pytest.mark.parametrize("mixing", list(Mixing))
+def test_aa_false_positive_rate_with_peeking_after_every_batch_is_at_most_alpha(
+    mixing: Mixing,
+) -> None:
     # 1,000 A/A experiments at 90 %, peeked at after each batch of 50 up to 3,000 per arm.
     # Pass bound: alpha + 3 standard errors of a rate alpha over 1,000 runs (0.05 + 0.0207),
     # so a correct test fails with probability < 0.2 %; the full run in docs/experiments.md.
     runs = 1000
     n, s_c, s_t, effect, var = _paths(np.random.default_rng(7), runs, 60, 0.9, 0.9)
-    p = p_value_path(mixture_log_lr(effect, var, 0.025), axis=1)
+    p = p_value_path(mixture_log_lr(effect, var, 0.025, mixing=mixing), axis=1)
     fpr = float((p <= ALPHA).any(axis=1).mean())
     assert fpr <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / runs)
     # The same data through a fixed z-test read at every look: far above alpha.

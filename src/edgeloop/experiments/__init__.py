@@ -28,6 +28,7 @@ from edgeloop.experiments.decision import (
 from edgeloop.experiments.fixed import sample_size_per_arm, z_critical, z_p_value, z_statistic
 from edgeloop.experiments.sequential import (
     TAU_PER_MIN_EFFECT,
+    Mixing,
     SequentialState,
     cs_half_width,
     default_tau,
@@ -46,6 +47,7 @@ __all__ = [
     "Guardrail",
     "Metric",
     "MetricEvidence",
+    "Mixing",
     "SequentialState",
     "Summary",
     "Verdict",

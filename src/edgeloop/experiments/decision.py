@@ -17,6 +17,7 @@ from enum import StrEnum
 from edgeloop.core.errors import ConfigError, DataError
 from edgeloop.experiments.arms import Summary
 from edgeloop.experiments.sequential import (
+    Mixing,
     SequentialState,
     check_alpha,
     default_tau,
@@ -80,6 +81,9 @@ class ExperimentConfig:
     alpha: float = 0.05
     tau: float | None = None
     guardrails: tuple[Guardrail, ...] = ()
+    # The primary test's mixing; guardrails and device classes always use the normal one,
+    # which also detects harms far from min_effect.
+    mixing: Mixing = Mixing.NORMAL
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.split) and 0.0 < self.split < 100.0):
@@ -100,9 +104,8 @@ class ExperimentConfig:
             )
         default_tau(self.min_effect)  # validates min_effect
 
-    @property
-    def mixing_tau(self) -> float:
-        return self.tau if self.tau is not None else default_tau(self.min_effect)
+    def mixing_tau(self, mixing: Mixing = Mixing.NORMAL) -> float:
+        return self.tau if self.tau is not None else default_tau(self.min_effect, mixing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +199,15 @@ def compare(
     prior: SequentialState,
     config: ExperimentConfig,
     null_effect: float = 0.0,
+    mixing: Mixing = Mixing.NORMAL,
 ) -> tuple[MetricEvidence | None, SequentialState]:
     """One look of the mSPRT on treatment - control; None while an arm has < MIN_SAMPLES."""
     if min(control.count, treatment.count) < MIN_SAMPLES:
         return None, prior
     effect = treatment.mean - control.mean
     var = difference_variance(treatment.variance, treatment.count, control.variance, control.count)
-    state = prior.update(effect, max(var, _VAR_FLOOR), config.mixing_tau, config.alpha, null_effect)
+    tau = config.mixing_tau(mixing)
+    state = prior.update(effect, max(var, _VAR_FLOOR), tau, config.alpha, null_effect, mixing)
     evidence = MetricEvidence(
         metric,
         control.count,
@@ -283,7 +288,9 @@ def decide(
     c = _check_arm(config.metric, "control", control.get(config.metric))
     t = _check_arm(config.metric, "treatment", treatment.get(config.metric))
     tests: dict[str, SequentialState] = dict(prior.tests)
-    primary, tests["primary"] = compare(config.metric, c, t, prior.get("primary"), config)
+    primary, tests["primary"] = compare(
+        config.metric, c, t, prior.get("primary"), config, mixing=config.mixing
+    )
     rails, tripped = _guardrails(config, control, treatment, prior, tests)
     classes = _classes(config, by_class or {}, prior, tests)
     decision = Decision.STOPPED_BY_GUARDRAIL if tripped else _outcome(config, primary)
