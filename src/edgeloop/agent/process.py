@@ -44,6 +44,7 @@ from edgeloop.serving.app import create_app
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.connections import Sweeper, httptools_protocol
+from edgeloop.serving.feedback import monitoring_status
 from edgeloop.serving.repository import Origin
 from edgeloop.serving.server import bind
 
@@ -142,6 +143,7 @@ async def _main(
     # (issue 17 item 1), so they are closed here (serving/admin.py, docs/agent.md).
     app = create_app(catalog, admin=AdminGate.closed(CLOSED_BY))
     service = app.state.server.service
+    catalog.monitor_sinks.append(tel.monitor_event)  # drift alarms -> outbox events
     recorder = HealthRecorder(Sampler(app, tel))
     updater.health = recorder
     url = _url(sock)
@@ -170,6 +172,7 @@ async def _main(
             reports=reconciler.reports,
             repairs=reconciler.repairs,
             telemetry=await tel.status(),
+            monitoring=monitoring_status(catalog),
             routes=_routes_status(runner),
             tier={
                 "parent": tier.parent,

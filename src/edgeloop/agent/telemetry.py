@@ -9,6 +9,10 @@
   chosen deterministically (the n-th request is sampled when ``floor(n * rate)`` steps up: exactly
   one in 100 at 0.01), buffered and put with one ``put_many`` per flush (about once a second).
   A sample is acknowledged to nobody until that ``put_many`` returned.
+- **Monitor alarms**: each ``drift`` / ``quality`` / ``degradation`` alarm of a served
+  version's drift monitor (:mod:`edgeloop.serving.watch`) becomes an ``event`` item with a
+  ``type`` key, queued on the event loop and put with the next flush (about once a second;
+  at most ``_MAX_EVENTS`` wait, more are counted in ``monitor_events_dropped``).
 - **Shipping**: the :class:`~edgeloop.agent.shipper.Shipper` runs once the node is enrolled.
 
 The node serves whether or not any of this can reach the control plane.
@@ -38,10 +42,12 @@ from edgeloop.agent.shipper import Shipper, ShipperConfig
 from edgeloop.agent.update_state import UpdateState
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, EdgeError
+from edgeloop.serving.watch import MonitorEvent
 
 log = logging.getLogger(__name__)
 _MAX_SAMPLE_BYTES = 256 << 10  # a request or answer larger than this is sampled as its size only
 _FLUSH_S = 1.0
+_MAX_EVENTS = 1000  # monitor alarms waiting for the next flush (alarms are rare: re-armed)
 
 
 def check_settings(outbox_mb: float, metrics_every_s: float, sample_rate: float) -> None:
@@ -75,6 +81,8 @@ class Telemetry:
         self.buffer: list[dict[str, Any]] = []
         self.shipper: Shipper | None = None
         self.model: Callable[[], tuple[str | None, str | None]] = lambda: (None, None)
+        self.monitor_events: list[dict[str, Any]] = []
+        self.monitor_events_dropped = 0
 
     # -- putting ---------------------------------------------------------------------------
 
@@ -95,9 +103,19 @@ class Telemetry:
         n, rate = self.seen, self.sample_rate
         return rate > 0 and math.floor(n * rate) > math.floor((n - 1) * rate)
 
+    def monitor_event(self, event: MonitorEvent) -> None:
+        """Queue a monitor alarm (a catalog's sink; runs on the event loop, never blocks)."""
+        if len(self.monitor_events) >= _MAX_EVENTS:
+            self.monitor_events_dropped += 1
+            return
+        self.monitor_events.append({**event.to_dict(), "source": self.source})
+
     async def flush(self) -> None:
         samples, self.buffer = self.buffer, []
         await asyncio.to_thread(self.put_now, ItemKind.SAMPLE, samples)
+        if self.monitor_events:
+            events, self.monitor_events = self.monitor_events, []
+            await asyncio.to_thread(self.put_now, ItemKind.EVENT, events)
 
     def snapshot(self, recorder: HealthRecorder, since: float) -> dict[str, Any]:
         """The metrics of requests that ended at or after ``since`` (``time.monotonic()``)."""
@@ -149,6 +167,8 @@ class Telemetry:
             "puts": dict(self.puts),
             "put_errors": self.put_errors,
             "buffered_samples": len(self.buffer),
+            "buffered_monitor_events": len(self.monitor_events),
+            "monitor_events_dropped": self.monitor_events_dropped,
             "inference_seen": self.seen,
             "sample_rate": self.sample_rate,
             "metrics_every_s": self.metrics_every_s,

@@ -111,6 +111,25 @@ class Feedback:
                 "evicted": self.joins.evicted}  # fmt: skip
 
 
+def monitoring_status(catalog: Catalog) -> dict[str, dict[str, Any]]:
+    """Each served model's latest version's drift state, short (the agent's ``/agent/status``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in catalog.models.values():
+        served = model.versions.get(model.latest or "")
+        if served is None:
+            continue
+        served.watch.flush()
+        doc = watch_doc(served)
+        keep = ("version", "state", "reason", "samples_seen", "alarms", "last_alarm",
+                "performance", "state_bytes")  # fmt: skip
+        short = {k: doc[k] for k in keep if k in doc}
+        if "scores" in doc:
+            short["drift_ratio"] = {k: v["ratio"] for k, v in doc["scores"].items()}
+            short["drifting"] = any(v["ratio"] > 1.0 for v in doc["scores"].values())
+        out[model.name] = short
+    return out
+
+
 def watch_doc(served: ServedVersion) -> dict[str, Any]:
     """A version's watch as JSON (``GET .../monitor``, the agent's status)."""
     watch = served.watch

@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class MonitorEvent:
             "threshold": self.threshold,
             "sample_index": self.index,
             "top_features": [{"feature": f, "shift_std": s} for f, s in self.top_features],
-            "at": self.at,
+            "at": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
             "detail": self.detail,
         }
 
