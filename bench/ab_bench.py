@@ -3,9 +3,10 @@
 Issue 15 part 2's goals, at the unit level (no servers): Bernoulli arms (accuracy), looked at
 after every batch of 50 samples per arm, all runs vectorised with numpy, seeded.
 
-1. A/A: both arms at 90 %, up to 5,000 samples per arm (100 looks). The mSPRT's false positive
-   rate (its always-valid p-value <= alpha at any look) with a 95 % Wilson interval, beside a
-   fixed-horizon z-test peeked at after every batch and the same z-test read once at the end.
+1. A/A: both arms at 90 %, up to 5,000 and 20,000 samples per arm (100 and 400 looks). The
+   mSPRT's false positive rate (its always-valid p-value <= alpha at any look) with a 95 %
+   Wilson interval, beside a fixed-horizon z-test peeked at after every batch and the same
+   z-test read once at the end.
 2. 90 % vs 92 % (2 pp): the fixed-horizon sample size per arm for 80 % power at alpha 5 %
    (Fleiss' formula, and its simulated power), and for each tau the mSPRT's mean / median
    samples per arm to a decision, its power (share promoting the treatment) and error rate
@@ -15,7 +16,7 @@ after every batch of 50 samples per arm, all runs vectorised with numpy, seeded.
 4. Coverage: share of runs whose confidence sequence holds the true difference at every look.
 
     .venv/bin/python bench/ab_bench.py                  # 4,000 runs per setting (seconds)
-    .venv/bin/python bench/ab_bench.py --runs 500 --json out.json
+    .venv/bin/python bench/ab_bench.py --runs 500 --json out.json --markdown
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ BATCH = 50
 ALPHA = 0.05
 POWER = 0.80
 P_CONTROL, P_TREATMENT = 0.90, 0.92
-AA_HORIZON = 5_000
+AA_HORIZONS = (5_000, 20_000)
 TAU_FACTORS = {
     Mixing.NORMAL: (0.25, 0.5, 1.0, 1.25, 1.5, 2.0, 3.0),
     Mixing.TWO_POINT: (0.75, 1.0, 1.25, 1.5),
@@ -103,8 +104,8 @@ def rate(k: int, n: int) -> dict[str, float]:
     return {"rate": k / n, "ci95_low": low, "ci95_high": high, "count": k, "runs": n}
 
 
-def aa_experiment(rng: np.random.Generator, runs: int) -> dict[str, object]:
-    paths = simulate(rng, runs, AA_HORIZON // BATCH, P_CONTROL, P_CONTROL)
+def aa_experiment(rng: np.random.Generator, runs: int, horizon: int) -> dict[str, object]:
+    paths = simulate(rng, runs, horizon // BATCH, P_CONTROL, P_CONTROL)
     min_effect = P_TREATMENT - P_CONTROL
     msprt = {
         str(mixing): rate(
@@ -117,8 +118,8 @@ def aa_experiment(rng: np.random.Generator, runs: int) -> dict[str, object]:
     once = int((z[:, -1] > z_critical(ALPHA)).sum())
     return {
         "p": P_CONTROL,
-        "horizon_per_arm": AA_HORIZON,
-        "looks": AA_HORIZON // BATCH,
+        "horizon_per_arm": horizon,
+        "looks": horizon // BATCH,
         "tau_per_min_effect": {str(m): f for m, f in DEFAULT_FACTOR.items()},
         "msprt_peeked": msprt,
         "z_test_peeked": rate(peeked, runs),
@@ -202,11 +203,59 @@ def coverage(rng: np.random.Generator, runs: int, tau: float, n_fixed: int) -> d
     return {"looks": looks, "tau": tau, "covered_at_every_look": rate(held, runs)}
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def _interval(r: dict[str, float]) -> str:
+    return f"{_pct(r['rate'])} [{_pct(r['ci95_low'])}, {_pct(r['ci95_high'])}]"
+
+
+def markdown(result: dict[str, object]) -> str:
+    """The tables of docs/experiments.md, from one run's results."""
+    lines = ["| A/A, read after every batch of 50 | horizon/arm (looks) | FPR [95 % Wilson] |"]
+    lines.append("|---|---|---|")
+    for aa in result["aa"]:  # type: ignore[attr-defined]
+        where = f"{aa['horizon_per_arm']} ({aa['looks']})"
+        for mixing, r in aa["msprt_peeked"].items():
+            lines.append(f"| mSPRT, {mixing} mixing | {where} | {_interval(r)} |")
+        for key, name in (("z_test_peeked", "peeked"), ("z_test_once_at_horizon", "read once")):
+            lines.append(f"| fixed z-test, {name} | {where} | {_interval(aa[key])} |")
+    lines += [
+        "",
+        "| mixing | tau / min effect | horizon for 80 % power | power | wrong answer "
+        "| mean n/arm | median n/arm | mean n/arm when promoting |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["sequential"]:  # type: ignore[attr-defined]
+        a = row["at_80_percent_power"]
+        lines.append(
+            f"| {row['mixing']} | {row['tau_per_min_effect']} | {a['horizon_per_arm']} "
+            f"| {_pct(a['power'])} | {_pct(a['error_rate'])} | {a['mean_samples_per_arm']:.0f} "
+            f"| {a['median_samples_per_arm']:.0f} | {a['mean_samples_when_promoting']:.0f} |"
+        )
+    lines += [
+        "",
+        "| treatment | fixed test power at its n | normal: power / mean n "
+        "| two-point: power / mean n |",
+        "|---|---|---|---|",
+    ]
+    for row in result["effect_sweep"]:  # type: ignore[attr-defined]
+        cells = [f"{_pct(row[m]['power'])} / {row[m]['mean_samples_per_arm']:.0f}" for m in Mixing]
+        lines.append(
+            f"| {_pct(row['p_treatment'])} | {_pct(row['fixed_power_at_n'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--json", help="write the results to this file")
+    parser.add_argument("--markdown", action="store_true", help="print the docs' tables too")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
@@ -218,7 +267,7 @@ def main() -> None:
         "seed": args.seed,
         "batch_per_arm": BATCH,
         "alpha": ALPHA,
-        "aa": aa_experiment(rng, args.runs),
+        "aa": [aa_experiment(rng, args.runs, horizon) for horizon in AA_HORIZONS],
         "fixed_horizon": {
             "n_per_arm": n_fixed,
             "simulated_power": fixed_power(rng, args.runs, n_fixed),
@@ -230,6 +279,8 @@ def main() -> None:
     result["seconds"] = round(time.perf_counter() - start, 2)
     text = json.dumps(result, indent=2)
     print(text)
+    if args.markdown:
+        print(markdown(result))
     if args.json:
         Path(args.json).write_text(text + "\n")
 

@@ -61,7 +61,7 @@ class Mixing(StrEnum):
 # tau is the spread of the effects the mixture expects. Johari et al. (sec. 4.3) choose it from
 # the effects one cares about; the evidence grows fastest for effects near tau. Measured in
 # docs/experiments.md (90 % vs 92 %, 2 pp minimum effect, 80 % power): the normal mixture needs
-# the fewest samples with tau 1x-1.5x the minimum effect (0.25x needs ~70 % more), the two-point
+# the fewest samples with tau 1x-1.5x the minimum effect (0.25x needs ~68 % more), the two-point
 # one with its points at 1x.
 TAU_PER_MIN_EFFECT = {Mixing.NORMAL: 1.25, Mixing.TWO_POINT: 1.0}
 
