@@ -8,13 +8,16 @@ data: inputs, its own outputs on them, and labels that agree with it on a known 
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 from tests.serving.harness import Harness, binary_request, json_request, serving
+from tests.serving.test_serve_process import _ready_info, _start
 from tests.tiny_models import make_linear_onnx
 
 from edgeloop.monitoring import DriftMonitor
@@ -255,3 +258,39 @@ def test_nonfinite_inputs_are_counted_as_quality(profiled: Path) -> None:
     assert view["quality"]["nonfinite_by_value"] == {"0": 1}
     assert [e.type.value for e in events] == ["quality"]
     assert _series(metrics, "edgeloop_quality_total", model="linear", problem="nonfinite") == 1.0
+
+
+def test_real_edgeloop_serve_alarms_and_joins_labels_over_http(
+    tmp_path: Path, profiled: Path
+) -> None:
+    """``edgeloop serve`` as an OS process picks up ``linear.profile.npz`` beside the model."""
+    model = tmp_path / "linear.onnx"
+    model.write_bytes(profiled.read_bytes())
+    (tmp_path / "linear.profile.npz").write_bytes(
+        profiled.with_name("linear.profile.npz").read_bytes()
+    )
+    x = np.random.default_rng(9).standard_normal((250, FEATURES))
+    x[150:, 0] *= 4.0  # a gain on feature 0 from the 150th request
+    proc = _start(str(model))
+    try:
+        info = _ready_info(proc)
+        with httpx.Client(base_url=info["url"], timeout=30) as client:
+            answers = [
+                client.post("/predict", json={"features": r.tolist(), "request_id": f"q{i}"})
+                for i, r in enumerate(x)
+            ]
+            assert all(a.status_code == 200 for a in answers)
+            before = client.get("/v2/models/linear/monitor").json()
+            wrong = {"request_id": "q0", "label": (answers[0].json()["prediction"] + 1) % 3}
+            labelled = client.post("/v2/models/linear/labels", json=wrong)
+            view = client.get("/v2/models/linear/monitor").json()
+            metrics = client.get("/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert before["samples_seen"] == 250
+    assert labelled.status_code == 200 and view["performance"]["accuracy"] == 0.0
+    assert view["alarms"].get("input", 0) >= 1
+    assert view["last_alarm"] is not None and view["last_alarm"]["sample_index"] >= 150
+    assert _series(metrics, "edgeloop_drift_alarms_total", model="linear", kind="input")
+    assert _series(metrics, "edgeloop_windowed_accuracy", model="linear") == 0.0
