@@ -20,6 +20,7 @@ from edgeloop.experiments.sequential import (
     Mixing,
     SequentialState,
     check_alpha,
+    check_tau,
     default_tau,
     difference_variance,
 )
@@ -103,6 +104,8 @@ class ExperimentConfig:
                 hint="a guardrail watches another metric (e.g. latency_p99 for accuracy)",
             )
         default_tau(self.min_effect)  # validates min_effect
+        if self.tau is not None:
+            check_tau(self.tau)
 
     def mixing_tau(self, mixing: Mixing = Mixing.NORMAL) -> float:
         return self.tau if self.tau is not None else default_tau(self.min_effect, mixing)

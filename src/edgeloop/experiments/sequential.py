@@ -85,7 +85,8 @@ def check_alpha(alpha: float) -> None:
         )
 
 
-def _check_tau(tau: float) -> None:
+def check_tau(tau: float) -> None:
+    """tau must be a positive finite number (the mixing spread, metric units)."""
     if not (math.isfinite(tau) and tau > 0):
         raise ConfigError(
             f"tau {tau} is not a positive number",
@@ -101,7 +102,7 @@ def mixture_log_lr(
     mixing: Mixing = Mixing.NORMAL,
 ) -> FloatArray:
     """log Lambda_n of the two-sample mSPRT (module docstring); var is v = Var(delta_hat)."""
-    _check_tau(tau)
+    check_tau(tau)
     d = np.asarray(delta_hat, dtype=np.float64) - theta0
     v = np.asarray(var, dtype=np.float64)
     t2 = tau * tau
@@ -120,7 +121,7 @@ def p_value_path(log_lr: npt.ArrayLike, axis: int = -1) -> FloatArray:
 
 def cs_half_width(var: npt.ArrayLike, tau: float, alpha: float) -> FloatArray:
     """Half-width of the always-valid confidence sequence at one look (module docstring)."""
-    _check_tau(tau)
+    check_tau(tau)
     check_alpha(alpha)
     v = np.asarray(var, dtype=np.float64)
     t2 = tau * tau
