@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
 WORKER = Path(__file__).with_name("onnx_torch_worker.py")
 TIMEOUT_S = 600
-INSTALL = "ENV/bin/pip install onnx 'onnx2torch==1.5.15' --no-deps (`make tflite-env` does)"
+INSTALL = (
+    "ENV/bin/pip install onnx && ENV/bin/pip install --no-deps 'onnx2torch==1.5.15' "
+    "(`make tflite-env` does; an older .venv-tflite needs these two lines)"
+)
 PROVIDE = (
     "pass the model's torch checkpoint (--checkpoint DIR), or convert to a target that reads "
     "ONNX itself (openvino, tensorrt)"
