@@ -14,6 +14,8 @@ after every batch of 50 samples per arm, all runs vectorised with numpy, seeded.
    of twice the fixed one; for the normal mixture and the two-point one (sequential.py).
 3. Larger true effects (91 % ... 96 %) with the same 2 pp design: where sequential tests gain.
 4. Coverage: share of runs whose confidence sequence holds the true difference at every look.
+5. A/A on lognormal latencies (mean latency, continuous summaries), and an error-rate guardrail
+   (margin 1 pp): how often it trips when the treatment is as good, at the margin, or worse.
 
     .venv/bin/python bench/ab_bench.py                  # 4,000 runs per setting (seconds)
     .venv/bin/python bench/ab_bench.py --runs 500 --json out.json --markdown
@@ -27,6 +29,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +56,9 @@ TAU_FACTORS = {
 }
 DEFAULT_FACTOR = {Mixing.NORMAL: 1.25, Mixing.TWO_POINT: 1.0}
 SWEEP = (0.91, 0.92, 0.93, 0.94, 0.96)
+LATENCY_MIN_EFFECT_MS = 1.0
+GUARDRAIL_CONTROL, GUARDRAIL_MARGIN = 0.02, 0.01
+GUARDRAIL_TREATMENTS = (0.02, 0.03, 0.04, 0.06)
 
 Array = npt.NDArray[np.float64]
 
@@ -203,6 +209,51 @@ def coverage(rng: np.random.Generator, runs: int, tau: float, n_fixed: int) -> d
     return {"looks": looks, "tau": tau, "covered_at_every_look": rate(held, runs)}
 
 
+def latency_aa(rng: np.random.Generator, runs: int) -> dict[str, object]:
+    """A/A on a skewed continuous metric: lognormal latencies (median 20 ms, sigma 0.5, mean
+    22.7 ms, sd 12.1 ms), mean latency tested with the per-arm sample variances M2 / (n - 1)."""
+    looks = AA_HORIZONS[0] // BATCH
+    sums = np.zeros((4, runs))
+    effect, var = np.empty((runs, looks)), np.empty((runs, looks))
+    for k in range(looks):
+        x = rng.lognormal(math.log(20.0), 0.5, (2, runs, BATCH))
+        sums += np.concatenate([x.sum(axis=2), (x * x).sum(axis=2)])
+        n = BATCH * (k + 1)
+        means = sums[:2] / n
+        variances = (sums[2:] - n * means**2) / (n - 1)
+        effect[:, k] = means[1] - means[0]
+        var[:, k] = variances.sum(axis=0) / n
+    tau = DEFAULT_FACTOR[Mixing.NORMAL] * LATENCY_MIN_EFFECT_MS
+    p = p_value_path(mixture_log_lr(effect, var, tau), axis=1)
+    hits = int((p <= ALPHA).any(axis=1).sum())
+    return {
+        "looks": looks,
+        "min_effect_ms": LATENCY_MIN_EFFECT_MS,
+        "msprt_peeked": rate(hits, runs),
+    }
+
+
+def guardrail(rng: np.random.Generator, runs: int) -> list[dict[str, object]]:
+    """An error-rate guardrail (margin 1 pp, control 2 %): how often and how soon it trips."""
+    looks = AA_HORIZONS[0] // BATCH
+    tau = DEFAULT_FACTOR[Mixing.NORMAL] * (P_TREATMENT - P_CONTROL)  # the primary's tau
+    rows: list[dict[str, object]] = []
+    for p_t in GUARDRAIL_TREATMENTS:
+        paths = simulate(rng, runs, looks, GUARDRAIL_CONTROL, p_t)
+        low = np.maximum.accumulate(paths.effect - cs_half_width(paths.var, tau, ALPHA), axis=1)
+        tripped = low > GUARDRAIL_MARGIN
+        ever = tripped.any(axis=1)
+        when = BATCH * (tripped.argmax(axis=1)[ever] + 1)
+        rows.append(
+            {
+                "treatment_error_rate": p_t,
+                "tripped": rate(int(ever.sum()), runs),
+                "mean_samples_to_trip": float(when.mean()) if when.size else None,
+            }
+        )
+    return rows
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
@@ -211,11 +262,11 @@ def _interval(r: dict[str, float]) -> str:
     return f"{_pct(r['rate'])} [{_pct(r['ci95_low'])}, {_pct(r['ci95_high'])}]"
 
 
-def markdown(result: dict[str, object]) -> str:
+def markdown(result: dict[str, Any]) -> str:
     """The tables of docs/experiments.md, from one run's results."""
     lines = ["| A/A, read after every batch of 50 | horizon/arm (looks) | FPR [95 % Wilson] |"]
     lines.append("|---|---|---|")
-    for aa in result["aa"]:  # type: ignore[attr-defined]
+    for aa in result["aa"]:
         where = f"{aa['horizon_per_arm']} ({aa['looks']})"
         for mixing, r in aa["msprt_peeked"].items():
             lines.append(f"| mSPRT, {mixing} mixing | {where} | {_interval(r)} |")
@@ -227,7 +278,7 @@ def markdown(result: dict[str, object]) -> str:
         "| mean n/arm | median n/arm | mean n/arm when promoting |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for row in result["sequential"]:  # type: ignore[attr-defined]
+    for row in result["sequential"]:
         a = row["at_80_percent_power"]
         lines.append(
             f"| {row['mixing']} | {row['tau_per_min_effect']} | {a['horizon_per_arm']} "
@@ -240,12 +291,27 @@ def markdown(result: dict[str, object]) -> str:
         "| two-point: power / mean n |",
         "|---|---|---|---|",
     ]
-    for row in result["effect_sweep"]:  # type: ignore[attr-defined]
+    for row in result["effect_sweep"]:
         cells = [f"{_pct(row[m]['power'])} / {row[m]['mean_samples_per_arm']:.0f}" for m in Mixing]
         lines.append(
             f"| {_pct(row['p_treatment'])} | {_pct(row['fixed_power_at_n'])} | "
             + " | ".join(cells)
             + " |"
+        )
+    lat = result["latency_aa"]
+    lines += [
+        "",
+        f"Latency A/A (lognormal, {lat['looks']} looks): FPR {_interval(lat['msprt_peeked'])}",
+        "",
+        "| treatment error rate (control 2 %, margin 1 pp) | tripped [95 % Wilson] "
+        "| mean n/arm to trip |",
+        "|---|---|---|",
+    ]
+    for row in result["guardrail"]:
+        when = row["mean_samples_to_trip"]
+        lines.append(
+            f"| {_pct(row['treatment_error_rate'])} | {_interval(row['tripped'])} "
+            f"| {'n/a' if when is None else f'{when:.0f}'} |"
         )
     return "\n".join(lines)
 
@@ -275,6 +341,8 @@ def main() -> None:
         "sequential": power_experiment(rng, args.runs, n_fixed),
         "effect_sweep": effect_sweep(rng, args.runs, n_fixed),
         "coverage": coverage(rng, args.runs, tau, n_fixed),
+        "latency_aa": latency_aa(rng, args.runs),
+        "guardrail": guardrail(rng, args.runs),
     }
     result["seconds"] = round(time.perf_counter() - start, 2)
     text = json.dumps(result, indent=2)
