@@ -284,8 +284,10 @@ def decide(
 
     ``by_class`` maps a device class to its (control, treatment) summaries of the primary
     metric. Guardrails are checked first: one whose confidence sequence shows the treatment
-    worse by more than its margin stops the experiment. Raises DataError when an arm has no
-    observation of the metric or a guardrail metric.
+    worse by more than its margin stops the experiment. The first decision other than
+    CONTINUE ends the experiment (its direction is the estimate's at that look); looks after it
+    are outside the design. Raises DataError when an arm has no observation of the metric or
+    of a guardrail metric.
     """
     prior = state or ExperimentState()
     c = _check_arm(config.metric, "control", control.get(config.metric))
