@@ -86,6 +86,8 @@ CASES: list[list[str]] = [
     ["serve", "{linear}", "--port", "70000"],
     ["serve", "{fake}", "--port", "0"],
     ["serve", "{root}/missing.onnx"],
+    ["serve", "{linear}", "--max-connections", "0"],
+    ["serve", "{linear}", "--header-timeout-s", "-1"],
     ["convert", "{fake}", "--to", "openvino", "--out", "{root}/c1"],
     ["convert", "{fake}", "--to", "tensorrt", "--out", "{root}/c2"],
     ["convert", "{foreign}", "--to", "openvino", "--out", "{root}/c3"],
@@ -170,6 +172,14 @@ def test_a_port_outside_tcp_is_named(files: dict[str, Path]) -> None:
         exc = _error(["serve", "{linear}", "--port", port], files)
         assert isinstance(exc, errors.ConfigError)
         assert f"--port {port} is not a TCP port; expected 0-65535" in exc.message
+
+
+def test_connection_limits_from_the_command_line_are_checked(files: dict[str, Path]) -> None:
+    exc = _error(["serve", "{linear}", "--max-connections", "0"], files)
+    assert isinstance(exc, errors.ConfigError)
+    assert "max_connections=0" in exc.message
+    exc = _error(["serve", "{linear}", "--body-timeout-s", "nan"], files)
+    assert "body_timeout_s=nan" in exc.message
 
 
 def test_a_file_that_is_not_onnx_is_refused_before_any_converter(

@@ -135,6 +135,26 @@ def serve(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed of the A/B draw for unkeyed requests.")
     ] = None,
+    header_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout-s",
+            help="Seconds for a request's line and headers to arrive; then 408 and closed.",
+        ),
+    ] = 10.0,
+    body_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout-s", help="Seconds to receive a whole request body; then closed."
+        ),
+    ] = 60.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            help="Open connections; a newcomer closes the longest-idle one, 503 when all are busy.",
+        ),
+    ] = 1000,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "warning",
     home: Annotated[
         Path | None, typer.Option("--home", help="edgeloop home for registry refs.")
@@ -143,9 +163,14 @@ def serve(
         OutputFormat, typer.Option("--format", help="table or json (printed once ready)")
     ] = OutputFormat.TABLE,
 ) -> None:
-    """Serve models over HTTP until interrupted (Ctrl-C or SIGTERM finish requests first)."""
+    """Serve models over HTTP until interrupted (Ctrl-C or SIGTERM finish requests first).
+
+    The load / unload / power-budget routes are open unless EDGELOOP_SERVE_ADMIN_TOKEN is set
+    (16+ characters); then they need ``Authorization: Bearer <token>``.
+    """
     from edgeloop.core.errors import ConfigError
     from edgeloop.serving.config import ServerConfig
+    from edgeloop.serving.connections import ConnectionLimits
     from edgeloop.serving.power import parse_variant_power
     from edgeloop.serving.repository import scan
     from edgeloop.serving.server import run
@@ -172,6 +197,11 @@ def serve(
         power_budget_w=power_budget_w,
         variant_power=tuple(parse_variant_power(text) for text in variant_power or []),
         power_interval_s=power_interval,
+        connections=ConnectionLimits(
+            header_timeout_s=header_timeout_s,
+            body_timeout_s=body_timeout_s,
+            max_connections=max_connections,
+        ),
     )
 
     def on_ready(info: ReadyInfo) -> None:
