@@ -19,6 +19,7 @@ from edgeloop.core.errors import ConflictError
 from edgeloop.monitoring import AlarmKind, ScorePart
 from edgeloop.serving.catalog import Catalog, ServedModel
 from edgeloop.serving.config import ServerConfig
+from edgeloop.serving.errors import BadRequestError
 from edgeloop.serving.labels import JoinMap, Label, check_label, parse_labels, unknown_id
 from edgeloop.serving.served import ServedVersion
 from edgeloop.serving.watch import Watch, WatchState
@@ -88,7 +89,7 @@ class Feedback:
                 continue
             try:
                 check_label(label, served, classes, "" if single else f"labels[{i}].")
-            except Exception:
+            except BadRequestError:
                 self.counts[(model.name, "invalid")] += 1
                 raise
             joined.append((label, served, version.watch))

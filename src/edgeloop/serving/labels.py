@@ -6,7 +6,8 @@ expiring map ``(model, request_id) -> (version, predicted classes, time)``: at m
 ``label_capacity`` entries (the oldest go first), each kept ``label_ttl_s`` seconds. A label
 takes its entry out of the map, so a request is labelled once and labels can never outnumber
 answers: a flood of labels is bounded by the traffic it labels, and a batch body by
-``label_batch_max`` items (413 past it).
+``label_batch_max`` items (413 past it). Requests of more than ``MAX_LABEL_ROWS`` rows are not
+remembered (the map's memory stays bounded).
 
 Bodies (``POST /v2/models/{m}/labels``, ``POST /predict/labels`` with ``"model"`` when several
 are served, ``POST /predict/{m}/labels``)::
@@ -32,6 +33,9 @@ import orjson
 from edgeloop.core.errors import NotFoundError
 from edgeloop.serving.errors import BadRequestError, PayloadTooLargeError
 
+# Rows of one request the map remembers classes for: a larger request is not joinable (the map
+# holds at most capacity x this many ints).
+MAX_LABEL_ROWS = 256
 _SHAPE_HINT = 'send {"request_id": ID, "label": CLASS} or {"labels": [{...}, ...]}'
 
 

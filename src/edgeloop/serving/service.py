@@ -34,7 +34,7 @@ from edgeloop.serving.admission import Gate, QueueDelay
 from edgeloop.serving.cascade import CascadeOutcome, Escalator
 from edgeloop.serving.catalog import Catalog, ServedModel
 from edgeloop.serving.errors import DeadlineError, QueueFullError
-from edgeloop.serving.labels import JoinMap, Served
+from edgeloop.serving.labels import MAX_LABEL_ROWS, JoinMap, Served
 from edgeloop.serving.metrics import UNKNOWN, ServerMetrics, Timing
 from edgeloop.serving.routing import Router
 from edgeloop.serving.served import Result, ServedVersion
@@ -161,7 +161,8 @@ class InferenceService:
         y = next(iter(outputs.values()), None)
         try:
             version.watch.observe(x, y)
-            if rid is not None and version.watch.classes is not None and y is not None and y.ndim:
+            joinable = y is not None and y.ndim and y.shape[0] <= MAX_LABEL_ROWS
+            if rid is not None and version.watch.classes is not None and y is not None and joinable:
                 predicted = y.reshape(y.shape[0], -1).argmax(axis=1)
                 served = Served(version.version, tuple(int(v) for v in predicted), time.monotonic())
                 self.joins.record(name, rid, served)
