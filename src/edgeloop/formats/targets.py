@@ -56,7 +56,7 @@ def _tflite(source: ConvertSource, out: Path, int8: bool) -> Converted:
         label = f"{source.onnx.name} (via onnx2torch)"
         report = produce_tflite_program(program, source.calibration, path, int8=int8, label=label)
     ops = read_ops(path)
-    notes = []
+    notes = [] if source.module is not None else [f"made from {origin['from']} (no checkpoint)"]
     if int8 and ops.float_ops:
         notes.append(
             f"{len(ops.float_ops)} of {len(ops.ops)} ops compute in float: "
@@ -185,6 +185,7 @@ def _coreml(source: ConvertSource, out: Path, done: Done) -> Converted:
         not_run=NOT_RUN,
         tools={"coremltools": _version("coremltools"), **origin.get("tools", {})},
         details={**spec.to_dict(), "origin": origin},
+        notes=() if source.module is not None else (f"made from {origin['from']} (no checkpoint)",),
     )
 
 
