@@ -3,7 +3,7 @@ VENV    ?= .venv
 PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= train,datasets,postgres,serve,control,mqtt,optimize,openvino,tflite,tflm,coreml,dev
+EXTRAS  ?= train,datasets,postgres,serve,control,mqtt,optimize,openvino,tflite,tflm,coreml,fl,dev
 OUT     ?= quickstart-out
 
 .PHONY: install demo test lint typecheck unit bench clean tflite-env convert-check
@@ -50,7 +50,7 @@ tflite-env: .venv-tflite/.installed
 
 # Every conversion target on a tiny model and the digits CNN (the tests skip TFLite without it).
 convert-check: $(STAMP) tflite-env
-	$(VENV)/bin/pytest -p no:xdist tests/formats/test_convert_targets.py tests/formats/test_convert_tflite.py
+	$(VENV)/bin/pytest -p no:xdist tests/formats/test_convert_targets.py tests/formats/test_convert_tflite.py tests/formats/test_convert_foreign.py
 	$(PY) bench/convert_digits.py --out convert-out
 
 bench: $(STAMP)
@@ -61,6 +61,10 @@ bench: $(STAMP)
 	$(PY) bench/serve_bench.py
 	$(PY) -m pip install --quiet -e '.[bench-fleet]'
 	$(PY) bench/fleet_scale.py --client aiohttp --backend sqlite --agents 1000 2000 5000 --profile
+	$(PY) -m pip install --quiet -e '.[bench-drift]'
+	$(PY) bench/drift_bench.py
+	$(PY) bench/fl_bench.py
+	$(PY) bench/ab_bench.py --runs 20000 --seed 15 --markdown
 
 clean:
 	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache
