@@ -8,19 +8,26 @@ sent over HTTP, the alarm read back from ``/agent/status`` and from the outbox o
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from tests.agent.agent_process import AgentProcess
 from tests.agent.fleet_stub import ControlStub, new_repository
 from tests.agent.kill_cycle import enrolled_on_v1
+from tests.agent.test_routes import PrivateBroker, _until
 from tests.serving.harness import serving
 from tests.tiny_models import make_linear_onnx
 
 from edgeloop.agent.outbox import ItemKind, Outbox
+from edgeloop.agent.route_host import service_infer
+from edgeloop.agent.route_spec import parse_routes
+from edgeloop.agent.routes import BrokerConfig, RouteRunner
 from edgeloop.agent.telemetry import Telemetry, outbox_path
 from edgeloop.agent.updater import Updater
 from edgeloop.monitoring import DriftMonitor
@@ -101,3 +108,58 @@ def test_the_agent_process_monitors_a_slot_with_a_profile(tmp_path: Path) -> Non
     assert inputs and inputs[0]["model"] == active.name
     assert inputs[0]["model_version"] == str(active.version)
     assert inputs[0]["top_features"][0]["feature"] == 2
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A Mosquitto of this test's own (skipped when the binary is not installed)."""
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    running = PrivateBroker(folder)
+    try:
+        running.start()
+        yield running
+    finally:
+        running.close()
+
+
+def test_mqtt_route_answers_are_labelled_over_mqtt(tmp_path: Path, broker: PrivateBroker) -> None:
+    """A routed message's id joins its answer to a label published on ``<prefix>/labels``."""
+    import aiomqtt
+
+    model = make_linear_onnx(tmp_path / "lin.onnx", features=FEATURES)
+    (tmp_path / "lin.profile.npz").write_bytes(_profile(model))
+    port = broker.port
+    routes = parse_routes(["s: FROM in/+ INTO lin THEN out/{topic[1]}"])
+    cfg = BrokerConfig(port=port, deadletter_prefix="dl", reconnect_initial_s=0.05)
+    row = [0.3, -0.2, 0.1, 0.5]
+    with serving([model]) as h:
+        feedback = h.server.feedback
+        runner = RouteRunner(
+            routes, service_infer(h.server.service), cfg,
+            labels=lambda body: feedback.apply(None, body, "lin"),
+        )  # fmt: skip
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            run = asyncio.create_task(runner.run(stop))
+            await asyncio.wait_for(runner.connected.wait(), 60)
+            async with aiomqtt.Client("127.0.0.1", port) as pub:
+                await pub.publish("in/d1", json.dumps({"features": row, "id": "m-1"}), qos=1)
+                await _until(lambda: runner.counters["s"].published == 1)
+                served = h.server.service.joins.peek("lin", "m-1")
+                assert served is not None
+                good = {"model": "lin", "request_id": "m-1", "label": served.predicted[0]}
+                await pub.publish("dl/labels", json.dumps(good), qos=1)
+                await pub.publish("dl/labels", json.dumps({**good, "label": 9}), qos=1)
+                await pub.publish("dl/labels", b"{broken", qos=1)
+                await _until(lambda: sum(runner.label_counts.values()) == 3)
+            stop.set()
+            await run
+
+        h.call(scenario)
+        view = h.get("/v2/models/lin/monitor").json()
+    assert runner.label_counts == {"applied": 1, "unknown": 1, "refused": 1}
+    assert runner.last_label_error is not None and "not valid JSON" in runner.last_label_error
+    assert view["performance"]["labelled"] == 1 and view["performance"]["accuracy"] == 1.0
+    assert view["samples_seen"] == 1

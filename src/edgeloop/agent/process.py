@@ -40,7 +40,7 @@ from edgeloop.agent.tier_cascade import ParentCascade
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, require
 from edgeloop.serving.admin import AdminGate
-from edgeloop.serving.app import create_app
+from edgeloop.serving.app import Server, create_app
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.connections import Sweeper, httptools_protocol
@@ -147,7 +147,7 @@ async def _main(
     recorder = HealthRecorder(Sampler(app, tel))
     updater.health = recorder
     url = _url(sock)
-    runner = routes.runner(service) if routes else None
+    runner = routes.runner(service, _label_sink(app.state.server)) if routes else None
     reconciler = Reconciler(home, updater, options, recorder, url)
     reconciler.parent = tier.parent
     reconciler.serving = lambda model: serving_state(catalog, model)
@@ -296,4 +296,17 @@ def _routes_status(runner: RouteRunner | None) -> dict[str, Any] | None:
         "last_error": runner.last_error,
         "unrouted": runner.unrouted,
         "routes": runner.snapshot(),
+        "labels": dict(runner.label_counts),
+        "last_label_error": runner.last_label_error,
     }
+
+
+def _label_sink(server: Server) -> Callable[[bytes], dict[str, Any]]:
+    """MQTT label messages applied by the node's server (``{"model": NAME, ...}``)."""
+
+    def apply(body: bytes) -> dict[str, Any]:
+        models = server.catalog.models
+        only = next(iter(models)) if len(models) == 1 else None
+        return server.feedback.apply(None, body, only)
+
+    return apply

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edgeloop.agent.route_spec import RouteSpec, parse_routes
-from edgeloop.agent.routes import BrokerConfig, Infer, RouteRunner
+from edgeloop.agent.routes import SOURCE_ID, BrokerConfig, Infer, Labels, RouteRunner
 from edgeloop.core.errors import ConfigError, DataError
 from edgeloop.serving.served import ServedVersion
 from edgeloop.serving.service import InferenceService, Ticket
@@ -73,7 +73,8 @@ def service_infer(service: InferenceService) -> Infer:
             return {spec.name: array.astype(spec.dtype, copy=False)}
 
         name, _, version = model.partition(":")  # a route may pin ``name:version``
-        answer = await service.infer(Ticket("mqtt"), name, version or None, None, make_feeds)
+        rid = SOURCE_ID.get()  # the message's id: its answer can be labelled by it
+        answer = await service.infer(Ticket("mqtt"), name, version or None, None, make_feeds, rid)
         return answer.result.outputs[first[0]], answer.version
 
     return infer
@@ -97,6 +98,6 @@ class RouteSettings:
             return None
         return cls(parse_routes(routes), broker_config(mqtt, client_id))
 
-    def runner(self, service: InferenceService) -> RouteRunner:
+    def runner(self, service: InferenceService, labels: Labels | None = None) -> RouteRunner:
         """Raises MissingDependencyError: the ``mqtt`` extra is missing."""
-        return RouteRunner(self.routes, service_infer(service), self.broker)
+        return RouteRunner(self.routes, service_infer(service), self.broker, labels=labels)

@@ -20,6 +20,13 @@ disconnect are still routed, and results without a PUBACK are published again, f
 loses what it had taken in and not yet answered. Subscriptions use
 MQTT v5's *no local*, so a route never receives what the runner itself published (no loops when a
 THEN topic matches a FROM filter).
+
+Ground truth over MQTT: with a ``labels`` callable the runner also subscribes to
+``<prefix>/labels`` and hands each message's bytes to it (the node's server applies them as
+``POST /v2/models/{m}/labels`` would: ``{"model": NAME, "request_id": ID, "label": CLASS}`` or
+``{"model": NAME, "labels": [...]}``); outcomes are counted in ``label_counts`` and the last
+refusal kept in ``last_label_error``. A routed message's source id (``"id"``) is its request id
+for that join: it is set in :data:`SOURCE_ID` while the message is inferred.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +51,10 @@ from edgeloop.core.errors import ConfigError, DataError, EdgeError, require
 Infer = Callable[[str, np.ndarray], Awaitable[tuple[Any, Any]]]
 """``infer(model, features) -> (outputs, model_version)``; raises ``NotFoundError`` for a model it
 does not serve and ``EdgeError`` (or anything) for features it cannot take."""
+Labels = Callable[[bytes], dict[str, Any]]
+"""``labels(body) -> {"applied": n, "unknown": n, ...}``; raises ``EdgeError`` when refused."""
+# The source id of the message being inferred (task-local: each message has its own task).
+SOURCE_ID: ContextVar[str | None] = ContextVar("edgeloop_route_source_id", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +130,10 @@ class RouteRunner:
         config: BrokerConfig | None = None,
         *,
         registry: Any = None,
+        labels: Labels | None = None,
     ) -> None:
         """``registry``: a ``prometheus_client.CollectorRegistry`` for the metrics (the agent's);
-        a private one by default.
+        a private one by default. ``labels``: where label messages go (module docstring).
 
         Raises:
             ConfigError: no routes, or two with one name.
@@ -138,6 +151,10 @@ class RouteRunner:
         self.client_id = self.config.client_id or f"edgeloop-routes-{uuid.uuid4().hex[:12]}"
         self.counters = {r.name: RouteCounters() for r in self.routes}
         self.unrouted = 0
+        self.labels = labels
+        self.labels_topic = f"{self.config.deadletter_prefix}/labels"
+        self.label_counts = {"applied": 0, "unknown": 0, "refused": 0}
+        self.last_label_error: str | None = None
         self.reconnects = 0
         self.last_error: str | None = None
         self.connected = asyncio.Event()
@@ -225,6 +242,8 @@ class RouteRunner:
         self._was_connected = False
         async with client:
             filters = sorted({r.source for r in self.routes})
+            if self.labels is not None:
+                filters.append(self.labels_topic)
             options = SubscribeOptions(qos=self.config.qos, noLocal=True)
             await client.subscribe([(f, options) for f in filters])
             self._was_connected = True
@@ -297,6 +316,9 @@ class RouteRunner:
         """Count a message on every route it matches and start its work (never awaits)."""
         arrived = time.perf_counter()
         topic = str(message.topic.value)
+        if self.labels is not None and topic == self.labels_topic:
+            self._label(_as_bytes(message.payload))
+            return
         matched = [r for r in self.routes if r.matches(topic)]
         if not matched:
             self.unrouted += 1  # a filter left over in a persistent session
@@ -313,6 +335,22 @@ class RouteRunner:
                 route, topic, payload, (content_type, user, correlation), arrived, seq
             )
             self._queues[route.name].put_nowait(asyncio.create_task(work))
+
+    def _label(self, body: bytes) -> None:
+        """Apply one label message (synchronous, bounded by the payload limit); never raises."""
+        if self.labels is None:
+            return
+        try:
+            if len(body) > self.config.max_payload_bytes:
+                raise DataError(f"label payload of {len(body)} bytes is over the route limit")
+            outcome = self.labels(body)
+        except EdgeError as exc:
+            kind = "unknown" if exc.http_status == 404 else "refused"
+            self.label_counts[kind] += 1
+            self.last_label_error = exc.message
+            return
+        self.label_counts["applied"] += int(outcome.get("applied", 0))
+        self.label_counts["unknown"] += int(outcome.get("unknown", 0))
 
     async def _handle(
         self,
@@ -334,6 +372,7 @@ class RouteRunner:
                 )
             decoded = decode(payload, content_type, user)
             source_id = decoded.source_id
+            SOURCE_ID.set(source_id)  # this message's task only: the join's request id
             outputs, version = await self.infer(route.model, decoded.features)
             latency_s = time.perf_counter() - arrived
             body = result_document(
