@@ -20,9 +20,10 @@ from tests.serving.harness import Harness, binary_request, json_request, serving
 from tests.serving.test_serve_process import _ready_info, _start
 from tests.tiny_models import make_linear_onnx
 
-from edgeloop.monitoring import DriftMonitor
+from edgeloop.monitoring import DriftMonitor, ReferenceProfile
 from edgeloop.serving import ServerConfig
-from edgeloop.serving.watch import MonitorEvent
+from edgeloop.serving.labels import JoinMap, Served
+from edgeloop.serving.watch import MonitorEvent, Watch
 
 FEATURES = 4
 
@@ -294,3 +295,36 @@ def test_real_edgeloop_serve_alarms_and_joins_labels_over_http(
     assert view["last_alarm"] is not None and view["last_alarm"]["sample_index"] >= 150
     assert _series(metrics, "edgeloop_drift_alarms_total", model="linear", kind="input")
     assert _series(metrics, "edgeloop_windowed_accuracy", model="linear") == 0.0
+
+
+def test_wrong_labels_over_a_full_window_raise_one_degradation_event(profiled: Path) -> None:
+    profile = ReferenceProfile.from_bytes(profiled.with_name("linear.profile.npz").read_bytes())
+    events: list[MonitorEvent] = []
+    monitor = DriftMonitor.from_profile(profile)
+    watch = Watch("linear", "1", monitor, "active", sinks=[events.append])
+    assert profile.outputs is not None
+    x = np.random.default_rng(10).standard_normal((250, FEATURES))
+    probs = _outputs(profiled, x)
+    for i in range(250):
+        watch.update(x[i], probs[i])
+        predicted = int(probs[i].argmax())
+        monitor.record_label(predicted, (predicted + 1) % 3)  # every label says it was wrong
+        watch.check_degradation()
+    degraded = [e for e in events if e.type.value == "degradation"]
+    assert len(degraded) == 1  # once, not again while it stays degraded
+    event = degraded[0]
+    assert event.kind == "accuracy" and event.score == 0.0
+    assert event.threshold == pytest.approx(profile.outputs.reference_accuracy - 0.1)
+    assert event.index == 199  # the first moment a full window of 200 labels was seen
+    assert watch.alarms["degradation"] == 1
+
+
+def test_the_join_map_expires_and_evicts() -> None:
+    joins = JoinMap(capacity=2, ttl_s=10.0)
+    joins.record("m", "a", Served("1", (0,), at=0.0))
+    joins.record("m", "b", Served("1", (1,), at=5.0))
+    joins.record("m", "c", Served("1", (2,), at=6.0))  # over capacity: "a" goes
+    assert joins.evicted == 1 and joins.peek("m", "a", now=6.0) is None
+    assert joins.peek("m", "b", now=15.0) is not None  # 10 s old: still fresh
+    assert joins.peek("m", "b", now=15.5) is None and joins.expired == 1
+    assert joins.take("m", "c") == Served("1", (2,), at=6.0) and len(joins) == 0
