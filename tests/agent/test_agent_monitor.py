@@ -24,6 +24,7 @@ from tests.agent.test_routes import PrivateBroker, _until
 from tests.serving.harness import serving
 from tests.tiny_models import make_linear_onnx
 
+from edgeloop.agent.health import HealthRecorder
 from edgeloop.agent.outbox import ItemKind, Outbox
 from edgeloop.agent.route_host import service_infer
 from edgeloop.agent.route_spec import parse_routes
@@ -50,6 +51,10 @@ def _shifted(n: int, seed: int = 1) -> np.ndarray:
     return x
 
 
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app for a recorder that records nothing here."""
+
+
 def _events(outbox: Outbox) -> list[dict[str, Any]]:
     items = outbox.batch(max_items=10_000, max_bytes=1 << 30)
     return [json.loads(i.payload) for i in items if i.kind is ItemKind.EVENT]
@@ -66,6 +71,8 @@ def test_an_alarm_becomes_an_outbox_event(tmp_path: Path) -> None:
             assert h.post("/predict", json={"features": row.tolist()}).status_code == 200
         h.call(tel.flush)
         status = monitoring_status(h.catalog)
+        tel.monitoring = lambda: monitoring_status(h.catalog)
+        snapshot = tel.snapshot(HealthRecorder(_no_app), since=0.0)
     drift = [e for e in _events(outbox) if e.get("type") == "drift"]
     outbox.close()
     assert drift, "no drift event in the outbox"
@@ -77,6 +84,9 @@ def test_an_alarm_becomes_an_outbox_event(tmp_path: Path) -> None:
     assert 0 <= event["sample_index"] < 200
     assert tel.puts["event"] == len(drift)
     assert status["lin"]["drifting"] is True and status["lin"]["alarms"]["input"] >= 1
+    watched = snapshot["monitoring"]["lin"]  # what each metrics item carries
+    assert watched["drifting"] is True and watched["samples_seen"] == 200
+    assert watched["quality"]["nonfinite_samples"] == 0
 
 
 def test_the_agent_process_monitors_a_slot_with_a_profile(tmp_path: Path) -> None:

@@ -144,6 +144,7 @@ async def _main(
     app = create_app(catalog, admin=AdminGate.closed(CLOSED_BY))
     service = app.state.server.service
     catalog.monitor_sinks.append(tel.monitor_event)  # drift alarms -> outbox events
+    tel.monitoring = lambda: monitoring_status(catalog)  # in each metrics snapshot
     recorder = HealthRecorder(Sampler(app, tel))
     updater.health = recorder
     url = _url(sock)

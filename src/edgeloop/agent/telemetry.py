@@ -4,7 +4,9 @@
   (:class:`EventedUpdater`), so an event is durable in the outbox as soon as the record is.
 - **Metrics**: every ``metrics_every_s`` a snapshot of the server's own counters over the window
   since the previous snapshot (the health recorder's per-request records): requests, errors and
-  the nearest-rank p50/p99 latency in the app; ``None`` percentiles when no request ended in it.
+  the nearest-rank p50/p99 latency in the app; ``None`` percentiles when no request ended in it;
+  ``monitoring``: each served model's drift state (scores over thresholds, alarm counts, quality
+  counts, windowed and estimated accuracy), as ``/agent/status`` shows it.
 - **Samples**: inputs and outputs of served inference requests at ``sample_rate`` (0 disables),
   chosen deterministically (the n-th request is sampled when ``floor(n * rate)`` steps up: exactly
   one in 100 at 0.01), buffered and put with one ``put_many`` per flush (about once a second).
@@ -81,6 +83,7 @@ class Telemetry:
         self.buffer: list[dict[str, Any]] = []
         self.shipper: Shipper | None = None
         self.model: Callable[[], tuple[str | None, str | None]] = lambda: (None, None)
+        self.monitoring: Callable[[], dict[str, Any]] = dict  # served models' drift state
         self.monitor_events: list[dict[str, Any]] = []
         self.monitor_events_dropped = 0
 
@@ -132,6 +135,7 @@ class Telemetry:
             "p50_ms": nearest_rank(seconds, 0.5) * 1000 if window else None,
             "p99_ms": nearest_rank(seconds, 0.99) * 1000 if window else None,
             "sampled_seen": self.seen,
+            "monitoring": self.monitoring(),
         }
 
     async def run_metrics(self, recorder: HealthRecorder) -> None:

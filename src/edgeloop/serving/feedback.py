@@ -122,7 +122,7 @@ def monitoring_status(catalog: Catalog) -> dict[str, dict[str, Any]]:
         served.watch.flush()
         doc = watch_doc(served)
         keep = ("version", "state", "reason", "samples_seen", "alarms", "last_alarm",
-                "performance", "state_bytes")  # fmt: skip
+                "performance", "state_bytes", "quality")  # fmt: skip
         short = {k: doc[k] for k in keep if k in doc}
         if "scores" in doc:
             short["drift_ratio"] = {k: v["ratio"] for k, v in doc["scores"].items()}
