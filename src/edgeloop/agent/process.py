@@ -39,6 +39,7 @@ from edgeloop.agent.tier_cache import TierCache
 from edgeloop.agent.tier_cascade import ParentCascade
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, require
+from edgeloop.core.logs import server_logging
 from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.app import Server, create_app
 from edgeloop.serving.catalog import Catalog
@@ -186,11 +187,13 @@ async def _main(
 
     app.router.add_route("/agent/status", status, methods=["GET"], include_in_schema=False)
     limits = base.connections  # slow or silent clients are cut off (serving/connections.py)
+    server_logging()
     server = uvicorn.Server(
         uvicorn.Config(
             recorder,
             http=httptools_protocol(limits),
             lifespan="off",
+            log_config=None,  # core/logs.py: dictConfig would close the process's other handlers
             log_level=log_level,
             access_log=False,
             timeout_keep_alive=math.ceil(limits.keep_alive_s),

@@ -23,6 +23,7 @@ from edgeloop.control.plane import ControlPlane
 from edgeloop.control.protocol import bounded
 from edgeloop.core.errors import require
 from edgeloop.core.heap import freeze_startup
+from edgeloop.core.logs import server_logging
 from edgeloop.serving.server import bind
 
 SWITCH_INTERVAL_S = 0.001
@@ -122,7 +123,9 @@ async def _serve(
     app = AgentPolls(inner, plane.hot[0], inner.state.failures)
     # Bounded connections: header and body deadlines, header size, connection count.
     http = bounded(limits, inner.state.bodies)
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, http=http)
+    server_logging()
+    # log_config=None: uvicorn's dictConfig would close the process's other handlers (core/logs.py).
+    config = uvicorn.Config(app, log_config=None, log_level=log_level, access_log=False, http=http)
     server = uvicorn.Server(config)
     host, port = sock.getsockname()[:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

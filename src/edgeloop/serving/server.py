@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeloop.core.errors import ConfigError, require
+from edgeloop.core.logs import server_logging
 from edgeloop.runtime.memory import MB, rss_bytes
 from edgeloop.serving.acceptor import Acceptor
 from edgeloop.serving.admin import ADMIN_ENV, AdminGate
@@ -155,10 +156,12 @@ async def _serve(
 
     app = create_app(catalog, admin=admin)
     limits = catalog.config.connections
+    server_logging()
     config = uvicorn.Config(
         app,
         http=bounded_protocol(stamping_protocol(), limits),
         lifespan="off",
+        log_config=None,  # core/logs.py: dictConfig would close the process's other handlers
         log_level=log_level,
         access_log=False,
         proxy_headers=False,  # no proxy in front by default; saves a layer per request
