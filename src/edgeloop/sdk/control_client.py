@@ -187,6 +187,42 @@ class ControlClient:
         return {"ref": str(version.ref), "sha256": version.artifact_sha256,
                 "status": "published", "record": record}  # fmt: skip
 
+    def download_artifact(self, row: Mapping[str, Any], dest: Path) -> Path:
+        """Download the artifact of a ``/api/v1/models`` row into ``dest`` and check its sha256.
+
+        Raises:
+            NotFoundError: the control plane has no such artifact.
+            UntrustedArtifactError: the bytes do not hash to the row's sha256.
+        """
+        import hashlib
+
+        sha = str(row["sha256"])
+        leaf = f"{row['name']}-{row['version']}.{row.get('format') or 'onnx'}"
+        digest = hashlib.sha256()
+        try:
+            with (
+                self._http.stream("GET", f"/tuf/targets/artifacts/{sha}.{leaf}") as response,
+                dest.open("wb") as fh,
+            ):
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response, f"GET artifact {row['ref']}")
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    fh.write(chunk)
+        except httpx.HTTPError as exc:
+            raise TransportError(
+                f"control plane {self.url} did not send the artifact of {row['ref']}: {exc}"
+            ) from exc
+        if digest.hexdigest() != sha:
+            dest.unlink(missing_ok=True)
+            raise UntrustedArtifactError(
+                f"the artifact of {row['ref']} hashes to {digest.hexdigest()[:12]}..., not the "
+                f"listed {sha[:12]}...; it was removed",
+                hint="the control plane's artifact store is corrupt or a proxy changed the bytes",
+            )
+        return dest
+
     def deploy(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """Start a rollout of deployment ``spec``; the rollout."""
         return dict(self.call("POST", "/api/v1/deployments", json=dict(spec)))

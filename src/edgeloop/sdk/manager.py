@@ -1,0 +1,365 @@
+"""``EdgeMLManager``: the fleet of one site from Python, over the control plane's HTTP API.
+
+    edge = EdgeMLManager("factory-edge-01")          # a profile from `edgeloop site add`
+    edge = EdgeMLManager.from_fleet(".edgeloop-fleet")  # or a local fleet's folder
+    print(edge.get_edge_status()["nodes"]["total_nodes"])
+
+Every figure comes from the control plane's records, the node's own report or a run here;
+a figure nobody measured is None with the reason beside it. Calls that need a capability the
+fleet does not have yet raise :class:`~edgeloop.core.errors.ConfigError` naming what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edgeloop.core.errors import ConfigError, NotFoundError, TransportError
+from edgeloop.core.types import ModelRef
+from edgeloop.sdk.control_client import ControlClient
+from edgeloop.sdk.inputs import as_array, v2_body, v2_outputs
+from edgeloop.sdk.models import EdgeModel, shapes_match
+from edgeloop.sdk.results import (
+    DeployResult,
+    EdgeStatus,
+    InferenceResult,
+    ModelInfo,
+    ModelList,
+    NodeCounts,
+    NodeInfo,
+    NodeStatus,
+    PruneResult,
+    QuantizeResult,
+)
+from edgeloop.sdk.site import Site, get_site
+
+NODE_LABEL = "edgeloop.node"  # the label deploy_model targets one node by
+NO_MANIFEST = (
+    "the control plane's model listing carries no manifest (so no measurements); "
+    "it must list each version's manifest"
+)
+
+
+class EdgeMLManager:
+    """The models and nodes of one site. ``site``: a profile name or a :class:`Site`.
+
+    Raises:
+        NotFoundError: an unknown site (the message lists the known ones).
+    """
+
+    def __init__(
+        self,
+        site: str | Site,
+        *,
+        home: Path | None = None,
+        timeout_s: float = 30.0,
+        online_window_s: float = 60.0,
+    ) -> None:
+        self.site = site if isinstance(site, Site) else get_site(site, home)
+        self.online_window_s = online_window_s
+        self.timeout_s = timeout_s
+        self.control = ControlClient(self.site.url, self.site.token, timeout_s=timeout_s)
+
+    @classmethod
+    def from_fleet(cls, folder: str | Path, **kwargs: Any) -> EdgeMLManager:
+        """A manager for the local fleet ``edgeloop fleet up --dir FOLDER`` started."""
+        from edgeloop.sdk.local_fleet import LocalFleet
+
+        fleet = LocalFleet.load(Path(folder))
+        return cls(Site("local-fleet", fleet.control_url, fleet.admin_token), **kwargs)
+
+    def close(self) -> None:
+        self.control.close()
+
+    def __enter__(self) -> EdgeMLManager:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def get_model_list(self) -> ModelList:
+        """Every registered version, with latency and accuracy from its manifest's measurement."""
+        return ModelList([_model_info(row) for row in self.control.models()])
+
+    def get_edge_status(self) -> EdgeStatus:
+        """How many nodes there are, how many reported recently, and which models they serve."""
+        nodes = [self._node_info(row) for row in self.control.nodes()]
+        active = sorted({m for n in nodes for m in n.active_models})
+        classes = Counter(n.device_class or "unknown" for n in nodes)
+        counts = NodeCounts(len(nodes), sum(n.online for n in nodes), dict(classes))
+        return EdgeStatus(len(active), active, counts, self.online_window_s)
+
+    def get_node_status(self) -> NodeStatus:
+        """Each node as it reported itself, by node name."""
+        return NodeStatus({n.name: n for n in map(self._node_info, self.control.nodes())})
+
+    # --- one node -----------------------------------------------------------------------------
+
+    def run_inference(self, model_id: str, input_data: Any, target_node: str) -> InferenceResult:
+        """Run ``model_id`` on ``target_node``'s server (Open Inference Protocol v2).
+
+        ``inference_time_ms`` is measured here around the HTTP call (network included).
+
+        Raises:
+            NotFoundError: unknown model or node, or the node does not serve the model.
+            ConfigError, DataError: an input that cannot be the model's input.
+            TransportError: the node did not answer.
+        """
+        ref = ModelRef.parse(model_id)
+        row = self._model_row(ref)
+        node = self._node_row(target_node)
+        url = node.get("agent_url")
+        if not url:
+            raise NotFoundError(f"node {node['name']!r} has no server URL on the control plane")
+        base = f"{str(url).rstrip('/')}/v2/models/{ref.name}"
+        meta = self._node_call(node, "GET", base)
+        array = as_array(input_data, meta["inputs"][0], row.get("manifest"))
+        body = v2_body(array, meta["inputs"][0])
+        started = time.perf_counter()
+        doc = self._node_call(node, "POST", f"{base}/infer", json=body)
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        outputs = v2_outputs(doc)
+        return InferenceResult(
+            output=next(iter(outputs.values()), []),
+            outputs=outputs,
+            inference_time_ms=elapsed_ms,
+            server_time_ms=None,
+            model_name=str(doc.get("model_name") or ref.name),
+            model_version=None if doc.get("model_version") is None else str(doc["model_version"]),
+            node=str(node["name"]),
+            reason="the node's v2 answer carries no server-side time",
+        )
+
+    def deploy_model(
+        self,
+        model: EdgeModel | str,
+        node_id: str,
+        *,
+        soak_s: float = 5.0,
+        timeout_s: float = 300.0,
+    ) -> DeployResult:
+        """Roll ``model`` out to the one node ``node_id`` (name or id); wait until committed.
+
+        The node gets the label ``edgeloop.node=<name>`` so a deployment can select it alone.
+
+        Raises:
+            NotFoundError: unknown model or node.
+            ConfigError: the EdgeModel's declared shapes do not fit the registered artifact.
+            TransportError: the rollout was rolled back, or not done within ``timeout_s``.
+        """
+        model_id = model.model_id if isinstance(model, EdgeModel) else model
+        row = self._model_row(ModelRef.parse(model_id))
+        if isinstance(model, EdgeModel):
+            self._check_shapes(model, row)
+        node = self._node_row(node_id)
+        name = str(node["name"])
+        labels = {**node["labels"], NODE_LABEL: name}
+        if node["labels"].get(NODE_LABEL) != name:
+            self.control.label(str(node["node_id"]), labels)
+        plan = {"waves": ["100%"], "soak_s": soak_s, "watch_s": soak_s}
+        spec = {
+            "name": f"sdk-{row['name']}-{name}"[:128],
+            "model": row["ref"],
+            "selector": {"labels": {NODE_LABEL: name}},
+            "plan": plan,
+        }
+        started = self.control.deploy(spec)
+        done = self.control.wait_rollout(
+            started["rollout_id"], {"COMPLETED", "ROLLED_BACK"}, timeout_s
+        )
+        if done["state"] != "COMPLETED":
+            raise TransportError(
+                f"the rollout of {row['ref']} to node {name!r} ended {done['state']}; the node "
+                f"keeps its previous model. Last events: {done['events'][-3:]}",
+                hint=f"see `edgeloop fleet rollouts` and the node's log for {done['rollout_id']}",
+            )
+        info = _model_info(row)
+        stated = model.stated() if isinstance(model, EdgeModel) else {}
+        measured = {"accuracy": info.accuracy, "latency_ms": info.latency_ms}
+        return DeployResult(
+            int(row["version"]), str(row["ref"]), name, str(done["rollout_id"]), done["state"],
+            stated, measured, info.reason,
+        )  # fmt: skip
+
+    # --- optimization (runs here, registers on the control plane) -----------------------------
+
+    def quantize_model(
+        self, model_id: str, precision: str = "int8", *, data: str | None = None, runs: int = 200
+    ) -> QuantizeResult:
+        """Quantize the registered model here, measure both, register the variant; see
+        :func:`edgeloop.sdk.variants.quantize`."""
+        from edgeloop.sdk.variants import quantize
+
+        return quantize(self.control, self._model_row(ModelRef.parse(model_id)), precision,
+                        data=data, runs=runs)  # fmt: skip
+
+    def prune_model(self, model_id: str, sparsity: float = 0.3) -> PruneResult:
+        """Pruning needs the model's torch checkpoint (see :func:`edgeloop.sdk.variants.prune`)."""
+        from edgeloop.sdk.variants import prune
+
+        return prune(self._model_row(ModelRef.parse(model_id)), sparsity)
+
+    # --- not built yet ------------------------------------------------------------------------
+
+    def benchmark_model(self, model_id: str, node_id: str) -> Any:
+        raise ConfigError(
+            f"benchmark_model({model_id!r}, {node_id!r}): benchmarks run on the node are not "
+            "built yet: the agent has no benchmark command and reports no measurement",
+            hint="measure on this machine with `edgeloop bench MODEL --data D`, or on the node "
+            "itself by running `edgeloop bench` there",
+        )
+
+    def federated_learning_round(self, model_id: str, client_nodes: list[str]) -> Any:
+        raise ConfigError(
+            f"federated_learning_round({model_id!r}, {client_nodes!r}): federated rounds across "
+            "the fleet are not built yet (issue 14): the control plane has no round API and "
+            "the agent no local-training worker",
+            hint="the aggregation maths is in edgeloop.federated (FedAvg, FedProx, ...) for "
+            "simulations on one machine",
+        )
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _model_row(self, ref: ModelRef) -> dict[str, Any]:
+        rows = self.control.models()
+        mine = [r for r in rows if r["name"] == ref.name]
+        if ref.version is not None:
+            mine = [r for r in mine if int(r["version"]) == ref.version]
+        if not mine:
+            known = ", ".join(sorted({str(r["ref"]) for r in rows})) or "none"
+            raise NotFoundError(
+                f"model {str(ref)!r} is not registered on {self.site.url} (registered: {known})",
+                hint="publish it with `edgeloop fleet publish MODEL.onnx --name NAME`",
+            )
+        return max(mine, key=lambda r: int(r["version"]))
+
+    def _node_row(self, node: str) -> dict[str, Any]:
+        rows = self.control.nodes()
+        for row in rows:
+            if node in (row["name"], row["node_id"]):
+                return row
+        known = ", ".join(sorted(str(r["name"]) for r in rows)) or "none"
+        raise NotFoundError(
+            f"node {node!r} is not enrolled on {self.site.url} (nodes: {known})",
+            hint="get_node_status() lists them by name",
+        )
+
+    def _node_call(self, node: dict[str, Any], method: str, url: str, **kw: Any) -> Any:
+        try:
+            response = httpx.request(method, url, timeout=self.timeout_s, **kw)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"node {node['name']!r} did not answer {url}: {exc}") from exc
+        if response.status_code == 404:
+            raise NotFoundError(
+                f"node {node['name']!r} does not serve that model ({url} answered 404)",
+                hint="deploy it there first: deploy_model(model_id, node)",
+            )
+        if response.status_code >= 400:
+            raise TransportError(
+                f"node {node['name']!r} answered {response.status_code} to {method} {url}: "
+                f"{response.text[:300]}"
+            )
+        return response.json()
+
+    def _node_info(self, row: dict[str, Any]) -> NodeInfo:
+        return node_info(row, self.online_window_s, time.time())
+
+    def _check_shapes(self, model: EdgeModel, row: dict[str, Any]) -> None:
+        import tempfile
+
+        from edgeloop.formats.onnx_info import inspect_onnx
+
+        if model.input_shape is None and model.output_shape is None:
+            return
+        with tempfile.TemporaryDirectory(prefix="edgeloop-sdk-") as work:
+            info = inspect_onnx(self.control.download_artifact(row, Path(work) / "model.onnx"))
+        for label, declared, specs in (
+            ("input_shape", model.input_shape, info.inputs),
+            ("output_shape", model.output_shape, info.outputs),
+        ):
+            registered = tuple(specs[0].shape)
+            if declared is not None and not shapes_match(declared, registered):
+                raise ConfigError(
+                    f"EdgeModel {label}={declared} does not fit {row['ref']}'s {specs[0].name!r} "
+                    f"of shape {registered} (None: any size); nothing was deployed",
+                    hint=f"state the shape the artifact has, e.g. {label}={registered}",
+                )
+
+
+def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
+    """A control-plane node row as the SDK shows it. Pure: no I/O."""
+    caps = row.get("capabilities") or {}
+    reported = row.get("reported") or {}
+    reasons: dict[str, str] = {
+        "memory_available": "the agent reports its total memory at enrollment, not the "
+        "memory available now",
+    }
+    memory_mb = caps.get("memory_mb")
+    if memory_mb is None:
+        reasons["memory_total"] = "the agent could not read its memory size (/proc/meminfo)"
+    drift = reported.get("monitoring")
+    if drift is None:
+        reasons["drift"] = "the node's report to the control plane carries no drift state"
+    seen = row.get("last_seen")
+    age = None if seen is None else now - datetime.fromisoformat(seen).timestamp()
+    active = reported.get("active") or {}
+    cls = row.get("device_class")
+    return NodeInfo(
+        node_id=str(row["node_id"]),
+        name=str(row["name"]),
+        device_type=None if cls is None else str(cls).rsplit("-", 1)[-1],
+        device_class=cls,
+        online=age is not None and age <= window_s,
+        last_seen=seen,
+        memory_total=None if memory_mb is None else round(float(memory_mb) / 1024.0, 3),
+        memory_available=None,
+        cpu=caps.get("cpu_model"),
+        cpu_count=caps.get("cpu_count"),
+        active_models=[f"{active['name']}:{active['version']}"] if active.get("name") else [],
+        drift=drift,
+        agent_url=row.get("agent_url"),
+        reasons=reasons,
+    )
+
+
+def _model_info(row: dict[str, Any]) -> ModelInfo:
+    """A ``/api/v1/models`` row with the figures of its manifest's first measurement."""
+    manifest = row.get("manifest")
+    measured = (manifest or {}).get("measurements") or []
+    latency = accuracy = where = reason = None
+    if manifest is None:
+        reason = NO_MANIFEST
+    elif not measured:
+        reason = f"{row['ref']} was registered without a measurement (`edgeloop bench` it)"
+    else:
+        m = measured[0]
+        latency, accuracy = float(m["latency_ms"]["p50"]), m.get("accuracy")
+        where = f"{m.get('cpu')}, batch {m.get('batch_size')}, {m.get('accuracy_split')}"
+        if accuracy is None:
+            reason = "accuracy was not measured (benchmarked without data)"
+    return ModelInfo(
+        str(row["name"]), int(row["version"]), str(row["ref"]), str(row["sha256"]),
+        int(row["size_bytes"]), latency, accuracy, where, reason,
+    )  # fmt: skip
+
+
+class OnDeviceTraining:
+    """On-device (incremental) training on a node; not built on the fleet yet."""
+
+    def __init__(self, manager: EdgeMLManager | None = None) -> None:
+        self.manager = manager
+
+    def incremental_train(self, model_id: str, new_data: Any, epochs: int = 1) -> Any:
+        raise ConfigError(
+            f"incremental_train({model_id!r}, epochs={epochs}): on-device training on the node "
+            "is not built yet: the agent has no local-training worker (issue 'closing the "
+            "loop')",
+            hint="train here with `edgeloop train` on the new data and publish the result",
+        )

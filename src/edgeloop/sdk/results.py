@@ -1,0 +1,154 @@
+"""The SDK's typed results. Each is a frozen dataclass that also answers ``result["key"]``.
+
+MISSION.md's examples read results as mappings (``status["nodes"]["total_nodes"]``); the
+:class:`Keyed` mixin gives that over the dataclass fields, so the values stay typed and a
+misspelt key is a ``KeyError`` that lists the fields there are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Keyed:
+    """``obj["name"]`` reads the field ``name``; ``keys()`` lists the fields."""
+
+    __slots__ = ()
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(f"{type(self).__name__} has no {key!r}; its fields: {self.keys()}")
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _plain(getattr(self, k)) for k in self.keys()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Keyed):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo(Keyed):
+    """One registered model version; figures from its manifest's first measurement."""
+
+    name: str
+    version: int
+    ref: str
+    sha256: str
+    size_bytes: int
+    latency_ms: float | None  # p50 at the measured batch size
+    accuracy: float | None
+    measured_on: str | None  # the CPU (and split) the figures come from
+    reason: str | None  # why latency/accuracy are None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelList(Keyed):
+    models: list[ModelInfo]
+
+    def __iter__(self) -> Any:
+        return iter(self.models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCounts(Keyed):
+    total_nodes: int
+    online: int
+    by_device_class: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeStatus(Keyed):
+    models_deployed: int  # distinct name:version active on at least one node
+    active_models: list[str]
+    nodes: NodeCounts
+    online_window_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo(Keyed):
+    node_id: str
+    name: str
+    device_type: str | None
+    device_class: str | None
+    online: bool
+    last_seen: str | None
+    memory_total: float | None  # GB, as the agent reported at enrollment
+    memory_available: float | None  # GB
+    cpu: str | None
+    cpu_count: int | None
+    active_models: list[str]
+    drift: Any
+    agent_url: str | None
+    reasons: dict[str, str] = field(default_factory=dict)  # why a figure is None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus(Keyed):
+    nodes: dict[str, NodeInfo]  # by node name
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResult(Keyed):
+    output: list[Any]  # the first output tensor, as nested lists
+    outputs: dict[str, list[Any]]
+    inference_time_ms: float  # measured here, around the HTTP call
+    server_time_ms: float | None
+    model_name: str
+    model_version: str | None
+    node: str
+    reason: str | None  # why server_time_ms is None
+
+
+@dataclass(frozen=True, slots=True)
+class DeployResult(Keyed):
+    version: int
+    ref: str
+    node: str
+    rollout_id: str
+    state: str
+    stated: dict[str, float | None]  # the figures the EdgeModel declared
+    measured: dict[str, float | None]  # the registered manifest's figures
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizeResult(Keyed):
+    ref: str  # the variant, registered on the control plane
+    parent: str
+    method: str
+    original_size_mb: float
+    quantized_size_mb: float
+    speedup: float  # parent p50 / variant p50, both measured here
+    original_latency_ms: float
+    quantized_latency_ms: float
+    original_accuracy: float | None
+    quantized_accuracy: float | None
+    measured_on: str
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult(Keyed):
+    ref: str
+    parent: str
+    original_parameters: int
+    pruned_parameters: int  # non-zero weights left
+    sparsity: float
