@@ -328,3 +328,26 @@ def test_the_join_map_expires_and_evicts() -> None:
     assert joins.peek("m", "b", now=15.0) is not None  # 10 s old: still fresh
     assert joins.peek("m", "b", now=15.5) is None and joins.expired == 1
     assert joins.take("m", "c") == Served("1", (2,), at=6.0) and len(joins) == 0
+
+
+def test_edgeloop_serve_takes_a_profile_from_the_command_line(
+    tmp_path: Path, profiled: Path
+) -> None:
+    """``--profile MODEL=PATH`` names a profile kept anywhere; without it nothing is monitored."""
+    model = tmp_path / "linear.onnx"
+    model.write_bytes(profiled.read_bytes())
+    kept = tmp_path / "profiles" / "linear-v1.npz"
+    kept.parent.mkdir()
+    kept.write_bytes(profiled.with_name("linear.profile.npz").read_bytes())
+    proc = _start(str(model), "--profile", f"linear={kept}", "--monitor-sample-rate", "1")
+    try:
+        info = _ready_info(proc)
+        with httpx.Client(base_url=info["url"], timeout=30) as client:
+            for row in np.random.default_rng(3).standard_normal((5, FEATURES)):
+                assert client.post("/predict", json={"features": row.tolist()}).status_code == 200
+            view = client.get("/v2/models/linear/monitor").json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert view["state"] != "no profile", view
+    assert view["samples_seen"] == 5

@@ -135,6 +135,18 @@ def serve(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed of the A/B draw for unkeyed requests.")
     ] = None,
+    profile: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--profile",
+            help="MODEL=PATH: the reference profile that model is monitored against "
+            "[default: STEM.profile.npz beside the model file, if present].",
+        ),
+    ] = None,
+    monitor_sample_rate: Annotated[
+        float,
+        typer.Option("--monitor-sample-rate", help="Share of requests the drift monitor sees."),
+    ] = 1.0,
     header_timeout_s: Annotated[
         float,
         typer.Option(
@@ -197,6 +209,8 @@ def serve(
         power_budget_w=power_budget_w,
         variant_power=tuple(parse_variant_power(text) for text in variant_power or []),
         power_interval_s=power_interval,
+        profiles=profiles_from_flags(profile or []),
+        monitor_sample_rate=monitor_sample_rate,
         connections=ConnectionLimits(
             header_timeout_s=header_timeout_s,
             body_timeout_s=body_timeout_s,
@@ -248,6 +262,33 @@ def model_paths(models: list[str], home: Path | None, root: Path) -> list[Path]:
         if path not in paths:
             paths.append(path)
     return paths
+
+
+def profiles_from_flags(flags: list[str]) -> dict[str, Path]:
+    """``--profile MODEL=PATH`` flags -> the profile file per model.
+
+    Raises:
+        ConfigError: a flag without ``=``, a model named twice, or a file that does not exist.
+    """
+    from edgeloop.core.errors import ConfigError
+
+    profiles: dict[str, Path] = {}
+    for text in flags:
+        model, sep, path = text.partition("=")
+        if not sep or not model or not path:
+            raise ConfigError(
+                f"--profile {text!r} is not MODEL=PATH",
+                hint="e.g. --profile digits=digits.profile.npz",
+            )
+        if model in profiles:
+            raise ConfigError(f"--profile names model {model!r} twice")
+        if not Path(path).is_file():
+            raise ConfigError(
+                f"--profile {text!r}: no file at {path}",
+                hint="a reference profile is made at registration (docs/monitoring.md)",
+            )
+        profiles[model] = Path(path)
+    return profiles
 
 
 def check_port(port: int, flag: str = "--port") -> None:
