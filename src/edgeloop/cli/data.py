@@ -1,4 +1,5 @@
-"""``edgeloop data``: list the bundled data sets, show (and optionally clean) any data set."""
+"""``edgeloop data``: list the bundled and stored data sets, show (and optionally clean) any data
+set; store, export and label versions (``data_stored``, ``data_labels``)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgeloop.cli import data_labels, data_stored
+from edgeloop.cli.data_stored import Home
 from edgeloop.cli.output import OutputFormat, emit, err_console
+from edgeloop.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from edgeloop.data import Dataset, LoadOptions
 
 app = typer.Typer(
-    help="Bundled and user data sets: list, inspect, clean.",
+    help="Bundled, user and stored data sets: list, inspect, clean, store, export, label.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command("add")(data_stored.add)
+app.command("export")(data_stored.export)
+app.add_typer(data_labels.app, name="label")
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table or json")]
 # The loaders' options (edgeloop.data.LoadOptions); `data show` and `train` take them.
@@ -76,13 +83,18 @@ def load_noting(spec: str, options: LoadOptions) -> Dataset:
 
 
 @app.command("list")
-def list_sets(format: FormatOption = OutputFormat.TABLE) -> None:
-    """List the bundled data sets, their figures read from the installed package files."""
+def list_sets(home: Home = None, format: FormatOption = OutputFormat.TABLE) -> None:
+    """List the bundled data sets (figures read from the installed package files) and the
+    stored data set versions of the edgeloop home."""
     from edgeloop.data import list_bundled
 
     with err_console.status("reading the bundled data sets"):
         infos = list_bundled()
-    result = {"datasets": [info.to_dict() for info in infos]}
+    stored = data_stored.stored_versions(home)
+    result = {
+        "datasets": [info.to_dict() for info in infos],
+        "stored": [v.to_dict() for v in stored],
+    }
 
     def render(console: Console) -> None:
         t = Table(title="bundled data sets (use the name as --data; --format json for full paths)")
@@ -103,6 +115,10 @@ def list_sets(format: FormatOption = OutputFormat.TABLE) -> None:
                 "\n".join(Path(s).name for s in info.sources) or (info.unavailable or ""),
             )
         console.print(t)
+        if stored:
+            console.print(data_stored.stored_table(stored))
+        else:
+            console.print("no stored data set versions (`edgeloop data add NAME DATA` stores one)")
 
     emit(result, format, render)
 
@@ -112,8 +128,9 @@ def show(
     spec: Annotated[
         str,
         typer.Argument(
-            help="A bundled name (see `edgeloop data list`) or a path: .csv (with a 'label' "
-            "column), .npz (x, y), .jsonl, .ts, or a folder of images, one sub-folder per class."
+            help="A bundled name (see `edgeloop data list`), a stored NAME:VERSION, or a path: "
+            ".csv (with a 'label' column), .npz (x, y), .jsonl, .ts, or a folder of images, one "
+            "sub-folder per class."
         ),
     ],
     clean: Annotated[
@@ -127,10 +144,20 @@ def show(
     label_key: LabelKey = None,
     color: Color = None,
     image_size: ImageSize = None,
+    home: Home = None,
     format: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Samples, shape, classes, content hash and source of a data set."""
     from edgeloop.data import clean as clean_data
+
+    if data_stored.is_stored_ref(spec):
+        if clean:
+            raise ConfigError(
+                f"--clean reads files and bundled sets, not the stored version {spec!r}",
+                hint=f"export it first: edgeloop data export {spec} --out FILE.npz",
+            )
+        data_stored.show_stored(spec, home, format)
+        return
 
     options = load_options(label_column, features_key, label_key, color, image_size)
     ds = load_noting(spec, options)
