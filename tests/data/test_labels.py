@@ -216,3 +216,21 @@ def test_sample_set_refuses_duplicate_ids() -> None:
     s = make_samples()
     with pytest.raises(DataError, match="unique"):
         SampleSet(s.x[:2], s.y[:2], ("a", "a"), CLASSES, Modality.TABULAR)
+
+
+def test_label_studio_csv_export_groups_rows_per_sample(tmp_path: Path) -> None:
+    # Label Studio's CSV export: data fields as columns, one row per annotation, the answer
+    # in the column named after the <Choices name="label"> tag.
+    path = tmp_path / "ls.csv"
+    path.write_text(
+        "annotation_id,annotator,created_at,id,label,lead_time,request_id,sample_id,text,updated_at\n"
+        '1,1,2026-01-01,11,cat,2.0,r0,r0,"0, 1, 2",2026-01-01T00:00:00Z\n'
+        '2,1,2026-01-02,11,dog,2.0,r0,r0,"0, 1, 2",2026-01-02T00:00:00Z\n'
+        '3,1,2026-01-01,12,eel,1.0,r1,r1,"3, 4, 5",2026-01-01T00:00:00Z\n'
+        '4,2,2026-01-01,12,cat,1.0,r1,r1,"3, 4, 5",2026-01-01T00:00:00Z\n'
+    )
+    answers = read_answers(path)
+    assert [(a.sample_id, a.choices) for a in answers] == [("r0", ("dog",)), ("r1", ("eel", "cat"))]
+    result = resolve(answers, make_samples())
+    assert (result.applied, result.conflicting) == (1, 1)
+    assert dict(result.labels) == {"r0": 1}

@@ -3,6 +3,11 @@
 Columns: ``id`` (task number), ``sample_id``, ``request_id``, ``prediction`` (the model's class
 or empty), ``confidence`` (or empty) and ``label`` (empty: the person fills it in). Reading
 back, a row with an empty ``label`` is unanswered; only ``sample_id`` and ``label`` are needed.
+
+Label Studio's CSV export of the same tasks reads too: it keeps the task's data fields as
+columns (``sample_id``), names the answer's column after the ``<Choices name="label">`` tag,
+and writes one row per annotation with ``annotator`` and ``updated_at``. Rows of one sample are
+grouped: per annotator the latest counts, and annotators who disagree make a conflict.
 """
 
 from __future__ import annotations
@@ -71,16 +76,26 @@ def read_csv_answers(path: Path) -> list[Answer]:
             hint="keep the header written by `edgeloop data label export --format csv`",
         )
     si, li = header.index("sample_id"), header.index("label")
-    answers: list[Answer] = []
+    who = header.index("annotator") if "annotator" in header else None
+    when = header.index("updated_at") if "updated_at" in header else None
+    # sample id -> (where it first appeared, annotator -> (time, line, label))
+    grouped: dict[str, tuple[str, dict[str, tuple[str, int, str]]]] = {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue  # blank lines spreadsheets leave at the end
-        if len(row) <= max(si, li):
+        if len(row) < len(header):
             raise DataError(
                 f"{path}:{line}: {len(row)} cells; expected {len(header)} as in the header"
             )
         sid, label = row[si].strip(), row[li].strip()
         if not sid:
             raise DataError(f"{path}:{line}: empty sample_id", hint="keep the sample_id column")
-        answers.append(Answer(f"{path}:{line}", sid, (label,) if label else ()))
-    return answers
+        key = row[who].strip() if who is not None else f"line-{line}"
+        stamp = row[when].strip() if when is not None else ""
+        _, latest = grouped.setdefault(sid, (f"{path}:{line}", {}))
+        if key not in latest or (stamp, line) >= latest[key][:2]:
+            latest[key] = (stamp, line, label)
+    return [
+        Answer(where, sid, tuple(label for _, _, label in latest.values() if label))
+        for sid, (where, latest) in grouped.items()
+    ]
