@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,7 +13,13 @@ import numpy as np
 import pytest
 from tests.postgres import PG_PARAM
 
-from edgeloop.core.errors import ConfigError, ConflictError, NotFoundError, UntrustedArtifactError
+from edgeloop.core.errors import (
+    ConfigError,
+    ConflictError,
+    DataError,
+    NotFoundError,
+    UntrustedArtifactError,
+)
 from edgeloop.data import Modality, load_data
 from edgeloop.data.labels import Answer
 from edgeloop.data.samples import UNLABELLED, SampleSet
@@ -73,6 +81,15 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
 
 
 class TestDatasetStoreContract:
+    def test_concurrent_writers_get_distinct_versions(self, store_factory: StoreFactory) -> None:
+        digests = [f"{i:02x}" * 32 for i in range(8)]
+        handles = [store_factory() for _ in range(4)]  # two handles share one database
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            jobs = [pool.submit(handles[i % 4].add, entry(digest=d)) for i, d in enumerate(digests)]
+            made = [job.result().version for job in jobs]
+        assert sorted(made) == list(range(1, 9))
+        assert len({v.entry.content_hash for v in store_factory().list("caps")}) == 8
+
     def test_versions_count_up_per_name(self, store_factory: StoreFactory) -> None:
         store = store_factory()
         assert store.add(entry()).version == 1
@@ -177,3 +194,32 @@ def test_bad_refs_are_config_errors() -> None:
 
 def test_provenance_survives_json() -> None:
     assert Provenance.from_dict(json.loads(json.dumps(PROVENANCE.to_dict()))) == PROVENANCE
+
+
+def test_a_version_cannot_be_changed_in_place(library: DatasetLibrary) -> None:
+    v = library.add("caps", samples())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.version = 2  # type: ignore[misc]
+    assert not hasattr(library.store, "update") and not hasattr(library.store, "remove")
+
+
+def test_an_empty_set_is_refused_and_leaves_nothing(library: DatasetLibrary) -> None:
+    empty = SampleSet(
+        np.zeros((0, 3), np.float32), np.zeros(0, np.int64), (), ("a",), Modality.TABULAR
+    )
+    with pytest.raises(DataError, match="no samples to store"):
+        library.add("caps", empty)
+    assert library.list() == []
+
+
+def test_model_and_data_set_tables_share_one_database(sqlite_url: str, tmp_path: Path) -> None:
+    from edgeloop.registry import SqlModelStore
+
+    models = SqlModelStore(sqlite_url)
+    try:
+        store = SqlDatasetStore(sqlite_url)
+        store.add(entry())
+        assert models.list() == [] and len(store.list()) == 1
+        store.close()
+    finally:
+        models.close()

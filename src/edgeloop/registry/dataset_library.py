@@ -21,7 +21,7 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.core.errors import ConfigError, EdgeError, UntrustedArtifactError
+from edgeloop.core.errors import ConfigError, DataError, EdgeError, UntrustedArtifactError
 from edgeloop.core.files import write_atomic
 from edgeloop.core.settings import Settings
 from edgeloop.data.labels import Answer, LabelImport, resolve
@@ -84,9 +84,15 @@ class DatasetLibrary:
 
         Raises:
             ConfigError: a bad name or provenance.
+            DataError: ``samples`` is empty.
             ConflictError: ``name`` already holds these samples (the message names the version).
             StoreError: storing failed; nothing was left behind.
         """
+        if not len(samples):
+            raise DataError(
+                f"data set {name!r}: no samples to store; a version holds at least one",
+                hint="capture or load some samples first",
+            )
         data = samples.to_npz_bytes()
         entry = DatasetEntry(
             name=name,
