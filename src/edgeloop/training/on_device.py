@@ -1,0 +1,384 @@
+"""On-device incremental training: fine-tune a checkpoint on a node's new labelled samples.
+
+Against catastrophic forgetting (McCloskey & Cohen 1989) every batch mixes the new samples with
+samples drawn from a bounded replay buffer of the node's earlier samples (experience replay,
+e.g. Rolnick et al. 2019, "Experience Replay for Continual Learning"); the buffer is a uniform
+reservoir (:mod:`edgeloop.training.replay`). Before the result is accepted, accuracy on old data
+is measured before and after; a run that forgets more than ``max_forgetting_pp`` points is
+rejected (a typed result, not an exception) and writes no model. An accepted run writes a new
+checkpoint folder and its ONNX export (parity-checked), atomically: the folder appears whole or
+not at all. The worker process (:mod:`edgeloop.training.on_device_worker`) runs this with a CPU
+and memory budget; the serving path never imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from edgeloop.core.errors import ConfigError, ConflictError, DataError
+from edgeloop.data.dataset import Dataset, Modality, Task
+from edgeloop.training.checkpoint import (
+    CheckpointInfo,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from edgeloop.training.metrics import evaluate, predict_logits
+from edgeloop.training.on_device_result import (
+    IncrementalConfig,
+    IncrementalResult,
+    Rejection,
+    lineage_label,
+)
+from edgeloop.training.replay import ReplayBuffer, load_replay
+from edgeloop.training.zoo import ArchConfig, deployable
+
+__all__ = ["IncrementalConfig", "IncrementalResult", "Rejection", "incremental_train"]
+
+Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+Data = Dataset | tuple[npt.ArrayLike, npt.ArrayLike]
+_EPS = 1e-9  # accuracies are ratios of counts: compare points with room for float rounding
+
+
+def incremental_train(
+    checkpoint: str | Path,
+    new_data: Data,
+    config: IncrementalConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    old_data: Data | None = None,
+    replay_path: str | Path | None = None,
+    parent_ref: str | None = None,
+    node_id: str = "local",
+    counter: int = 1,
+    export: bool = True,
+) -> IncrementalResult:
+    """Fine-tune the checkpoint at ``checkpoint`` on ``new_data`` (a Dataset or (x, y)).
+
+    ``old_data`` (e.g. the original test split) is what forgetting is measured on; without it,
+    a held-out slice of the replay buffer at ``replay_path`` is. The new samples join the
+    buffer after the run (accepted or not), so a node accumulates its history. An accepted run
+    writes ``out`` (a checkpoint folder with ``model.onnx``) when ``out`` is given.
+
+    Raises:
+        NotFoundError, UntrustedArtifactError: the checkpoint is missing or corrupt.
+        ConfigError: a non-classifier checkpoint (or a pruned one), ``out`` not writable.
+        ConflictError: ``out`` already exists.
+        DataError: data of the wrong shape, non-finite values, labels outside the classes,
+            fewer than 2 new samples.
+        ParityError: the ONNX export disagrees with the trained module.
+    """
+    cfg = config if config is not None else IncrementalConfig()
+    start = time.perf_counter()
+    module, arch = load_checkpoint(checkpoint)
+    info = read_checkpoint(checkpoint)
+    if arch.task is not Task.CLASSIFICATION:
+        raise ConfigError(
+            f"checkpoint {str(checkpoint)!r} is a {arch.task.value} model ({arch.arch})",
+            hint="incremental training fine-tunes classifiers",
+        )
+    # A checkpoint without class names (saved without its data set) takes labels as indices.
+    classes = info.classes or tuple(str(i) for i in range(arch.num_classes))
+    named = bool(info.classes)
+    lineage = lineage_label(parent_ref or Path(checkpoint).name, node_id, counter)
+    x, y = _arrays(new_data, arch, classes if named else None, "new data")
+    old = (
+        None
+        if old_data is None
+        else _arrays(old_data, arch, classes if named else None, "old data")
+    )
+    target = None if out is None else Path(out)
+    if target is not None and target.exists():
+        raise ConflictError(
+            f"output {str(target)!r} already exists", hint="pass a new folder to --out"
+        )
+    rng = np.random.default_rng(cfg.seed)
+    train_idx, hold_idx = _holdout(len(y), cfg.holdout_share, rng)
+    buffer = ReplayBuffer(max(1, cfg.replay_size), arch.input_shape, cfg.seed)
+    if replay_path is not None and cfg.replay_size > 0:
+        buffer = load_replay(replay_path, cfg.replay_size, arch.input_shape, cfg.seed)
+    pool, old_xy, old_source = _pool_and_old(buffer, old, cfg, rng)
+    holdout = (x[hold_idx], y[hold_idx])
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            new_before, old_before = _acc(module, holdout), _acc_opt(module, old_xy)
+            frozen = _freeze(module, cfg.train_last_layers)
+            run = _train(module, frozen, (x[train_idx], y[train_idx]), pool, cfg, rng, start)
+            new_after, old_after = _acc(module, holdout), _acc_opt(module, old_xy)
+    finally:
+        torch.set_num_threads(prev_threads)
+    epochs_run, used, diverged, exhausted = run
+    train_peak = peak_rss_mb()  # before the ONNX export, which needs more than training
+    rejection, reason = _decide(cfg, diverged, new_before, new_after, old_before, old_after)
+    written: tuple[str | None, str | None, float | None] = (None, None, None)
+    if rejection is None and target is not None:
+        written = _write(target, module, arch, info, classes, (x, y), holdout, lineage, cfg, export)
+    if replay_path is not None and cfg.replay_size > 0:
+        buffer.add(x, y)
+        buffer.save(replay_path)
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return IncrementalResult(
+        accepted=rejection is None,
+        rejection=rejection,
+        reason=reason,
+        lineage=lineage,
+        new_accuracy_before=new_before,
+        new_accuracy_after=new_after,
+        old_accuracy_before=old_before,
+        old_accuracy_after=old_after,
+        old_source=old_source,
+        new_train_samples=len(train_idx),
+        new_holdout_samples=len(hold_idx),
+        old_samples=0 if old_xy is None else len(old_xy[1]),
+        replay_samples_used=used,
+        replay_buffer_size=len(buffer),
+        epochs_run=epochs_run,
+        budget_exhausted=exhausted,
+        wall_seconds=time.perf_counter() - start,
+        peak_rss_mb=peak_rss_mb(),
+        train_peak_rss_mb=train_peak,
+        trainable_parameters=trainable,
+        total_parameters=sum(p.numel() for p in module.parameters()),
+        threads=cfg.threads,
+        output=written[0],
+        onnx=written[1],
+        onnx_max_abs_diff=written[2],
+    )
+
+
+def _arrays(data: Data, arch: ArchConfig, classes: tuple[str, ...] | None, what: str) -> Arrays:
+    """(x float32, y int64 indices into the checkpoint's classes), checked against ``arch``.
+
+    A Dataset's labels are mapped to the checkpoint's classes by name when it names them."""
+    if isinstance(data, Dataset):
+        x, y = data.x, data.y
+        if classes is not None and data.classes != classes:
+            index = {c: i for i, c in enumerate(classes)}
+            unknown = sorted(set(data.classes[i] for i in np.unique(y)) - set(index))
+            if unknown:
+                raise DataError(
+                    f"{what} {data.name!r} has classes {unknown} the model does not know; it "
+                    f"knows {list(classes)}",
+                    hint="label the samples with the model's classes",
+                )
+            y = np.asarray([index[data.classes[i]] for i in y], dtype=np.int64)
+    else:
+        x, y = np.asarray(data[0]), np.asarray(data[1])
+    if x.ndim < 2 or tuple(x.shape[1:]) != arch.input_shape or len(x) != len(y) or y.ndim != 1:
+        raise DataError(
+            f"{what} has samples of shape {x.shape} and labels of shape {y.shape}; the model "
+            f"takes samples of shape {arch.input_shape}, one label each",
+            hint=f"reshape the samples to (n, {', '.join(map(str, arch.input_shape))})",
+        )
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise DataError(f"{what} holds non-numeric, NaN or infinite values; expected finite x")
+    k = arch.num_classes
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and (y.min() < 0 or y.max() >= k)):
+        names = "" if classes is None else f" ({', '.join(classes)})"
+        raise DataError(
+            f"{what} has labels {sorted(set(np.unique(y).tolist()))[:10]}; the model's classes "
+            f"are 0..{k - 1}{names}",
+            hint="labels must be integer indices of the model's classes",
+        )
+    if len(y) < 2 and what == "new data":
+        raise DataError(f"{what} holds {len(y)} samples; need >= 2 (one is held out)")
+    if len(y) < 1:
+        raise DataError(f"{what} holds no samples")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def _holdout(
+    n: int, share: float, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    perm = rng.permutation(n)
+    hold = min(n - 1, max(1, round(n * share)))
+    return np.sort(perm[hold:]), np.sort(perm[:hold])
+
+
+def _pool_and_old(
+    buffer: ReplayBuffer, old: Arrays | None, cfg: IncrementalConfig, rng: np.random.Generator
+) -> tuple[Arrays | None, Arrays | None, str]:
+    """(replay pool or None, old data or None, where the old data came from).
+
+    Without given old data, a held-out slice of the buffer is the old data and is not replayed
+    in this run (otherwise the check would measure samples it just trained on)."""
+    replay = cfg.replay_size > 0 and cfg.replay_share > 0.0 and len(buffer) > 0
+    if old is not None:
+        return ((buffer.x, buffer.y) if replay else None), old, "given old data"
+    if cfg.replay_size == 0 or len(buffer) == 0:
+        return None, None, "none: no old data given and the replay buffer is empty"
+    n = len(buffer)
+    idx = rng.permutation(n)[: max(1, round(n * cfg.holdout_share))]
+    rest = np.setdiff1d(np.arange(n), idx)
+    pool = (buffer.x[rest], buffer.y[rest]) if replay and len(rest) else None
+    source = f"replay buffer held-out slice ({len(idx)} of {n} samples)"
+    return pool, (buffer.x[np.sort(idx)], buffer.y[np.sort(idx)]), source
+
+
+def _acc(module: nn.Module, data: Arrays) -> float:
+    pred = predict_logits(module, data[0]).argmax(axis=1)
+    return float((pred == data[1]).mean())
+
+
+def _acc_opt(module: nn.Module, data: Arrays | None) -> float | None:
+    return None if data is None else _acc(module, data)
+
+
+def _freeze(module: nn.Module, last: int | None) -> list[nn.Module]:
+    """Freeze all but the last ``last`` layers that own parameters; returns the frozen ones."""
+    layers = [m for m in module.modules() if next(m.parameters(recurse=False), None) is not None]
+    frozen = [] if last is None else layers[: max(0, len(layers) - last)]
+    for layer in frozen:
+        for p in layer.parameters(recurse=False):
+            p.requires_grad_(False)
+    return frozen
+
+
+def _batches(
+    n: int, cfg: IncrementalConfig, pool: int, rng: np.random.Generator
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """(new-sample indices, replay indices) per batch: one epoch is one pass over the new."""
+    n_replay = round(cfg.batch_size * cfg.replay_share) if pool else 0
+    n_new = max(1, cfg.batch_size - n_replay)
+    order = rng.permutation(n)
+    for s in range(0, n, n_new):
+        idx = order[s : s + n_new]
+        rep = rng.integers(0, pool, n_replay) if pool else np.zeros(0, dtype=np.int64)
+        if len(idx) + len(rep) > 1:  # BatchNorm cannot normalise one sample in train mode
+            yield idx, rep
+
+
+def _train(
+    module: nn.Module,
+    frozen: list[nn.Module],
+    new: Arrays,
+    pool: Arrays | None,
+    cfg: IncrementalConfig,
+    rng: np.random.Generator,
+    start: float,
+) -> tuple[int, int, bool, bool]:
+    """Adam on the trainable parameters; (epochs run, replay samples used, diverged, budget)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    xt, yt = torch.from_numpy(new[0]), torch.from_numpy(new[1])
+    px = torch.from_numpy(pool[0]) if pool is not None else torch.zeros(0)
+    py = torch.from_numpy(pool[1]) if pool is not None else torch.zeros(0, dtype=torch.int64)
+    used, epochs = 0, 0
+    for _ in range(cfg.epochs):
+        module.train()
+        for layer in frozen:  # frozen BatchNorm keeps its running statistics too
+            layer.eval()
+        for idx, rep in _batches(len(yt), cfg, len(py), rng):
+            xb = torch.cat([xt[idx], px[rep]]) if len(rep) else xt[idx]
+            yb = torch.cat([yt[idx], py[rep]]) if len(rep) else yt[idx]
+            loss = nn.functional.cross_entropy(module(xb), yb)
+            if not torch.isfinite(loss):
+                module.eval()
+                return epochs, used, True, False
+            opt.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            opt.step()
+            used += len(rep)
+            if cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds:
+                module.eval()
+                return epochs + 1, used, False, True
+        epochs += 1
+    module.eval()
+    return epochs, used, False, False
+
+
+def _decide(
+    cfg: IncrementalConfig,
+    diverged: bool,
+    new_before: float,
+    new_after: float,
+    old_before: float | None,
+    old_after: float | None,
+) -> tuple[Rejection | None, str]:
+    gain = 100.0 * (new_after - new_before)
+    if diverged:
+        return Rejection.DIVERGED, f"the loss became NaN or infinite with lr {cfg.lr}"
+    if old_before is None or old_after is None:
+        return Rejection.NO_OLD_DATA, (
+            "no old data to check forgetting on: pass the original test split or a replay "
+            "buffer that holds earlier samples"
+        )
+    lost = 100.0 * (old_before - old_after)
+    if lost > cfg.max_forgetting_pp + _EPS:
+        return Rejection.FORGETTING, (
+            f"old-data accuracy fell {lost:.2f} pp ({old_before:.4f} -> {old_after:.4f}); "
+            f"at most {cfg.max_forgetting_pp} pp allowed"
+        )
+    if gain < cfg.min_gain_pp - _EPS:
+        return Rejection.NO_GAIN, (
+            f"new-data accuracy moved {gain:+.2f} pp ({new_before:.4f} -> {new_after:.4f}); "
+            f"at least {cfg.min_gain_pp:+} pp wanted"
+        )
+    return None, f"accepted: new data {gain:+.2f} pp, old data {-lost:+.2f} pp"
+
+
+def _write(
+    target: Path,
+    module: nn.Module,
+    arch: ArchConfig,
+    info: CheckpointInfo,
+    classes: tuple[str, ...],
+    new: Arrays,
+    holdout: Arrays,
+    lineage: str,
+    cfg: IncrementalConfig,
+    export: bool,
+) -> tuple[str, str | None, float | None]:
+    """Write checkpoint (+ model.onnx) into a temp folder beside ``target``, then rename it."""
+    from edgeloop.formats.onnx_export import export_checked
+
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    modality = Modality.IMAGE if len(arch.input_shape) == 3 else Modality.TABULAR
+    data = Dataset(f"{info.dataset or 'local'}+{lineage}", new[0], new[1], classes, modality)
+    held = data.with_arrays(holdout[0], holdout[1], name="new-holdout")
+    extra = {"lineage": lineage, "incremental": cfg.to_dict(), "parent_dataset": info.dataset}
+    try:
+        save_checkpoint(
+            tmp, module, arch, info.fit, evaluate(module, held), dataset=data, extra=extra
+        )
+        onnx, diff = None, None
+        if export:
+            wrapped = deployable(module, arch)
+            done = export_checked(
+                wrapped, np.ascontiguousarray(new[0][:64]), tmp / "model.onnx", split="new data"
+            )
+            onnx, diff = str(target / "model.onnx"), done.parity.max_abs_diff
+        tmp.rename(target)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {str(target)!r}: {exc.strerror or exc}", hint="pass a writable --out"
+        ) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target), onnx, diff
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (VmHWM; getrusage's ru_maxrss elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024.0 if kib > 0 else None
