@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from edgeloop.core.errors import ConfigError, DataError, NotFoundError
 from edgeloop.sdk.inputs import as_array
-from edgeloop.sdk.manager import EdgeMLManager, OnDeviceTraining, _model_info, node_info
+from edgeloop.sdk.manager import EdgeMLManager, OnDeviceTraining
 from edgeloop.sdk.models import DeploymentTarget, EdgeModel, ModelType, shapes_match
-from edgeloop.sdk.results import NodeCounts
+from edgeloop.sdk.results import NodeCounts, model_info, node_info
 from edgeloop.sdk.site import Site, get_site, load_sites, remove_site, save_site, sites_path
 
 
@@ -107,11 +107,11 @@ ROW = {"name": "lin", "version": 2, "ref": "lin:2", "sha256": "ab" * 32, "size_b
 def test_model_figures_come_from_the_manifest_measurement_or_say_why_not() -> None:
     measured = {"latency_ms": {"p50": 0.25}, "accuracy": 0.9, "accuracy_split": "digits test",
                 "cpu": "Xeon", "batch_size": 1}  # fmt: skip
-    info = _model_info({**ROW, "manifest": {"measurements": [measured]}})
+    info = model_info({**ROW, "manifest": {"measurements": [measured]}})
     assert (info["latency_ms"], info["accuracy"], info.reason) == (0.25, 0.9, None)
-    unmeasured = _model_info({**ROW, "manifest": {"measurements": []}})
+    unmeasured = model_info({**ROW, "manifest": {"measurements": []}})
     assert unmeasured.latency_ms is None and "without a measurement" in str(unmeasured.reason)
-    assert "no manifest" in str(_model_info(ROW).reason)
+    assert "no manifest" in str(model_info(ROW).reason)
 
 
 def test_node_rows_become_node_info_with_reasons_for_what_the_node_does_not_report() -> None:

@@ -191,7 +191,8 @@ class ControlClient:
         """Download the artifact of a ``/api/v1/models`` row into ``dest`` and check its sha256.
 
         Raises:
-            NotFoundError: the control plane has no such artifact.
+            NotFoundError: the control plane does not serve that artifact (today: one never
+                deployed).
             UntrustedArtifactError: the bytes do not hash to the row's sha256.
         """
         import hashlib
@@ -204,6 +205,13 @@ class ControlClient:
                 self._http.stream("GET", f"/tuf/targets/artifacts/{sha}.{leaf}") as response,
                 dest.open("wb") as fh,
             ):
+                if response.status_code == 404:
+                    raise NotFoundError(
+                        f"the control plane does not serve the bytes of {row['ref']}: it "
+                        "serves a model's artifact only once a deployment published it as an "
+                        "update target, and has no admin route for a registered artifact yet",
+                        hint=f"deploy {row['ref']} once (to any node), then retry",
+                    )
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response, f"GET artifact {row['ref']}")

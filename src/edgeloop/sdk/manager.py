@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +27,18 @@ from edgeloop.sdk.results import (
     DeployResult,
     EdgeStatus,
     InferenceResult,
-    ModelInfo,
     ModelList,
     NodeCounts,
     NodeInfo,
     NodeStatus,
     PruneResult,
     QuantizeResult,
+    model_info,
+    node_info,
 )
 from edgeloop.sdk.site import Site, get_site
 
 NODE_LABEL = "edgeloop.node"  # the label deploy_model targets one node by
-NO_MANIFEST = (
-    "the control plane's model listing carries no manifest (so no measurements); "
-    "it must list each version's manifest"
-)
 
 
 class EdgeMLManager:
@@ -86,7 +82,7 @@ class EdgeMLManager:
 
     def get_model_list(self) -> ModelList:
         """Every registered version, with latency and accuracy from its manifest's measurement."""
-        return ModelList([_model_info(row) for row in self.control.models()])
+        return ModelList([model_info(row) for row in self.control.models()])
 
     def get_edge_status(self) -> EdgeStatus:
         """How many nodes there are, how many reported recently, and which models they serve."""
@@ -180,7 +176,7 @@ class EdgeMLManager:
                 f"keeps its previous model. Last events: {done['events'][-3:]}",
                 hint=f"see `edgeloop fleet rollouts` and the node's log for {done['rollout_id']}",
             )
-        info = _model_info(row)
+        info = model_info(row)
         stated = model.stated() if isinstance(model, EdgeModel) else {}
         measured = {"accuracy": info.accuracy, "latency_ms": info.latency_ms}
         return DeployResult(
@@ -291,63 +287,6 @@ class EdgeMLManager:
                     f"of shape {registered} (None: any size); nothing was deployed",
                     hint=f"state the shape the artifact has, e.g. {label}={registered}",
                 )
-
-
-def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
-    """A control-plane node row as the SDK shows it. Pure: no I/O."""
-    caps = row.get("capabilities") or {}
-    reported = row.get("reported") or {}
-    reasons: dict[str, str] = {
-        "memory_available": "the agent reports its total memory at enrollment, not the "
-        "memory available now",
-    }
-    memory_mb = caps.get("memory_mb")
-    if memory_mb is None:
-        reasons["memory_total"] = "the agent could not read its memory size (/proc/meminfo)"
-    drift = reported.get("monitoring")
-    if drift is None:
-        reasons["drift"] = "the node's report to the control plane carries no drift state"
-    seen = row.get("last_seen")
-    age = None if seen is None else now - datetime.fromisoformat(seen).timestamp()
-    active = reported.get("active") or {}
-    cls = row.get("device_class")
-    return NodeInfo(
-        node_id=str(row["node_id"]),
-        name=str(row["name"]),
-        device_type=None if cls is None else str(cls).rsplit("-", 1)[-1],
-        device_class=cls,
-        online=age is not None and age <= window_s,
-        last_seen=seen,
-        memory_total=None if memory_mb is None else round(float(memory_mb) / 1024.0, 3),
-        memory_available=None,
-        cpu=caps.get("cpu_model"),
-        cpu_count=caps.get("cpu_count"),
-        active_models=[f"{active['name']}:{active['version']}"] if active.get("name") else [],
-        drift=drift,
-        agent_url=row.get("agent_url"),
-        reasons=reasons,
-    )
-
-
-def _model_info(row: dict[str, Any]) -> ModelInfo:
-    """A ``/api/v1/models`` row with the figures of its manifest's first measurement."""
-    manifest = row.get("manifest")
-    measured = (manifest or {}).get("measurements") or []
-    latency = accuracy = where = reason = None
-    if manifest is None:
-        reason = NO_MANIFEST
-    elif not measured:
-        reason = f"{row['ref']} was registered without a measurement (`edgeloop bench` it)"
-    else:
-        m = measured[0]
-        latency, accuracy = float(m["latency_ms"]["p50"]), m.get("accuracy")
-        where = f"{m.get('cpu')}, batch {m.get('batch_size')}, {m.get('accuracy_split')}"
-        if accuracy is None:
-            reason = "accuracy was not measured (benchmarked without data)"
-    return ModelInfo(
-        str(row["name"]), int(row["version"]), str(row["ref"]), str(row["sha256"]),
-        int(row["size_bytes"]), latency, accuracy, where, reason,
-    )  # fmt: skip
 
 
 class OnDeviceTraining:

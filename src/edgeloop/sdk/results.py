@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+NO_MANIFEST = (
+    "the control plane's model listing carries no manifest (so no measurements); "
+    "it must list each version's manifest"
+)
 
 
 class Keyed:
@@ -152,3 +158,60 @@ class PruneResult(Keyed):
     original_parameters: int
     pruned_parameters: int  # non-zero weights left
     sparsity: float
+
+
+def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
+    """A control-plane node row as the SDK shows it. Pure: no I/O."""
+    caps = row.get("capabilities") or {}
+    reported = row.get("reported") or {}
+    reasons: dict[str, str] = {
+        "memory_available": "the agent reports its total memory at enrollment, not the "
+        "memory available now",
+    }
+    memory_mb = caps.get("memory_mb")
+    if memory_mb is None:
+        reasons["memory_total"] = "the agent could not read its memory size (/proc/meminfo)"
+    drift = reported.get("monitoring")
+    if drift is None:
+        reasons["drift"] = "the node's report to the control plane carries no drift state"
+    seen = row.get("last_seen")
+    age = None if seen is None else now - datetime.fromisoformat(seen).timestamp()
+    active = reported.get("active") or {}
+    cls = row.get("device_class")
+    return NodeInfo(
+        node_id=str(row["node_id"]),
+        name=str(row["name"]),
+        device_type=None if cls is None else str(cls).rsplit("-", 1)[-1],
+        device_class=cls,
+        online=age is not None and age <= window_s,
+        last_seen=seen,
+        memory_total=None if memory_mb is None else round(float(memory_mb) / 1024.0, 3),
+        memory_available=None,
+        cpu=caps.get("cpu_model"),
+        cpu_count=caps.get("cpu_count"),
+        active_models=[f"{active['name']}:{active['version']}"] if active.get("name") else [],
+        drift=drift,
+        agent_url=row.get("agent_url"),
+        reasons=reasons,
+    )
+
+
+def model_info(row: dict[str, Any]) -> ModelInfo:
+    """A ``/api/v1/models`` row with the figures of its manifest's first measurement."""
+    manifest = row.get("manifest")
+    measured = (manifest or {}).get("measurements") or []
+    latency = accuracy = where = reason = None
+    if manifest is None:
+        reason = NO_MANIFEST
+    elif not measured:
+        reason = f"{row['ref']} was registered without a measurement (`edgeloop bench` it)"
+    else:
+        m = measured[0]
+        latency, accuracy = float(m["latency_ms"]["p50"]), m.get("accuracy")
+        where = f"{m.get('cpu')}, batch {m.get('batch_size')}, {m.get('accuracy_split')}"
+        if accuracy is None:
+            reason = "accuracy was not measured (benchmarked without data)"
+    return ModelInfo(
+        str(row["name"]), int(row["version"]), str(row["ref"]), str(row["sha256"]),
+        int(row["size_bytes"]), latency, accuracy, where, reason,
+    )  # fmt: skip

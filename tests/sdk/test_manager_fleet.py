@@ -1,0 +1,194 @@
+"""``EdgeMLManager`` against a real local fleet: a control plane and two agents as processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from tests.tiny_models import make_linear_onnx
+
+from edgeloop.bench.measure import benchmark
+from edgeloop.core.errors import ConfigError, NotFoundError
+from edgeloop.core.types import Manifest, TensorSpec
+from edgeloop.sdk.local_fleet import LocalFleet, up
+from edgeloop.sdk.manager import EdgeMLManager
+from edgeloop.sdk.models import EdgeModel
+from edgeloop.sdk.results import NO_MANIFEST
+from edgeloop.sdk.site import Site, save_site
+
+pytestmark = pytest.mark.slow
+
+FEATURES, CLASSES = 4, 3
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
+    with up(tmp_path_factory.mktemp("fleet"), 2, agent_args=["--poll-s", "0.5"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def published(fleet: LocalFleet, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """``lin:1`` on the fleet, its manifest holding a real benchmark of the file."""
+    path = make_linear_onnx(tmp_path_factory.mktemp("m") / "lin.onnx", FEATURES, CLASSES, seed=1)
+    measured = benchmark(path, runs=20, warmup=2)
+    manifest = Manifest(
+        name="lin",
+        format="onnx",
+        inputs=(TensorSpec("input", (None, FEATURES), "float32"),),
+        outputs=(TensorSpec("output", (None, CLASSES), "float32"),),
+        measurements=(measured,),
+    )
+    with EdgeMLManager.from_fleet(fleet.folder) as edge:
+        record = edge.control.publish_model(path, manifest)
+    return {"record": record, "path": path, "measured": measured}
+
+
+@pytest.fixture
+def edge(fleet: LocalFleet) -> Iterator[EdgeMLManager]:
+    with EdgeMLManager.from_fleet(fleet.folder) as manager:
+        yield manager
+
+
+def test_a_site_profile_reaches_the_fleet(fleet: LocalFleet, home: Path) -> None:
+    save_site(Site("factory-edge-01", fleet.control_url, fleet.admin_token))
+    with EdgeMLManager("factory-edge-01") as edge:
+        assert edge.get_edge_status()["nodes"]["total_nodes"] == 2
+
+
+def test_model_list_shows_the_registered_model(
+    edge: EdgeMLManager, published: dict[str, object]
+) -> None:
+    (lin,) = [m for m in edge.get_model_list() if m.name == "lin"]
+    record = published["record"]
+    assert isinstance(record, dict)
+    assert (lin["version"], lin.sha256, lin.size_bytes) == (
+        1, record["artifact_sha256"], Path(str(published["path"])).stat().st_size
+    )  # fmt: skip
+    # The listing carries no manifest today, so the figures are None with that reason.
+    assert lin.latency_ms is None and lin.accuracy is None and lin.reason == NO_MANIFEST
+
+
+def test_edge_and_node_status_are_what_the_control_plane_lists(edge: EdgeMLManager) -> None:
+    rows = {r["name"]: r for r in edge.control.nodes()}
+    status = edge.get_edge_status()
+    assert status["nodes"]["total_nodes"] == len(rows) == 2
+    assert status.nodes.online == 2  # both agents reported within the window
+    classes = {r["device_class"] for r in rows.values()}
+    assert status.nodes.by_device_class == {c: 2 for c in classes}
+    nodes = edge.get_node_status()["nodes"]
+    assert set(nodes) == {"node-1", "node-2"}
+    for name, info in nodes.items():
+        caps = rows[name]["capabilities"]
+        assert info["device_class"] == rows[name]["device_class"]
+        assert info.memory_total == pytest.approx(caps["memory_mb"] / 1024, abs=1e-3)
+        assert info.cpu == caps["cpu_model"] and info.agent_url == rows[name]["agent_url"]
+        assert info.memory_available is None and "memory_available" in info.reasons
+
+
+def test_deploy_to_one_node_then_infer_there(
+    edge: EdgeMLManager, published: dict[str, object]
+) -> None:
+    declared = EdgeModel("lin", "lin", input_shape=(FEATURES,), output_shape=(1, CLASSES),
+                         accuracy=0.9, latency_ms=1.0)  # fmt: skip
+    # Never deployed: the control plane does not serve its bytes, so shapes cannot be checked.
+    with pytest.raises(NotFoundError, match="does not serve the bytes of lin:1"):
+        edge.deploy_model(declared, "node-1", soak_s=0.5, timeout_s=60)
+    deployed = edge.deploy_model("lin", "node-1", soak_s=0.5, timeout_s=60)
+    assert deployed["version"] == 1 and deployed.state == "COMPLETED" and deployed.stated == {}
+    again = edge.deploy_model(declared, "node-1", soak_s=0.5, timeout_s=60)  # now checked
+    assert again.version == 1 and again.stated["accuracy"] == 0.9
+    assert again.measured["latency_ms"] is None and again.reason == NO_MANIFEST
+    nodes = edge.get_node_status().nodes
+    assert nodes["node-1"].active_models == ["lin:1"] and nodes["node-2"].active_models == []
+    assert edge.get_edge_status().models_deployed == 1
+
+    x = np.random.default_rng(0).standard_normal((5, FEATURES)).astype(np.float32)
+    expected = ort.InferenceSession(str(published["path"])).run(None, {"input": x})[0]
+    result = edge.run_inference("lin", x, "node-1")
+    np.testing.assert_allclose(np.asarray(result["output"]), expected, atol=1e-5)
+    assert result.model_name == "lin" and result.model_version == "1"
+    assert result.inference_time_ms > 0
+    one = edge.run_inference("lin:1", {"features": x[0].tolist()}, "node-1")
+    np.testing.assert_allclose(np.asarray(one.output), expected[:1], atol=1e-5)
+    with pytest.raises(NotFoundError, match="does not serve"):
+        edge.run_inference("lin", x, "node-2")
+
+
+def test_a_declared_shape_that_does_not_fit_is_refused_before_any_rollout(
+    edge: EdgeMLManager, published: dict[str, object]
+) -> None:
+    before = len(edge.control.rollouts())
+    with pytest.raises(ConfigError, match=r"input_shape=\(5,\) does not fit"):
+        edge.deploy_model(EdgeModel("lin:1", "lin", input_shape=(5,)), "node-2")
+    assert len(edge.control.rollouts()) == before
+
+
+def test_unknown_model_and_node_name_the_known_ones(
+    edge: EdgeMLManager, published: dict[str, object]
+) -> None:
+    with pytest.raises(NotFoundError, match=r"registered: .*lin:1"):
+        edge.deploy_model("nope", "node-1")
+    with pytest.raises(NotFoundError, match="nodes: node-1, node-2"):
+        edge.run_inference("lin", {"features": [0.0] * FEATURES}, "node-9")
+    with pytest.raises(NotFoundError, match="no torch checkpoint"):
+        edge.prune_model("lin", sparsity=0.3)
+
+
+def _digits_onnx(path: Path, hidden: int = 256) -> Path:
+    """An MLP over the 8x8 digits images (random weights, 83 kB: big enough that INT8 weights
+    outweigh the scales and zero points quantization adds)."""
+    rng = np.random.default_rng(3)
+
+    def weights(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "W1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("MatMul", ["r", "W2"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["output"], axis=-1),
+        ],
+        "digits",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
+        initializer=[
+            numpy_helper.from_array(weights(64, hidden), "W1"),
+            numpy_helper.from_array(weights(hidden, 10), "W2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_quantize_registers_a_measured_int8_variant(edge: EdgeMLManager, tmp_path: Path) -> None:
+    path = _digits_onnx(tmp_path / "dig.onnx")
+    manifest = Manifest(
+        name="dig", format="onnx", dataset="digits",
+        inputs=(TensorSpec("input", (None, 1, 8, 8), "float32"),),
+        outputs=(TensorSpec("output", (None, 10), "float32"),),
+    )  # fmt: skip
+    edge.control.publish_model(path, manifest)
+    with pytest.raises(NotFoundError, match="does not serve the bytes of dig:1"):
+        edge.quantize_model("dig", "int8", data="digits", runs=30)
+    # The control plane serves a model's bytes once it was deployed somewhere.
+    edge.deploy_model("dig", "node-2", soak_s=0.5, timeout_s=60)
+    with pytest.raises(ConfigError, match="no data set is registered"):
+        edge.quantize_model("dig")  # the listing shows no manifest, so no data set
+    result = edge.quantize_model("dig", "int8", data="digits", runs=30)
+    rows = {r["ref"]: r for r in edge.control.models()}
+    assert result["parent"] == "dig:1" and result.ref in rows
+    assert result.original_size_mb == pytest.approx(path.stat().st_size / 2**20)
+    assert result.quantized_size_mb == pytest.approx(rows[result.ref]["size_bytes"] / 2**20)
+    assert result.quantized_size_mb < result.original_size_mb
+    assert result.speedup == pytest.approx(result.original_latency_ms / result.quantized_latency_ms)
+    assert result.original_accuracy is not None and result.quantized_accuracy is not None
