@@ -150,14 +150,19 @@ def test_changed_artifact_is_refused(library: DatasetLibrary) -> None:
 def test_labels_make_a_new_version_with_its_parent(library: DatasetLibrary) -> None:
     library.add("caps", samples(), PROVENANCE)
     answers = [Answer("t1", "req-0-2", ("c",)), Answer("t2", "req-0-0", ("b",))]
-    result, new = library.label("caps:1", answers)
-    assert (result.applied, result.conflicting) == (1, 1)
-    assert new is not None and str(new.ref) == "caps:2"
+    done = library.label("caps:1", answers)
+    assert (done.labels.applied, done.labels.conflicting) == (1, 1)
+    new = done.version
+    assert new is not None and str(new.ref) == "caps:2" and done.created
     assert new.entry.provenance.parents == (DatasetRef("caps", 1),)
     assert new.entry.provenance.model == "digits-cnn:3"
     assert (new.entry.labelled, library.get("caps:1").entry.labelled) == (3, 2)
-    nothing, none = library.label("caps:2", [Answer("t", "req-0-2", ("c",))])
-    assert none is None and nothing.counts()["unchanged"] == 1
+    nothing = library.label("caps:2", [Answer("t", "req-0-2", ("c",))])
+    assert nothing.version is None and nothing.labels.counts()["unchanged"] == 1
+    # The same answers on caps:1 again: caps:2 already holds the result, nothing new is made.
+    again = library.label("caps:1", answers)
+    assert again.version == new and not again.created
+    assert [str(v.ref) for v in library.list()] == ["caps:1", "caps:2"]
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".csv"])

@@ -7,7 +7,7 @@ JSON export or the filled-in CSV. Applied labels make a new version (the old one
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -64,13 +64,9 @@ def import_labels(
 
     answers = read_answers(file, file_format)
     with open_library(home) as library:
-        parent = library.get(ref)
-        result, new = library.label(parent.ref, answers, note=f"labels from {file.name}")
-    body: dict[str, Any] = {
-        "parent": str(parent.ref),
-        "version": None if new is None else str(new.ref),
-        **result.to_dict(),
-    }
+        done = library.label(ref, answers, note=f"labels from {file.name}")
+    result, parent, new = done.labels, done.parent, done.version
+    body = done.to_dict()
 
     def render(console: Console) -> None:
         t = Table(title=f"labels from {file}", show_header=False)
@@ -84,7 +80,10 @@ def import_labels(
             console.print(f"{item.outcome.value}: {escape(item.reason)}", highlight=False)
         if len(notable) > _SHOWN:
             console.print(f"... and {len(notable) - _SHOWN} more (--format json lists them all)")
-        made = f"new version {new.ref}" if new is not None else "no new version (nothing applied)"
+        if new is None:
+            made = "no new version (nothing applied)"
+        else:
+            made = f"new version {new.ref}" if done.created else f"already stored as {new.ref}"
         console.print(f"{parent.ref} -> {made}")
 
     emit(body, format, render)

@@ -15,8 +15,10 @@ import csv
 import hashlib
 import io
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +39,25 @@ from edgeloop.registry.datasets import (
 )
 
 EXPORT_SUFFIXES = (".npz", ".csv")
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """What a label import did: the counts, the version it was applied to, and the version
+    holding the result (None when nothing applied; ``created`` False when it already existed)."""
+
+    labels: LabelImport
+    parent: DatasetVersion
+    version: DatasetVersion | None
+    created: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "parent": str(self.parent.ref),
+            "version": None if self.version is None else str(self.version.ref),
+            "created": self.created,
+            **self.labels.to_dict(),
+        }
 
 
 class DatasetLibrary:
@@ -146,14 +167,25 @@ class DatasetLibrary:
 
     def label(
         self, ref: DatasetRef | str, answers: builtins.list[Answer], note: str = ""
-    ) -> tuple[LabelImport, DatasetVersion | None]:
-        """Apply ``answers`` to a version: a NEW version (the old as its parent) holds the
-        applied labels; None when nothing was applied (no version is made then)."""
+    ) -> Labelled:
+        """Apply ``answers`` to a version. Applied labels make a NEW version (the old one as
+        its parent); when a stored version of the name already holds exactly the labelled
+        samples (the same file imported twice) that version is returned, and none is made.
+
+        Raises:
+            NotFoundError / UntrustedArtifactError: as :meth:`samples`.
+            StoreError: storing the new version failed; nothing was left behind.
+        """
         parent = self.get(ref)
         samples = self.samples(parent.ref)
         result = resolve(answers, samples)
         if not result.labels:
-            return result, None
+            return Labelled(result, parent, None, created=False)
+        labelled = samples.with_labels(dict(result.labels))
+        digest = labelled.content_hash()
+        for held in self.store.list(parent.name):
+            if held.entry.content_hash == digest:
+                return Labelled(result, parent, held, created=False)
         old = parent.entry.provenance
         provenance = Provenance(
             node_ids=old.node_ids,
@@ -163,7 +195,8 @@ class DatasetLibrary:
             parents=(parent.ref,),
             note=note or f"{result.applied} labels applied to {parent.ref}",
         )
-        return result, self.add(parent.name, samples.with_labels(dict(result.labels)), provenance)
+        made = self.add(parent.name, labelled, provenance)
+        return Labelled(result, parent, made, created=True)
 
     def export(self, ref: DatasetRef | str, path: Path) -> tuple[DatasetVersion, int]:
         """Write the labelled samples of a version as ``.npz`` (x, y, classes) or ``.csv``
