@@ -11,7 +11,14 @@ import pytest
 
 from edgeloop.core.errors import ConfigError, DataError, NotFoundError
 from edgeloop.data import Modality
-from edgeloop.data.labels import LabelFormat, Outcome, read_answers, resolve, write_tasks
+from edgeloop.data.labels import (
+    LabelFormat,
+    Outcome,
+    ground_truth_answers,
+    read_answers,
+    resolve,
+    write_tasks,
+)
 from edgeloop.data.samples import NO_PREDICTION, UNLABELLED, SampleSet
 
 CLASSES = ("cat", "dog", "eel")
@@ -234,3 +241,14 @@ def test_label_studio_csv_export_groups_rows_per_sample(tmp_path: Path) -> None:
     result = resolve(answers, make_samples())
     assert (result.applied, result.conflicting) == (1, 1)
     assert dict(result.labels) == {"r0": 1}
+
+
+def test_ground_truth_by_request_id_joins_like_labels() -> None:
+    answers = ground_truth_answers({"r0": "eel", "r4": "dog", "r9": "cat"}, "feedback")
+    result = resolve(answers, make_samples())
+    assert [i.outcome for i in result.items] == [
+        Outcome.APPLIED,
+        Outcome.UNCHANGED,
+        Outcome.UNKNOWN,
+    ]
+    assert dict(result.labels) == {"r0": 2}

@@ -98,6 +98,12 @@ class LabelImport:
         return {**self.counts(), "items": [item.to_dict() for item in self.items]}
 
 
+def ground_truth_answers(labels: Mapping[str, str], source: str) -> list[Answer]:
+    """Ground truth posted by request id (request id -> class name) as answers, so it joins
+    captured samples through :func:`resolve` like a person's labels do."""
+    return [Answer(f"{source}: request {rid}", rid, (name,)) for rid, name in labels.items()]
+
+
 def resolve(answers: Sequence[Answer], samples: SampleSet) -> LabelImport:
     """Decide every answer against ``samples`` (pure: nothing is written)."""
     rows = samples.index()
