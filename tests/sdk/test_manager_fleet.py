@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,11 @@ FEATURES, CLASSES = 4, 3
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
-    with up(tmp_path_factory.mktemp("fleet"), 2, agent_args=["--poll-s", "0.5"]) as running:
+    with up(
+        tmp_path_factory.mktemp("fleet"),
+        2,
+        agent_args=["--poll-s", "0.5", "--metrics-every-s", "1"],
+    ) as running:
         yield running
 
 
@@ -118,6 +123,13 @@ def test_deploy_to_one_node_then_infer_there(
     np.testing.assert_allclose(np.asarray(one.output), expected[:1], atol=1e-5)
     with pytest.raises(NotFoundError, match="does not serve"):
         edge.run_inference("lin", x, "node-2")
+
+    # The node's metrics snapshots (every second here) carry its served model's drift state.
+    deadline = time.monotonic() + 20
+    while "lin" not in ((drift := edge.get_node_status().nodes["node-1"].drift) or {}):
+        assert time.monotonic() < deadline, edge.get_node_status().nodes["node-1"].reasons
+        time.sleep(0.5)
+    assert drift["lin"]["version"] == "1" and "state" in drift["lin"]
 
 
 def test_a_declared_shape_that_does_not_fit_is_refused_before_any_rollout(

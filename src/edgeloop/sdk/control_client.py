@@ -125,6 +125,12 @@ class ControlClient:
     def label(self, node_id: str, labels: Mapping[str, str]) -> dict[str, Any]:
         return dict(self.call("PATCH", f"/api/v1/nodes/{node_id}", json={"labels": dict(labels)}))
 
+    def telemetry(self, **params: str | int) -> list[dict[str, Any]]:
+        """Stored telemetry items (``node``, ``kind``, ``since``, ``until``, ``limit``, ...),
+        oldest first."""
+        query = {k: str(v) for k, v in params.items()}
+        return list(self.call("GET", "/api/v1/telemetry", params=query)["items"])
+
     def models(self) -> list[dict[str, Any]]:
         return list(self.call("GET", "/api/v1/models")["models"])
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from edgeloop.sdk.results import (
 )
 from edgeloop.sdk.site import Site, get_site
 
+DRIFT_WINDOW_S = 600.0  # how old a node's latest metrics snapshot may be
 NODE_LABEL = "edgeloop.node"  # the label deploy_model targets one node by
 
 
@@ -93,8 +96,11 @@ class EdgeMLManager:
         return EdgeStatus(len(active), active, counts, self.online_window_s)
 
     def get_node_status(self) -> NodeStatus:
-        """Each node as it reported itself, by node name."""
-        return NodeStatus({n.name: n for n in map(self._node_info, self.control.nodes())})
+        """Each node as it reported itself, by node name; ``drift`` is the monitoring state
+        of the node's latest metrics snapshot (shipped through its outbox) within
+        ``DRIFT_WINDOW_S``."""
+        nodes = {n.name: n for n in map(self._node_info, self.control.nodes())}
+        return NodeStatus({name: self._with_drift(n) for name, n in nodes.items()})
 
     # --- one node -----------------------------------------------------------------------------
 
@@ -266,6 +272,17 @@ class EdgeMLManager:
 
     def _node_info(self, row: dict[str, Any]) -> NodeInfo:
         return node_info(row, self.online_window_s, time.time())
+
+    def _with_drift(self, node: NodeInfo) -> NodeInfo:
+        since = datetime.fromtimestamp(time.time() - DRIFT_WINDOW_S, UTC).isoformat()
+        items = self.control.telemetry(node=node.node_id, kind="metrics", since=since)
+        snapshots = [i["payload"] for i in items if isinstance(i.get("payload"), dict)]
+        drift = snapshots[-1].get("monitoring") if snapshots else None
+        if drift is None:
+            why = f"no metrics snapshot with a monitoring state in {DRIFT_WINDOW_S:.0f} s"
+            return replace(node, reasons={**node.reasons, "drift": why})
+        reasons = {k: v for k, v in node.reasons.items() if k != "drift"}
+        return replace(node, drift=drift, reasons=reasons)
 
     def _check_shapes(self, model: EdgeModel, row: dict[str, Any]) -> None:
         import tempfile

@@ -171,7 +171,7 @@ def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
     memory_mb = caps.get("memory_mb")
     if memory_mb is None:
         reasons["memory_total"] = "the agent could not read its memory size (/proc/meminfo)"
-    drift = reported.get("monitoring")
+    drift = reported.get("monitoring")  # a report may carry it; else the manager looks it up
     if drift is None:
         reasons["drift"] = "the node's report to the control plane carries no drift state"
     seen = row.get("last_seen")
