@@ -84,8 +84,7 @@ def load_noting(spec: str, options: LoadOptions) -> Dataset:
 
 @app.command("list")
 def list_sets(home: Home = None, format: FormatOption = OutputFormat.TABLE) -> None:
-    """List the bundled data sets (figures read from the installed package files) and the
-    stored data set versions of the edgeloop home."""
+    """List the bundled data sets and the stored data set versions of the edgeloop home."""
     from edgeloop.data import list_bundled
 
     with err_console.status("reading the bundled data sets"):
