@@ -341,18 +341,22 @@ def _register(
 ) -> str:
     """Register the chosen variant with its lineage: parent ref, recipe, data hash, split seed."""
     from edgeloop.core.settings import Settings
-    from edgeloop.data import load_data
+    from edgeloop.data import load_data, stratified_split
     from edgeloop.optimize.tune import chosen_manifest
-    from edgeloop.registry import Registry
+    from edgeloop.pipeline.register import register as publish
 
+    dataset = load_data(data)
     manifest = chosen_manifest(
         result,
         name,
         parent=parent,
         parent_file=model,
         dataset=data,
-        data_hash=load_data(data).content_hash,
+        data_hash=dataset.content_hash,
         seed=seed,
     )
-    with Registry.open(Settings.load(home).ensure()) as registry:
-        return str(registry.publish(Path(result.row(result.chosen.recipe)["output"]), manifest).ref)
+    # The training split (the same seeded split tune measures on) is the drift reference.
+    train = stratified_split(dataset, val=0.15, test=0.15, seed=seed).train
+    chosen = Path(result.row(result.chosen.recipe)["output"])
+    settings = Settings.load(home).ensure()
+    return str(publish(chosen, manifest, settings, reference=train).ref)

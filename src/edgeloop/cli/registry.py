@@ -125,6 +125,14 @@ def publish(
             "measurement (repeatable)",
         ),
     ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            "--profile",
+            help="a reference profile file (ReferenceProfile.to_bytes()) to ship with it; "
+            "by default an ONNX model given --checkpoint is profiled on its training split",
+        ),
+    ] = None,
     home: Home = None,
     fmt: Format = OutputFormat.TABLE,
 ) -> None:
@@ -132,7 +140,8 @@ def publish(
 
     Without --manifest the file must be ONNX: it is checked, and its inputs and outputs are
     read from its graph. --checkpoint, --export-report and --bench-report add what training,
-    export and bench found out about it.
+    export and bench found out about it; with --checkpoint the training split is profiled
+    (inputs, the model's outputs, labels) for the node's drift monitor.
     """
     from edgeloop.registry.evidence import with_evidence
 
@@ -140,10 +149,53 @@ def publish(
     if parent is not None:
         value = dataclasses.replace(value, parent=ModelRef.parse(parent))
     value = with_evidence(value, model_file, checkpoint, export_report, bench_report or [])
+    data = _profile_bytes(model_file, value, checkpoint, profile)
     with _open(home) as registry:
-        version = registry.publish(model_file, value)
-    err_console.print(f"published {version.ref} ({version.size_bytes} bytes)")
+        version = registry.publish(model_file, value, profile=data)
+    shipped = version.manifest.profile
+    said = "" if shipped is None else f", profile {shipped.size_bytes} bytes"
+    err_console.print(f"published {version.ref} ({version.size_bytes} bytes{said})")
     emit(version.to_dict(), fmt, lambda c: _render_list(c, [version]))
+
+
+@app.command("profile")
+def profile_out(
+    ref: Ref,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the profile (.npz)")],
+    home: Home = None,
+    fmt: Format = OutputFormat.TABLE,
+) -> None:
+    """Write a version's reference profile (for `edgeloop serve --profile MODEL=FILE`)."""
+    with _open(home) as registry:
+        version, path = registry.profile(ModelRef.parse(ref))
+        if path is None:
+            raise NotFoundError(
+                f"{version.ref} has no reference profile",
+                hint="publish it with --checkpoint DIR (or --profile FILE) to make one",
+            )
+        data = path.read_bytes()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    record = version.manifest.profile
+    body = {"ref": str(version.ref), "out": str(out), **(record.to_dict() if record else {})}
+    emit(body, fmt, lambda c: c.print(f"wrote the profile of {version.ref} to {out}"))
+
+
+def _profile_bytes(
+    model_file: Path, manifest: Manifest, checkpoint: Path | None, given: Path | None
+) -> bytes | None:
+    """The profile to publish: the file given, else one made from the checkpoint's data."""
+    if given is not None:
+        try:
+            return given.read_bytes()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"profile file {str(given)!r} does not exist") from exc
+    if checkpoint is None or manifest.format != "onnx":
+        return None
+    from edgeloop.registry.profiles import profile_dataset, reference_of_checkpoint
+
+    with err_console.status("profiling the training split for the drift monitor"):
+        return profile_dataset(model_file, reference_of_checkpoint(checkpoint))
 
 
 def build_manifest(model_file: Path, name: str | None, manifest: Path | None) -> Manifest:
@@ -215,12 +267,22 @@ def _render_show(
         "recipe": json.dumps(dict(m.recipe), sort_keys=True),
         "tools": ", ".join(f"{k} {val}" for k, val in sorted(m.tools.items())) or "n/a",
         "lineage": " <- ".join(str(x.ref) for x in lineage),
+        "profile": "n/a (none made)" if m.profile is None else _profile_text(m),
     }
     for key, text in rows.items():
         info.add_row(key, text)
     console.print(info)
     if m.measurements:
         console.print(_measurements_table(v))
+
+
+def _profile_text(m: Manifest) -> str:
+    p = m.profile
+    assert p is not None
+    return (
+        f"{p.sha256} ({p.size_bytes} bytes, format {p.format_version}, "
+        f"{p.rows} reference rows of {p.dataset or 'n/a'})"
+    )
 
 
 def _measurements_table(v: ModelVersion) -> Table:

@@ -15,6 +15,7 @@ from typing import Any
 from edgeloop.core.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
 
 
@@ -239,12 +240,57 @@ class Parity:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileRecord:
+    """The reference profile a manifest lists: a content-addressed artifact of the version.
+
+    ``format_version`` is the profile's own format (``edgeloop.monitoring``), ``rows`` the
+    reference size it was calibrated on, ``dataset`` the data set it summarises.
+    """
+
+    sha256: str
+    size_bytes: int
+    format_version: int
+    rows: int
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _SHA256.match(self.sha256):
+            raise ConfigError(f"profile sha256 {self.sha256!r} is not 64 lowercase hex digits")
+        if self.size_bytes < 1 or self.format_version < 1 or self.rows < 2:
+            raise ConfigError(
+                f"profile record of {self.size_bytes} B, format {self.format_version}, "
+                f"{self.rows} rows; expected a size >= 1, a format >= 1 and >= 2 rows"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "format_version": self.format_version,
+            "rows": self.rows,
+            "dataset": self.dataset,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProfileRecord:
+        dataset = d.get("dataset")
+        return cls(
+            str(d["sha256"]),
+            int(d["size_bytes"]),
+            int(d["format_version"]),
+            int(d["rows"]),
+            None if dataset is None else str(dataset),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """Everything known about one model artifact: what it is, where it came from, how it measured.
 
     ``recipe`` holds the exact settings that produced the artifact (architecture, training
     hyper-parameters, optimization steps); ``tools`` the versions of the tools that ran;
-    ``parent`` the registry ref of the model it was derived from.
+    ``parent`` the registry ref of the model it was derived from; ``profile`` the reference
+    profile made at registration (absent in manifests written before profiles existed).
     """
 
     name: str
@@ -260,6 +306,7 @@ class Manifest:
     tools: Mapping[str, str] = field(default_factory=dict)
     parent: ModelRef | None = None
     labels: tuple[str, ...] = ()
+    profile: ProfileRecord | None = None
 
     FORMATS = ("onnx", "tflite", "openvino", "coreml", "c_array", "torch")
 
@@ -274,6 +321,8 @@ class Manifest:
             raise ConfigError(f"manifest of {self.name!r} needs at least one input and one output")
 
     def to_dict(self) -> dict[str, Any]:
+        # "profile" only when there is one: manifests without it keep their exact old form.
+        extra = {} if self.profile is None else {"profile": self.profile.to_dict()}
         return {
             "name": self.name,
             "format": self.format,
@@ -288,12 +337,14 @@ class Manifest:
             "tools": dict(self.tools),
             "parent": None if self.parent is None else str(self.parent),
             "labels": list(self.labels),
+            **extra,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
         parity = d.get("parity")
         parent = d.get("parent")
+        profile = d.get("profile")
         return cls(
             name=str(d["name"]),
             format=str(d["format"]),
@@ -308,6 +359,7 @@ class Manifest:
             tools={str(k): str(v) for k, v in (d.get("tools") or {}).items()},
             parent=None if parent is None else ModelRef.parse(str(parent)),
             labels=tuple(str(x) for x in d.get("labels") or ()),
+            profile=None if profile is None else ProfileRecord.from_dict(profile),
         )
 
 

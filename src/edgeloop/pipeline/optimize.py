@@ -12,12 +12,15 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, ModelRef
 from edgeloop.optimize.pareto import Point
 from edgeloop.optimize.tune import Candidate, TuneResult
+
+if TYPE_CHECKING:
+    from edgeloop.data.dataset import Dataset
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +52,15 @@ class Optimized:
 
 @dataclass(frozen=True, slots=True)
 class Parent:
-    """The model the variants derive from, as the optimize stage needs to know it."""
+    """The model the variants derive from, as the optimize stage needs to know it;
+    ``reference`` (its training split) profiles the chosen variant for the drift monitor."""
 
     onnx: Path
     ref: ModelRef | None
     data: str
     data_hash: str | None
     checkpoint: Path | None
+    reference: Dataset | None = None
 
 
 def optimize(
@@ -122,7 +127,7 @@ def _publish(
         seed=seed,
     )
     source = Path(tuned.row(chosen.recipe)["output"])
-    registered = register(source, manifest, settings)
+    registered = register(source, manifest, settings, reference=parent.reference)
     edge_file = out_dir / f"{name}.onnx"
     shutil.copyfile(source, edge_file)
-    return Edge(registered.ref, manifest, edge_file)
+    return Edge(registered.ref, registered.manifest, edge_file)

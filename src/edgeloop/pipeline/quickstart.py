@@ -181,7 +181,8 @@ def _register(env: _Env, done: Outcomes) -> Registered:
         done.need(Benched).measurements,
         split_seed=env.cfg.seed,
     )
-    return register(exported.onnx, manifest, env.settings)
+    train = done.need(Split).splits.train
+    return register(exported.onnx, manifest, env.settings, reference=train)
 
 
 def _optimize(env: _Env, done: Outcomes) -> Optimized:
@@ -192,6 +193,7 @@ def _optimize(env: _Env, done: Outcomes) -> Optimized:
         data=cfg.dataset,
         data_hash=done.need(Cleaned).dataset.content_hash,
         checkpoint=done.need(Trained).checkpoint,
+        reference=done.need(Split).splits.train,
     )
     return optimize(
         parent,

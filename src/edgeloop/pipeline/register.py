@@ -62,17 +62,25 @@ def model_manifest(
     )
 
 
-def register(model: Path, manifest: Manifest, settings: Settings) -> Registered:
-    """Publish ``model`` under ``manifest.name`` as its next version.
+def register(
+    model: Path, manifest: Manifest, settings: Settings, *, reference: Dataset | None = None
+) -> Registered:
+    """Publish ``model`` under ``manifest.name`` as its next version; with ``reference`` (the
+    training split) an ONNX model ships a reference profile for the node's drift monitor.
 
     Raises:
-        EdgeError: from the registry (an artifact that fails its checks, a store error).
+        EdgeError: from the registry (an artifact that fails its checks, a store error) or
+            from profiling the reference.
     """
     from edgeloop.registry import Registry
+    from edgeloop.registry.profiles import profile_dataset
 
+    profile = None
+    if reference is not None and manifest.format == "onnx":
+        profile = profile_dataset(model, reference)
     with Registry.open(settings) as registry:
-        version = registry.publish(model, manifest)
-    return Registered(ModelRef(version.name, version.version), manifest)
+        version = registry.publish(model, manifest, profile=profile)
+    return Registered(ModelRef(version.name, version.version), version.manifest)
 
 
 def _tool_versions() -> dict[str, str]:

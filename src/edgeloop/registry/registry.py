@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from edgeloop.core.errors import ConflictError, EdgeError, NotFoundError, UntrustedArtifactError
+from edgeloop.core.errors import (
+    ConfigError,
+    ConflictError,
+    EdgeError,
+    NotFoundError,
+    UntrustedArtifactError,
+)
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, ModelRef
 from edgeloop.registry.artifacts import ArtifactStore, LocalArtifactStore
@@ -63,25 +70,37 @@ class Registry:
         self.store.close()
 
     def publish(
-        self, model_file: Path, manifest: Manifest, *, version: int | None = None
+        self,
+        model_file: Path,
+        manifest: Manifest,
+        *,
+        version: int | None = None,
+        profile: bytes | None = None,
     ) -> ModelVersion:
         """Store ``model_file`` and register it as the next version of ``manifest.name``, or as
         exactly ``version`` (a registry receiving a version published elsewhere keeps its ref).
 
-        A parent given without a version is pinned to the parent's latest version.
+        A parent given without a version is pinned to the parent's latest version. ``profile``
+        (``ReferenceProfile.to_bytes()``) is stored as a second artifact and listed in the
+        manifest; a manifest that already lists one needs its bytes stored or given.
 
         Raises:
             NotFoundError: ``model_file`` or ``manifest.parent`` does not exist.
-            ConfigError: the manifest cannot be stored as JSON.
+            ConfigError: the manifest cannot be stored as JSON; the profile does not fit the
+                model's input spec, or the manifest lists a profile whose bytes are unknown.
+            DataError: ``profile`` is not a profile.
             ConflictError: ``version`` is not above every number the name ever had.
             StoreError / ConflictError: storing failed; nothing was left behind.
         """
         manifest = self._pin_parent(manifest)
+        manifest = self._put_profile(manifest, profile)
         info = self.artifacts.put(Path(model_file))
         try:
             added = self.store.add(manifest, info.sha256, info.size_bytes, version)
         except BaseException:
             self._collect(info.sha256)
+            if profile is not None and manifest.profile is not None:
+                self._collect_profile(manifest.profile.sha256)
             raise
         if not self.artifacts.exists(info.sha256):
             # A concurrent failed publish or remove of the same bytes saw no reference (ours
@@ -94,6 +113,20 @@ class Registry:
                     hint="publish a file that nothing else is writing to",
                 )
         return added
+
+    def profile(self, ref: ModelRef) -> tuple[ModelVersion, Path | None]:
+        """The version ``ref`` names and the path of its verified profile (None: it has none).
+
+        Raises:
+            NotFoundError: no such version, or its profile's bytes are missing.
+            UntrustedArtifactError: the profile's bytes no longer match their sha256.
+        """
+        version = self.store.get(ref)
+        record = version.manifest.profile
+        if record is None:
+            return version, None
+        self.artifacts.verify(record.sha256)
+        return version, self.artifacts.path(record.sha256)
 
     def resolve(self, ref: ModelRef) -> tuple[ModelVersion, Path]:
         """The version ``ref`` names and the path of its verified artifact.
@@ -132,6 +165,8 @@ class Registry:
             )
         removed = self.store.remove(ref)
         self._collect(removed.artifact_sha256)
+        if removed.manifest.profile is not None:
+            self._collect_profile(removed.manifest.profile.sha256)
         return removed
 
     def lineage(self, ref: ModelRef) -> builtins.list[ModelVersion]:
@@ -165,6 +200,40 @@ class Registry:
                 hint="publish the parent first, or leave the parent out",
             ) from exc
         return dataclasses.replace(manifest, parent=parent.ref)
+
+    def _put_profile(self, manifest: Manifest, profile: bytes | None) -> Manifest:
+        """``manifest`` listing ``profile`` (checked and stored), or as is when none is given."""
+        from edgeloop.registry.profiles import check_profile
+
+        if profile is None:
+            listed = manifest.profile
+            if listed is not None and not self.artifacts.exists(listed.sha256):
+                raise ConfigError(
+                    f"the manifest of {manifest.name!r} lists profile {listed.sha256[:12]} "
+                    "whose bytes are not in this registry",
+                    hint="publish with the profile file, or drop 'profile' from the manifest",
+                )
+            return manifest
+        record = check_profile(profile, manifest)
+        with tempfile.TemporaryDirectory(prefix="edgeloop-profile-") as tmp:
+            path = Path(tmp) / "model.profile.npz"
+            path.write_bytes(profile)
+            self.artifacts.put(path)
+        return dataclasses.replace(manifest, profile=record)
+
+    def _collect_profile(self, sha256: str) -> bool:
+        """Delete profile ``sha256`` unless a version still lists it (or it may be in use)."""
+        try:
+            if any(
+                v.manifest.profile is not None and v.manifest.profile.sha256 == sha256
+                for v in self.store.list()
+            ):
+                return False
+            if self.store.references(sha256) > 0:  # the same bytes published as a model
+                return False
+        except EdgeError:
+            return False
+        return self.artifacts.delete(sha256)
 
     def _collect(self, sha256: str) -> bool:
         """Delete artifact ``sha256`` if no version uses it; return whether it was deleted."""

@@ -1,0 +1,152 @@
+"""The reference profile of a model version: made at registration, checked, stored beside it.
+
+A profile (:mod:`edgeloop.monitoring`) summarises the training inputs, and the model's outputs
+on them, so a node can monitor drift without holding training data. It is made here from the
+training split, the model run on it with onnxruntime (class probabilities and confidences) and
+the true labels; it is refused when its sample shape is not the model's input shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeloop.core.errors import ConfigError, EdgeError
+from edgeloop.core.types import Manifest, ProfileRecord, shape_str
+
+if TYPE_CHECKING:
+    from edgeloop.data.dataset import Dataset
+    from edgeloop.monitoring import ReferenceProfile
+
+# The profile's size does not grow with the reference (see docs/monitoring.md); its build time
+# and the model run over it do, so a huge training split is subsampled (seeded) to this many.
+MAX_REFERENCE_ROWS = 20_000
+FILE_SUFFIX = ".profile.npz"
+
+
+def profile_model(
+    model_file: Path, x: npt.ArrayLike, labels: npt.ArrayLike | None = None, *, seed: int = 0
+) -> bytes:
+    """The profile bytes of reference ``x`` (the training inputs) for the ONNX ``model_file``.
+
+    The model's outputs on ``x`` are profiled too when they are class probabilities (rows of
+    ``>= 2`` shares summing to 1), with ``labels`` for the accuracy estimate; an output that is
+    a score (the autoencoder) leaves the profile on inputs alone.
+
+    Raises:
+        DataError: a reference the monitor refuses (NaN/inf, one row, constant features).
+        ConfigError: the model cannot be run on ``x``.
+    """
+    from edgeloop.monitoring import build_profile
+
+    rows = np.asarray(x, dtype=np.float32)
+    y = None if labels is None else np.asarray(labels)
+    if rows.shape[0] > MAX_REFERENCE_ROWS:
+        pick = np.sort(
+            np.random.default_rng(seed).choice(rows.shape[0], MAX_REFERENCE_ROWS, replace=False)
+        )
+        rows, y = rows[pick], None if y is None else y[pick]
+    outputs = _probabilities(model_file, rows)
+    if outputs is None:
+        return build_profile(rows).to_bytes()
+    return build_profile(rows, outputs, y).to_bytes()
+
+
+def profile_dataset(model_file: Path, train: Dataset, *, seed: int = 0) -> bytes:
+    """:func:`profile_model` on a training split (labels only for a classifier's split)."""
+    from edgeloop.data.dataset import Task
+
+    labels = train.y if train.task == Task.CLASSIFICATION else None
+    return profile_model(model_file, train.x, labels, seed=seed)
+
+
+def check_profile(data: bytes, manifest: Manifest) -> ProfileRecord:
+    """The record of profile ``data`` for ``manifest``, after checking it fits the model.
+
+    Raises:
+        DataError: ``data`` is not a profile this edgeloop reads.
+        ConfigError: its sample shape is not the shape of the model's first input.
+    """
+    from edgeloop.monitoring import ReferenceProfile
+
+    profile = ReferenceProfile.from_bytes(data)
+    _check_shape(profile, manifest)
+    return ProfileRecord(
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        format_version=profile.version,
+        rows=profile.n,
+        dataset=manifest.dataset,
+    )
+
+
+def _check_shape(profile: ReferenceProfile, manifest: Manifest) -> None:
+    spec = manifest.inputs[0]
+    sample = tuple(spec.shape[1:])  # the first axis is the batch
+    have = profile.sample_shape
+    fits = len(sample) == len(have) and all(
+        d is None or d == h for d, h in zip(sample, have, strict=True)
+    )
+    if not fits:
+        raise ConfigError(
+            f"the profile's samples have shape {shape_str(have)}, but {manifest.name!r} takes "
+            f"input {spec.name!r} of shape {shape_str(spec.shape)} (samples "
+            f"{shape_str(sample)})",
+            hint="profile the data the model was trained on (registry publish --checkpoint DIR)",
+        )
+
+
+def reference_of_checkpoint(folder: Path) -> Dataset:
+    """The training split of the data ``edgeloop train`` recorded in checkpoint ``folder``:
+    read with the same loader options, cleaned if it was, split with the same seed.
+
+    Raises:
+        ConfigError: the checkpoint records no data that can be loaded again.
+        EdgeError: from loading the data.
+    """
+    from edgeloop.data import LoadOptions, clean, load_data, stratified_split
+    from edgeloop.data.bundled import bundled_names
+    from edgeloop.training.checkpoint import read_checkpoint, recorded_data
+
+    info = read_checkpoint(folder)
+    recorded = recorded_data(folder)
+    if recorded is not None:
+        dataset = load_data(recorded.spec, LoadOptions.from_dict(recorded.options))
+        if recorded.cleaned:
+            dataset = clean(dataset)[0]
+    elif info.dataset in bundled_names():
+        dataset = load_data(str(info.dataset), LoadOptions())
+    else:
+        raise ConfigError(
+            f"checkpoint {str(folder)!r} does not record where its training data is "
+            f"(data set name: {info.dataset or 'none'}), so no reference profile can be made",
+            hint="train with `edgeloop train --data D --out DIR`, which records it",
+        )
+    seed = 0 if info.fit is None else info.fit.seed
+    return stratified_split(dataset, val=0.15, test=0.15, seed=seed).train
+
+
+def _probabilities(model_file: Path, x: npt.NDArray[np.float32]) -> npt.NDArray[Any] | None:
+    """The model's first output on ``x`` when it is class probabilities, else None."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        parts = [session.run(None, {name: x[i : i + 1024]})[0] for i in range(0, len(x), 1024)]
+    except EdgeError:
+        raise
+    except Exception as exc:  # onnxruntime's own errors: translated at the boundary
+        raise ConfigError(
+            f"could not run {str(model_file)!r} on the reference of shape {x.shape}: {exc}",
+            hint="profile the data the model was trained on",
+        ) from exc
+    out = np.concatenate(parts).astype(np.float64)
+    if out.ndim != 2 or out.shape[1] < 2 or out.shape[0] != x.shape[0]:
+        return None
+    sums_to_one = np.allclose(out.sum(axis=1), 1.0, atol=1e-3) and (out >= 0).all()
+    return out if sums_to_one else None
