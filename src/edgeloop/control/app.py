@@ -20,6 +20,8 @@ route                                      auth       answer
 ``GET  /tuf/metadata/{file}``              none       signed metadata
 ``GET  /tuf/targets/{dir}/{sha}.{name}``   node/admin target bytes (deployments: that node only)
 ``GET  /api/v1/openapi.json``              admin      the OpenAPI document (control/openapi.py)
+``GET  /api/v1/monitoring|alerts``         admin      fleet monitoring (control/monitoring_api)
+``GET  /metrics``                          admin      fleet gauges, Prometheus text
 =========================================  =========  ========================================
 
 Blocking work (database, hashing) runs in Starlette's thread pool. Every EdgeError becomes an
@@ -50,10 +52,13 @@ from starlette.responses import FileResponse, Response
 
 from edgeloop import __version__
 from edgeloop.control import answers, auth, fleet, openapi, schemas, telemetry
+from edgeloop.control.alerting import Alerting
 from edgeloop.control.answers import json_answer, ranged
 from edgeloop.control.deployments import DeploymentSpec
+from edgeloop.control.fleet_metrics import FleetMetrics
 from edgeloop.control.limits import Body, BodyLimits, Route, RouteBodies, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
+from edgeloop.control.monitoring_api import MonitoringRoutes
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.schemas import parse
 from edgeloop.control.throttle import FailureLimit, Throttled
@@ -336,6 +341,7 @@ def create_app(
     tick_s: float | None = 1.0,
     limits: WireLimits | None = None,
     failures: FailureLimit | None = None,
+    alerting: Alerting | None = None,
 ) -> FastAPI:
     """The control plane's ASGI app. ``tick_s``: the rollout loop's period (None: no loop;
     callers tick with ``plane.tick_all()``, as the app-level tests do). ``limits``: each
@@ -352,10 +358,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(run_loop(plane, tick_s)) if tick_s is not None else None
+        loop = run_loop(plane, tick_s, alerting) if tick_s is not None else None
+        task = asyncio.create_task(loop) if loop is not None else None
+        sender = alerting.start() if alerting is not None else None
+        sending = asyncio.create_task(sender.run()) if sender is not None else None
         try:
             yield
         finally:
+            if sending is not None:
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -372,6 +385,7 @@ def create_app(
     api = Api(plane)
     app.state.api = api
     v1 = "/api/v1"
+    mon = MonitoringRoutes(api, FleetMetrics(plane, alerting))
     routes: list[tuple[str, Endpoint, str, Body]] = [
         # The agents' calls first: routes are matched in order, and these are nearly all calls.
         (f"{v1}/nodes/{{node_id}}/desired", api.desired, "GET", Body.NONE),
@@ -395,6 +409,9 @@ def create_app(
         ("/tuf/metadata/{file}", api.tuf_metadata, "GET", Body.NONE),
         ("/tuf/targets/{path:path}", api.tuf_target, "GET", Body.NONE),
         (f"{v1}/openapi.json", api.openapi, "GET", Body.NONE),
+        (f"{v1}/monitoring", mon.monitoring, "GET", Body.NONE),
+        (f"{v1}/alerts", mon.alerts, "GET", Body.NONE),
+        ("/metrics", mon.prometheus, "GET", Body.NONE),
     ]
     api.routes = [(method, path) for path, _, method, _ in routes]
     bodies: list[Route] = []

@@ -18,6 +18,7 @@ import time
 
 from starlette.concurrency import run_in_threadpool
 
+from edgeloop.control.alerting import Alerting
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import ConfigError, EdgeError
 
@@ -56,9 +57,10 @@ def check_settings(timestamp_s: float, tick_s: float) -> None:
     )
 
 
-async def run_loop(plane: ControlPlane, tick_s: float) -> None:
-    """Tick every rollout every ``tick_s``; re-sign metadata nearing expiry. Runs until
-    cancelled; a failure is logged and the next tick tries again."""
+async def run_loop(plane: ControlPlane, tick_s: float, alerting: Alerting | None = None) -> None:
+    """Tick every rollout every ``tick_s``; re-sign metadata nearing expiry; evaluate the alert
+    rules (their webhook sends from a task of its own). Runs until cancelled; a failure is
+    logged and the next tick tries again."""
     refresh_s = refresh_every_s(plane.repo.expiry.timestamp_s)
     refreshed = 0.0
     while True:
@@ -71,4 +73,11 @@ async def run_loop(plane: ControlPlane, tick_s: float) -> None:
             log.warning("control loop: %s", exc)
         except Exception:  # the loop outlives any one failure; a dead loop freezes every rollout
             log.exception("control loop: unexpected failure; trying again next tick")
+        if alerting is not None:
+            try:
+                await alerting.tick(plane)
+            except EdgeError as exc:
+                log.warning("alert rules: %s", exc)
+            except Exception:  # rollouts keep moving whatever the alerting does
+                log.exception("alert rules: unexpected failure; trying again next tick")
         await asyncio.sleep(tick_s)

@@ -152,6 +152,50 @@ class Doc:
     media: str = "application/json"
 
 
+class MonitoringRow(BaseModel):
+    node_id: str
+    model: str
+    version: str
+    drifting: bool | None
+    drift_ratio: dict[str, float] | None
+    monitor_state: str | None
+    samples_seen: int | None
+    alarms: dict[str, int] | None
+    quality: dict[str, Any] | None
+    labelled: int | None
+    windowed_accuracy: float | None
+    estimated_accuracy: float | None
+    latency_ms: dict[str, float | None]
+    requests: int | None
+    errors: int | None
+    error_rate: float | None
+    window_s: float | None
+    last_event: dict[str, Any] | None
+    metrics_at: str | None
+    last_seen: str | None
+    received_at: str | None
+
+
+class MonitoringRows(BaseModel):
+    rows: list[MonitoringRow]
+
+
+class AlertDoc(BaseModel):
+    id: str
+    rule: str
+    kind: Literal["drifting_nodes", "accuracy_floor", "node_silent"]
+    subject: str
+    state: Literal["firing", "resolved"]
+    first_seen: str
+    last_seen: str
+    resolved_at: str | None
+    figures: dict[str, Any]
+
+
+class Alerts(BaseModel):
+    alerts: list[AlertDoc]
+
+
 V1 = "/api/v1"
 ROUTES: dict[tuple[str, str], Doc] = {
     ("GET", f"{V1}/nodes/{{node_id}}/desired"): Doc(
@@ -193,6 +237,12 @@ ROUTES: dict[tuple[str, str], Doc] = {
         "A TUF target: an artifact (any credential) or a node's deployment document (that "
         "node); Range: bytes=N- resumes", "any", None, 200),
     ("GET", f"{V1}/openapi.json"): Doc("This document", "admin", None, 200),
+    ("GET", f"{V1}/monitoring"): Doc(
+        "Fleet monitoring per model version and node (query: model, version, node)", "admin",
+        MonitoringRows),
+    ("GET", f"{V1}/alerts"): Doc("Alerts, firing first (query: state)", "admin", Alerts),
+    ("GET", "/metrics"): Doc(
+        "Fleet gauges (Prometheus text format)", "admin", None, 200, None, "text/plain"),
 }  # fmt: skip
 ERRORS = {
     "400": "A malformed body or query: the message names each bad field",

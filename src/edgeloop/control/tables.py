@@ -90,6 +90,37 @@ telemetry = sa.Table(
 )
 
 
+# Fleet monitoring (control/monitoring.py): each node's latest view of each served version.
+monitoring = sa.Table(
+    "control_monitoring",
+    metadata_obj,
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("metrics_at", sa.Float, nullable=True),  # the newest metrics item's created_at
+    sa.Column("snapshot", sa.Text, nullable=True),  # JSON: that item's figures for this version
+    sa.Column("event_at", sa.Float, nullable=True),  # the newest monitor event's created_at
+    sa.Column("event", sa.Text, nullable=True),  # JSON: that event
+    sa.Column("drift_event_at", sa.Float, nullable=True),  # the newest drift event's created_at
+    sa.Column("received_at", sa.Float, nullable=False),  # the control plane's clock
+)
+
+# Alerts (control/alerts.py): one row per (rule, subject) episode, firing until it resolves.
+alerts = sa.Table(
+    "control_alerts",
+    metadata_obj,
+    sa.Column("alert_id", sa.String(36), primary_key=True),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float, nullable=True),
+    sa.Column("figures", sa.Text, nullable=False),  # JSON: the numbers that drove it
+)
+
+
 def create_tables(db: Database) -> None:
     """Create the control plane's tables if missing (safe against a racing creator)."""
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from edgeloop.control import tables
+from edgeloop.control import monitoring, tables
 from edgeloop.control.fleet import iso
 from edgeloop.core.errors import ConfigError, DataError
 
@@ -144,7 +144,12 @@ def store_rows(
             fresh.setdefault(row["item_id"], row)  # an id twice in one batch: stored once
     if fresh:
         conn.execute(tables.telemetry.insert(), list(fresh.values()))
+        # Fleet monitoring folds the new metrics and monitor events in the same transaction.
+        updates = monitoring.fold(node_id, fresh.values())
+        if updates:
+            monitoring.apply(conn, updates, rows[0]["received_at"])
     duplicates = len(rows) - len(fresh)
+    monitoring.INGEST.update(accepted=len(fresh), duplicates=duplicates, rejected=len(rejected))
     return {"accepted": len(fresh), "duplicates": duplicates, "rejected": rejected}
 
 

@@ -1,0 +1,82 @@
+"""Alerts in the database (table ``control_alerts``): read, and one evaluation written.
+
+:func:`evaluate_and_store` runs in one transaction: it reads the monitoring rows, the fleet's
+nodes and the alerts firing, evaluates the rules (:mod:`edgeloop.control.alerts`, pure) and
+writes what changed. Two replicas evaluating at once may both open an alert for the same
+subject; the next evaluation of either resolves neither (both are kept, seen again), so the
+worst case is a duplicate alert, never a lost one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from edgeloop.control import monitoring, tables
+from edgeloop.control.alerts import (
+    Alert,
+    AlertState,
+    Changes,
+    NodeSeen,
+    Rule,
+    RuleKind,
+    evaluate,
+    reconcile,
+)
+
+_LIMIT = 1000
+
+
+def _alert(r: sa.Row[Any]) -> Alert:
+    return Alert(
+        r.alert_id, r.rule, RuleKind(r.kind), r.subject, AlertState(r.state), r.first_seen,
+        r.last_seen, r.resolved_at, json.loads(r.figures),
+    )  # fmt: skip
+
+
+def read(conn: sa.Connection, state: AlertState | None = None) -> list[Alert]:
+    """Alerts, firing first, newest first (at most 1000)."""
+    t = tables.alerts
+    q = sa.select(t).order_by(t.c.state, t.c.last_seen.desc(), t.c.alert_id).limit(_LIMIT)
+    if state is not None:
+        q = q.where(t.c.state == state.value)
+    return [_alert(r) for r in conn.execute(q)]
+
+
+def nodes_seen(conn: sa.Connection) -> list[NodeSeen]:
+    t = tables.nodes
+    rows = conn.execute(sa.select(t.c.node_id, t.c.enrolled_at, t.c.last_seen))
+    return [NodeSeen(r.node_id, r.enrolled_at, r.last_seen) for r in rows]
+
+
+def _write(conn: sa.Connection, changes: Changes) -> None:
+    t = tables.alerts
+    if changes.opened:
+        conn.execute(t.insert(), [_values(a) for a in changes.opened])
+    for a in (*changes.kept, *changes.resolved):
+        conn.execute(t.update().where(t.c.alert_id == a.alert_id).values(_values(a)))
+
+
+def _values(a: Alert) -> dict[str, Any]:
+    return {"alert_id": a.alert_id, "rule": a.rule, "kind": a.kind.value, "subject": a.subject,
+            "state": a.state.value, "first_seen": a.first_seen, "last_seen": a.last_seen,
+            "resolved_at": a.resolved_at, "figures": json.dumps(dict(a.figures))}  # fmt: skip
+
+
+def evaluate_and_store(conn: sa.Connection, rules: Iterable[Rule], now: float) -> Changes:
+    """One evaluation of ``rules``, written in ``conn``'s transaction; what changed."""
+    rules = tuple(rules)
+    findings = evaluate(rules, monitoring.read(conn), nodes_seen(conn), now)
+    changes = reconcile(read(conn, AlertState.FIRING), findings, now, lambda: str(uuid.uuid4()))
+    _write(conn, changes)
+    return changes
+
+
+def firing_by_rule(conn: sa.Connection) -> dict[str, int]:
+    t = tables.alerts
+    q = sa.select(t.c.rule, sa.func.count()).where(t.c.state == "firing").group_by(t.c.rule)
+    return {str(rule): int(n) for rule, n in conn.execute(q)}
