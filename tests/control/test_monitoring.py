@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.control.harness import control
 
 from edgeloop.control import monitoring
 from edgeloop.control.monitoring import Filters, Mark, Snapshot
 from edgeloop.core.errors import ConfigError
 from edgeloop.serving.watch import EventType
-from tests.control.harness import control
 
 T0 = datetime(2026, 11, 22, 3, 4, 5, tzinfo=UTC).timestamp()
 
@@ -158,4 +158,4 @@ def test_control_metrics_show_fleet_gauges(tmp_path: Path) -> None:
         assert 'edgeloop_fleet_nodes_drifting{model="digits",version="2"} 1.0' in text
         assert 'edgeloop_fleet_version_nodes{model="digits",version="2"} 1.0' in text
         assert 'edgeloop_fleet_nodes{state="unreported"} 1.0' in text
-        assert "edgeloop_fleet_telemetry_items_total{outcome=\"accepted\"}" in text
+        assert 'edgeloop_fleet_telemetry_items_total{outcome="accepted"}' in text
