@@ -7,16 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from tests.sdk.digits_model import digits_onnx
 from tests.tiny_models import make_linear_onnx
 
 from edgeloop.bench.measure import benchmark
 from edgeloop.core.errors import ConfigError, NotFoundError
 from edgeloop.core.types import Manifest, TensorSpec
-from edgeloop.sdk.local_fleet import LocalFleet, up
+from edgeloop.sdk.local_fleet import LocalFleet
 from edgeloop.sdk.manager import EdgeMLManager
 from edgeloop.sdk.models import EdgeModel
 from edgeloop.sdk.results import NO_MANIFEST
@@ -25,16 +24,6 @@ from edgeloop.sdk.site import Site, save_site
 pytestmark = pytest.mark.slow
 
 FEATURES, CLASSES = 4, 3
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
-    with up(
-        tmp_path_factory.mktemp("fleet"),
-        2,
-        agent_args=["--poll-s", "0.5", "--metrics-every-s", "1"],
-    ) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -152,38 +141,8 @@ def test_unknown_model_and_node_name_the_known_ones(
         edge.prune_model("lin", sparsity=0.3)
 
 
-def _digits_onnx(path: Path, hidden: int = 256) -> Path:
-    """An MLP over the 8x8 digits images (random weights, 83 kB: big enough that INT8 weights
-    outweigh the scales and zero points quantization adds)."""
-    rng = np.random.default_rng(3)
-
-    def weights(*shape: int) -> np.ndarray:
-        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
-
-    graph = helper.make_graph(
-        [
-            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
-            helper.make_node("MatMul", ["flat", "W1"], ["h"]),
-            helper.make_node("Relu", ["h"], ["r"]),
-            helper.make_node("MatMul", ["r", "W2"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["output"], axis=-1),
-        ],
-        "digits",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])],
-        initializer=[
-            numpy_helper.from_array(weights(64, hidden), "W1"),
-            numpy_helper.from_array(weights(hidden, 10), "W2"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 def test_quantize_registers_a_measured_int8_variant(edge: EdgeMLManager, tmp_path: Path) -> None:
-    path = _digits_onnx(tmp_path / "dig.onnx")
+    path = digits_onnx(tmp_path / "dig.onnx")
     manifest = Manifest(
         name="dig", format="onnx", dataset="digits",
         inputs=(TensorSpec("input", (None, 1, 8, 8), "float32"),),
