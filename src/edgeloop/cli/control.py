@@ -76,18 +76,38 @@ def control(
             help="Connections open at once; one more gets 503 [16384, or ulimit -n - 256].",
         ),
     ] = None,
+    alert_webhook: Annotated[
+        str | None,
+        typer.Option(
+            "--alert-webhook",
+            help="POST each alert that fires or resolves to this URL (docs/fleet-monitoring.md).",
+        ),
+    ] = None,
+    alert_rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--alert-rules",
+            help="A JSON file of alert rules (default: 1 node drifting; a node silent 300 s).",
+        ),
+    ] = None,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json (the ready line)")
     ] = OutputFormat.TABLE,
 ) -> None:
     """Run the control plane until interrupted."""
+    from edgeloop.control.alerting import Alerting, load_rules
+    from edgeloop.control.alerts import DEFAULT_RULES
     from edgeloop.control.limits import wire_limits
     from edgeloop.control.loop import check_settings
     from edgeloop.control.plane import ControlPlane
     from edgeloop.control.server import run
+    from edgeloop.control.webhook import WebhookConfig
     from edgeloop.registry.update_repo import Expiry
 
     check_settings(timestamp_expiry_s, tick_s)  # before anything is opened or written
+    rules = DEFAULT_RULES if alert_rules is None else load_rules(alert_rules)
+    hook = None if alert_webhook is None else WebhookConfig(alert_webhook)
+    alerting = Alerting(rules, hook)
     limits = wire_limits(
         max_model_mb, body_timeout_s, upload_timeout_s, header_timeout_s, max_connections
     )
@@ -113,5 +133,6 @@ def control(
         on_ready=on_ready,
         admin_token_file=token_file,
         tick_s=tick_s,
+        alerting=alerting,
         limits=limits,
     )

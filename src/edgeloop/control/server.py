@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.control.agent_path import AgentPolls
+from edgeloop.control.alerting import Alerting
 from edgeloop.control.app import create_app
 from edgeloop.control.limits import WireLimits
 from edgeloop.control.plane import ControlPlane
@@ -67,6 +68,7 @@ def run(
     on_ready: Callable[[ReadyInfo], None],
     admin_token_file: Path | None,
     tick_s: float = 1.0,
+    alerting: Alerting | None = None,
     log_level: str = "warning",
     limits: WireLimits | None = None,
 ) -> None:
@@ -87,7 +89,10 @@ def run(
     try:
         with bind(host, port) as sock, asyncio.Runner(loop_factory=_loop_factory()) as runner:
             wire = limits or WireLimits()
-            runner.run(_serve(plane, sock, on_ready, admin_token_file, tick_s, log_level, wire))
+            serve = _serve(
+                plane, sock, on_ready, admin_token_file, tick_s, log_level, wire, alerting=alerting
+            )
+            runner.run(serve)
     finally:
         signal.signal(signal.SIGTERM, previous)
         plane.close()
@@ -115,11 +120,13 @@ async def _serve(
     tick_s: float,
     log_level: str,
     limits: WireLimits,
+    *,
+    alerting: Alerting | None = None,
 ) -> None:
     import uvicorn
 
     # The agents' polls are answered in front of the framework; everything else by the app.
-    inner = create_app(plane, tick_s=tick_s, limits=limits)
+    inner = create_app(plane, tick_s=tick_s, limits=limits, alerting=alerting)
     app = AgentPolls(inner, plane.hot[0], inner.state.failures)
     # Bounded connections: header and body deadlines, header size, connection count.
     http = bounded(limits, inner.state.bodies)
