@@ -1,7 +1,10 @@
-"""End to end on a real local fleet: `fleet up --nodes 3`, a staged rollout, a broken v2 caught.
+"""End to end on a real local fleet: `fleet up --nodes 3 --tls`, a staged rollout, a broken v2
+caught.
 
 Every process is real: one `edgeloop control` and three `edgeloop agent` processes on loopback
-ports, each with its own home folder; models travel as signed TUF targets.
+ports, each with its own home folder; models travel as signed TUF targets. Every wire is HTTPS
+with the fleet's throwaway CA (issue 17 item 5): enrollment, polls, reports, downloads,
+telemetry, admin calls and inference.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import onnxruntime as ort
 import pytest
 from tests.tiny_models import make_linear_onnx
 
+from edgeloop.core.tls import client_context
 from edgeloop.core.types import Manifest, TensorSpec
 from edgeloop.sdk.control_client import ControlClient
 from edgeloop.sdk.local_fleet import LocalFleet, up
@@ -38,11 +42,13 @@ def _manifest(name: str) -> Manifest:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     folder = tmp_path_factory.mktemp("fleet")
-    with up(folder, 3, agent_args=["--poll-s", "0.5"]) as running:
+    with up(folder, 3, agent_args=["--poll-s", "0.5"], tls=True) as running:
+        assert running.control_url.startswith("https://")
+        assert all(agent.url.startswith("https://") for agent in running.agents)
         yield running
 
 
-def _infer(url: str, name: str, x: np.ndarray) -> tuple[str, np.ndarray]:
+def _infer(fleet: LocalFleet, url: str, name: str, x: np.ndarray) -> tuple[str, np.ndarray]:
     body = {
         "inputs": [
             {
@@ -53,7 +59,8 @@ def _infer(url: str, name: str, x: np.ndarray) -> tuple[str, np.ndarray]:
             }
         ]
     }
-    r = httpx.post(f"{url}/v2/models/{name}/infer", json=body, timeout=30)
+    verify = client_context(fleet.client_tls) if fleet.client_tls else True
+    r = httpx.post(f"{url}/v2/models/{name}/infer", json=body, timeout=30, verify=verify)
     assert r.status_code == 200, r.text
     doc = r.json()
     out = doc["outputs"][0]
@@ -63,7 +70,7 @@ def _infer(url: str, name: str, x: np.ndarray) -> tuple[str, np.ndarray]:
 def test_staged_rollout_then_a_broken_v2_is_caught_on_the_first_wave(
     fleet: LocalFleet, tmp_path: Path
 ) -> None:
-    with ControlClient(fleet.control_url, fleet.admin_token) as admin:
+    with fleet.admin() as admin:
         _rollout_then_broken_v2(admin, fleet, tmp_path)
 
 
@@ -90,7 +97,7 @@ def _rollout_then_broken_v2(admin: ControlClient, fleet: LocalFleet, tmp_path: P
     x = np.random.default_rng(0).standard_normal((5, FEATURES)).astype(np.float32)
     expected = ort.InferenceSession(str(v1)).run(None, {"input": x})[0]
     for agent in fleet.agents:
-        version, y = _infer(agent.url, "lin", x)
+        version, y = _infer(fleet, agent.url, "lin", x)
         assert version == str(published["version"])
         np.testing.assert_allclose(y, expected, atol=1e-5)
 
@@ -109,7 +116,7 @@ def _rollout_then_broken_v2(admin: ControlClient, fleet: LocalFleet, tmp_path: P
 
     # The whole fleet still serves v1, the first-wave node included.
     for agent in fleet.agents:
-        version, y = _infer(agent.url, "lin", x)
+        version, y = _infer(fleet, agent.url, "lin", x)
         assert version == str(published["version"])
         np.testing.assert_allclose(y, expected, atol=1e-5)
     for node in admin.nodes():
@@ -147,7 +154,7 @@ def test_the_cli_publishes_deploys_lists_and_rolls_back(fleet: LocalFleet, tmp_p
 
     back = cli("rollback", rollout["rollout_id"])
     assert back["state"] == "ROLLED_BACK"
-    with ControlClient(fleet.control_url, fleet.admin_token) as admin:
+    with fleet.admin() as admin:
         admin.wait_rollout(rollout["rollout_id"], {"ROLLED_BACK"}, 120)
         # Each agent acts on its reverted document at its next poll and reports: wait for it.
         deadline = time.monotonic() + 120

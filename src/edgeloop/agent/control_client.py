@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from edgeloop.core.errors import TransportError
+from edgeloop.core.tls import client_verify
 
 _TIMEOUT_S = 10.0  # finite by default; the control plane answers in milliseconds
 
@@ -27,7 +29,10 @@ class ControlClient:
     def __init__(self, base: str, token: str | None = None) -> None:
         self.base = base.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.base, timeout=_TIMEOUT_S, headers=headers)
+        self.http = httpx.Client(
+            base_url=self.base, timeout=_TIMEOUT_S, headers=headers, verify=client_verify()
+        )
+        self.peer_certificate: bytes | None = None  # DER, of the last HTTPS answer's server
 
     def close(self) -> None:
         self.http.close()
@@ -36,6 +41,13 @@ class ControlClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
+            if isinstance(exc.__context__, ssl.SSLError) or "CERTIFICATE" in str(exc):
+                raise TransportError(
+                    f"control plane {self.base}: TLS verification failed ({exc})",
+                    hint="pass the CA that issued its certificate with --ca-bundle; if it was "
+                    "pinned at enrollment and renewed on purpose, remove "
+                    "HOME/agent/control-cert.sha256 and restart",
+                ) from exc
             raise TransportError(
                 f"control plane {self.base} unreachable ({type(exc).__name__}: {exc})",
                 hint="the agent keeps serving and retries with back-off",
@@ -47,7 +59,9 @@ class ControlClient:
         return response
 
     def enroll(self, body: dict[str, Any]) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("POST", "/api/v1/enroll", json=body).json()
+        response = self._call("POST", "/api/v1/enroll", json=body)
+        self.peer_certificate = _peer_certificate(response)
+        answer: dict[str, Any] = response.json()
         return answer
 
     def desired(self, node_id: str, etag: str | None) -> Desired | None:
@@ -64,3 +78,11 @@ class ControlClient:
 
     def report(self, node_id: str, body: dict[str, Any]) -> None:
         self._call("POST", f"/api/v1/nodes/{node_id}/report", json=body)
+
+
+def _peer_certificate(response: httpx.Response) -> bytes | None:
+    """The DER certificate the server of ``response`` presented (None over plain HTTP)."""
+    stream = response.extensions.get("network_stream")
+    tls = stream.get_extra_info("ssl_object") if stream is not None else None
+    der = tls.getpeercert(True) if tls is not None else None  # the C object: no keywords
+    return bytes(der) if der else None

@@ -26,6 +26,8 @@ import httpx
 from tuf.api import exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
+from edgeloop.core.tls import client_verify
+
 _CHUNK = 64 * 1024
 NODE_HEADER = "X-Edgeloop-Node"  # the child's node id at its parent (edgeloop.agent.tier_auth)
 PARENT_CONNECT_S = 2.0  # a dead parent is given up on quickly; the control plane is next
@@ -79,7 +81,8 @@ class HttpxFetcher(FetcherInterface):
         self.part_dir = part_dir
         self.targets_base = targets_base
         self.deadline_s = deadline_s
-        self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {token}"})
+        self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {token}"},
+                                   verify=client_verify(control=parent is None))  # fmt: skip
         self.max_length: int | None = None
 
     def close(self) -> None:

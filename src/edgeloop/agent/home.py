@@ -2,6 +2,7 @@
 
 ======================  ======================================================================
 ``identity.json``       node id, node token (mode 0600), the control plane's URLs
+``control-cert.sha256`` the control plane's certificate, pinned at enrollment (--pin-control-cert)
 ``tuf/root.json``       the trust anchor the TUF client bootstraps from
 ``tuf/metadata/``       python-tuf's trusted metadata cache (rollback protection lives here)
 ``downloads/``          partial and finished downloads (a resumed download continues its file)
@@ -46,6 +47,10 @@ class AgentHome:
     @property
     def identity(self) -> Path:
         return self.root / "identity.json"
+
+    @property
+    def control_pin(self) -> Path:
+        return self.root / "control-cert.sha256"
 
     @property
     def tuf_root(self) -> Path:

@@ -19,6 +19,8 @@ from edgeloop.agent.control_client import ControlClient
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.tuf_client import describe_root, store_root
 from edgeloop.core.errors import ConfigError, TransportError
+from edgeloop.core.files import write_atomic
+from edgeloop.core.tls import TlsConfig, configure_clients, fingerprint, normalise_pin, set_pin
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,30 @@ class Identity:
     control: str
     metadata_url: str
     targets_url: str
+
+
+class _Pinning:
+    at_enrollment = False  # --pin-control-cert: pin the certificate the enrollment answer came over
+
+
+def trust_control(home: AgentHome, tls: TlsConfig, *, pin: bool) -> str | None:
+    """Set this process's TLS clients from ``tls`` and the pin stored in ``home`` (if any);
+    with ``pin``, enrollment pins the control plane's certificate. The stored pin, or None.
+
+    Raises:
+        ConfigError: a TLS file is unusable, or the stored pin is not a fingerprint.
+    """
+    try:
+        stored: str | None = normalise_pin(home.control_pin.read_text())
+    except FileNotFoundError:
+        stored = None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the pinned certificate {str(home.control_pin)!r}: {exc}"
+        ) from exc
+    configure_clients(tls, stored)
+    _Pinning.at_enrollment = pin
+    return stored
 
 
 def load_identity(home: AgentHome) -> Identity | None:
@@ -105,4 +131,17 @@ def enroll(
         store_root(home, root, "the enrollment answer (trust on first use)")
         log.warning("TOFU: trusting the control plane's TUF root %s", describe_root(root))
     _save(home, identity)
+    if _Pinning.at_enrollment:
+        _pin(home, client)
     return identity
+
+
+def _pin(home: AgentHome, client: ControlClient) -> None:
+    """Store and apply the fingerprint of the certificate the enrollment answer came over."""
+    if client.peer_certificate is None:
+        log.warning("--pin-control-cert: %s is plain HTTP; nothing to pin", client.base)
+        return
+    pin = fingerprint(client.peer_certificate)
+    write_atomic(home.control_pin, (pin + "\n").encode())
+    set_pin(pin)
+    log.info("pinned the control plane's certificate sha256 %s", pin)

@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from edgeloop.agent.tier_cascade import ParentCascade
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, require
 from edgeloop.core.logs import server_logging
+from edgeloop.core.tls import TlsConfig, server_context
 from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.app import Server, create_app
 from edgeloop.serving.catalog import Catalog
@@ -47,7 +49,7 @@ from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.connections import Sweeper, httptools_protocol
 from edgeloop.serving.feedback import monitoring_status
 from edgeloop.serving.repository import Origin
-from edgeloop.serving.server import bind
+from edgeloop.serving.server import bind, listen_url
 
 Announce = Callable[[dict[str, Any]], None]
 CLOSED_BY = (
@@ -68,16 +70,21 @@ def run(
     telemetry: TelemetrySettings | None = None,
     routes: RouteSettings | None = None,
     tier: TierSettings | None = None,
+    tls: TlsConfig | None = None,
 ) -> None:
     """Serve and reconcile until SIGINT/SIGTERM; ``announce`` gets the ready facts once.
+    ``tls``: the server certificate and key of this node's HTTPS (and a client CA for mutual
+    TLS); its clients' trust is the process's (:func:`edgeloop.core.tls.configure_clients`).
 
     Raises:
         MissingDependencyError: the ``serve`` or ``fleet`` extra is missing.
-        ConfigError: the port cannot be bound, or the agent's state is unreadable.
+        ConfigError: the port cannot be bound, the agent's state is unreadable, or a TLS file
+            is missing, mismatched or expired.
     """
     require("uvicorn", "serve", "edgeloop agent")
     uvloop = require("uvloop", "serve", "edgeloop agent's event loop")
     require("tuf", "fleet", "edgeloop agent's signed updates")
+    context = server_context(tls or TlsConfig())
     tel = (telemetry or TelemetrySettings()).open(home, options.name)
     updater = EventedUpdater(home)
     updater.telemetry = tel
@@ -101,6 +108,7 @@ def run(
                     tel,
                     routes,
                     tier or TierSettings(),
+                    context,
                 )
             )
     finally:
@@ -118,11 +126,6 @@ def _start_config(base: ServerConfig, active: SlotModel | None) -> ServerConfig:
         return base  # serve with defaults rather than not at all
 
 
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 async def _main(
     catalog: Catalog,
     base: ServerConfig,
@@ -134,6 +137,7 @@ async def _main(
     tel: Telemetry,
     routes: RouteSettings | None = None,
     tier: TierSettings | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> None:
     import uvicorn
 
@@ -148,7 +152,7 @@ async def _main(
     tel.monitoring = lambda: monitoring_status(catalog)  # in each metrics snapshot
     recorder = HealthRecorder(Sampler(app, tel))
     updater.health = recorder
-    url = _url(sock)
+    url = listen_url(sock, context is not None)
     runner = routes.runner(service, _label_sink(app.state.server)) if routes else None
     reconciler = Reconciler(home, updater, options, recorder, url)
     reconciler.parent = tier.parent
@@ -197,6 +201,7 @@ async def _main(
             log_level=log_level,
             access_log=False,
             timeout_keep_alive=math.ceil(limits.keep_alive_s),
+            ssl_context_factory=None if context is None else (lambda _config, _default: context),
         )
     )
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))

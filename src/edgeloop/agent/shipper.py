@@ -21,6 +21,7 @@ import httpx
 
 from edgeloop.agent.outbox import Item, Outbox
 from edgeloop.core.errors import ConfigError, TransportError
+from edgeloop.core.tls import client_verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ class Shipper:
         body = {"items": [item.to_wire() for item in items]}
         headers = {"Authorization": f"Bearer {cfg.node_token}"}
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=cfg.timeout_s)
+            self._client = httpx.AsyncClient(timeout=cfg.timeout_s, verify=client_verify())
             self._owns_client = True
         try:
             response = await self._client.post(cfg.url, json=body, headers=headers)

@@ -25,6 +25,7 @@ import httpx
 
 from edgeloop.agent.fetcher import NODE_HEADER
 from edgeloop.core.errors import EdgeError, TransportError
+from edgeloop.core.tls import client_verify
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # goes into a URL path: no '/', no '..'
 ControlURL = Callable[[], str | None]
@@ -107,7 +108,7 @@ class ChildAuth:
         self.checks += 1
         url = f"{control.rstrip('/')}/api/v1/nodes/{node_id}/desired"
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            async with httpx.AsyncClient(timeout=self.timeout_s, verify=client_verify()) as client:
                 answer = await client.get(url, headers={"Authorization": f"Bearer {token}"})
         except httpx.HTTPError as exc:
             raise TransportError(

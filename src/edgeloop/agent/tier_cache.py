@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from edgeloop.core.errors import ConfigError, NotFoundError, TransportError, UntrustedArtifactError
+from edgeloop.core.tls import client_verify
 
 _LEAF = re.compile(r"^[0-9a-f]{64}\.[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 _CHUNK = 256 * 1024
@@ -172,7 +173,7 @@ class TierCache:
         headers = {"Authorization": f"Bearer {token}"}
         try:
             async with (
-                httpx.AsyncClient(timeout=self.timeout_s) as client,
+                httpx.AsyncClient(timeout=self.timeout_s, verify=client_verify()) as client,
                 client.stream("GET", url, headers=headers) as response,
             ):
                 if response.status_code == 404:

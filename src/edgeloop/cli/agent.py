@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from edgeloop.cli.output import err_console
+from edgeloop.cli.tls import CaBundle, TlsCert, TlsClientCa, TlsClientCert, TlsClientKey, TlsKey
 
 
 def agent(
@@ -131,20 +132,47 @@ def agent(
         float,
         typer.Option("--tier-cache-mb", help="Cap of the children's artifact cache (MiB)."),
     ] = 2048.0,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
+    ca_bundle: CaBundle = None,
+    tls_client_cert: TlsClientCert = None,
+    tls_client_key: TlsClientKey = None,
+    pin_control_cert: Annotated[
+        bool,
+        typer.Option(
+            "--pin-control-cert",
+            help="Pin the control plane's certificate at enrollment (kept in the agent's "
+            "home): a different one is refused later, even if --ca-bundle vouches for it.",
+        ),
+    ] = False,
 ) -> None:
     """Run the edge agent until interrupted (Ctrl-C or SIGTERM)."""
     from edgeloop.agent.home import AgentHome
+    from edgeloop.agent.identity import trust_control
     from edgeloop.agent.process import run
     from edgeloop.agent.reconcile import AgentOptions
     from edgeloop.agent.route_host import RouteSettings
     from edgeloop.agent.telemetry import TelemetrySettings
     from edgeloop.agent.tier import TierSettings
     from edgeloop.core.settings import Settings
+    from edgeloop.core.tls import TlsConfig, server_context
 
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
     settings = Settings.load(home)
+    tls = TlsConfig(
+        cert=tls_cert,
+        key=tls_key,
+        client_ca=tls_client_ca,
+        ca_bundle=ca_bundle,
+        client_cert=tls_client_cert,
+        client_key=tls_client_key,
+    )
+    server_context(tls)  # a bad certificate or key: refused before anything starts
+    agent_home = AgentHome.under(settings.home)
+    trust_control(agent_home, tls, pin=pin_control_cert)
     options = AgentOptions(
         control=control,
         enroll_token=_enroll_token(enroll_token, enroll_token_file),
@@ -164,7 +192,7 @@ def agent(
         err_console.print(f"agent serving on {ready['url']} (pid {ready['pid']})")
 
     run(
-        AgentHome.under(settings.home),
+        agent_home,
         options,
         host=host,
         port=port,
@@ -172,6 +200,7 @@ def agent(
         telemetry=telemetry,
         routes=routes,
         tier=tier,
+        tls=tls,
     )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from edgeloop.cli.output import OutputFormat, err_console
+from edgeloop.cli.tls import TlsCert, TlsClientCa, TlsKey
 
 if TYPE_CHECKING:
     from edgeloop.control.server import ReadyInfo
@@ -93,6 +94,9 @@ def control(
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json (the ready line)")
     ] = OutputFormat.TABLE,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
 ) -> None:
     """Run the control plane until interrupted."""
     from edgeloop.control.alerting import Alerting, load_rules
@@ -102,12 +106,15 @@ def control(
     from edgeloop.control.plane import ControlPlane
     from edgeloop.control.server import run
     from edgeloop.control.webhook import WebhookConfig
+    from edgeloop.core.tls import TlsConfig, server_context
     from edgeloop.registry.update_repo import Expiry
 
     check_settings(timestamp_expiry_s, tick_s)  # before anything is opened or written
     rules = DEFAULT_RULES if alert_rules is None else load_rules(alert_rules)
     hook = None if alert_webhook is None else WebhookConfig(alert_webhook)
     alerting = Alerting(rules, hook)
+    tls = TlsConfig(cert=tls_cert, key=tls_key, client_ca=tls_client_ca)
+    server_context(tls)  # a bad certificate or key: refused before anything is opened
     limits = wire_limits(
         max_model_mb, body_timeout_s, upload_timeout_s, header_timeout_s, max_connections
     )
@@ -135,4 +142,5 @@ def control(
         tick_s=tick_s,
         alerting=alerting,
         limits=limits,
+        tls=tls,
     )

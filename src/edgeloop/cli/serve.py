@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeloop.cli.output import OutputFormat, emit, err_console, na
+from edgeloop.cli.tls import TlsCert, TlsClientCa, TlsKey
 
 if TYPE_CHECKING:
     from edgeloop.serving.cascade import CascadeSpec
@@ -174,6 +175,9 @@ def serve(
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json (printed once ready)")
     ] = OutputFormat.TABLE,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
 ) -> None:
     """Serve models over HTTP until interrupted (Ctrl-C or SIGTERM finish requests first).
 
@@ -181,6 +185,7 @@ def serve(
     (16+ characters); then they need ``Authorization: Bearer <token>``.
     """
     from edgeloop.core.errors import ConfigError
+    from edgeloop.core.tls import TlsConfig
     from edgeloop.serving.config import ServerConfig
     from edgeloop.serving.connections import ConnectionLimits
     from edgeloop.serving.power import parse_variant_power
@@ -190,6 +195,7 @@ def serve(
     if max_body_mb <= 0:
         raise ConfigError(f"--max-body-mb {max_body_mb} must be positive")
     check_port(port)
+    tls = TlsConfig(cert=tls_cert, key=tls_key, client_ca=tls_client_ca)
     config = ServerConfig(
         max_batch=max_batch,
         max_delay_ms=max_delay_ms,
@@ -237,6 +243,7 @@ def serve(
                 announce=lambda line: err_console.print(line, highlight=False),
                 on_ready=on_ready,
                 log_level=log_level,
+                tls=tls,
             )
         except KeyboardInterrupt:
             err_console.print("stopped")

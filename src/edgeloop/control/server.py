@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from edgeloop.control.protocol import bounded
 from edgeloop.core.errors import require
 from edgeloop.core.heap import freeze_startup
 from edgeloop.core.logs import server_logging
-from edgeloop.serving.server import bind
+from edgeloop.core.tls import TlsConfig, server_context
+from edgeloop.serving.server import bind, listen_url
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -71,15 +73,18 @@ def run(
     alerting: Alerting | None = None,
     log_level: str = "warning",
     limits: WireLimits | None = None,
+    tls: TlsConfig | None = None,
 ) -> None:
     """Serve until interrupted. ``limits``: body caps, deadlines and connection bounds
-    (:class:`~edgeloop.control.limits.WireLimits`; its defaults when None).
+    (:class:`~edgeloop.control.limits.WireLimits`; its defaults when None); ``tls``: the
+    certificate and key to serve HTTPS with (and a client CA for mutual TLS).
 
     Raises:
         MissingDependencyError: uvicorn is not installed (the ``control`` extra).
-        ConfigError: the address cannot be bound.
+        ConfigError: the address cannot be bound; a TLS file is missing, mismatched or expired.
     """
     require("uvicorn", "control", "edgeloop control")
+    context = server_context(tls or TlsConfig())  # checked before the port is taken
     # Threads waiting on the database (reads on PostgreSQL, the group commit) get the GIL back
     # within 1 ms instead of CPython's 5 ms while the event loop is busy: with the default, a
     # busy loop held each read thread up to 5 ms per query, which capped polls at about
@@ -89,9 +94,8 @@ def run(
     try:
         with bind(host, port) as sock, asyncio.Runner(loop_factory=_loop_factory()) as runner:
             wire = limits or WireLimits()
-            serve = _serve(
-                plane, sock, on_ready, admin_token_file, tick_s, log_level, wire, alerting=alerting
-            )
+            args = (plane, sock, on_ready, admin_token_file, tick_s, log_level, wire, context)
+            serve = _serve(*args, alerting=alerting)
             runner.run(serve)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -120,6 +124,7 @@ async def _serve(
     tick_s: float,
     log_level: str,
     limits: WireLimits,
+    context: ssl.SSLContext | None = None,
     *,
     alerting: Alerting | None = None,
 ) -> None:
@@ -132,10 +137,16 @@ async def _serve(
     http = bounded(limits, inner.state.bodies)
     server_logging()
     # log_config=None: uvicorn's dictConfig would close the process's other handlers (core/logs.py).
-    config = uvicorn.Config(app, log_config=None, log_level=log_level, access_log=False, http=http)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=log_level,
+        access_log=False,
+        http=http,
+        ssl_context_factory=None if context is None else (lambda _config, _default: context),
+    )
     server = uvicorn.Server(config)
-    host, port = sock.getsockname()[:2]
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    url = listen_url(sock, context is not None)
     serving = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)

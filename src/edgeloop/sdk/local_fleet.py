@@ -9,6 +9,11 @@ The admin token is generated here and handed to the control plane through its en
 its argv, which ``ps`` shows to every user); each agent gets a one-use enrollment token, through
 its environment too (``EDGELOOP_ENROLL_TOKEN``).
 
+``tls=True`` (``fleet up --tls``) makes a throwaway CA in ``folder/tls`` (:mod:`edgeloop.sdk.
+fleet_tls`) and runs every process over HTTPS with it: the agents verify the control plane
+against that CA; ``mutual_tls=True`` also makes the control plane require the nodes' (and the
+admin's) client certificate. ``fleet.json`` records the files, so admin calls trust the CA.
+
 Each process binds port 0 (a free port the kernel picks while it binds) and its URL is read from
 the JSON ready line it writes to its log. A port picked here and bound later by the child could be
 taken in between by any other process, and a health check would then ask the wrong server.
@@ -29,10 +34,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeloop.core.errors import ConfigError, NotFoundError, TransportError
 from edgeloop.core.files import write_atomic
+from edgeloop.core.tls import TlsConfig, client_context
+from edgeloop.sdk.fleet_tls import FleetTls, make_fleet_tls
+
+if TYPE_CHECKING:
+    from edgeloop.sdk.control_client import ControlClient
 
 STATE_FILE = "fleet.json"
 READY_TIMEOUT_S = 90.0
@@ -89,10 +99,23 @@ class LocalFleet:
     admin_token: str
     control: FleetProcess
     agents: tuple[FleetProcess, ...]
+    tls: FleetTls | None = None  # the throwaway CA's files of `fleet up --tls`
+    mutual_tls: bool = False
 
     @property
     def control_url(self) -> str:
         return self.control.url
+
+    @property
+    def client_tls(self) -> TlsConfig | None:
+        """What an admin client needs to talk to this fleet (None: plain HTTP)."""
+        return None if self.tls is None else self.tls.client(mutual=self.mutual_tls)
+
+    def admin(self, timeout_s: float = 30.0) -> ControlClient:
+        """A :class:`~edgeloop.sdk.control_client.ControlClient` of this fleet's control plane."""
+        from edgeloop.sdk.control_client import ControlClient
+
+        return ControlClient(self.control_url, self.admin_token, timeout_s, tls=self.client_tls)
 
     def to_dict(self, *, show_token: bool = True) -> dict[str, Any]:
         return {
@@ -100,6 +123,8 @@ class LocalFleet:
             "control": self.control.to_dict(),
             "admin_token": self.admin_token if show_token else "(hidden)",
             "agents": [a.to_dict() for a in self.agents],
+            "tls": None if self.tls is None else self.tls.to_dict(),
+            "mutual_tls": self.mutual_tls,
         }
 
     def save(self) -> Path:
@@ -123,6 +148,8 @@ class LocalFleet:
                 str(doc["admin_token"]),
                 FleetProcess.from_dict(doc["control"]),
                 tuple(FleetProcess.from_dict(a) for a in doc["agents"]),
+                FleetTls.from_dict(doc["tls"]) if doc.get("tls") else None,
+                bool(doc.get("mutual_tls", False)),
             )
         except FileNotFoundError:
             raise NotFoundError(
@@ -157,10 +184,14 @@ def up(
     control_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
+    tls: bool = False,
+    mutual_tls: bool = False,
 ) -> LocalFleet:
     """Start a control plane and ``nodes`` agents under ``folder``; wait until each answers.
 
     ``labels(i)`` gives node ``i``'s labels (default ``{"fleet": "local", "index": str(i)}``).
+    ``tls``: every process over HTTPS with a throwaway CA; ``mutual_tls`` (implies ``tls``):
+    the control plane also requires client certificates.
 
     Raises:
         ConfigError: bad node count, or a fleet already runs in ``folder``.
@@ -181,8 +212,12 @@ def up(
     say = progress or (lambda _msg: None)
     token = secrets.token_urlsafe(32)
     base_env = {**os.environ, **(env or {}), "NO_COLOR": "1"}
+    certs = make_fleet_tls(folder / "tls") if tls or mutual_tls else None
+    control_tls, agent_tls = _tls_args(certs, mutual_tls)
+    client_tls = None if certs is None else certs.client(mutual=mutual_tls)
     # --format json last, so it wins: the ready line is how the URL is learnt.
-    control_cmd = ["control", "--port", "0", "--home", str(folder / "control"), *control_args]
+    control_cmd = ["control", "--port", "0", "--home", str(folder / "control"), *control_tls]
+    control_cmd += control_args
     control_cmd += ["--format", "json"]
     control, control_start = _spawn(
         "control", "control", folder / "control", control_cmd, {**base_env, ADMIN_TOKEN_ENV: token}
@@ -190,9 +225,9 @@ def up(
     started: list[FleetProcess] = [control]
     try:
         control = _wait_ready(control, control_start)
-        _wait_http(control, "/healthz")
+        _wait_http(control, "/healthz", client_tls)
         say(f"control plane up at {control.url}")
-        with ControlClient(control.url, token) as client:
+        with ControlClient(control.url, token, tls=client_tls) as client:
             enrolls = [
                 client.enrollment_token(
                     labels=labels(i) if labels else {"fleet": "local", "index": str(i + 1)}
@@ -218,6 +253,7 @@ def up(
                     str(home),
                     "--name",
                     name,
+                    *agent_tls,
                     *agent_args,
                 ],
                 {**base_env, ENROLL_TOKEN_ENV: enroll},  # not argv: `ps` shows it to anyone
@@ -227,17 +263,30 @@ def up(
             starts.append(start)
         agents = [_wait_ready(agent, start) for agent, start in zip(agents, starts, strict=True)]
         for agent in agents:
-            _wait_http(agent, "/v2/health/live")
+            _wait_http(agent, "/v2/health/live", client_tls)
             say(f"{agent.name} up at {agent.url}")
-        _wait_enrolled(control, token, agents)
+        _wait_enrolled(control, token, agents, client_tls)
         say(f"{len(agents)} node(s) enrolled")
     except BaseException:
         for proc in reversed(started):
             _stop(proc)
         raise
-    fleet = LocalFleet(folder, token, control, tuple(agents))
+    fleet = LocalFleet(folder, token, control, tuple(agents), certs, mutual_tls)
     fleet.save()
     return fleet
+
+
+def _tls_args(certs: FleetTls | None, mutual: bool) -> tuple[list[str], list[str]]:
+    """The TLS flags of the control plane and of each agent (none without ``certs``)."""
+    if certs is None:
+        return [], []
+    serve = ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
+    control = [*serve, "--tls-client-ca", str(certs.ca)] if mutual else serve
+    agent = [*serve, "--ca-bundle", str(certs.ca)]
+    if mutual:
+        agent += ["--tls-client-cert", str(certs.client_cert)]
+        agent += ["--tls-client-key", str(certs.client_key)]
+    return control, agent
 
 
 def free_port() -> int:
@@ -307,8 +356,10 @@ def _ready_url(proc: FleetProcess, start: int) -> str | None:
     return None
 
 
-def _wait_http(proc: FleetProcess, path: str) -> None:
+def _wait_http(proc: FleetProcess, path: str, tls: TlsConfig | None = None) -> None:
     import httpx
+
+    verify = client_context(tls or TlsConfig())
 
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -318,7 +369,7 @@ def _wait_http(proc: FleetProcess, path: str) -> None:
                 hint=f"read its log: {proc.log}",
             )
         try:
-            if httpx.get(proc.url + path, timeout=2.0).status_code == 200:
+            if httpx.get(proc.url + path, timeout=2.0, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -330,7 +381,12 @@ def _wait_http(proc: FleetProcess, path: str) -> None:
     )
 
 
-def _wait_enrolled(control: FleetProcess, token: str, agents: Sequence[FleetProcess]) -> None:
+def _wait_enrolled(
+    control: FleetProcess,
+    token: str,
+    agents: Sequence[FleetProcess],
+    tls: TlsConfig | None = None,
+) -> None:
     """Wait until the control plane lists every agent as a node, so a deployment sees them all.
 
     An agent answers ``/v2/health/live`` before its enrollment call has returned; a rollout
@@ -341,7 +397,7 @@ def _wait_enrolled(control: FleetProcess, token: str, agents: Sequence[FleetProc
     wanted = {a.name for a in agents}
     deadline = time.monotonic() + READY_TIMEOUT_S
     seen: set[str] = set()
-    with ControlClient(control.url, token) as client:
+    with ControlClient(control.url, token, tls=tls) as client:
         while time.monotonic() < deadline:
             seen = {str(n["name"]) for n in client.nodes()}
             if wanted <= seen:

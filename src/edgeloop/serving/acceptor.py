@@ -8,7 +8,8 @@ see them: measured here as 2xx answers 6 s late while the server's own figure fo
 stayed under 250 ms, with 250-450 connections waiting in the accept queue throughout
 (docs/benchmarks.md). The stdlib loop accepts up to ``backlog`` per readiness event;
 :class:`Acceptor` does the same on any loop and hands each socket to the loop as an accepted
-connection, with the same protocol the server would have created.
+connection, with the same protocol the server would have created (over TLS when given a
+server context: the handshake then runs on the loop, bounded by ``HANDSHAKE_TIMEOUT_S``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
 ACCEPT_BATCH = 256  # connections accepted per readiness event at most (then the loop moves on)
 _RETRY_S = 0.1  # out of file descriptors: try again after this long
+HANDSHAKE_TIMEOUT_S = 10.0  # as the header deadline: a silent TLS client holds a socket no longer
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,11 @@ class Acceptor:
         sock: socket.socket,
         factory: Callable[[], asyncio.Protocol],
         stopping: Callable[[], bool],
+        context: ssl.SSLContext | None = None,
     ) -> None:
         self.sock = sock
+        self.context = context
+        self._handshake_s = None if context is None else HANDSHAKE_TIMEOUT_S
         self.factory = factory
         self.stopping = stopping
         self.loop = asyncio.get_running_loop()
@@ -81,8 +87,9 @@ class Acceptor:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.accepted += 1
         task: asyncio.Task[object] = self.loop.create_task(
-            self.loop.connect_accepted_socket(self.factory, conn)
-        )
+            self.loop.connect_accepted_socket(self.factory, conn, ssl=self.context,
+                                              ssl_handshake_timeout=self._handshake_s)
+        )  # fmt: skip
         self._pending.add(task)
         task.add_done_callback(lambda done: self._connected(done, conn))
 

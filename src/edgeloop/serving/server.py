@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 
 from edgeloop.core.errors import ConfigError, require
 from edgeloop.core.logs import server_logging
+from edgeloop.core.tls import TlsConfig, server_context
 from edgeloop.runtime.memory import MB, rss_bytes
 from edgeloop.serving.acceptor import Acceptor
 from edgeloop.serving.admin import ADMIN_ENV, AdminGate
@@ -70,25 +72,28 @@ def run(
     announce: Announce,
     on_ready: Callable[[ReadyInfo], None],
     log_level: str = "warning",
+    tls: TlsConfig | None = None,
 ) -> None:
     """Serve until interrupted; ``announce`` gets progress lines, ``on_ready`` the ready facts.
+    ``tls``: the certificate and key to serve HTTPS with (and a client CA for mutual TLS).
 
     Raises:
         MissingDependencyError: uvicorn or uvloop is not installed (the ``serve`` extra).
         ConfigError: the address cannot be bound; ``EDGELOOP_SERVE_ADMIN_TOKEN`` is set but
-            shorter than 16 characters.
+            shorter than 16 characters; a TLS file is missing, mismatched or expired.
         What loading a model raises (NotFoundError, UntrustedArtifactError, ...).
     """
     require("uvicorn", "serve", "edgeloop serve")
     uvloop = require("uvloop", "serve", "edgeloop serve's event loop")
     catalog = Catalog(origins, config)  # checks the routing before a port is taken
     admin = AdminGate(token=os.environ.get(ADMIN_ENV) or None)  # a short token: refused here
+    context = server_context(tls or TlsConfig())
     # uvicorn re-raises a caught SIGTERM once it has shut down gracefully; the default action
     # would kill the process before the batchers drain, so make that re-raise a no-op.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         with bind(host, port) as sock:
-            uvloop.run(_serve(catalog, sock, (announce, on_ready), log_level, admin))
+            uvloop.run(_serve(catalog, sock, (announce, on_ready), log_level, admin, context))
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -112,6 +117,13 @@ def bind(host: str, port: int) -> socket.socket:
         ) from exc
     sock.set_inheritable(True)
     return sock
+
+
+def listen_url(sock: socket.socket, tls: bool) -> str:
+    """``http(s)://host:port`` of a bound socket (IPv6 hosts in brackets)."""
+    host, port = sock.getsockname()[:2]
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _protocol(server: Any) -> asyncio.Protocol:
@@ -151,6 +163,7 @@ async def _serve(
     report: tuple[Announce, Callable[[ReadyInfo], None]],
     log_level: str,
     admin: AdminGate,
+    context: ssl.SSLContext | None = None,
 ) -> None:
     import uvicorn
 
@@ -166,12 +179,13 @@ async def _serve(
         access_log=False,
         proxy_headers=False,  # no proxy in front by default; saves a layer per request
         timeout_keep_alive=math.ceil(limits.keep_alive_s),  # the sweeper holds the exact bound
+        # https in the scope; the Acceptor below does the handshakes with the same context
+        ssl_context_factory=None if context is None else (lambda _config, _default: context),
     )
     server = uvicorn.Server(config)
     sweeper = asyncio.ensure_future(Sweeper(server.server_state.connections, limits).run())
     announce, on_ready = report
-    host, port = sock.getsockname()[:2]
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    url = listen_url(sock, context is not None)
     # No socket for uvicorn: the Acceptor takes the connections (see its module) and hands them
     # to uvicorn's own protocol; uvicorn still runs the requests, the shutdown and the signals.
     serving = asyncio.ensure_future(server.serve(sockets=[]))
@@ -182,7 +196,7 @@ async def _serve(
         await serving  # startup failed: raise its error
         return
     sock.listen(config.backlog)
-    acceptor = Acceptor(sock, lambda: _protocol(server), lambda: server.should_exit)
+    acceptor = Acceptor(sock, lambda: _protocol(server), lambda: server.should_exit, context)
     acceptor.start()
     announce(f"listening on {url} (pid {os.getpid()}); loading {len(catalog.models)} model(s)")
     try:
