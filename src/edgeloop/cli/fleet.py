@@ -35,12 +35,30 @@ def fleet_up(
     folder: Folder = None,
     home: Home = None,
     format: Format = OutputFormat.TABLE,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls", help="Every process over HTTPS, with a throwaway CA made in DIR/tls."
+        ),
+    ] = False,
+    mtls: Annotated[
+        bool,
+        typer.Option(
+            "--mtls", help="As --tls, and the control plane requires client certificates."
+        ),
+    ] = False,
 ) -> None:
     """Start a control plane and N agents; print their URLs and the admin token."""
     from edgeloop.sdk.local_fleet import up
 
     where = _folder(folder, home)
-    fleet = up(where, nodes, progress=lambda msg: err_console.print(f"[bold cyan]▸[/] {msg}"))
+    fleet = up(
+        where,
+        nodes,
+        progress=lambda msg: err_console.print(f"[bold cyan]▸[/] {msg}"),
+        tls=tls,
+        mutual_tls=mtls,
+    )
     body = fleet.to_dict()
 
     def render(console: Console) -> None:
@@ -83,7 +101,7 @@ def fleet_status(
             p.alive() for p in (fleet.control, *fleet.agents) if p.pid == proc["pid"]
         )
     if fleet.control.alive():
-        with ControlClient(fleet.control_url, fleet.admin_token) as client:
+        with ControlClient(fleet.control_url, fleet.admin_token, tls=fleet.client_tls) as client:
             body["nodes"] = client.nodes()
 
     def render(console: Console) -> None:
@@ -134,6 +152,7 @@ def _client(control: str | None, token: str | None, folder: Path | None, home: P
     from edgeloop.sdk.control_client import ControlClient
     from edgeloop.sdk.local_fleet import LocalFleet
 
+    tls = None
     if control is None or token is None:
         try:
             fleet = LocalFleet.load(_folder(folder, home))
@@ -145,7 +164,8 @@ def _client(control: str | None, token: str | None, folder: Path | None, home: P
             ) from exc
         control = control or fleet.control_url
         token = token or fleet.admin_token
-    return ControlClient(control, token)
+        tls = fleet.client_tls
+    return ControlClient(control, token, tls=tls)
 
 
 @app.command("nodes")

@@ -14,6 +14,7 @@ an unreachable control plane a TransportError. Timeouts are finite by default.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ from edgeloop.core.errors import (
     TransportError,
     UntrustedArtifactError,
 )
+from edgeloop.core.tls import TlsConfig, client_context
 from edgeloop.core.types import Manifest, ModelRef
 
 if TYPE_CHECKING:  # the registry package pulls SQLAlchemy; only its value type is named here
@@ -57,15 +59,26 @@ _BY_STATUS: dict[int, type[EdgeError]] = {
 }
 
 
+def _env_bundle() -> Path | None:
+    bundle = os.environ.get("EDGELOOP_CA_BUNDLE")
+    return Path(bundle) if bundle else None
+
+
 class ControlClient:
     """Admin calls of one control plane (see docs/fleet-protocol.md for the shapes)."""
 
-    def __init__(self, url: str, admin_token: str, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, url: str, admin_token: str, timeout_s: float = 30.0, tls: TlsConfig | None = None
+    ) -> None:
+        """``tls``: the CA bundle to verify an https control plane with (and a client
+        certificate for mutual TLS); default: ``EDGELOOP_CA_BUNDLE`` if set, else the system's
+        trust store. Raises ConfigError for an unusable TLS file."""
         self.url = url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {admin_token}"},
             timeout=timeout_s,
+            verify=client_context(tls or TlsConfig(ca_bundle=_env_bundle())),
         )
 
     def __enter__(self) -> ControlClient:
