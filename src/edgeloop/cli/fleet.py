@@ -414,3 +414,10 @@ def _render_rollout(console: Console, rollout: dict[str, Any]) -> None:
     for node_id, n in rollout["nodes"].items():
         t.add_row(node_id, str(n.get("wave")), str(n.get("status")), str(n.get("detail") or ""))
     console.print(t)
+
+
+# Fleet monitoring's commands live in their own module; registered on this Typer app.
+from edgeloop.cli.fleet_monitor import fleet_alerts, fleet_monitor  # noqa: E402
+
+app.command("monitor")(fleet_monitor)
+app.command("alerts")(fleet_alerts)

@@ -12,7 +12,8 @@ route                                      auth       answer
 ``POST /api/v1/nodes/{id}/report``         that node  204
 ``POST /api/v1/nodes/{id}/telemetry``      that node  ``{"accepted", "duplicates", "rejected"}``
 ``GET  /api/v1/telemetry?node=&kind=...``  admin      ``{"items": [stored item]}``
-``GET|POST /api/v1/models``                admin      registry listing / publish (multipart)
+``GET|POST /api/v1/models``                admin      registry listing / publish (multipart: file,
+                                                      manifest, optional profile/version/sha256)
 ``POST /api/v1/deployments``               admin      the new rollout
 ``GET  /api/v1/rollouts[/{id}]``           admin      rollouts / rollout
 ``POST /api/v1/rollouts/{id}/rollback``    admin      rollout (``{"to": "name:version"?}``)
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import hashlib
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,9 +63,15 @@ from edgeloop.control.monitoring_api import MonitoringRoutes
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.schemas import parse
 from edgeloop.control.throttle import FailureLimit, Throttled
-from edgeloop.core.errors import DataError, EdgeError, NotFoundError
-from edgeloop.core.types import Manifest
-from edgeloop.serving.errors import BadRequestError
+from edgeloop.core.errors import (
+    ConflictError,
+    DataError,
+    EdgeError,
+    NotFoundError,
+    UntrustedArtifactError,
+)
+from edgeloop.core.types import Manifest, ModelRef
+from edgeloop.serving.errors import BadRequestError, PayloadTooLargeError
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -240,30 +247,83 @@ class Api:
         except Exception as exc:  # a malformed multipart body
             raise BadRequestError(f"the body is not multipart form data: {exc}") from exc
         try:
-            upload, manifest_text = form.get("file"), form.get("manifest")
-            if not isinstance(upload, UploadFile) or not isinstance(manifest_text, str):
+            upload, profile = form.get("file"), form.get("profile")
+            texts = {k: v for k, v in form.multi_items() if k not in _UPLOAD_FILES}
+            if (
+                not isinstance(upload, UploadFile)
+                or not isinstance(profile, UploadFile | None)
+                or not all(isinstance(v, str) for v in texts.values())
+                or len(form.multi_items()) != len(set(form.keys()))
+            ):
                 raise BadRequestError(
-                    "POST /api/v1/models needs multipart fields 'file' (the artifact) and "
-                    "'manifest' (JSON)",
-                    hint="the SDK's ControlClient.publish_model(file, manifest) sends both",
+                    "POST /api/v1/models needs the multipart file 'file' (the artifact), the "
+                    "field 'manifest' (JSON), optionally the file 'profile' (its reference "
+                    "profile) and the fields 'version' and 'sha256', each once",
+                    hint="the SDK's ControlClient.publish_model(file, manifest) sends them",
                 )
+            fields = schemas.parse_form(schemas.ModelUpload, texts)
             try:
-                manifest = Manifest.from_dict(orjson.loads(manifest_text))
+                manifest = Manifest.from_dict(orjson.loads(fields.manifest))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise BadRequestError(f"the manifest field is not a valid manifest: {exc}") from exc
             # The upload is spooled to disk by the form parser; copied, never held in memory.
-            version = await run_in_threadpool(self._publish, upload.file, manifest)
+            extra = None if profile is None else profile.file
+            record, status = await run_in_threadpool(
+                self._publish, upload.file, extra, manifest, fields
+            )
         finally:
             await form.close()
-        return json_answer(version, 201)
+        return json_answer(record, status)
 
-    def _publish(self, upload: BinaryIO, manifest: Manifest) -> dict[str, Any]:
+    def _publish(
+        self,
+        upload: BinaryIO,
+        profile: BinaryIO | None,
+        manifest: Manifest,
+        fields: schemas.ModelUpload,
+    ) -> tuple[dict[str, Any], int]:
+        """The version's record and 201; or 200 with the record already there when the
+        requested ``name:version`` holds these very bytes (a retried publish).
+
+        Raises:
+            UntrustedArtifactError: the bytes do not hash to the ``sha256`` field (422).
+            ConflictError: the requested version holds another model (409).
+            PayloadTooLargeError: a profile over ``PROFILE_BYTES`` (413).
+        """
         with tempfile.TemporaryDirectory(prefix="edgeloop-upload-") as tmp:
             path = Path(tmp) / f"upload.{manifest.format}"
             upload.seek(0)
+            digest = hashlib.sha256()
             with path.open("wb") as out:
-                shutil.copyfileobj(upload, out, 1 << 20)
-            return dict(self.plane.registry.publish(path, manifest).to_dict())
+                while chunk := upload.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            sha = digest.hexdigest()
+            if fields.sha256 is not None and fields.sha256 != sha:
+                raise UntrustedArtifactError(
+                    f"the uploaded file hashes to sha256 {sha}, not the {fields.sha256} the "
+                    "'sha256' field names; nothing was published",
+                    hint="the file changed on the way; publish it again",
+                )
+            version = None if fields.version is None else int(fields.version)
+            if version is not None and (held := self._held(manifest.name, version)) is not None:
+                if held.artifact_sha256 == sha:
+                    return dict(held.to_dict()), 200
+                raise ConflictError(
+                    f"{manifest.name}:{version} is taken by another model (sha256 "
+                    f"{held.artifact_sha256} there, {sha} uploaded); nothing was published",
+                    hint="publish it as a new version (leave out 'version' for the next one)",
+                )
+            data = None if profile is None else _profile_bytes(profile)
+            published = self.plane.registry.publish(path, manifest, version=version, profile=data)
+            return dict(published.to_dict()), 201
+
+    def _held(self, name: str, version: int) -> Any:
+        """The registry's ``name:version``, or None when there is none."""
+        try:
+            return self.plane.registry.show(ModelRef(name, version))
+        except NotFoundError:
+            return None
 
     async def deploy(self, request: Request) -> Response:
         await self.admin(request)
@@ -321,6 +381,24 @@ class Api:
             return
         if await run_in_threadpool(fleet.node_of_token, self.plane.db, token) is None:
             raise auth.UnauthorizedError("the token is not valid")
+
+
+_UPLOAD_FILES = ("file", "profile")
+
+
+def _profile_bytes(profile: BinaryIO) -> bytes:
+    """The uploaded profile's bytes, at most ``PROFILE_BYTES`` (a profile is small by design)."""
+    from edgeloop.control.limits import PROFILE_BYTES
+
+    profile.seek(0)
+    data = profile.read(PROFILE_BYTES + 1)
+    if len(data) > PROFILE_BYTES:
+        raise PayloadTooLargeError(
+            f"the 'profile' file is over {PROFILE_BYTES} bytes; a reference profile is far "
+            "smaller (docs/monitoring.md)",
+            hint="upload the profile `edgeloop registry profile NAME:VERSION --out FILE` wrote",
+        )
+    return data
 
 
 def _model_row(version: Any) -> dict[str, Any]:

@@ -212,6 +212,12 @@ def artifact_entry(registry: Registry, ref: ModelRef, main: ModelRef) -> tuple[d
         "manifest": manifest.to_dict(),
         "self_test": block,
     }
+    if manifest.profile is not None:  # the drift monitor's reference, a second signed target
+        entry["profile"] = {
+            "target": f"profiles/{version.name}-{version.version}.profile.npz",
+            "sha256": manifest.profile.sha256,
+            "length": manifest.profile.size_bytes,
+        }
     return entry, note
 
 

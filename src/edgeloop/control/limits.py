@@ -38,6 +38,11 @@ KIB, MIB = 1 << 10, 1 << 20
 MAX_CONNECTIONS = 16384
 
 
+# A model upload's reference profile (the optional multipart file ``profile``): its size is
+# bounded by design (docs/monitoring.md, "Profiles"), so a far larger file is not a profile.
+PROFILE_BYTES = 16 * MIB
+
+
 class Body(Enum):
     """What a route's body is (each kind has its cap in :class:`WireLimits`)."""
 

@@ -221,7 +221,8 @@ ROUTES: dict[tuple[str, str], Doc] = {
         TelemetryItems),
     ("GET", f"{V1}/models"): Doc("The registry's model versions", "admin", Models),
     ("POST", f"{V1}/models"): Doc(
-        "Publish a model (multipart: file + manifest JSON)", "admin", None, 201, None,
+        "Publish a model (multipart: file + manifest JSON; optional profile file, version "
+        "and sha256; 200 when that version already holds these bytes)", "admin", None, 201, None,
         "multipart/form-data"),
     ("POST", f"{V1}/deployments"): Doc(
         "Deploy: a new staged rollout", "admin", Rollout, 201, schemas.DeploymentBody),
@@ -312,6 +313,10 @@ def _operation(path: str, doc: Doc, ref: dict[type[BaseModel], Any]) -> dict[str
     elif doc.media == "multipart/form-data":
         form = {"type": "object", "required": ["file", "manifest"],
                 "properties": {"file": {"type": "string", "format": "binary"},
-                               "manifest": {"type": "string"}}}  # fmt: skip
+                               "manifest": {"type": "string"},
+                               "profile": {"type": "string", "format": "binary"},
+                               "version": {"type": "string", "pattern": schemas.VERSION},
+                               "sha256": {"type": "string", "pattern": schemas.SHA256}},
+                "additionalProperties": False}  # fmt: skip
         op["requestBody"] = {"required": True, "content": {doc.media: {"schema": form}}}
     return op

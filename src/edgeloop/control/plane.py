@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,13 +119,20 @@ class ControlPlane:
         """The document entry of ``ref`` (self-test computed now), its artifact published as a
         TUF target unless already there with the same bytes."""
         entry, note = dep.artifact_entry(self.registry, ref, main)
-        target = entry["target"]
-        known = self.repo.targets().get(target)
-        if known is None or known.hashes.get("sha256") != entry["sha256"]:
-            _, path = self.registry.resolve(ModelRef.parse(entry["variant"]))
-            self.repo.add_target(target, file=path)
+        variant = ModelRef.parse(entry["variant"])
+        signed = self.repo.targets()
+        changes: dict[str, bytes | Path | None] = {}
+        if _unsigned(signed, entry):
+            changes[entry["target"]] = self.registry.resolve(variant)[1]
+        profile = entry.get("profile")
+        if profile is not None and _unsigned(signed, profile):
+            path = self.registry.profile(variant)[1]  # verified against the manifest's sha256
+            if path is not None:
+                changes[profile["target"]] = path
+        if changes:  # the model and its profile signed in one targets version
+            self.repo.publish_targets(changes)
         if entry["self_test"] is None:
-            log.warning("artifact %s has no self-test: %s", target, note)
+            log.warning("artifact %s has no self-test: %s", entry["target"], note)
         entry["self_test_note"] = note
         return entry
 
@@ -181,3 +189,9 @@ class ControlPlane:
 
     def tuf_root(self) -> dict[str, Any]:
         return dict(json.loads(self.repo.root_bytes()))
+
+
+def _unsigned(signed: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
+    """Whether ``entry``'s target is not yet signed with ``entry``'s sha256."""
+    known = signed.get(entry["target"])
+    return known is None or known.hashes.get("sha256") != entry["sha256"]

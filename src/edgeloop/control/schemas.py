@@ -30,6 +30,9 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"  # node names, parents, deployment 
 REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:([1-9][0-9]{0,8}|latest))?$"  # name[:version]
 LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
 WAVE = r"^[1-9][0-9]{0,5}%?$"
+SHA256 = r"^[0-9a-f]{64}$"
+VERSION = r"^[1-9][0-9]{0,8}$"  # a model version, as REF's (a form field is text)
+MANIFEST_CHARS = 1 << 20
 
 
 def _finite(low: float, high: float) -> Any:
@@ -173,6 +176,23 @@ class RollbackBody(_Admin):
     """``POST /api/v1/rollouts/{id}/rollback``."""
 
     to: Ref | None = None
+
+
+class ModelUpload(_Admin):
+    """The text fields of ``POST /api/v1/models`` (multipart form data); its files are
+    ``file`` (the artifact) and, optionally, ``profile`` (the reference profile)."""
+
+    manifest: Annotated[str, StringConstraints(min_length=2, max_length=MANIFEST_CHARS)]
+    version: Annotated[str, StringConstraints(pattern=VERSION)] | None = None
+    sha256: Annotated[str, StringConstraints(pattern=SHA256)] | None = None
+
+
+def parse_form(model: type[M], fields: dict[str, Any]) -> M:
+    """A form's text ``fields`` as a ``model``. Raises BadRequestError as :func:`parse`."""
+    try:
+        return model.model_validate(fields)
+    except PydanticError as exc:
+        raise BadRequestError(_message(model, exc), hint=_hint(model)) from None
 
 
 def parse(model: type[M], raw: bytes) -> M:

@@ -13,6 +13,7 @@ an unreachable control plane a TransportError. Timeouts are finite by default.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -164,13 +165,19 @@ class ControlClient:
             )
 
     def publish_version(
-        self, file: Path, version: ModelVersion, parent_sha256: str | None = None
+        self,
+        file: Path,
+        version: ModelVersion,
+        parent_sha256: str | None = None,
+        *,
+        profile: Path | None = None,
     ) -> dict[str, Any]:
         """Publish the local registry ``version`` (its artifact ``file``) on the control plane
         under the same name and version, with its manifest as it is (lineage, measurements,
         data hash, recipe). ``parent_sha256``: the local parent's artifact, which the fleet's
         parent must match. Returns ``{"ref", "sha256", "status": "published" | "already on the
         fleet", "record"}`` (``record``: the control plane's answer, None when already there).
+        ``profile``: the version's reference profile file, uploaded beside the model.
 
         The control plane numbers versions itself (the next of the name), so the version is kept
         only when it is that next number; the requested number travels in the ``version`` form
@@ -186,8 +193,11 @@ class ControlClient:
             return {"ref": str(version.ref), "sha256": version.artifact_sha256,
                     "status": ALREADY_THERE, "record": None}  # fmt: skip
         path = Path(file)
-        with path.open("rb") as fh:
+        with path.open("rb") as fh, contextlib.ExitStack() as stack:
             files = {"file": (f"model.{version.manifest.format}", fh, "application/octet-stream")}
+            if profile is not None:
+                held = stack.enter_context(Path(profile).open("rb"))
+                files["profile"] = ("model.profile.npz", held, "application/octet-stream")
             fields = {
                 "manifest": json.dumps(version.manifest.to_dict()),
                 "version": str(version.version),
