@@ -286,11 +286,13 @@ def _publish_ref(
         if not with_parents and version.manifest.parent is not None:
             shas[version.manifest.parent] = registry.show(version.manifest.parent).artifact_sha256
         files = [registry.resolve(v.ref)[1] for v in chain]
+        profiles = [registry.profile(v.ref)[1] for v in chain]  # verified; None: it has none
     steps: list[dict[str, Any]] = []
     with _client(control, token, folder, home) as client:
-        for v, file in reversed(list(zip(chain, files, strict=True))):
+        for v, file, profile in reversed(list(zip(chain, files, profiles, strict=True))):
             parent = v.manifest.parent
-            step = client.publish_version(file, v, None if parent is None else shas.get(parent))
+            parent_sha = None if parent is None else shas.get(parent)
+            step = client.publish_version(file, v, parent_sha, profile=profile)
             steps.append(step)
             err_console.print(f"{step['ref']}: {step['status']}", highlight=False)
     return steps
