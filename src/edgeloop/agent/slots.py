@@ -24,6 +24,9 @@ from edgeloop.core.errors import ConfigError
 
 SLOT_NAMES = ("a", "b")
 _CHUNK = 1 << 20
+# The reference profile beside a slot's model (``model.onnx``): the name the server's drift
+# monitor reads (``<stem>.profile.npz``, serving/watch.py).
+PROFILE_FILE = "model.profile.npz"
 
 
 def sha256_file(path: Path) -> str:
@@ -150,9 +153,16 @@ class Slots:
                 child.unlink()
 
     def stage(
-        self, name: str, artifact: Path, document: bytes, deployment: Deployment
+        self,
+        name: str,
+        artifact: Path,
+        document: bytes,
+        deployment: Deployment,
+        profile: Path | None = None,
     ) -> SlotModel:
-        """Copy a verified artifact and its document into slot ``name`` (never the active one).
+        """Copy a verified artifact and its document into slot ``name`` (never the active one);
+        a verified reference ``profile`` goes beside the model as ``model.profile.npz``, where
+        the server's drift monitor looks for it.
 
         Raises:
             ConfigError: ``name`` is the active slot.
@@ -167,9 +177,13 @@ class Slots:
         relative = Path("model") / spec.name / str(spec.version) / f"model{spec.suffix}"
         target = folder / relative
         target.parent.mkdir(parents=True)
-        shutil.copyfile(artifact, target)
-        with target.open("rb") as fh:
-            os.fsync(fh.fileno())
+        copies = [(artifact, target)]
+        if profile is not None:
+            copies.append((profile, target.parent / PROFILE_FILE))
+        for source, copy in copies:
+            shutil.copyfile(source, copy)
+            with copy.open("rb") as fh:
+                os.fsync(fh.fileno())
         fsync_dir(target.parent)
         write_durable(folder / "deployment.json", document)
         write_json(

@@ -28,8 +28,11 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import replace
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from tuf.api.metadata import TargetFile
 
 from edgeloop.agent.activator import serving_config
 from edgeloop.agent.deployment import Deployment, Guard, parse_deployment
@@ -224,20 +227,44 @@ class Updater:
             await self._serve_nothing()
             return
         info = await asyncio.to_thread(tuf.matching, spec)
+        # The drift monitor's reference profile: a second target of the version, fetched and
+        # verified through the same TUF session; a bad one fails the update like a bad model.
+        # Both are checked against the signed targets before any byte is fetched.
+        wanted = profile_target(spec.raw)
+        profile_info = None
+        if wanted is not None:
+            profile_info = await asyncio.to_thread(_matching_profile, tuf, wanted)
         held = await asyncio.to_thread(tuf.download, info)
         if held != spec.length:
             tuf.fetcher.discard_parts()
             raise UntrustedArtifactError(
                 f"{spec.target}: the server sent {held} of the signed {spec.length} bytes"
             )
+        if wanted is not None and profile_info is not None:
+            got = await asyncio.to_thread(tuf.download, profile_info)
+            if got != wanted.length:
+                tuf.fetcher.discard_parts()
+                raise UntrustedArtifactError(
+                    f"{wanted.target}: the server sent {got} of the signed {wanted.length} bytes"
+                )
+            held += got
         self._move(S.VERIFY, f"{held} B downloaded; verifying against the signed targets")
         await self._boundary(S.VERIFY)
         path = await asyncio.to_thread(tuf.verify, info)
-        to_slot = self.record.to_slot or "a"
-        self._move(S.STAGE, f"length and sha256 verified by TUF; staging into slot {to_slot}")
-        await self._boundary(S.STAGE)
-        model = await asyncio.to_thread(self.slots.stage, to_slot, path, document, deployment)
-        path.unlink(missing_ok=True)
+        profile = None
+        try:
+            if profile_info is not None:
+                profile = await asyncio.to_thread(tuf.verify, profile_info)
+            to_slot = self.record.to_slot or "a"
+            self._move(S.STAGE, f"length and sha256 verified by TUF; staging into slot {to_slot}")
+            await self._boundary(S.STAGE)
+            model = await asyncio.to_thread(
+                self.slots.stage, to_slot, path, document, deployment, profile
+            )
+        finally:
+            path.unlink(missing_ok=True)
+            if profile is not None:
+                profile.unlink(missing_ok=True)
         if not self.slots.intact(model):
             raise UpdateFailedError(
                 f"slot {to_slot}: the staged copy does not hash to {spec.sha256}"
@@ -322,6 +349,56 @@ class Updater:
         """Forget the events (tests and tools); the state is kept."""
         self.record = replace(self.record, events=())
         save_record(self.home.update_state, self.record)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileTarget:
+    """The reference profile a deployment entry names: its signed target, sha256, length."""
+
+    target: str
+    sha256: str
+    length: int
+
+
+def profile_target(entry: Mapping[str, Any]) -> ProfileTarget | None:
+    """The ``profile`` of a model entry (None when it names none).
+
+    Raises:
+        UntrustedArtifactError: the entry's ``profile`` is not ``{target, sha256, length}``.
+    """
+    raw = entry.get("profile")
+    if raw is None:
+        return None
+    target = raw.get("target") if isinstance(raw, dict) else None
+    sha, length = (raw.get("sha256"), raw.get("length")) if isinstance(raw, dict) else (None, None)
+    if (
+        not isinstance(target, str)
+        or not isinstance(sha, str)
+        or len(sha) != 64
+        or isinstance(length, bool)
+        or not isinstance(length, int)
+        or length < 1
+    ):
+        raise UntrustedArtifactError(
+            f"the deployment's profile entry {str(raw)[:120]!r} is not "
+            "{target, sha256 (64 hex digits), length >= 1}",
+            hint="the control plane wrote a bad document; re-publish the deployment",
+        )
+    return ProfileTarget(target, sha, length)
+
+
+def _matching_profile(tuf: TufSession, wanted: ProfileTarget) -> TargetFile:
+    """The signed facts of the profile, checked against what the document says."""
+    info = tuf.info(wanted.target)
+    signed = info.hashes.get("sha256")
+    if info.length != wanted.length or signed != wanted.sha256:
+        raise UntrustedArtifactError(
+            f"{wanted.target}: the deployment says {wanted.length} B sha256 "
+            f"{wanted.sha256[:12]}, the signed targets say {info.length} B sha256 "
+            f"{str(signed)[:12]}",
+            hint="the deployment and the targets metadata disagree; re-publish the deployment",
+        )
+    return info
 
 
 def guard_breach(figures: HealthFigures, guard: Guard) -> str | None:
