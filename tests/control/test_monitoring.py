@@ -159,3 +159,25 @@ def test_control_metrics_show_fleet_gauges(tmp_path: Path) -> None:
         assert 'edgeloop_fleet_version_nodes{model="digits",version="2"} 1.0' in text
         assert 'edgeloop_fleet_nodes{state="unreported"} 1.0' in text
         assert 'edgeloop_fleet_telemetry_items_total{outcome="accepted"}' in text
+
+
+def test_newest_keeps_one_snapshot_per_key_and_the_drift_event_beside_a_later_one() -> None:
+    quality = {**drift_event(), "type": "quality", "kind": "data_quality"}
+    rows = [row("metrics", metrics(True), T0), row("metrics", metrics(False), T0 + 60),
+            row("event", drift_event(), T0 + 10), row("event", quality, T0 + 20)]  # fmt: skip
+    snaps, marks = monitoring.newest(monitoring.fold("n1", rows))
+    assert [s.at for s in snaps] == [T0 + 60]
+    assert [(m.type, m.at) for m in marks] == [(EventType.DRIFT, T0 + 10),
+                                               (EventType.QUALITY, T0 + 20)]  # fmt: skip
+
+
+def test_a_drift_event_then_a_quality_event_in_one_batch(tmp_path: Path, db_url: str) -> None:
+    with control(tmp_path / "home", db_url) as ctl:
+        node = ctl.enroll("a")
+        quality = {**drift_event(), "type": "quality", "kind": "data_quality"}
+        batch = [item("metrics", metrics(False), T0), item("event", drift_event(), T0 + 1),
+                 item("event", quality, T0 + 2)]  # fmt: skip
+        url = f"/api/v1/nodes/{node.node_id}/telemetry"
+        ctl.ok("POST", url, json={"items": batch}, headers=node.auth)
+        [r] = ctl.ok("GET", "/api/v1/monitoring")["rows"]
+        assert r["drifting"] is True and r["last_event"]["type"] == "quality"

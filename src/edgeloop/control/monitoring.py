@@ -138,37 +138,69 @@ def fold(node_id: str, rows: Iterable[Mapping[str, Any]]) -> list[Snapshot | Mar
     return out
 
 
-def _upsert(conn: sa.Connection) -> Any:
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(tables.monitoring)
+def newest(updates: Iterable[Snapshot | Mark]) -> tuple[list[Snapshot], list[Mark]]:
+    """Per (node, model, version): the newest snapshot and the newest event of ``updates``
+    (a batch holds many of one key; only the newest can win), and the newest drift event.
+    Pure."""
+    snaps: dict[tuple[str, str, str], Snapshot] = {}
+    marks: dict[tuple[str, str, str, bool], Mark] = {}  # a drift event is kept beside another
+    for u in updates:
+        if isinstance(u, Snapshot):
+            key = (u.node_id, u.model, u.version)
+            if key not in snaps or snaps[key].at <= u.at:
+                snaps[key] = u
+            continue
+        mkey = (u.node_id, u.model, u.version, u.type is EventType.DRIFT)
+        if mkey not in marks or marks[mkey].at <= u.at:
+            marks[mkey] = u
+    return list(snaps.values()), sorted(marks.values(), key=lambda m: m.at)  # oldest first
+
+
+def _statements(conn: sa.Connection) -> tuple[Any, Any]:
+    """The two upserts (executemany), each only over older figures of its kind."""
+    t = tables.monitoring
+    keys = [t.c.node_id, t.c.model, t.c.model_version]
+    insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+    snap = insert(t)
+    snap = snap.on_conflict_do_update(
+        index_elements=keys,
+        set_={c: snap.excluded[c] for c in ("metrics_at", "snapshot", "received_at")},
+        where=sa.or_(t.c.metrics_at.is_(None), t.c.metrics_at <= snap.excluded.metrics_at),
+    )
+    mark = insert(t)
+    drift = sa.func.coalesce(mark.excluded.drift_event_at, t.c.drift_event_at)
+    mark = mark.on_conflict_do_update(
+        index_elements=keys,
+        set_={
+            **{c: mark.excluded[c] for c in ("event_at", "event", "received_at")},
+            "drift_event_at": drift,
+        },
+        where=sa.or_(t.c.event_at.is_(None), t.c.event_at <= mark.excluded.event_at),
+    )
+    return snap, mark
 
 
 def apply(conn: sa.Connection, updates: list[Snapshot | Mark], now: float) -> int:
-    """Upsert ``updates`` in ``conn``'s transaction, each only over older figures of the same
-    kind (a duplicate or late item changes nothing); the number of statements run."""
-    t = tables.monitoring
-    keys = [t.c.node_id, t.c.model, t.c.model_version]
-    for u in updates:
-        base = {"node_id": u.node_id, "model": u.model, "model_version": u.version,
+    """Upsert the newest of ``updates`` per key in ``conn``'s transaction, each only over older
+    figures of the same kind (a duplicate or late item changes nothing); the rows written."""
+    snaps, marks = newest(updates)
+    snap_stmt, mark_stmt = _statements(conn)
+
+    def key(u: Snapshot | Mark) -> dict[str, Any]:
+        return {"node_id": u.node_id, "model": u.model, "model_version": u.version,
                 "received_at": now}  # fmt: skip
-        stmt = _upsert(conn)
-        if isinstance(u, Snapshot):
-            values = {**base, "metrics_at": u.at, "snapshot": json.dumps(u.figures)}
-            newer = sa.or_(t.c.metrics_at.is_(None), t.c.metrics_at <= stmt.excluded.metrics_at)
-            change: tuple[str, ...] = ("metrics_at", "snapshot", "received_at")
-        else:
-            drift = u.at if u.type is EventType.DRIFT else None
-            values = {**base, "event_at": u.at, "event": json.dumps(u.event),
-                      "drift_event_at": drift}  # fmt: skip
-            newer = sa.or_(t.c.event_at.is_(None), t.c.event_at <= stmt.excluded.event_at)
-            change = ("event_at", "event", "received_at")
-            if drift is not None:
-                change = (*change, "drift_event_at")
-        stmt = stmt.values(values).on_conflict_do_update(
-            index_elements=keys, set_={c: stmt.excluded[c] for c in change}, where=newer
-        )
-        conn.execute(stmt)
-    INGEST["monitoring_updates"] += len(updates)
-    return len(updates)
+
+    if snaps:
+        conn.execute(snap_stmt, [{**key(u), "metrics_at": u.at, "snapshot": json.dumps(u.figures),
+                                  "event_at": None, "event": None, "drift_event_at": None}
+                                 for u in snaps])  # fmt: skip
+    if marks:
+        conn.execute(mark_stmt, [{**key(u), "metrics_at": None, "snapshot": None, "event_at": u.at,
+                                  "event": json.dumps(u.event),
+                                  "drift_event_at": u.at if u.type is EventType.DRIFT else None}
+                                 for u in marks])  # fmt: skip
+    INGEST["monitoring_updates"] += len(snaps) + len(marks)
+    return len(snaps) + len(marks)
 
 
 @dataclass(frozen=True, slots=True)
