@@ -11,6 +11,10 @@ import httpx
 from edgeloop.core.errors import TransportError
 from edgeloop.core.tls import client_verify
 
+_MUTUAL_HINT = (
+    "; a TLS connection closed at once can mean that the control plane requires a client "
+    "certificate (mutual TLS): pass --tls-client-cert and --tls-client-key"
+)
 _TIMEOUT_S = 10.0  # finite by default; the control plane answers in milliseconds
 
 
@@ -41,7 +45,7 @@ class ControlClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            if isinstance(exc.__context__, ssl.SSLError) or "CERTIFICATE" in str(exc):
+            if _tls_failure(exc):
                 raise TransportError(
                     f"control plane {self.base}: TLS verification failed ({exc})",
                     hint="pass the CA that issued its certificate with --ca-bundle; if it was "
@@ -50,7 +54,8 @@ class ControlClient:
                 ) from exc
             raise TransportError(
                 f"control plane {self.base} unreachable ({type(exc).__name__}: {exc})",
-                hint="the agent keeps serving and retries with back-off",
+                hint="the agent keeps serving and retries with back-off"
+                + (_MUTUAL_HINT if self.base.startswith("https:") else ""),
             ) from exc
         if response.status_code >= 400:
             raise TransportError(
@@ -86,3 +91,15 @@ def _peer_certificate(response: httpx.Response) -> bytes | None:
     tls = stream.get_extra_info("ssl_object") if stream is not None else None
     der = tls.getpeercert(True) if tls is not None else None  # the C object: no keywords
     return bytes(der) if der else None
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """True when ``exc`` came from TLS (an unverifiable or unpinned certificate, an alert)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore's error, which wraps ssl's
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
