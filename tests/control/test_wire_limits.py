@@ -47,6 +47,9 @@ ROUTES = [
     ("GET", "/tuf/metadata/{file}", "none", 0),
     ("GET", "/tuf/targets/{path:path}", "node", 0),
     ("GET", "/api/v1/openapi.json", "admin", 0),
+    ("GET", "/api/v1/monitoring", "admin", 0),
+    ("GET", "/api/v1/alerts", "admin", 0),
+    ("GET", "/metrics", "admin", 0),
 ]
 MULTIPART = (
     b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n'
