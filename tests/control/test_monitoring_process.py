@@ -4,6 +4,8 @@ drift telemetry reaches /api/v1/monitoring, ``edgeloop fleet monitor|alerts`` an
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,3 +54,10 @@ def test_drift_telemetry_reaches_api_cli_metrics_and_webhook(tmp_path: Path) -> 
         assert bad.exit_code != 0 and "'state'" in str(bad.exception)
         table = runner.invoke(app, ["fleet", "monitor", "--control", ctl.url, "--token", token])
         assert table.exit_code == 0 and "drifting" in table.stdout
+
+
+def test_the_cli_modules_import_in_either_order() -> None:
+    for first in ("edgeloop.cli.fleet_monitor", "edgeloop.cli.fleet"):
+        done = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr

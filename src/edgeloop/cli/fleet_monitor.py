@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeloop.cli.fleet import ControlUrl, Folder, Format, Home, Token, _client
 from edgeloop.cli.output import OutputFormat, emit, na
 
 
@@ -92,3 +91,7 @@ def fleet_alerts(
         console.print(t)
 
     emit({"alerts": alerts}, format, render)
+
+
+# Last: cli/fleet.py registers these commands at its own end, so either module may load first.
+from edgeloop.cli.fleet import ControlUrl, Folder, Format, Home, Token, _client  # noqa: E402
