@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,28 @@ def test_no_old_data_at_all_is_a_rejection_not_an_exception(
     folder, _ = trained
     r = incremental_train(folder, shifted(20, 8), IncrementalConfig(epochs=1), export=False)
     assert r.rejection is Rejection.NO_OLD_DATA and r.old_accuracy_before is None
+
+
+def test_a_given_new_test_set_and_the_time_budget_are_honoured(
+    trained: tuple[Path, Splits],
+) -> None:
+    folder, splits = trained
+    test = shifted(30, seed=12)
+    tight = IncrementalConfig(epochs=50, max_seconds=1e-6)
+    r = incremental_train(folder, shifted(40, 13), tight, old_data=splits.test, new_test=test)
+    assert r.new_train_samples == 40 and r.new_holdout_samples == 30
+    assert r.budget_exhausted and r.epochs_run == 1
+
+
+def test_a_pruned_checkpoint_is_refused_with_the_next_step(
+    trained: tuple[Path, Splits], tmp_path: Path
+) -> None:
+    folder, _ = trained
+    shutil.copytree(folder, tmp_path / "pruned")
+    config = json.loads((tmp_path / "pruned" / "model.json").read_text())
+    (tmp_path / "pruned" / "model.json").write_text(json.dumps({**config, "layers": []}))
+    with pytest.raises(ConfigError, match="pruned"):
+        incremental_train(tmp_path / "pruned", shifted(20, 14))
 
 
 def test_lineage_label_refuses_an_ambiguous_label() -> None:

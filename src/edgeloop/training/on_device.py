@@ -13,6 +13,7 @@ and memory budget; the serving path never imports this module.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -28,6 +29,8 @@ from torch import nn
 from edgeloop.core.errors import ConfigError, ConflictError, DataError
 from edgeloop.data.dataset import Dataset, Modality, Task
 from edgeloop.training.checkpoint import (
+    CONFIG,
+    WEIGHTS,
     CheckpointInfo,
     load_checkpoint,
     read_checkpoint,
@@ -57,6 +60,7 @@ def incremental_train(
     *,
     out: str | Path | None = None,
     old_data: Data | None = None,
+    new_test: Data | None = None,
     replay_path: str | Path | None = None,
     parent_ref: str | None = None,
     node_id: str = "local",
@@ -65,6 +69,8 @@ def incremental_train(
 ) -> IncrementalResult:
     """Fine-tune the checkpoint at ``checkpoint`` on ``new_data`` (a Dataset or (x, y)).
 
+    Accuracy on the new data is measured on ``new_test`` when given (all of ``new_data`` is
+    then trained on), else on a held-out ``holdout_share`` of ``new_data``.
     ``old_data`` (e.g. the original test split) is what forgetting is measured on; without it,
     a held-out slice of the replay buffer at ``replay_path`` is. The new samples join the
     buffer after the run (accepted or not), so a node accumulates its history. An accepted run
@@ -80,8 +86,9 @@ def incremental_train(
     """
     cfg = config if config is not None else IncrementalConfig()
     start = time.perf_counter()
-    module, arch = load_checkpoint(checkpoint)
     info = read_checkpoint(checkpoint)
+    _refuse_pruned(Path(checkpoint))
+    module, arch = load_checkpoint(checkpoint)
     if arch.task is not Task.CLASSIFICATION:
         raise ConfigError(
             f"checkpoint {str(checkpoint)!r} is a {arch.task.value} model ({arch.arch})",
@@ -104,11 +111,14 @@ def incremental_train(
         )
     rng = np.random.default_rng(cfg.seed)
     train_idx, hold_idx = _holdout(len(y), cfg.holdout_share, rng)
+    holdout = (x[hold_idx], y[hold_idx])
+    if new_test is not None:
+        holdout = _arrays(new_test, arch, classes if named else None, "new test data")
+        train_idx = np.arange(len(y))
     buffer = ReplayBuffer(max(1, cfg.replay_size), arch.input_shape, cfg.seed)
     if replay_path is not None and cfg.replay_size > 0:
         buffer = load_replay(replay_path, cfg.replay_size, arch.input_shape, cfg.seed)
     pool, old_xy, old_source = _pool_and_old(buffer, old, cfg, rng)
-    holdout = (x[hold_idx], y[hold_idx])
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -141,7 +151,7 @@ def incremental_train(
         old_accuracy_after=old_after,
         old_source=old_source,
         new_train_samples=len(train_idx),
-        new_holdout_samples=len(hold_idx),
+        new_holdout_samples=len(holdout[1]),
         old_samples=0 if old_xy is None else len(old_xy[1]),
         replay_samples_used=used,
         replay_buffer_size=len(buffer),
@@ -157,6 +167,20 @@ def incremental_train(
         onnx=written[1],
         onnx_max_abs_diff=written[2],
     )
+
+
+def _refuse_pruned(folder: Path) -> None:
+    """A pruned checkpoint (``layers`` in model.json) is rebuilt by ``edgeloop.optimize``, which
+    sits above training in the import order: fine-tune the unpruned parent, then prune again."""
+    if folder.name in (CONFIG, WEIGHTS) and not folder.is_dir():
+        folder = folder.parent
+    config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    if isinstance(config, dict) and "layers" in config:
+        raise ConfigError(
+            f"checkpoint {str(folder)!r} is a pruned model (its model.json records pruned "
+            "layer widths); incremental training takes an unpruned checkpoint",
+            hint="fine-tune the parent checkpoint it was pruned from, then prune the result again",
+        )
 
 
 def _arrays(data: Data, arch: ArchConfig, classes: tuple[str, ...] | None, what: str) -> Arrays:
@@ -281,6 +305,10 @@ def _train(
         module.train()
         for layer in frozen:  # frozen BatchNorm keeps its running statistics too
             layer.eval()
+        if cfg.keep_norm_stats:
+            for layer in module.modules():
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
         for idx, rep in _batches(len(yt), cfg, len(py), rng):
             xb = torch.cat([xt[idx], px[rep]]) if len(rep) else xt[idx]
             yb = torch.cat([yt[idx], py[rep]]) if len(rep) else yt[idx]

@@ -38,7 +38,10 @@ class IncrementalConfig:
     ``max_forgetting_pp`` points, or when accuracy on the new held-out data rises by less than
     ``min_gain_pp`` points (the default 0 refuses a model worse on the new data; raise it to
     demand a gain). ``max_seconds`` stops training (between batches) when spent;
-    ``threads`` is torch's intra-op thread count for the run.
+    ``threads`` is torch's intra-op thread count for the run. ``keep_norm_stats`` keeps every
+    BatchNorm layer's running statistics as they were (the usual practice when fine-tuning on a
+    few samples: batches of 32 give noisy statistics, and statistics pulled towards the new
+    data cost accuracy on the old; measured in docs/on_device.md).
 
     Raises:
         ConfigError: a value out of range, naming it and the allowed range.
@@ -56,6 +59,7 @@ class IncrementalConfig:
     seed: int = 0
     threads: int = 1
     max_seconds: float | None = None
+    keep_norm_stats: bool = True
 
     def __post_init__(self) -> None:
         _int("epochs", self.epochs, 1)
@@ -63,6 +67,10 @@ class IncrementalConfig:
         _int("replay_size", self.replay_size, 0)
         _int("seed", self.seed, 0)
         _int("threads", self.threads, 1)
+        if not isinstance(self.keep_norm_stats, bool):
+            raise ConfigError(
+                f"keep_norm_stats {self.keep_norm_stats!r} is not valid; expected a bool"
+            )
         if self.train_last_layers is not None:
             _int("train_last_layers", self.train_last_layers, 1)
         if not (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0):

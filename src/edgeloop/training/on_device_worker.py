@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=".npz of new labelled samples (x, y)")
     p.add_argument("--out", required=True, help="new checkpoint folder (must not exist)")
     p.add_argument("--old-data", help=".npz of old samples to measure forgetting on")
+    p.add_argument("--new-test", help=".npz of held-out new samples (default: a share of --data)")
     p.add_argument("--replay", help=".npz replay buffer file (created when missing)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -60,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-ref", default=None, help="e.g. digits-cnn:3 (default: folder name)")
     p.add_argument("--node-id", default="local")
     p.add_argument("--counter", type=int, default=1)
+    p.add_argument(
+        "--update-norm-stats",
+        action="store_true",
+        help="let BatchNorm running statistics follow the new batches (default: kept)",
+    )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     return p
 
@@ -163,16 +169,19 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         threads=args.threads,
         max_seconds=args.max_seconds,
+        keep_norm_stats=not args.update_norm_stats,
     )
     torch.set_num_threads(config.threads)
     new = _read(args.data, "--data")
     old = None if args.old_data is None else _read(args.old_data, "--old-data")
+    test = None if args.new_test is None else _read(args.new_test, "--new-test")
     result = incremental_train(
         args.checkpoint,
         new,
         config,
         out=args.out,
         old_data=old,
+        new_test=test,
         replay_path=args.replay,
         parent_ref=args.parent_ref,
         node_id=args.node_id,
