@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from edgeloop.core.errors import TransportError
+from edgeloop.core.tls import client_verify
 from edgeloop.serving.oip import DATATYPES
 
 _DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
@@ -83,7 +84,9 @@ class ParentTier:
 
     async def _post(self, feeds: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray]:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s))
+            # A parent over HTTPS is checked against the process's CA bundle (core/tls.py).
+            verify = client_verify(control=False)
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), verify=verify)
         body = orjson.dumps({"inputs": [_tensor(n, v) for n, v in feeds.items()]})
         try:
             response = await self._client.post(
