@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeloop.cli.app import app
-from edgeloop.core.errors import ConfigError
+from edgeloop.core.errors import ConfigError, NotFoundError
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, ProfileRecord, TensorSpec
 from edgeloop.monitoring import ReferenceProfile, build_profile
@@ -101,3 +101,13 @@ def test_removing_the_version_removes_its_profile(home: Path, linear_onnx: Path)
         assert registry.artifacts.exists(sha)
         registry.remove(version.ref)
         assert not registry.artifacts.exists(sha)
+
+
+def test_a_failed_publish_leaves_no_profile_behind(home: Path, tmp_path: Path) -> None:
+    profile = build_profile(np.random.default_rng(3).standard_normal((50, 4))).to_bytes()
+    sha = hashlib.sha256(profile).hexdigest()
+    manifest = Manifest("lin", "onnx", (TensorSpec("x", (None, 4)),), (TensorSpec("y", (None, 2)),))
+    with Registry.open(Settings.load(home)) as registry:
+        with pytest.raises(NotFoundError):
+            registry.publish(tmp_path / "missing.onnx", manifest, profile=profile)
+        assert registry.list() == [] and not registry.artifacts.exists(sha)

@@ -94,13 +94,19 @@ class Registry:
         """
         manifest = self._pin_parent(manifest)
         manifest = self._put_profile(manifest, profile)
-        info = self.artifacts.put(Path(model_file))
+        stored = None if profile is None or manifest.profile is None else manifest.profile.sha256
+        try:
+            info = self.artifacts.put(Path(model_file))
+        except BaseException:
+            if stored is not None:  # nothing lists the profile just stored: leave nothing
+                self._collect_profile(stored)
+            raise
         try:
             added = self.store.add(manifest, info.sha256, info.size_bytes, version)
         except BaseException:
             self._collect(info.sha256)
-            if profile is not None and manifest.profile is not None:
-                self._collect_profile(manifest.profile.sha256)
+            if stored is not None:
+                self._collect_profile(stored)
             raise
         if not self.artifacts.exists(info.sha256):
             # A concurrent failed publish or remove of the same bytes saw no reference (ours
