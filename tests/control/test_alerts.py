@@ -176,7 +176,7 @@ def test_a_drifting_node_alert_reaches_the_webhook(tmp_path: Path) -> None:
         fresh = item("metrics", metrics(True), time.time())
         ctl.ok("POST", url, json={"items": [fresh]}, headers=node.auth)
         rule = Rule("drift-1", RuleKind.DRIFTING_NODES, k=1)
-        alerting = Alerting((rule,), WebhookConfig(hook.url, timeout_s=2.0))
+        alerting = Alerting((rule,), WebhookConfig(hook.url, timeout_s=2.0), every_s=0)
         asyncio.run(_run(ctl.plane, alerting, lambda: hook.bodies))
         [body] = hook.bodies
         assert body["alert"]["rule"] == "drift-1" and body["alert"]["state"] == "firing"
@@ -192,7 +192,7 @@ def test_a_failing_receiver_is_retried_and_the_tick_loop_keeps_running(tmp_path:
         ctl.enroll("a")  # enrolled "long ago" by the rule's measure: silent at once
         rule = Rule("silent", RuleKind.NODE_SILENT, silent_s=1)
         config = WebhookConfig(hook.url, timeout_s=2.0, attempts=5, backoff_s=0.2)
-        alerting = Alerting((rule,), config)
+        alerting = Alerting((rule,), config, every_s=0)
         time.sleep(1.1)
         asyncio.run(_run(ctl.plane, alerting, lambda: hook.bodies))
         assert hook.attempts == 4 and len(hook.bodies) == 1
@@ -216,3 +216,14 @@ def test_a_full_queue_drops_and_counts_without_blocking() -> None:
 def test_webhook_config_refuses_a_non_http_url() -> None:
     with pytest.raises(ConfigError, match="ftp://x"):
         WebhookConfig("ftp://x")
+
+
+def test_a_twin_alert_of_two_replicas_is_resolved_by_the_next_evaluation() -> None:
+    now, new_id = 1000.0, ids()
+    two = [fleet_row("n1", True, now), fleet_row("n2", True, now)]
+    [finding] = evaluate([DRIFT], two, [], now)
+    [a] = reconcile([], [finding], now, new_id).opened
+    [b] = reconcile([], [finding], now, new_id).opened  # the other replica, same instant
+    changes = reconcile([a, b], [finding], now + 1, new_id)
+    assert [k.alert_id for k in changes.kept] == [a.alert_id]
+    assert [r.alert_id for r in changes.resolved] == [b.alert_id]

@@ -23,7 +23,7 @@ def test_drift_telemetry_reaches_api_cli_metrics_and_webhook(tmp_path: Path) -> 
     rules.write_text(json.dumps({"rules": [{"name": "drift-1", "kind": "drifting_nodes", "k": 1}]}))
     with receiver() as hook, control_process(
         tmp_path / "home", None, "--alert-webhook", hook.url, "--alert-rules", str(rules),
-        "--tick-s", "0.2",
+        "--tick-s", "0.2", "--alert-every-s", "0.2",
     ) as ctl:  # fmt: skip
         token = Path(ctl.ready["admin_token_file"]).read_text().strip()
         admin = {"Authorization": f"Bearer {token}"}

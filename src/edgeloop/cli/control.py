@@ -91,6 +91,10 @@ def control(
             help="A JSON file of alert rules (default: 1 node drifting; a node silent 300 s).",
         ),
     ] = None,
+    alert_every_s: Annotated[
+        float,
+        typer.Option("--alert-every-s", help="Seconds between two alert rule evaluations."),
+    ] = 15.0,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json (the ready line)")
     ] = OutputFormat.TABLE,
@@ -112,7 +116,7 @@ def control(
     check_settings(timestamp_expiry_s, tick_s)  # before anything is opened or written
     rules = DEFAULT_RULES if alert_rules is None else load_rules(alert_rules)
     hook = None if alert_webhook is None else WebhookConfig(alert_webhook)
-    alerting = Alerting(rules, hook)
+    alerting = Alerting(rules, hook, every_s=alert_every_s)
     tls = TlsConfig(cert=tls_cert, key=tls_key, client_ca=tls_client_ca)
     server_context(tls)  # a bad certificate or key: refused before anything is opened
     limits = wire_limits(

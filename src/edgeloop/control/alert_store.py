@@ -1,10 +1,11 @@
 """Alerts in the database (table ``control_alerts``): read, and one evaluation written.
 
-:func:`evaluate_and_store` runs in one transaction: it reads the monitoring rows, the fleet's
-nodes and the alerts firing, evaluates the rules (:mod:`edgeloop.control.alerts`, pure) and
-writes what changed. Two replicas evaluating at once may both open an alert for the same
-subject; the next evaluation of either resolves neither (both are kept, seen again), so the
-worst case is a duplicate alert, never a lost one.
+:func:`gather` reads the monitoring rows, the fleet's nodes and the alerts firing (a read
+transaction); :func:`decide` evaluates the rules (:mod:`edgeloop.control.alerts`, pure) and
+:func:`write` stores what changed (a short write transaction: at 10,000 nodes the read and the
+evaluation take a few hundred ms, which must not hold the writers' lock). Two replicas
+evaluating at once may both open an alert for the same subject; the next evaluation resolves
+the second (:func:`~edgeloop.control.alerts.reconcile`): never a lost alert.
 """
 
 from __future__ import annotations
@@ -68,10 +69,29 @@ def _values(a: Alert) -> dict[str, Any]:
 
 
 def evaluate_and_store(conn: sa.Connection, rules: Iterable[Rule], now: float) -> Changes:
-    """One evaluation of ``rules``, written in ``conn``'s transaction; what changed."""
-    rules = tuple(rules)
-    findings = evaluate(rules, monitoring.read(conn), nodes_seen(conn), now)
-    changes = reconcile(read(conn, AlertState.FIRING), findings, now, lambda: str(uuid.uuid4()))
+    """One evaluation of ``rules``, read and written in ``conn``'s transaction; what changed
+    (the tests' one-call form of :func:`gather` + :func:`decide` + :func:`write`)."""
+    return write(conn, decide(gather(conn), rules, now))
+
+
+Gathered = tuple[list[monitoring.FleetRow], list[NodeSeen], list[Alert]]
+
+
+def gather(conn: sa.Connection) -> Gathered:
+    """What an evaluation reads: monitoring rows, nodes, the alerts firing (a read
+    transaction: the write lock is taken only by :func:`write`, for the changes alone)."""
+    return monitoring.read(conn), nodes_seen(conn), read(conn, AlertState.FIRING)
+
+
+def decide(gathered: Gathered, rules: Iterable[Rule], now: float) -> Changes:
+    """The rules evaluated and reconciled with the alerts firing. Pure but for new ids."""
+    rows, nodes, firing = gathered
+    findings = evaluate(tuple(rules), rows, nodes, now)
+    return reconcile(firing, findings, now, lambda: str(uuid.uuid4()))
+
+
+def write(conn: sa.Connection, changes: Changes) -> Changes:
+    """Store ``changes`` in ``conn``'s transaction; returns them."""
     _write(conn, changes)
     return changes
 

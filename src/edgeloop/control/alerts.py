@@ -213,8 +213,16 @@ def reconcile(
     firing: Iterable[Alert], findings: Iterable[Finding], now: float, new_id: Callable[[], str]
 ) -> Changes:
     """Open an alert per finding without one firing, refresh the ones seen again, resolve the
-    ones whose condition cleared (or whose rule is gone). Pure."""
-    open_by_key = {(a.rule, a.subject): a for a in firing}
+    ones whose condition cleared (or whose rule is gone) and any second one firing for the same
+    rule and subject. Pure."""
+    open_by_key: dict[tuple[str, str], Alert] = {}
+    twins = []  # a second alert firing for one key (two replicas opened it at once)
+    for a in firing:
+        key = (a.rule, a.subject)
+        if key in open_by_key:
+            twins.append(replace(a, state=AlertState.RESOLVED, resolved_at=now))
+        else:
+            open_by_key[key] = a
     opened, kept = [], []
     seen = set()
     for f in findings:
@@ -228,6 +236,6 @@ def reconcile(
                                 None, dict(f.figures)))  # fmt: skip
         else:
             kept.append(replace(known, last_seen=now, figures=dict(f.figures)))
-    resolved = [replace(a, state=AlertState.RESOLVED, resolved_at=now)
-                for key, a in open_by_key.items() if key not in seen]  # fmt: skip
+    resolved = twins + [replace(a, state=AlertState.RESOLVED, resolved_at=now)
+                        for key, a in open_by_key.items() if key not in seen]  # fmt: skip
     return Changes(tuple(opened), tuple(kept), tuple(resolved))

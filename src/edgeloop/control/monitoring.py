@@ -12,7 +12,6 @@ agent measures them per app, not per model): every model of the node shows the s
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -191,14 +190,18 @@ def apply(conn: sa.Connection, updates: list[Snapshot | Mark], now: float) -> in
                 "received_at": now}  # fmt: skip
 
     if snaps:
-        conn.execute(snap_stmt, [{**key(u), "metrics_at": u.at, "snapshot": json.dumps(u.figures),
-                                  "event_at": None, "event": None, "drift_event_at": None}
-                                 for u in snaps])  # fmt: skip
+        conn.execute(snap_stmt, [
+            {**key(u), "metrics_at": u.at, "snapshot": orjson.dumps(u.figures).decode(),
+             "event_at": None, "event": None, "drift_event_at": None}
+            for u in snaps
+        ])  # fmt: skip
     if marks:
-        conn.execute(mark_stmt, [{**key(u), "metrics_at": None, "snapshot": None, "event_at": u.at,
-                                  "event": json.dumps(u.event),
-                                  "drift_event_at": u.at if u.type is EventType.DRIFT else None}
-                                 for u in marks])  # fmt: skip
+        conn.execute(mark_stmt, [
+            {**key(u), "metrics_at": None, "snapshot": None, "event_at": u.at,
+             "event": orjson.dumps(u.event).decode(),
+             "drift_event_at": u.at if u.type is EventType.DRIFT else None}
+            for u in marks
+        ])  # fmt: skip
     INGEST["monitoring_updates"] += len(snaps) + len(marks)
     return len(snaps) + len(marks)
 
@@ -249,13 +252,13 @@ class FleetRow:
 def to_row(r: sa.Row[Any]) -> FleetRow:
     """A stored row as a :class:`FleetRow`: drifting when the newest snapshot says so, or when a
     drift event came after it."""
-    figures = json.loads(r.snapshot) if r.snapshot else {}
+    figures = orjson.loads(r.snapshot) if r.snapshot else {}
     drifting = figures.get("drifting")
     if r.drift_event_at is not None and (r.metrics_at is None or r.drift_event_at > r.metrics_at):
         drifting = True
     return FleetRow(
         r.node_id, r.model, r.model_version, None if drifting is None else bool(drifting),
-        figures, json.loads(r.event) if r.event else None, r.metrics_at, r.event_at,
+        figures, orjson.loads(r.event) if r.event else None, r.metrics_at, r.event_at,
         r.received_at,
     )  # fmt: skip
 
