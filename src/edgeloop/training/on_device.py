@@ -14,9 +14,6 @@ and memory budget; the serving path never imports this module.
 from __future__ import annotations
 
 import json
-import os
-import resource
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,16 +24,15 @@ import torch
 from torch import nn
 
 from edgeloop.core.errors import ConfigError, ConflictError, DataError
-from edgeloop.data.dataset import Dataset, Modality, Task
+from edgeloop.data.dataset import Dataset, Task
 from edgeloop.training.checkpoint import (
     CONFIG,
     WEIGHTS,
-    CheckpointInfo,
     load_checkpoint,
     read_checkpoint,
-    save_checkpoint,
 )
-from edgeloop.training.metrics import evaluate, predict_logits
+from edgeloop.training.metrics import predict_logits
+from edgeloop.training.on_device_output import peak_rss_mb, write_output
 from edgeloop.training.on_device_result import (
     IncrementalConfig,
     IncrementalResult,
@@ -44,7 +40,7 @@ from edgeloop.training.on_device_result import (
     lineage_label,
 )
 from edgeloop.training.replay import ReplayBuffer, load_replay
-from edgeloop.training.zoo import ArchConfig, deployable
+from edgeloop.training.zoo import ArchConfig
 
 __all__ = ["IncrementalConfig", "IncrementalResult", "Rejection", "incremental_train"]
 
@@ -135,7 +131,9 @@ def incremental_train(
     rejection, reason = _decide(cfg, diverged, new_before, new_after, old_before, old_after)
     written: tuple[str | None, str | None, float | None] = (None, None, None)
     if rejection is None and target is not None:
-        written = _write(target, module, arch, info, classes, (x, y), holdout, lineage, cfg, export)
+        written = write_output(
+            target, module, arch, info, classes, (x, y), holdout, lineage, cfg, export
+        )
     if replay_path is not None and cfg.replay_size > 0:
         buffer.add(x, y)
         buffer.save(replay_path)
@@ -356,57 +354,3 @@ def _decide(
             f"at least {cfg.min_gain_pp:+} pp wanted"
         )
     return None, f"accepted: new data {gain:+.2f} pp, old data {-lost:+.2f} pp"
-
-
-def _write(
-    target: Path,
-    module: nn.Module,
-    arch: ArchConfig,
-    info: CheckpointInfo,
-    classes: tuple[str, ...],
-    new: Arrays,
-    holdout: Arrays,
-    lineage: str,
-    cfg: IncrementalConfig,
-    export: bool,
-) -> tuple[str, str | None, float | None]:
-    """Write checkpoint (+ model.onnx) into a temp folder beside ``target``, then rename it."""
-    from edgeloop.formats.onnx_export import export_checked
-
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    modality = Modality.IMAGE if len(arch.input_shape) == 3 else Modality.TABULAR
-    data = Dataset(f"{info.dataset or 'local'}+{lineage}", new[0], new[1], classes, modality)
-    held = data.with_arrays(holdout[0], holdout[1], name="new-holdout")
-    extra = {"lineage": lineage, "incremental": cfg.to_dict(), "parent_dataset": info.dataset}
-    try:
-        save_checkpoint(
-            tmp, module, arch, info.fit, evaluate(module, held), dataset=data, extra=extra
-        )
-        onnx, diff = None, None
-        if export:
-            wrapped = deployable(module, arch)
-            done = export_checked(
-                wrapped, np.ascontiguousarray(new[0][:64]), tmp / "model.onnx", split="new data"
-            )
-            onnx, diff = str(target / "model.onnx"), done.parity.max_abs_diff
-        tmp.rename(target)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write {str(target)!r}: {exc.strerror or exc}", hint="pass a writable --out"
-        ) from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(target), onnx, diff
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process in MiB (VmHWM; getrusage's ru_maxrss elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / 1024.0 if kib > 0 else None

@@ -128,6 +128,8 @@ class IncrementalResult:
     ``train_peak_rss_mb`` the same peak read before the checkpoint and ONNX export were
     written (torch's exporter needs more memory than the training). ``output`` / ``onnx``
     are the written checkpoint folder and ONNX file, None when the run was rejected.
+    ``replay_buffer_size`` is the buffer's size after the new samples joined it;
+    ``replay_samples_used`` counts replayed draws over all batches (with repeats).
     """
 
     accepted: bool

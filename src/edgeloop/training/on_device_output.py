@@ -1,0 +1,76 @@
+"""Where an accepted incremental run lands: a checkpoint folder with its ONNX export, written
+whole or not at all; and the worker's peak memory figure."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from torch import nn
+
+from edgeloop.core.errors import ConfigError
+from edgeloop.data.dataset import Dataset, Modality
+from edgeloop.training.checkpoint import CheckpointInfo, save_checkpoint
+from edgeloop.training.metrics import evaluate
+from edgeloop.training.on_device_result import IncrementalConfig
+from edgeloop.training.zoo import ArchConfig, deployable
+
+Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+
+
+def write_output(
+    target: Path,
+    module: nn.Module,
+    arch: ArchConfig,
+    info: CheckpointInfo,
+    classes: tuple[str, ...],
+    new: Arrays,
+    holdout: Arrays,
+    lineage: str,
+    cfg: IncrementalConfig,
+    export: bool,
+) -> tuple[str, str | None, float | None]:
+    """Write checkpoint (+ model.onnx) into a temp folder beside ``target``, then rename it."""
+    from edgeloop.formats.onnx_export import export_checked
+
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    modality = Modality.IMAGE if len(arch.input_shape) == 3 else Modality.TABULAR
+    data = Dataset(f"{info.dataset or 'local'}+{lineage}", new[0], new[1], classes, modality)
+    held = data.with_arrays(holdout[0], holdout[1], name="new-holdout")
+    extra = {"lineage": lineage, "incremental": cfg.to_dict(), "parent_dataset": info.dataset}
+    try:
+        save_checkpoint(
+            tmp, module, arch, info.fit, evaluate(module, held), dataset=data, extra=extra
+        )
+        onnx, diff = None, None
+        if export:
+            wrapped = deployable(module, arch)
+            done = export_checked(
+                wrapped, np.ascontiguousarray(new[0][:64]), tmp / "model.onnx", split="new data"
+            )
+            onnx, diff = str(target / "model.onnx"), done.parity.max_abs_diff
+        tmp.rename(target)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {str(target)!r}: {exc.strerror or exc}", hint="pass a writable --out"
+        ) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target), onnx, diff
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (VmHWM; getrusage's ru_maxrss elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024.0 if kib > 0 else None
