@@ -21,7 +21,7 @@ from edgeloop.agent.updater import profile_target
 from edgeloop.core.errors import UntrustedArtifactError
 from edgeloop.monitoring import ReferenceProfile, build_profile
 
-PROFILE_TARGET = "profiles/linear-2.profile.npz"
+PROFILE_TARGET = "artifacts/linear-2.profile.npz"
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,8 @@ def test_profile_the_signed_targets_do_not_vouch_for(
 
 def test_a_malformed_profile_entry_is_refused() -> None:
     assert profile_target({"name": "x"}) is None
-    for bad in ("p", {"target": "p", "sha256": "ab", "length": 3},
-                {"target": "p", "sha256": "ab" * 32, "length": True}):  # fmt: skip
+    for bad in ("p", {"target": "artifacts/p", "sha256": "ab", "length": 3},
+                {"target": "artifacts/p", "sha256": "ab" * 32, "length": True},
+                {"target": "artifacts/../r.json", "sha256": "ab" * 32, "length": 3}):  # fmt: skip
         with pytest.raises(UntrustedArtifactError, match="profile entry"):
             profile_target({"profile": bad})

@@ -50,11 +50,11 @@ def test_the_profile_is_stored_signed_and_named_by_the_document(tmp_path: Path) 
                 "plan": {"waves": ["100%"], "soak_s": 0}}  # fmt: skip
         ctl.ok("POST", "/api/v1/deployments", json=spec)
         [entry] = node.document()["models"]
-        target = "profiles/lin-1.profile.npz"
+        target = "artifacts/lin-1.profile.npz"
         assert entry["profile"] == {"target": target, "sha256": sha, "length": len(profile)}
         signed = ctl.plane.repo.targets()[target]
         assert signed.hashes["sha256"] == sha and signed.length == len(profile)
-        url = f"/tuf/targets/profiles/{sha}.lin-1.profile.npz"
+        url = f"/tuf/targets/artifacts/{sha}.lin-1.profile.npz"
         got = ctl.request("GET", url, headers=node.auth)
         assert got.status_code == 200 and got.content == profile
 
@@ -68,7 +68,7 @@ def test_a_version_without_a_profile_is_deployed_without_one(tmp_path: Path) -> 
         ctl.ok("POST", "/api/v1/deployments", json=spec)
         [entry] = node.document()["models"]
         assert "profile" not in entry
-        assert not any(t.startswith("profiles/") for t in ctl.plane.repo.targets())
+        assert not any(t.endswith(".profile.npz") for t in ctl.plane.repo.targets())
 
 
 def test_a_profile_of_another_shape_is_refused(tmp_path: Path) -> None:

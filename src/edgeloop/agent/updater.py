@@ -373,6 +373,8 @@ def profile_target(entry: Mapping[str, Any]) -> ProfileTarget | None:
     sha, length = (raw.get("sha256"), raw.get("length")) if isinstance(raw, dict) else (None, None)
     if (
         not isinstance(target, str)
+        or not target.startswith("artifacts/")
+        or ".." in target
         or not isinstance(sha, str)
         or len(sha) != 64
         or isinstance(length, bool)
@@ -381,7 +383,7 @@ def profile_target(entry: Mapping[str, Any]) -> ProfileTarget | None:
     ):
         raise UntrustedArtifactError(
             f"the deployment's profile entry {str(raw)[:120]!r} is not "
-            "{target, sha256 (64 hex digits), length >= 1}",
+            "{target (artifacts/...), sha256 (64 hex digits), length >= 1}",
             hint="the control plane wrote a bad document; re-publish the deployment",
         )
     return ProfileTarget(target, sha, length)

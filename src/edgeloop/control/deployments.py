@@ -213,8 +213,9 @@ def artifact_entry(registry: Registry, ref: ModelRef, main: ModelRef) -> tuple[d
         "self_test": block,
     }
     if manifest.profile is not None:  # the drift monitor's reference, a second signed target
+        # under artifacts/: content-addressed like the model, so tier parents cache it too
         entry["profile"] = {
-            "target": f"profiles/{version.name}-{version.version}.profile.npz",
+            "target": f"artifacts/{version.name}-{version.version}.profile.npz",
             "sha256": manifest.profile.sha256,
             "length": manifest.profile.size_bytes,
         }
