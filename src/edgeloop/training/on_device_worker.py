@@ -153,9 +153,9 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if args.max_memory_mb is not None and args.max_memory_mb <= 0:
         raise ConfigError(f"--max-memory-mb {args.max_memory_mb} is not valid; expected > 0")
     _watchdog(args.max_memory_mb, deadline)
-    import torch
-
-    from edgeloop.training.on_device import IncrementalConfig, incremental_train
+    # The flags and the data files are checked before the checkpoint is loaded. (Importing any
+    # edgeloop.training module imports torch: the package's __init__ does.)
+    from edgeloop.training.on_device_result import IncrementalConfig
 
     config = IncrementalConfig(
         epochs=args.epochs,
@@ -171,10 +171,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         max_seconds=args.max_seconds,
         keep_norm_stats=not args.update_norm_stats,
     )
-    torch.set_num_threads(config.threads)
     new = _read(args.data, "--data")
     old = None if args.old_data is None else _read(args.old_data, "--old-data")
     test = None if args.new_test is None else _read(args.new_test, "--new-test")
+    import torch
+
+    from edgeloop.training.on_device import incremental_train
+
+    torch.set_num_threads(config.threads)
     result = incremental_train(
         args.checkpoint,
         new,
