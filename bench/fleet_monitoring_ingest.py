@@ -4,7 +4,8 @@ Stores batches of 100 items through ``telemetry.prepare`` + ``telemetry.store_ro
 SQLite transaction each (as the control plane's group commit does), with the hook (``fold`` +
 ``apply``) and with it switched off (``fold`` returning nothing: the code before the hook), for
 metrics items (each with one watched model), sample items, and "mixed" batches (one metrics
-item, one drift event, 98 samples: an agent's usual batch). Prints one JSON object.
+item, one drift event, 98 samples: an agent's usual batch); then the hook alone (minimum of 30
+runs: the end-to-end medians move with the machine's load). Prints one JSON object.
 
     .venv/bin/python bench/fleet_monitoring_ingest.py [--batches 50]
 """
@@ -80,6 +81,32 @@ def _run(db_url: str, kind: str, batches: int, hook: bool) -> float:
     return statistics.median(per_item)
 
 
+def _hook_alone(db_url: str, repeats: int = 30) -> dict[str, float]:
+    """The hook's own cost, the minimum over ``repeats`` (robust on a busy machine): fold per
+    item of metrics and of sample rows, and one ``apply`` of a mixed batch's two updates."""
+    rows = {k: telemetry.prepare("n", _items(k, BATCH, 0), time.time())[0]
+            for k in ("metrics", "sample", "mixed")}  # fmt: skip
+    out = {}
+    for kind in ("metrics", "sample"):
+        best = min(_timed(lambda k=kind: monitoring.fold("n", rows[k])) for _ in range(repeats))
+        out[f"fold_{kind}_us_per_item"] = round(best / BATCH * 1e6, 2)
+    db = connect(db_url)
+    tables.metadata_obj.create_all(db.engine)
+    updates = monitoring.fold("n", rows["mixed"])
+    with db.write() as conn:
+        best = min(_timed(lambda: monitoring.apply(conn, updates, time.time()))
+                   for _ in range(repeats))  # fmt: skip
+    db.engine.dispose()
+    out["apply_mixed_batch_us"] = round(best * 1e6, 1)
+    return out
+
+
+def _timed(run: Any) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=50)
@@ -93,6 +120,7 @@ def main() -> None:
                 out["us_per_item"].setdefault(key, []).append(
                     round(_run(url, kind, args.batches, hook), 1)
                 )
+        out["hook_alone"] = _hook_alone(f"sqlite:///{Path(tmp) / 'alone.db'}")
     print(json.dumps(out))
 
 

@@ -155,11 +155,21 @@ def newest(updates: Iterable[Snapshot | Mark]) -> tuple[list[Snapshot], list[Mar
     return list(snaps.values()), sorted(marks.values(), key=lambda m: m.at)  # oldest first
 
 
+_STATEMENTS: dict[str, tuple[Any, Any]] = {}  # per dialect: built once (cheaper per batch)
+
+
 def _statements(conn: sa.Connection) -> tuple[Any, Any]:
     """The two upserts (executemany), each only over older figures of its kind."""
+    found = _STATEMENTS.get(conn.dialect.name)
+    if found is None:
+        found = _STATEMENTS[conn.dialect.name] = _build(conn.dialect.name)
+    return found
+
+
+def _build(dialect: str) -> tuple[Any, Any]:
     t = tables.monitoring
     keys = [t.c.node_id, t.c.model, t.c.model_version]
-    insert = (postgresql if conn.dialect.name == "postgresql" else sqlite).insert
+    insert = (postgresql if dialect == "postgresql" else sqlite).insert
     snap = insert(t)
     snap = snap.on_conflict_do_update(
         index_elements=keys,
