@@ -283,28 +283,33 @@ def test_worker_process_runs_end_to_end_and_prints_one_json_line(
 @pytest.mark.parametrize(
     ("case", "code", "error"),
     [("missing-checkpoint", 4, "NotFoundError"), ("wrong-shape", 3, "DataError"),
-     ("bad-labels", 3, "DataError"), ("epochs-0", 2, "ConfigError")],
+     ("bad-labels", 3, "DataError"), ("epochs-0", 2, "ConfigError"),
+     ("memory-budget", 2, "ConfigError")],
 )  # fmt: skip
 def test_worker_bad_input_exits_with_the_error_code_and_no_traceback(
     trained: tuple[Path, Splits], tmp_path: Path, case: str, code: int, error: str
 ) -> None:
     folder, _ = trained
     x, y = shifted(20, seed=11)
-    checkpoint, epochs = str(folder), "1"
+    checkpoint, epochs, budget = str(folder), "1", "4000"
     if case == "missing-checkpoint":
         checkpoint = str(tmp_path / "nowhere")
     elif case == "wrong-shape":
         x = np.zeros((20, 2, 2), np.float32)
     elif case == "bad-labels":
         y = np.full(20, -1)
+    elif case == "memory-budget":
+        budget = "30"  # MiB: the interpreter with numpy alone is more, so the watchdog fires
     else:
         epochs = "0"
     np.savez(tmp_path / "new.npz", x=x, y=y)
     proc = worker(
         "--checkpoint", checkpoint, "--data", str(tmp_path / "new.npz"),
-        "--out", str(tmp_path / "out"), "--epochs", epochs,
+        "--out", str(tmp_path / "out"), "--epochs", epochs, "--max-memory-mb", budget,
     )  # fmt: skip
     assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
     body = json.loads(proc.stdout.strip())
     assert body["error"] == error and body["exit_code"] == code and body["message"]
+    assert case != "memory-budget" or "--max-memory-mb 30" in body["message"]
+    assert not (tmp_path / "out").exists()
