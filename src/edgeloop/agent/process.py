@@ -49,7 +49,7 @@ from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.connections import Sweeper, httptools_protocol
 from edgeloop.serving.feedback import monitoring_status
 from edgeloop.serving.repository import Origin
-from edgeloop.serving.server import bind, listen_url
+from edgeloop.serving.server import accept_tls, bind, listen_url
 
 Announce = Callable[[dict[str, Any]], None]
 CLOSED_BY = (
@@ -204,12 +204,21 @@ async def _main(
             ssl_context_factory=None if context is None else (lambda _config, _default: context),
         )
     )
-    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    # Over TLS the connections are taken by an Acceptor, whose handshakes have a deadline.
+    serving = asyncio.ensure_future(server.serve(sockets=[] if context else [sock]))
+    acceptor = None
+    if context is not None:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if not serving.done():
+            acceptor = accept_tls(server, sock, context)
     try:
         await catalog.start()
     except BaseException:
         server.should_exit = True
         await serving
+        if acceptor is not None:
+            acceptor.stop()
         raise
     if cascade is not None:
         await cascade.follow(next(iter(catalog.models), None))
@@ -255,6 +264,8 @@ async def _main(
             reconciler.update_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reconciler.update_task
+        if acceptor is not None:
+            acceptor.stop()
         await app.state.server.service.drain()
         await catalog.stop()
 

@@ -27,7 +27,7 @@ from edgeloop.core.errors import require
 from edgeloop.core.heap import freeze_startup
 from edgeloop.core.logs import server_logging
 from edgeloop.core.tls import TlsConfig, server_context
-from edgeloop.serving.server import bind, listen_url
+from edgeloop.serving.server import accept_tls, bind, listen_url
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -147,12 +147,14 @@ async def _serve(
     )
     server = uvicorn.Server(config)
     url = listen_url(sock, context is not None)
-    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    # Over TLS the connections are taken by an Acceptor, whose handshakes have a deadline.
+    serving = asyncio.ensure_future(server.serve(sockets=[] if context else [sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
     if serving.done():
         await serving  # startup failed: raise its error
         return
+    acceptor = None if context is None else accept_tls(server, sock, context)
     frozen = freeze_startup()  # the full collections' pauses on the loop: see edgeloop.core.heap
     on_ready(
         ReadyInfo(
@@ -165,4 +167,8 @@ async def _serve(
             frozen_objects=frozen,
         )
     )
-    await serving
+    try:
+        await serving
+    finally:
+        if acceptor is not None:
+            acceptor.stop()

@@ -126,6 +126,18 @@ def listen_url(sock: socket.socket, tls: bool) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
+def accept_tls(server: Any, sock: socket.socket, context: ssl.SSLContext) -> Acceptor:
+    """Take bound ``sock``'s connections for the started uvicorn ``server``, over TLS with a
+    bounded handshake (:data:`~edgeloop.serving.acceptor.HANDSHAKE_TIMEOUT_S`): uvicorn's own
+    listener takes no handshake deadline, and uvloop's default lets a silent client hold a
+    socket for 60 s before any of the server's own bounds starts. Start uvicorn with
+    ``sockets=[]``; stop the returned acceptor once it has served."""
+    sock.listen(server.config.backlog)
+    acceptor = Acceptor(sock, lambda: _protocol(server), lambda: server.should_exit, context)
+    acceptor.start()
+    return acceptor
+
+
 def _protocol(server: Any) -> asyncio.Protocol:
     """The protocol uvicorn's own listener would create for a new connection."""
     config = server.config
