@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,3 +155,21 @@ def test_attack_node_without_a_client_certificate_at_a_mutual_tls_control_plane(
             _wait_log(agent, "enrolled as node")
         with ControlClient(control.url, token, tls=mutual) as admin:
             assert [n["name"] for n in admin.nodes()] == ["n1"]
+
+
+def test_attack_silent_tls_client_is_closed_after_the_handshake_deadline(
+    certs: FleetTls, tmp_path: Path
+) -> None:
+    from edgeloop.serving.acceptor import HANDSHAKE_TIMEOUT_S
+
+    token = secrets.token_urlsafe(32)
+    with _control(tmp_path / "control", certs, token) as control:
+        host, port = control.url.removeprefix("https://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as silent:
+            silent.settimeout(HANDSHAKE_TIMEOUT_S + 20)
+            start = time.monotonic()
+            assert silent.recv(100) == b""  # closed by the server, no handshake sent
+            waited = time.monotonic() - start
+        assert HANDSHAKE_TIMEOUT_S - 1 < waited < HANDSHAKE_TIMEOUT_S + 10
+        with ControlClient(control.url, token, tls=TlsConfig(ca_bundle=certs.ca)) as admin:
+            assert admin.nodes() == []  # and it still answers
