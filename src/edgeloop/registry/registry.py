@@ -16,7 +16,6 @@ from pathlib import Path
 from types import TracebackType
 
 from edgeloop.core.errors import (
-    ConfigError,
     ConflictError,
     EdgeError,
     NotFoundError,
@@ -87,7 +86,7 @@ class Registry:
         Raises:
             NotFoundError: ``model_file`` or ``manifest.parent`` does not exist.
             ConfigError: the manifest cannot be stored as JSON; the profile does not fit the
-                model's input spec, or the manifest lists a profile whose bytes are unknown.
+                model's input spec.
             DataError: ``profile`` is not a profile.
             ConflictError: ``version`` is not above every number the name ever had.
             StoreError / ConflictError: storing failed; nothing was left behind.
@@ -214,11 +213,10 @@ class Registry:
         if profile is None:
             listed = manifest.profile
             if listed is not None and not self.artifacts.exists(listed.sha256):
-                raise ConfigError(
-                    f"the manifest of {manifest.name!r} lists profile {listed.sha256[:12]} "
-                    "whose bytes are not in this registry",
-                    hint="publish with the profile file, or drop 'profile' from the manifest",
-                )
+                # A manifest forwarded without its profile's bytes (another registry's): this
+                # version has no profile here, and its manifest says so rather than point at
+                # bytes nobody can fetch.
+                return dataclasses.replace(manifest, profile=None)
             return manifest
         record = check_profile(profile, manifest)
         with tempfile.TemporaryDirectory(prefix="edgeloop-profile-") as tmp:
