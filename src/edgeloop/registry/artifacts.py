@@ -15,9 +15,12 @@ import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from edgeloop.core.errors import ConfigError, NotFoundError, StoreError, UntrustedArtifactError
+
+if TYPE_CHECKING:
+    from edgeloop.core.settings import Settings
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -213,3 +216,13 @@ class LocalArtifactStore:
                 hint="do not use this file; delete it and publish the model again",
             )
         return info
+
+
+def open_artifacts(settings: Settings) -> ArtifactStore:
+    """The artifact store ``settings`` names: an fsspec URL (with a local read cache under the
+    home folder) or the local folder."""
+    if settings.artifacts_url:
+        from edgeloop.registry.fsspec_artifacts import FsspecArtifactStore
+
+        return FsspecArtifactStore(settings.artifacts_url, settings.home / "artifact-cache")
+    return LocalArtifactStore(settings.artifacts_dir)

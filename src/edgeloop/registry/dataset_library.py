@@ -28,7 +28,7 @@ from edgeloop.core.files import write_atomic
 from edgeloop.core.settings import Settings
 from edgeloop.data.labels import Answer, LabelImport, resolve
 from edgeloop.data.samples import SampleSet
-from edgeloop.registry.artifacts import ArtifactStore, LocalArtifactStore
+from edgeloop.registry.artifacts import ArtifactStore, open_artifacts
 from edgeloop.registry.dataset_stores import SqlDatasetStore
 from edgeloop.registry.datasets import (
     DatasetEntry,
@@ -76,16 +76,7 @@ class DatasetLibrary:
             StoreError: the database cannot be reached.
         """
         settings = (settings if settings is not None else Settings.load()).ensure()
-        artifacts: ArtifactStore
-        if settings.artifacts_url:
-            from edgeloop.registry.fsspec_artifacts import FsspecArtifactStore
-
-            artifacts = FsspecArtifactStore(
-                settings.artifacts_url, settings.home / "artifact-cache"
-            )
-        else:
-            artifacts = LocalArtifactStore(settings.artifacts_dir)
-        return cls(SqlDatasetStore(settings.db_url), artifacts)
+        return cls(SqlDatasetStore(settings.db_url), open_artifacts(settings))
 
     def __enter__(self) -> DatasetLibrary:
         return self

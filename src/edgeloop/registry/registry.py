@@ -23,7 +23,7 @@ from edgeloop.core.errors import (
 )
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, ModelRef
-from edgeloop.registry.artifacts import ArtifactStore, LocalArtifactStore
+from edgeloop.registry.artifacts import ArtifactStore, open_artifacts
 from edgeloop.registry.sql_store import SqlModelStore
 from edgeloop.registry.store import ModelStore, ModelVersion, require_version
 
@@ -44,15 +44,7 @@ class Registry:
             StoreError: the database cannot be reached.
         """
         settings = (settings if settings is not None else Settings.load()).ensure()
-        artifacts: ArtifactStore
-        if settings.artifacts_url:
-            from edgeloop.registry.fsspec_artifacts import FsspecArtifactStore
-
-            cache = settings.home / "artifact-cache"
-            artifacts = FsspecArtifactStore(settings.artifacts_url, cache)
-        else:
-            artifacts = LocalArtifactStore(settings.artifacts_dir)
-        return cls(SqlModelStore(settings.db_url), artifacts)
+        return cls(SqlModelStore(settings.db_url), open_artifacts(settings))
 
     def __enter__(self) -> Registry:
         return self
