@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 
-from edgeloop.core.errors import ConfigError, MissingDependencyError, StoreError
+from edgeloop.core.errors import ConfigError, ConflictError, MissingDependencyError, StoreError
 
 ACCEPTED_URLS = (
     "sqlite:///PATH/registry.db, or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
@@ -59,6 +59,23 @@ class Database:
             return getattr(exc.orig, "sqlstate", None) in _PG_RACES
         text = str(exc.orig)
         return "database is locked" in text or "UNIQUE constraint failed" in text
+
+    def translate(
+        self, exc: sa_exc.SQLAlchemyError, action: str, what: str
+    ) -> StoreError | ConflictError:
+        """The library's error for a database error while doing ``action`` on the ``what``
+        store: only a lost race is a conflict (run it again); any other refusal means the
+        database is not as expected."""
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if isinstance(exc, sa_exc.DBAPIError) and self.is_race(exc):
+            return ConflictError(
+                f"{action} conflicts with stored state in {self.display_url}: {detail}",
+                hint=f"another writer changed the {what} at the same time; run the command again",
+            )
+        return StoreError(
+            f"{action} failed on database {self.display_url}: {detail}",
+            hint="check that the database is reachable and writable (EDGELOOP_DB / --home)",
+        )
 
 
 def connect(url: str) -> Database:

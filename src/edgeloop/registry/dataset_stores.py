@@ -210,16 +210,7 @@ class SqlDatasetStore:
             raise self._translate(exc, action) from exc
 
     def _translate(self, exc: sa_exc.SQLAlchemyError, action: str) -> StoreError | ConflictError:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        if isinstance(exc, sa_exc.DBAPIError) and self._db.is_race(exc):
-            return ConflictError(
-                f"{action} conflicts with stored state in {self.url}: {detail}",
-                hint="another writer changed the data set store at the same time; run it again",
-            )
-        return StoreError(
-            f"{action} failed on database {self.url}: {detail}",
-            hint="check that the database is reachable and writable (EDGELOOP_DB / --home)",
-        )
+        return self._db.translate(exc, action, "data set store")
 
 
 def _value(row: sa.Row[Any]) -> DatasetVersion:

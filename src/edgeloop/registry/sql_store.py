@@ -252,17 +252,7 @@ class SqlModelStore:
             raise self._translate(exc, action) from exc
 
     def _translate(self, exc: sa_exc.SQLAlchemyError, action: str) -> StoreError | ConflictError:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        # Only a lost race is a conflict; any other refusal means the database is not as expected.
-        if isinstance(exc, sa_exc.DBAPIError) and self._db.is_race(exc):
-            return ConflictError(
-                f"{action} conflicts with stored state in {self.url}: {detail}",
-                hint="another writer changed the registry at the same time; run the command again",
-            )
-        return StoreError(
-            f"{action} failed on database {self.url}: {detail}",
-            hint="check that the database is reachable and writable (EDGELOOP_DB / --home)",
-        )
+        return self._db.translate(exc, action, "registry")
 
 
 def _value(row: sa.Row[Any]) -> ModelVersion:
