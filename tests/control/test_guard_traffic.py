@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from edgeloop.control.deployments import Guard
 from edgeloop.control.guard import Verdict, check_node
+from edgeloop.control.schemas import GuardBody
+from edgeloop.core.errors import ConfigError
 
 SHA = "c" * 64
 
@@ -82,3 +85,22 @@ def test_a_node_serving_its_model_or_an_older_agent_is_judged_as_before() -> Non
     for active in ({"serving": True, "serving_state": "ready"}, {}):
         check = check_node(_report(NO_TRAFFIC, **active), 4, SHA, Guard())
         assert check.verdict is Verdict.HEALTHY
+
+
+def test_required_requests_travel_in_the_plan() -> None:
+    guard = Guard.from_dict({"max_error_rate": 0.05, "required_requests": 20})
+    assert guard.required_requests == 20
+    assert Guard.from_dict(guard.to_dict()) == guard
+    assert Guard.from_dict({}).required_requests == 0
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "20"])
+def test_a_bad_required_requests_is_refused_naming_it(bad: Any) -> None:
+    with pytest.raises(ConfigError, match="required_requests"):
+        Guard.from_dict({"required_requests": bad})
+
+
+def test_the_api_schema_takes_required_requests_and_refuses_a_boolean() -> None:
+    assert GuardBody.model_validate_json('{"required_requests": 20}').required_requests == 20
+    with pytest.raises(ValidationError):
+        GuardBody.model_validate_json('{"required_requests": true}')

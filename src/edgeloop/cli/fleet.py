@@ -318,6 +318,13 @@ def fleet_deploy(
     max_p99_ms: Annotated[
         float | None, typer.Option(help="Guard: halt when a node's p99 exceeds this.")
     ] = None,
+    require_requests: Annotated[
+        int,
+        typer.Option(
+            help="Guard: a wave moves on only once each of its nodes served this many requests "
+            "in its window (else wave_timeout_s halts it) [0: traffic not required].",
+        ),
+    ] = 0,
     wait: Annotated[bool, typer.Option(help="Wait until the rollout ends.")] = False,
     control: ControlUrl = None,
     token: Token = None,
@@ -339,6 +346,8 @@ def fleet_deploy(
         guard["max_error_rate"] = max_error_rate
     if max_p99_ms is not None:
         guard["max_p99_ms"] = max_p99_ms
+    if require_requests:
+        guard["required_requests"] = require_requests
     spec = {
         "name": name or model.split(":")[0],
         "selector": {"labels": labels},

@@ -46,20 +46,18 @@ class Guard:
     max_error_rate: float | None = None
     max_p99_ms: float | None = None
     min_requests: int = 0
-    # A node with fewer requests in its window is WAITING, not healthy (control/guard.py);
-    # 0: not required. Not parsed from a plan yet (from_dict/to_dict leave it at 0).
+    # A node with fewer requests in its window is WAITING, not healthy (control/guard.py):
+    # the wave converges only once every node saw that much traffic. 0: not required.
     required_requests: int = 0
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Guard:
-        least = doc.get("min_requests", 0)
-        if isinstance(least, bool) or not isinstance(least, int) or least < 0:
-            raise ConfigError(f"guard min_requests={least!r} is not valid; expected an int >= 0")
         return cls(
             bool(doc.get("require_self_test", True)),
             _number(doc, "max_error_rate", None),
             _number(doc, "max_p99_ms", None),
-            least,
+            _count(doc, "min_requests"),
+            _count(doc, "required_requests"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,7 +66,15 @@ class Guard:
             "max_error_rate": self.max_error_rate,
             "max_p99_ms": self.max_p99_ms,
             "min_requests": self.min_requests,
+            "required_requests": self.required_requests,
         }
+
+
+def _count(doc: Mapping[str, Any], key: str) -> int:
+    value = doc.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"guard {key}={value!r} is not valid; expected an int >= 0")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,6 +142,7 @@ class GuardBody(_Admin):
     max_error_rate: Annotated[float, _finite(0, 1)] | None = None
     max_p99_ms: Annotated[float, _finite(0, 1e7)] | None = None
     min_requests: Annotated[int, Field(ge=0, le=10**9)] = 0
+    required_requests: Annotated[int, Field(ge=0, le=10**9)] = 0
 
 
 class PlanBody(_Admin):
