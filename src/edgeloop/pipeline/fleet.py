@@ -46,7 +46,7 @@ class FleetStageResult:
 
 
 def fleet_stage(
-    model: Path, manifest: Manifest, test: Dataset, folder: Path
+    model: Path, manifest: Manifest, test: Dataset, folder: Path, profile: Path | None = None
 ) -> FleetStageResult | Skipped:
     """:func:`run_fleet_stage` in a fresh ``folder``; Skipped when the fleet extras are missing.
 
@@ -60,11 +60,11 @@ def fleet_stage(
         return Skipped(f"not installed: {', '.join(missing)} (pip install 'edgeloop[control]')")
     if folder.exists():
         shutil.rmtree(folder)
-    return run_fleet_stage(model, manifest, test, folder)
+    return run_fleet_stage(model, manifest, test, folder, profile)
 
 
 def run_fleet_stage(
-    model: Path, manifest: Manifest, test: Dataset, folder: Path
+    model: Path, manifest: Manifest, test: Dataset, folder: Path, profile: Path | None = None
 ) -> FleetStageResult:
     """Roll ``model`` out to a fresh local fleet under ``folder``, then a broken v2; stop it.
 
@@ -78,7 +78,7 @@ def run_fleet_stage(
         up(folder, NODES, agent_args=["--poll-s", "0.5"]) as fleet,
         ControlClient(fleet.control_url, fleet.admin_token) as admin,
     ):
-        v1 = admin.publish_model(model, manifest)
+        v1 = admin.publish_model(model, manifest, profile=profile)  # the node monitors with it
         rollout = _roll_out(admin, manifest.name, v1["ref"])
         by_id = {n["node_id"]: n["name"] for n in admin.nodes()}
         urls = {a.name: a.url for a in fleet.agents}

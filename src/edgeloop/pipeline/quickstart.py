@@ -252,4 +252,9 @@ def _fleet(env: _Env, done: Outcomes) -> StageResult | Skipped:
         parent=None,
         recipe={**edge.manifest.recipe, "parent_in_quickstart_registry": parent},
     )
-    return fleet_stage(edge.file, manifest, done.need(Split).splits.test, env.out_dir / "fleet")
+    from edgeloop.registry import Registry
+
+    with Registry.open(env.settings) as registry:  # the reference profile made at registration
+        profile = registry.profile(edge.ref)[1]
+    test = done.need(Split).splits.test
+    return fleet_stage(edge.file, manifest, test, env.out_dir / "fleet", profile)

@@ -148,8 +148,15 @@ class ControlClient:
     def models(self) -> list[dict[str, Any]]:
         return list(self.call("GET", "/api/v1/models")["models"])
 
-    def publish_model(self, file: Path, manifest: Manifest | Mapping[str, Any]) -> dict[str, Any]:
-        """Upload ``file`` as the next version of the manifest's model; the version's record.
+    def publish_model(
+        self,
+        file: Path,
+        manifest: Manifest | Mapping[str, Any],
+        *,
+        profile: Path | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``file`` as the next version of the manifest's model (with its reference
+        ``profile`` file when given); the version's record.
 
         Raises:
             NotFoundError: ``file`` does not exist (checked here, before any upload).
@@ -158,8 +165,11 @@ class ControlClient:
         if not path.is_file():
             raise NotFoundError(f"model file {str(path)!r} does not exist")
         doc = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
-        with path.open("rb") as fh:
+        with path.open("rb") as fh, contextlib.ExitStack() as stack:
             files = {"file": (path.name, fh, "application/octet-stream")}
+            if profile is not None:
+                held = stack.enter_context(Path(profile).open("rb"))
+                files["profile"] = ("model.profile.npz", held, "application/octet-stream")
             return dict(
                 self.call("POST", "/api/v1/models", files=files, data={"manifest": json.dumps(doc)})
             )
