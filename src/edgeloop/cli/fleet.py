@@ -325,6 +325,14 @@ def fleet_deploy(
             "in its window (else wave_timeout_s halts it) [0: traffic not required].",
         ),
     ] = 0,
+    force_spec_change: Annotated[
+        bool,
+        typer.Option(
+            "--force-spec-change",
+            help="Deploy even when MODEL's inputs or outputs differ from the deployed "
+            "version's (its clients break) [refused otherwise].",
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Wait until the rollout ends.")] = False,
     control: ControlUrl = None,
     token: Token = None,
@@ -348,7 +356,7 @@ def fleet_deploy(
         guard["max_p99_ms"] = max_p99_ms
     if require_requests:
         guard["required_requests"] = require_requests
-    spec = {
+    spec: dict[str, Any] = {
         "name": name or model.split(":")[0],
         "selector": {"labels": labels},
         "model": model,
@@ -359,6 +367,8 @@ def fleet_deploy(
             "guard": guard,
         },
     }
+    if force_spec_change:
+        spec["force_spec_change"] = True
     with _client(control, token, folder, home) as client:
         rollout = client.deploy(spec)
         if wait:

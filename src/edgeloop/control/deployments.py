@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from edgeloop.control import self_test, tables
 from edgeloop.core.errors import ConfigError
-from edgeloop.core.types import ModelRef
+from edgeloop.core.types import ModelRef, TensorSpec
 from edgeloop.registry.registry import Registry
 from edgeloop.registry.update_repo import UpdateRepository
 
@@ -136,17 +136,18 @@ class DeploymentSpec:
     variants: Mapping[str, ModelRef] = field(default_factory=dict)
     serving: Mapping[str, Any] = field(default_factory=dict)
     plan: Plan = field(default_factory=Plan)
+    force_spec_change: bool = False  # replace a model whose inputs/outputs differ (clients break)
 
     @classmethod
     def from_dict(cls, doc: Any) -> DeploymentSpec:
         """Raises ConfigError naming the bad field."""
         if not isinstance(doc, Mapping):
             raise ConfigError(f"a deployment spec must be an object, got {type(doc).__name__}")
-        unknown = set(doc) - {"name", "model", "selector", "variants", "serving", "plan"}
+        keys = {"name", "model", "selector", "variants", "serving", "plan", "force_spec_change"}
+        unknown = set(doc) - keys
         if unknown:
             raise ConfigError(
-                f"unknown deployment spec keys {sorted(unknown)}",
-                hint="keys: name, model, selector, variants, serving, plan",
+                f"unknown deployment spec keys {sorted(unknown)}", hint=f"keys: {sorted(keys)}"
             )
         name, model = doc.get("name"), doc.get("model")
         if not isinstance(name, str) or not name:
@@ -163,6 +164,9 @@ class DeploymentSpec:
             raise ConfigError(f"selector labels {labels!r} are not an object")
         if not isinstance(plan, Mapping):
             raise ConfigError(f"deployment plan {plan!r} is not an object")
+        force = doc.get("force_spec_change", False)
+        if not isinstance(force, bool):
+            raise ConfigError(f"force_spec_change {force!r} is not valid; expected true or false")
         return cls(
             name=name,
             model=ModelRef.parse(model),
@@ -170,10 +174,11 @@ class DeploymentSpec:
             variants={str(k): ModelRef.parse(str(v)) for k, v in variants.items()},
             serving=dict(serving),
             plan=Plan.from_dict(plan),
+            force_spec_change=force,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "name": self.name,
             "model": str(self.model),
             "selector": dict(self.selector),
@@ -181,9 +186,31 @@ class DeploymentSpec:
             "serving": dict(self.serving),
             "plan": self.plan.to_dict(),
         }
+        if self.force_spec_change:  # only when set: specs stored before it read the same
+            doc["force_spec_change"] = True
+        return doc
 
     def ref_for(self, device_class: str) -> ModelRef:
         return self.variants.get(device_class, self.model)
+
+
+def spec_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """How manifest ``new``'s inputs and outputs differ from manifest ``old``'s (names, dtypes,
+    shapes), one line per tensor, e.g. ``"input 'x': float32 [None, 4] -> float32 [None, 8]"``;
+    empty when a client of ``old`` can call ``new`` unchanged. Pure."""
+    changes: list[str] = []
+    for side in ("inputs", "outputs"):
+        before = {t.name: t for t in map(TensorSpec.from_dict, old.get(side) or [])}
+        after = {t.name: t for t in map(TensorSpec.from_dict, new.get(side) or [])}
+        for name in sorted(before.keys() | after.keys()):
+            was, now = before.get(name), after.get(name)
+            if was != now:
+                changes.append(f"{side[:-1]} {name!r}: {_tensor(was)} -> {_tensor(now)}")
+    return changes
+
+
+def _tensor(spec: TensorSpec | None) -> str:
+    return "absent" if spec is None else f"{spec.dtype} {list(spec.shape)}"
 
 
 def compute_waves(node_ids: Sequence[str], waves: Sequence[str]) -> list[list[str]]:

@@ -225,7 +225,9 @@ ROUTES: dict[tuple[str, str], Doc] = {
         "and sha256; 200 when that version already holds these bytes)", "admin", None, 201, None,
         "multipart/form-data"),
     ("POST", f"{V1}/deployments"): Doc(
-        "Deploy: a new staged rollout", "admin", Rollout, 201, schemas.DeploymentBody),
+        "Deploy: a new staged rollout (409 when it would replace a model whose inputs or "
+        "outputs differ, unless force_spec_change)", "admin", Rollout, 201,
+        schemas.DeploymentBody),
     ("GET", f"{V1}/rollouts"): Doc("Every rollout", "admin", Rollouts),
     ("GET", f"{V1}/rollouts/{{rid}}"): Doc("One rollout", "admin", Rollout),
     ("POST", f"{V1}/rollouts/{{rid}}/rollback"): Doc(

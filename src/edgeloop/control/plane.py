@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from edgeloop.control import auth, fleet, hotpath, tables
 from edgeloop.control import deployments as dep
 from edgeloop.control import rollout as machine
-from edgeloop.core.errors import EdgeError
+from edgeloop.core.errors import ConflictError, EdgeError
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import ModelRef
 from edgeloop.registry import tuf_store
@@ -140,6 +140,10 @@ class ControlPlane:
         """Create a rollout of ``spec`` (it starts at the next tick)."""
         refs = {spec.model, *spec.variants.values()}
         main = spec.model if spec.model.version is not None else self.registry.show(spec.model).ref
+        if not spec.force_spec_change:  # checked before anything is published or started
+            self.read(
+                f"checking deployment {spec.name}", lambda c: self._refuse_spec_change(c, spec)
+            )
         entries = {}
         for ref in refs:
             pinned = self.registry.show(ref).ref
@@ -149,6 +153,31 @@ class ControlPlane:
         )
         self.tick(rollout_id)
         return self.rollout(rollout_id)
+
+    def _refuse_spec_change(self, conn: sa.Connection, spec: dep.DeploymentSpec) -> None:
+        """Raise ConflictError when, on a node ``spec`` selects, the model it would replace
+        (same name in the node's desired document) has other inputs or outputs."""
+        manifests: dict[ModelRef, dict[str, Any]] = {}
+        found: list[str] = []
+        for row in fleet.rows(conn):
+            if row.desired is None or not fleet.matches(row, spec.selector):
+                continue
+            ref = spec.ref_for(row.device_class)
+            if ref not in manifests:
+                manifests[ref] = self.registry.show(ref).manifest.to_dict()
+            for old in json.loads(row.desired)["models"]:
+                if old["name"] != spec.model.name:
+                    continue
+                for change in dep.spec_changes(old["manifest"], manifests[ref]):
+                    found.append(f"{row.name} ({old['variant']} -> {ref}): {change}")
+        if found:
+            raise ConflictError(
+                f"deployment {spec.name!r} changes the inputs/outputs clients call: "
+                + "; ".join(found[:8])
+                + (f"; and {len(found) - 8} more" if len(found) > 8 else ""),
+                hint="clients of the deployed model would break; to deploy anyway pass "
+                '--force-spec-change (API: "force_spec_change": true)',
+            )
 
     def tick(self, rollout_id: str) -> machine.State:
         return machine.State(

@@ -171,6 +171,8 @@ class DeploymentBody(_Admin):
     ) = None
     serving: Doc | None = None
     plan: PlanBody | None = None
+    # replace a deployed model whose inputs/outputs differ (its clients break): 409 otherwise
+    force_spec_change: bool = False
 
 
 class RollbackBody(_Admin):
