@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -372,10 +373,58 @@ def fleet_deploy(
     with _client(control, token, folder, home) as client:
         rollout = client.deploy(spec)
         if wait:
-            rollout = client.wait_rollout(
-                rollout["rollout_id"], {"COMPLETED", "ROLLED_BACK"}, timeout_s=3600
-            )
+            rollout = _wait(client, rollout, timeout_s=3600)
     emit(rollout, format, lambda c: _render_rollout(c, rollout))
+
+
+_ENDED = frozenset({"COMPLETED", "ROLLED_BACK"})
+
+
+def progress_line(rollout: dict[str, Any]) -> str:
+    """One line on where ``rollout`` (as the API shows it) stands: its wave, how many of the
+    wave's nodes converged, every node's status, and why it ended or halted. Pure."""
+    state, wave, waves = rollout["state"], int(rollout["wave"] or 0), len(rollout["waves"])
+    nodes = list(rollout["nodes"].values())
+    of_wave = [n for n in nodes if n.get("wave") == wave]
+    converged = sum(n.get("status") == "healthy" for n in of_wave)
+    counts = ", ".join(
+        f"{sum(n.get('status') == s for n in nodes)} {s}"
+        for s in ("healthy", "waiting", "failed", "not reached")
+    )
+    line = (
+        f"{state}: wave {wave + 1} of {waves}, {converged}/{len(of_wave)} node(s) converged "
+        f"({counts})"
+    )
+    events = rollout.get("events") or []
+    if state in {"HALTED", "PAUSED", *_ENDED} and events:
+        line += f" - {events[-1]['detail']}"
+    return line
+
+
+def _wait(client: Any, rollout: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Poll ``rollout`` until it ends, printing a progress line on stderr at each change.
+
+    Raises:
+        TransportError: it did not end within ``timeout_s`` (the message names its state).
+    """
+    from edgeloop.cli.output import err_console
+    from edgeloop.core.errors import TransportError
+
+    deadline, last = time.monotonic() + timeout_s, ""
+    while True:
+        line = progress_line(rollout)
+        if line != last:  # one line per change, not one per poll
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+            last = line
+        if rollout["state"] in _ENDED:
+            return rollout
+        if time.monotonic() > deadline:
+            raise TransportError(
+                f"rollout {rollout['rollout_id']} is {rollout['state']} after {timeout_s} s",
+                hint=f"edgeloop fleet rollouts {rollout['rollout_id']} shows it",
+            )
+        time.sleep(0.5)
+        rollout = client.rollout(rollout["rollout_id"])
 
 
 @app.command("rollouts")
@@ -430,10 +479,16 @@ def _render_rollout(console: Console, rollout: dict[str, Any]) -> None:
         f"[bold]{rollout['state']}[/], wave {rollout['wave']}"
     )
     t = Table()
-    for col in ("node", "wave", "status", "detail"):
+    for col in ("node", "node id", "wave", "status", "detail"):
         t.add_column(col)
     for node_id, n in rollout["nodes"].items():
-        t.add_row(node_id, str(n.get("wave")), str(n.get("status")), str(n.get("detail") or ""))
+        t.add_row(
+            str(n.get("name") or node_id),  # the name `fleet nodes` shows
+            node_id,
+            str(n.get("wave")),
+            str(n.get("status")),
+            str(n.get("detail") or ""),
+        )
     console.print(t)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -192,6 +192,16 @@ class _Rollout:
         return result
 
 
+def _names(conn: sa.Connection, node_ids: Iterable[str]) -> dict[str, str]:
+    """Each node's name, as ``fleet nodes`` shows it (its id when it has none), in order."""
+    wanted = list(node_ids)
+    query = sa.select(tables.nodes.c.node_id, tables.nodes.c.name)
+    known = {
+        r.node_id: r.name for r in conn.execute(query.where(tables.nodes.c.node_id.in_(wanted)))
+    }
+    return {n: str(known.get(n) or n) for n in wanted}
+
+
 def _report(conn: sa.Connection, node_id: str) -> dict[str, Any] | None:
     text = conn.execute(
         sa.select(tables.nodes.c.reported).where(tables.nodes.c.node_id == node_id)
@@ -230,7 +240,8 @@ def tick(conn: sa.Connection, repo: Any, rollout_id: str, now: float | None = No
         _enter_wave(conn, repo, ro, 0, now)
     elif ro.state in (S.WAVE, S.SOAKING):
         checks = ro.checks(conn, wave)
-        failed = {n: c.detail for n, c in checks.items() if c.verdict is Verdict.FAILED}
+        names = _names(conn, checks)
+        failed = {names[n]: c.detail for n, c in checks.items() if c.verdict is Verdict.FAILED}
         if failed:
             _halt(conn, repo, ro, wave, f"guard breach in wave {wave}: {failed}", now)
         elif ro.state is S.WAVE and all(c.verdict is Verdict.HEALTHY for c in checks.values()):
@@ -238,7 +249,9 @@ def tick(conn: sa.Connection, repo: Any, rollout_id: str, now: float | None = No
             _move(conn, ro.row, S.SOAKING, f"wave {wave} converged; soaking {soak} s",
                   phase_started_at=now)  # fmt: skip
         elif ro.state is S.WAVE and age > ro.spec.plan.wave_timeout_s:
-            waiting = {n: c.detail for n, c in checks.items() if c.verdict is Verdict.WAITING}
+            waiting = {
+                names[n]: c.detail for n, c in checks.items() if c.verdict is Verdict.WAITING
+            }
             _halt(conn, repo, ro, wave, f"wave {wave} did not converge in "
                   f"{ro.spec.plan.wave_timeout_s} s: {waiting}", now)  # fmt: skip
         elif ro.state is S.SOAKING and age >= ro.spec.plan.soak_s:
@@ -276,7 +289,8 @@ def _enter_wave(conn: sa.Connection, repo: Any, ro: _Rollout, wave: int, now: fl
     for node_id, revision in revisions.items():
         ro.nodes[node_id]["revision"] = revision
     ro.save_nodes(conn)
-    _move(conn, ro.row, S.WAVE, f"wave {wave}: {ro.waves[wave]} given {ro.spec.model}",
+    named = list(_names(conn, ro.waves[wave]).values())
+    _move(conn, ro.row, S.WAVE, f"wave {wave}: {named} given {ro.spec.model}",
           wave=wave, phase_started_at=now)  # fmt: skip
 
 
@@ -286,7 +300,8 @@ def _halt(conn: sa.Connection, repo: Any, ro: _Rollout, wave: int, why: str, now
     for node_id, revision in revisions.items():
         ro.nodes[node_id]["reverted_revision"] = revision
     ro.save_nodes(conn)
-    _move(conn, ro.row, S.HALTED, f"{why}; reverted {nodes}", phase_started_at=now)
+    named = list(_names(conn, nodes).values())
+    _move(conn, ro.row, S.HALTED, f"{why}; reverted {named}", phase_started_at=now)
 
 
 def rollback(
@@ -332,6 +347,7 @@ def to_dict(conn: sa.Connection, rollout_id: str) -> dict[str, Any]:
         raise NotFoundError(f"rollout {rollout_id!r} does not exist", hint="GET /api/v1/rollouts")
     ro = _Rollout(row)
     nodes = {}
+    names = _names(conn, ro.nodes)
     for node_id, info in ro.nodes.items():
         report = _report(conn, node_id)
         check = None
@@ -339,6 +355,7 @@ def to_dict(conn: sa.Connection, rollout_id: str) -> dict[str, Any]:
             sha = ro.entries[info["ref"]]["sha256"]
             check = check_node(report, int(info["revision"]), sha, ro.spec.plan.guard)
         nodes[node_id] = {
+            "name": names[node_id],  # as ``fleet nodes`` names it
             "wave": info["wave"],
             "ref": info["ref"],
             "revision": info["revision"],
