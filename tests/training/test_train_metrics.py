@@ -90,7 +90,8 @@ def test_predict_logits_batches_and_restores_train_mode() -> None:
     x = np.random.default_rng(1).normal(size=(7, 3)).astype(np.float32)
     out = predict_logits(module, x, batch_size=2)
     assert out.shape == (7, 2) and module.training
-    np.testing.assert_array_equal(out, predict_logits(module, x, batch_size=7))
+    # Another batch size may take another kernel: equal up to float32 rounding, not bit for bit.
+    np.testing.assert_allclose(out, predict_logits(module, x, batch_size=7), rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="batch_size 0"):
         predict_logits(module, x, batch_size=0)
 

@@ -274,7 +274,9 @@ def _claim(conn: sa.Connection, name: str, wanted: int | None) -> int:
 
     The conditional UPDATE row-locks the counter, so a concurrent writer that took ``wanted``
     first leaves no row to match here; two writers creating the name collide on its primary key
-    (a race the caller retries).
+    (a race the caller retries). On PostgreSQL (read committed) the counter row can also appear
+    between the UPDATE and the SELECT, created by a writer that committed meanwhile: then the
+    UPDATE is tried again, and sees it.
     """
     query = models.update().where(models.c.name == name)
     if wanted is None:
@@ -287,8 +289,10 @@ def _claim(conn: sa.Connection, name: str, wanted: int | None) -> int:
     last = conn.execute(
         sa.select(models.c.last_version).where(models.c.name == name)
     ).scalar_one_or_none()
-    if last is not None:  # only an explicit number at or below the counter gets here
-        raise version_taken(name, wanted or 0, int(last))
-    first = 1 if wanted is None else wanted
-    conn.execute(models.insert().values(name=name, last_version=first))
-    return first
+    if last is None:
+        first = 1 if wanted is None else wanted
+        conn.execute(models.insert().values(name=name, last_version=first))
+        return first
+    if wanted is None or int(last) < wanted:  # created since the UPDATE looked: look again
+        return _claim(conn, name, wanted)
+    raise version_taken(name, wanted, int(last))
