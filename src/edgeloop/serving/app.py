@@ -18,6 +18,7 @@ Routes (KServe's V2 REST protocol, Triton's repository extension, and the simple
 ``POST /predict``, ``POST /predict/{m}``              one sample in, prediction + confidence out
 ``GET  /health``                                      status, models loaded (503 until ready)
 ``GET  /metrics``                                     Prometheus text format
+``GET  /openapi.json``                                this API's OpenAPI document (openapi.py)
 ====================================================  ============================================
 
 Hot paths are plain Starlette routes (no FastAPI parameter parsing: a request is decoded once,
@@ -46,7 +47,7 @@ from starlette.responses import Response
 
 from edgeloop import __version__
 from edgeloop.core.errors import EdgeError
-from edgeloop.serving import front, oip, policy, predict
+from edgeloop.serving import front, oip, openapi, policy, predict
 from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.admission import QueueDelayError
 from edgeloop.serving.body import read_body
@@ -418,6 +419,7 @@ def create_app(
         ("/v2/repository/models/{model}/unload", server.unload, "POST"),
         ("/health", server.health, "GET"),
         ("/metrics", server.metrics_text, "GET"),
+        (openapi.PATH, openapi.serve, "GET"),  # every route above, described
     ]
     for path, endpoint, method in routes:
         app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
