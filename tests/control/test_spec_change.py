@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.control.harness import Control, control
 from tests.tiny_models import make_linear_onnx
 
 from edgeloop.control.deployments import DeploymentSpec, spec_changes
+from edgeloop.core.errors import ConflictError
 from edgeloop.core.types import Manifest, TensorSpec
 
 
@@ -103,3 +105,32 @@ def test_a_non_boolean_force_is_a_400(tmp_path: Path) -> None:
         answer = ctl.request("POST", "/api/v1/deployments", json=body, headers=ctl.admin)
         assert answer.status_code == 400, answer.text
         assert "force_spec_change" in answer.text
+
+
+def test_the_check_is_repeated_in_the_transaction_that_creates_the_rollout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another admin's deployment that lands between the early check and the rollout's
+    creation (here: while the artifact is being signed) still gets the 409."""
+    with control(tmp_path / "home") as ctl:
+        _publish(ctl, make_linear_onnx(tmp_path / "a.onnx", features=4), 4)
+        _publish(ctl, make_linear_onnx(tmp_path / "b.onnx", features=8), 8)
+        node = ctl.enroll("n0", {"site": "a"})
+        plane = ctl.plane
+        publish = plane.publish_artifact
+        raced: list[str] = []
+
+        def racing(*args: Any) -> dict[str, Any]:
+            if not raced:  # once: lin:1 (4 features) is deployed and committed meanwhile
+                raced.append("deploying")
+                raced[0] = plane.deploy(DeploymentSpec.from_dict(_spec("lin:1")))["rollout_id"]
+                node.act()
+                ctl.tick(2)
+            return publish(*args)
+
+        monkeypatch.setattr(plane, "publish_artifact", racing)
+        with pytest.raises(ConflictError, match=r"float32 \[None, 4\] -> float32 \[None, 8\]"):
+            plane.deploy(DeploymentSpec.from_dict(_spec("lin:2")))
+        assert ctl.ok("GET", f"/api/v1/rollouts/{raced[0]}")["state"] == "COMPLETED"
+        assert [r["rollout_id"] for r in ctl.ok("GET", "/api/v1/rollouts")["rollouts"]] == raced
+        assert node.desired()["revision"] == 1

@@ -140,31 +140,44 @@ class ControlPlane:
         """Create a rollout of ``spec`` (it starts at the next tick)."""
         refs = {spec.model, *spec.variants.values()}
         main = spec.model if spec.model.version is not None else self.registry.show(spec.model).ref
+        manifests = {ref: self.registry.show(ref).manifest.to_dict() for ref in refs}
         if not spec.force_spec_change:  # checked before anything is published or started
             self.read(
-                f"checking deployment {spec.name}", lambda c: self._refuse_spec_change(c, spec)
+                f"checking deployment {spec.name}",
+                lambda c: self._refuse_spec_change(c, spec, manifests),
             )
         entries = {}
         for ref in refs:
             pinned = self.registry.show(ref).ref
             entries[str(ref)] = self.publish_artifact(pinned, main)
-        rollout_id = self.write(
-            f"creating rollout {spec.name}", lambda c: machine.create(c, spec, entries)
-        )
+
+        def create(conn: sa.Connection) -> str:
+            # Checked again in the transaction that creates the rollout: another deployment
+            # may have changed a node's desired model since the first check.
+            if not spec.force_spec_change:
+                self._refuse_spec_change(conn, spec, manifests)
+            return machine.create(conn, spec, entries)
+
+        rollout_id = self.write(f"creating rollout {spec.name}", create)
         self.tick(rollout_id)
         return self.rollout(rollout_id)
 
-    def _refuse_spec_change(self, conn: sa.Connection, spec: dep.DeploymentSpec) -> None:
+    def _refuse_spec_change(
+        self,
+        conn: sa.Connection,
+        spec: dep.DeploymentSpec,
+        manifests: dict[ModelRef, dict[str, Any]],
+    ) -> None:
         """Raise ConflictError when, on a node ``spec`` selects, the model it would replace
-        (same name in the node's desired document) has other inputs or outputs."""
-        manifests: dict[ModelRef, dict[str, Any]] = {}
+        (same name in the node's desired document) has other inputs or outputs.
+
+        ``manifests``: the registry manifest of every ref ``spec`` names (read beforehand, so
+        the check holds no registry call inside the database transaction)."""
         found: list[str] = []
         for row in fleet.rows(conn):
             if row.desired is None or not fleet.matches(row, spec.selector):
                 continue
             ref = spec.ref_for(row.device_class)
-            if ref not in manifests:
-                manifests[ref] = self.registry.show(ref).manifest.to_dict()
             for old in json.loads(row.desired)["models"]:
                 if old["name"] != spec.model.name:
                     continue
