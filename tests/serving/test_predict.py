@@ -74,6 +74,36 @@ def test_nonfinite_features_are_refused_unless_allowed() -> None:
     assert np.isinf(feeds_for(WHERE, request, spec, allow_nonfinite=True)["x"][0, 0])
 
 
+@pytest.mark.parametrize(
+    ("dtype", "features", "message"),
+    [
+        ("int64", b"[1, 2.7]", "value 1 is 2.7"),
+        ("int32", b"[1, 1e300]", "value 1 is 1e\\+300"),
+        ("uint8", b"[300, 1]", "value 0 is 300.*from 0 to 255"),
+        ("uint8", b"[-1, 1]", "value 0 is -1"),
+        ("int8", b"[1, 128]", "value 1 is 128.*from -128 to 127"),
+        ("bool", b"[1, 2]", "value 1 is 2.*0 or 1"),
+    ],
+)
+def test_values_an_integer_input_cannot_hold_are_data_errors(
+    dtype: str, features: bytes, message: str
+) -> None:
+    spec = (TensorSpec("x", (None, 2), dtype),)
+    with pytest.raises(DataError, match=f"input 'x' is {dtype}; 'features' {message}"):
+        feeds_for(WHERE, parse_predict(b'{"features": ' + features + b"}"), spec, False)
+
+
+def test_whole_numbers_reach_an_integer_input_unchanged() -> None:
+    spec = (TensorSpec("x", (None, 3), "int64"),)
+    request = parse_predict(b'{"features": [1.0, -2, 9007199254740992]}')
+    feeds = feeds_for(WHERE, request, spec, allow_nonfinite=False)
+    assert feeds["x"].dtype == np.int64 and feeds["x"].tolist() == [[1, -2, 2**53]]
+    flags = (TensorSpec("x", (None, 2), "bool"),)
+    assert feeds_for(WHERE, parse_predict(b'{"features": [0, 1]}'), flags, False)["x"].tolist() == [
+        [False, True]
+    ]
+
+
 def test_several_inputs_point_to_the_protocol_route() -> None:
     specs = (TensorSpec("a", (None, 1)), TensorSpec("b", (None, 1)))
     with pytest.raises(DataError, match="has 2 inputs; /predict serves one") as info:

@@ -85,11 +85,38 @@ def feeds_for(
     if raw.dtype.kind not in "fiub" or raw.size == 0:
         raise DataError(f"'features' must be a non-empty list of numbers, got {raw.dtype.kind!r}")
     sample = _sample_shape(where, spec, raw)
+    _refuse_lossy_cast(where, spec, raw)
     with np.errstate(all="ignore"):
         array = raw.astype(spec.dtype).reshape((1, *sample))
     if not allow_nonfinite and array.dtype.kind == "f":
         check_finite(where, "features", array)
     return {spec.name: array}
+
+
+def _refuse_lossy_cast(where: str, spec: TensorSpec, raw: np.ndarray[Any, Any]) -> None:
+    """Raise DataError when casting ``raw`` to an integer or boolean input would change a value
+    (``2.7`` into an int input truncated to 2, ``300`` into uint8 wrapped to 44, NaN to garbage):
+    the model would answer for another input than the one sent."""
+    target = np.dtype(spec.dtype)
+    if target.kind not in "iub" or raw.dtype.kind not in "fiub":
+        return
+    values = raw.astype(np.float64, copy=False).ravel()
+    if target.kind == "b":
+        bad = ~np.isin(values, (0.0, 1.0))
+        expected = "0 or 1 (or true/false)"
+    else:
+        info = np.iinfo(target)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values != np.round(values))
+            bad |= (values < float(info.min)) | (values > float(info.max))
+        expected = f"whole numbers from {info.min} to {info.max}"
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(
+            f"{where}'s input {spec.name!r} is {target.name}; 'features' value {first} is "
+            f"{raw.ravel()[first].item()!r}, which it cannot hold unchanged (expected {expected})",
+            hint="send the values the model's input takes; GET /v2/models/NAME shows its datatype",
+        )
 
 
 def _sample_shape(where: str, spec: TensorSpec, raw: np.ndarray[Any, Any]) -> tuple[int, ...]:
