@@ -7,10 +7,15 @@ thread, no power meter).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, Measurement, ModelRef, TensorSpec
 from edgeloop.formats.convert import Converted
 from edgeloop.pipeline.convert import ConversionReport, Timing
+
+if TYPE_CHECKING:
+    from edgeloop.registry import Registry
 
 POWER_NOTE = "not measured: conversion timings run without a power meter"
 
@@ -54,6 +59,7 @@ def register_results(
                 Manifest(name=name, format="onnx", inputs=info.inputs, outputs=info.outputs),
             )
             parent = root.ref
+        profile, parent_input = _parent_profile(registry, parent)
         for r in report.results:
             ms = tuple(measurement(r, t, report.split) for t in report.timings.get(r.target, ()))
             inputs, outputs = _specs(r, info.inputs, info.outputs)
@@ -74,8 +80,21 @@ def register_results(
                 tools=r.tools,
                 parent=parent,
             )
-            refs[r.target] = str(registry.publish(r.artifact, manifest).ref)
+            carried = profile if inputs and inputs[0] == parent_input else None
+            refs[r.target] = str(registry.publish(r.artifact, manifest, profile=carried).ref)
     return parent, refs
+
+
+def _parent_profile(registry: Registry, parent: ModelRef) -> tuple[bytes | None, TensorSpec | None]:
+    """The parent version's drift reference (None: it has none) and its first input.
+
+    A converted output that takes the very same first input (name, shape, dtype) is monitored
+    with the parent's reference; one that takes another (a full-INT8 .tflite takes int8
+    values) gets none, since the reference describes float inputs it never sees.
+    """
+    version, path = registry.profile(parent)
+    inputs = version.manifest.inputs
+    return (None if path is None else path.read_bytes()), (inputs[0] if inputs else None)
 
 
 def _specs(
