@@ -23,6 +23,7 @@ route                                      auth       answer
 ``GET  /api/v1/openapi.json``              admin      the OpenAPI document (control/openapi.py)
 ``GET  /api/v1/monitoring|alerts``         admin      fleet monitoring (control/monitoring_api)
 ``GET  /metrics``                          admin      fleet gauges, Prometheus text
+``GET|POST /ui/...``                       session    the dashboard (control/ui, docs/ui.md)
 =========================================  =========  ========================================
 
 Blocking work (database, hashing) runs in Starlette's thread pool. Every EdgeError becomes an
@@ -52,7 +53,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 
 from edgeloop import __version__
-from edgeloop.control import answers, auth, fleet, openapi, schemas, telemetry
+from edgeloop.control import answers, auth, fleet, openapi, schemas, telemetry, ui
 from edgeloop.control.alerting import Alerting
 from edgeloop.control.answers import json_answer, ranged
 from edgeloop.control.deployments import DeploymentSpec
@@ -496,6 +497,7 @@ def create_app(
     for path, endpoint, method, kind in routes:
         app.router.add_route(path, endpoint, methods=[method], include_in_schema=False)
         bodies.append((app.router.routes[-1].path_regex, method, kind))  # type: ignore[attr-defined]
+    bodies += ui.mount(app, plane)  # the dashboard at /ui (control/ui, docs/ui.md)
     # Inside the error middleware, outside the exception handlers: a cap tripped while an
     # endpoint reads its body is answered by _edge_error like any EdgeError. The server's
     # protocol reads each body's deadline from app.state.bodies.

@@ -1,0 +1,225 @@
+"""The fleet page (nodes, filtered, paged by keyset) and a node's page."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from edgeloop.control import fleet as fleet_rows
+from edgeloop.control import monitoring, tables
+from edgeloop.control.plane import ControlPlane
+from edgeloop.control.ui import fleet_view
+from edgeloop.control.ui.fleet_view import FleetPage, FleetQuery, Seen
+from edgeloop.control.ui.html import Html, escape, join, render, url
+from edgeloop.control.ui.layout import View
+from edgeloop.control.ui.sessions import Session
+from edgeloop.control.ui.widgets import (
+    badge,
+    code,
+    figure,
+    labels,
+    link,
+    note,
+    pairs,
+    section,
+    table,
+    when,
+)
+
+HEADERS = (
+    "Node",
+    "Health",
+    "Device class",
+    "Active model",
+    "Updater",
+    "Last seen",
+    "Drift",
+    "Tier / parent",
+)
+
+
+def _options(values: list[tuple[str, str]], chosen: str | None) -> Html:
+    return join(
+        Html(
+            f'<option value="{escape(v)}"{" selected" if v == (chosen or "") else ""}>'
+            f"{escape(label)}</option>"
+        )
+        for v, label in values
+    )
+
+
+class FleetPages:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def _read(self, request: Request) -> tuple[FleetQuery, FleetPage]:
+        query = FleetQuery.from_params(dict(request.query_params))
+        found = await run_in_threadpool(
+            self.plane.read, "reading the fleet page", lambda c: fleet_view.read(c, query)
+        )
+        return query, found
+
+    async def fleet(self, request: Request, session: Session) -> View | Html:
+        query, found = await self._read(request)
+        if request.headers.get("hx-target") == "fleet-results":  # the filters changed
+            return results(query, found)
+        classes = [("", "any")] + [(c, c) for c in found.device_classes]
+        content = render(
+            "fleet.html",
+            q=query.search or "",
+            class_options=_options(classes, query.device_class),
+            seen_options=_options(
+                [("", "any")] + [(s.value, s.value) for s in Seen],
+                None if query.seen is None else query.seen.value,
+            ),
+            limit_options=_options(
+                [(str(n), str(n)) for n in fleet_view.PAGE_SIZES], str(query.limit)
+            ),
+            results=results(query, found),
+        )
+        return View("Fleet", "fleet", content)
+
+    async def node(self, request: Request, session: Session) -> View:
+        node_id = request.path_params["node_id"]
+        node, mon = await run_in_threadpool(
+            self.plane.read, f"reading node {node_id}", lambda c: _node(c, node_id)
+        )
+        return View(f"Node {node['name']}", "fleet", node_content(node, mon))
+
+
+def results(query: FleetQuery, found: FleetPage) -> Html:
+    now = time.time()
+    rows = []
+    for n in found.lines:
+        where = "n/a" if n.tier is None and n.parent is None else f"{n.tier} / {n.parent or '-'}"
+        rows.append(
+            (
+                Html(
+                    f"{link(url('nodes', n.node_id), n.name)}<br><small>{escape(n.node_id)}</small>"
+                ),
+                Html(f"{badge(n.health)}<br><small>{escape(n.health_detail)}</small>"),
+                n.device_class,
+                n.active or "none",
+                badge(n.updater),
+                when(n.last_seen, now),
+                badge(n.drift),
+                where,
+            )
+        )
+    shown = f"{len(found.lines)} of {found.matching} matching nodes ({found.total} in the fleet)"
+    pager = Html("")
+    params: dict[str, Any] = {
+        "q": query.search,
+        "device_class": query.device_class,
+        "seen": None if query.seen is None else query.seen.value,
+        "limit": query.limit if query.limit != 50 else None,
+    }
+    links = []
+    if query.after is not None:
+        links.append(link(url("fleet", **params), "First page"))
+    if found.next_after is not None:
+        after_name, after_id = found.next_after
+        links.append(
+            link(url("fleet", **params, after_name=after_name, after_id=after_id), "Next page")
+        )
+    if links:
+        pager = Html(f'<nav aria-label="Pages" class="pager">{join(links, " ")}</nav>')
+    return Html(table(f"Nodes: {shown}", HEADERS, rows, "no node matches") + pager)
+
+
+def _node(conn: sa.Connection, node_id: str) -> tuple[dict[str, Any], list[Any]]:
+    node = fleet_rows.to_dict(fleet_rows.get(conn, node_id))
+    t = tables.monitoring
+    rows = [monitoring.to_row(r) for r in conn.execute(sa.select(t).where(t.c.node_id == node_id))]
+    return node, rows
+
+
+def _model(doc: Any) -> str:
+    if not isinstance(doc, dict):
+        return "none"
+    return f"{doc.get('name')}:{doc.get('version')} ({doc.get('variant')}, slot {doc.get('slot')})"
+
+
+def node_content(node: dict[str, Any], mon: list[Any]) -> Html:
+    report = node.get("reported") or {}
+    updater = report.get("updater") or {}
+    health = report.get("health") or {}
+    facts = pairs(
+        [
+            ("Node id", node["node_id"]),
+            ("Device class", node["device_class"]),
+            ("Labels", labels(node["labels"])),
+            ("Tier / parent", f"{node['tier']} / {node['parent']}"),
+            ("Agent URL", node["agent_url"] or "n/a"),
+            ("Enrolled", node["enrolled_at"]),
+            ("Last seen", node["last_seen"] or "never"),
+            ("Desired revision", node["desired_revision"]),
+            ("Reported revision", report.get("revision", "n/a")),
+        ]
+    )
+    models = pairs(
+        [
+            ("Active", _model(report.get("active"))),
+            ("Previous", _model(report.get("previous"))),
+            ("Updater state", updater.get("state") or "n/a"),
+            ("Updater outcome", updater.get("outcome") or "n/a"),
+            ("Updater error", updater.get("error") or "none"),
+            ("Requests (last window)", figure(health.get("requests"))),
+            ("Error rate", figure(health.get("error_rate"))),
+            ("p99 latency", figure(health.get("p99_ms"), " ms")),
+        ]
+    )
+    events = [
+        (
+            e.get("at") or e.get("time") or "n/a",
+            e.get("state") or e.get("kind") or "n/a",
+            e.get("detail") or e.get("message") or "",
+        )
+        for e in report.get("events") or []
+        if isinstance(e, dict)
+    ]
+    drift = [
+        (
+            f"{r.model}:{r.version}",
+            badge(_drift(r.drifting)),
+            figure(r.figures.get("drift_ratio")),
+            figure(r.figures.get("samples_seen")),
+            figure(r.estimated_accuracy),
+            figure(r.error_rate),
+        )
+        for r in mon
+    ]
+    parts = [
+        section("Facts", facts, "facts"),
+        section("Models and updater", models, "models"),
+        section(
+            "Updater history (events in the last report)",
+            table(
+                "Updater events", ("At", "State", "Detail"), events, "no event in the last report"
+            ),
+            "history",
+        ),
+        section(
+            "Monitoring",
+            table(
+                "Served versions",
+                ("Version", "Drift", "Drift ratio", "Samples", "Estimated accuracy", "Error rate"),
+                drift,
+                "no telemetry received from this node",
+            ),
+            "monitoring",
+        ),
+        section(
+            "Outbox backlog", note("n/a: agents do not report their outbox backlog yet"), "outbox"
+        ),
+        section("Capabilities", code(node["capabilities"]), "capabilities"),
+    ]
+    return join(parts)
+
+
+def _drift(drifting: bool | None) -> str:
+    return "not watched" if drifting is None else "drifting" if drifting else "no drift"

@@ -1,0 +1,214 @@
+"""Models (versions with manifest and measurements), monitoring (drift, alerts), and the pages
+of features not built yet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from edgeloop.control import alert_store, monitoring
+from edgeloop.control.plane import ControlPlane
+from edgeloop.control.ui.html import join, render, url
+from edgeloop.control.ui.layout import SECTIONS, View
+from edgeloop.control.ui.sessions import Session
+from edgeloop.control.ui.widgets import badge, code, figure, link, pairs, section, table, when
+from edgeloop.core.errors import NotFoundError
+from edgeloop.core.types import ModelRef
+
+PLANNED = {
+    "experiments": (
+        "A/B experiments: per-arm metrics with confidence intervals, the decision "
+        "and its evidence.",
+        "The experiments API is not part of the control plane "
+        "yet; this page fills in when it lands.",
+    ),
+    "federated": (
+        "Federated tasks: accuracy and loss per round, participants and dropouts, epsilon so far.",
+        "The control plane does not run federated rounds yet.",
+    ),
+    "jobs": (
+        "Retraining jobs, data sets and the label queue: progress, log, cancel.",
+        "The control plane does not start retraining jobs yet.",
+    ),
+}
+
+
+class RegistryPages:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def models(self, request: Request, session: Session) -> View:
+        versions = await run_in_threadpool(self.plane.registry.list)
+        rows = []
+        for v in versions:
+            m = v.manifest
+            best = m.measurements[0] if m.measurements else None
+            rows.append(
+                (
+                    link(url("models", v.name, v.version), str(v.ref)),
+                    m.format,
+                    f"{v.size_bytes:,} B",
+                    figure(None if best is None else best.accuracy),
+                    figure(None if best is None else best.latency_ms.p50, " ms"),
+                    str(m.parent) if m.parent else "none",
+                    v.created_at.isoformat(timespec="seconds"),
+                )
+            )
+        body = table(
+            "Registered versions",
+            ("Version", "Format", "Size", "Accuracy", "Latency p50", "Parent", "Published"),
+            rows,
+            "no model published yet",
+        )
+        return View("Models", "models", body)
+
+    async def version(self, request: Request, session: Session) -> View:
+        name, text = request.path_params["name"], request.path_params["version"]
+        if not text.isdigit():
+            raise NotFoundError(
+                f"model version {text[:40]!r} is not a number",
+                hint="open a version from the models page",
+            )
+        ref = ModelRef(name, int(text))
+        v = await run_in_threadpool(self.plane.registry.show, ref)
+        m = v.manifest
+        facts = pairs(
+            [
+                ("Reference", str(v.ref)),
+                ("Artifact sha256", v.artifact_sha256),
+                ("Size", f"{v.size_bytes:,} bytes"),
+                ("Format", m.format),
+                ("Parent", str(m.parent) if m.parent else "none"),
+                ("Data set", m.dataset or "n/a"),
+                ("Published", v.created_at.isoformat(timespec="seconds")),
+            ]
+        )
+        rows = [
+            (
+                x.engine,
+                x.provider,
+                x.batch_size,
+                x.runs,
+                figure(x.latency_ms.p50, " ms"),
+                figure(x.latency_ms.p99, " ms"),
+                figure(x.throughput_per_s, "/s"),
+                figure(x.accuracy),
+                x.accuracy_split or "n/a",
+                figure(x.peak_rss_mb, " MB"),
+                figure(x.power_w, " W") if x.power_w is not None else f"n/a ({x.power_source})",
+                x.cpu,
+            )
+            for x in m.measurements
+        ]
+        measured = table(
+            "Measurements",
+            (
+                "Engine",
+                "Provider",
+                "Batch",
+                "Runs",
+                "p50",
+                "p99",
+                "Throughput",
+                "Accuracy",
+                "Split",
+                "Peak RSS",
+                "Power",
+                "CPU",
+            ),
+            rows,
+            "no measurement recorded",
+        )
+        content = join(
+            [
+                section("Version", facts, "version"),
+                section("Measurements", measured, "measurements"),
+                section("Manifest", code(m.to_dict()), "manifest"),
+            ]
+        )
+        return View(f"Model {v.ref}", "models", content)
+
+    async def monitoring(self, request: Request, session: Session) -> View:
+        def run(conn: Any) -> tuple[list[monitoring.FleetRow], list[Any]]:
+            return monitoring.read(conn), alert_store.read(conn)
+
+        rows, alerts = await run_in_threadpool(self.plane.read, "reading monitoring", run)
+        drift = [
+            (
+                link(url("nodes", r.node_id), r.node_id),
+                f"{r.model}:{r.version}",
+                badge(
+                    "not watched"
+                    if r.drifting is None
+                    else "drifting"
+                    if r.drifting
+                    else "no drift"
+                ),
+                figure(r.figures.get("drift_ratio")),
+                figure(r.figures.get("samples_seen")),
+                figure(r.estimated_accuracy),
+                figure(r.error_rate),
+                when(max(x for x in (r.metrics_at, r.event_at, 0.0) if x is not None) or None),
+            )
+            for r in rows
+        ]
+        alert_rows = [
+            (
+                badge(a.state.value),
+                a.rule,
+                a.kind.value,
+                a.subject,
+                when(a.first_seen),
+                when(a.last_seen),
+                ", ".join(f"{k}={v}" for k, v in a.figures.items()),
+            )
+            for a in alerts
+        ]
+        content = join(
+            [
+                section(
+                    "Alerts",
+                    table(
+                        "Alerts, firing first",
+                        ("State", "Rule", "Kind", "Subject", "First seen", "Last seen", "Figures"),
+                        alert_rows,
+                        "no alert",
+                    ),
+                    "alerts",
+                ),
+                section(
+                    "Drift per node and version",
+                    table(
+                        "Each node's view of each version",
+                        (
+                            "Node",
+                            "Version",
+                            "Drift",
+                            "Drift ratio",
+                            "Samples",
+                            "Estimated accuracy",
+                            "Error rate",
+                            "Last heard",
+                        ),
+                        drift,
+                        "no telemetry received yet",
+                    ),
+                    "drift",
+                ),
+            ]
+        )
+        return View("Monitoring", "monitoring", content)
+
+
+async def planned(request: Request, session: Session) -> View:
+    key = request.path_params["planned"]
+    if key not in PLANNED:
+        known = [k for k, _ in SECTIONS]
+        raise NotFoundError(
+            f"there is no dashboard page {key[:60]!r}", hint=f"the pages are {known}"
+        )
+    what, detail = PLANNED[key]
+    title = dict(SECTIONS)[key]
+    return View(title, key, render("planned.html", what=what, detail=detail))

@@ -1,0 +1,230 @@
+"""Rollouts: the list with a deploy form, one rollout's waves, guard decisions and events, and
+the actions pause / resume / rollback. Actions call the same :class:`ControlPlane` methods as
+the JSON API (``POST /api/v1/deployments``, ``/rollouts/{id}/pause|resume|rollback``), with the
+body checked by the same schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from edgeloop.control import schemas
+from edgeloop.control.deployments import DeploymentSpec
+from edgeloop.control.plane import ControlPlane
+from edgeloop.control.rollout import State
+from edgeloop.control.ui import security
+from edgeloop.control.ui.html import Html, escape, join, url
+from edgeloop.control.ui.layout import View
+from edgeloop.control.ui.sessions import Session
+from edgeloop.control.ui.widgets import badge, link, note, pairs, section, table
+from edgeloop.core.errors import NotFoundError
+
+MOVING = {s.value for s in (State.PENDING, State.WAVE, State.SOAKING, State.PAUSED)}
+ACTIONS = {
+    "pause": "pause this rollout",
+    "resume": "resume this rollout",
+    "rollback": "roll this rollout back",
+}
+
+
+def _form(session: Session, rid: str, action: str, label: str) -> Html:
+    return Html(
+        f'<form method="post" action="{url("rollouts", rid, action)}" class="inline" '
+        f'data-confirm="{escape(label)}?">'
+        f'<input type="hidden" name="csrf" value="{escape(session.csrf)}">'
+        f'<button type="submit">{escape(label)}</button></form>'
+    )
+
+
+def deploy_form(session: Session, refs: list[str]) -> Html:
+    if not session.may_act:
+        return note("Read-only sign-in: deploying needs the admin token.")
+    options = join(Html(f'<option value="{escape(r)}">{escape(r)}</option>') for r in refs)
+    return Html(
+        '<form method="post" action="/ui/rollouts" class="deploy" aria-label="Start a rollout">'
+        f'<input type="hidden" name="csrf" value="{escape(session.csrf)}">'
+        '<label for="d-name">Deployment name</label>'
+        '<input id="d-name" name="name" required pattern="[A-Za-z0-9][A-Za-z0-9._-]*">'
+        f'<label for="d-model">Model version</label><select id="d-model" name="model" required>'
+        f"{options}</select>"
+        '<label for="d-waves">Waves (comma separated: node counts or percentages)</label>'
+        '<input id="d-waves" name="waves" value="1,100%">'
+        '<label for="d-soak">Soak per wave (s)</label>'
+        '<input id="d-soak" name="soak_s" type="number" min="0" step="any" value="30">'
+        '<label for="d-watch">Watch per node (s)</label>'
+        '<input id="d-watch" name="watch_s" type="number" min="0" step="any" value="30">'
+        '<button type="submit">Start rollout</button></form>'
+    )
+
+
+class RolloutPages:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def list(self, request: Request, session: Session) -> View:
+        rollouts = await run_in_threadpool(self.plane.rollouts)
+        versions = await run_in_threadpool(self.plane.registry.list)
+        rows = [
+            (
+                link(url("rollouts", r["rollout_id"]), r["rollout_id"]),
+                r["name"],
+                r["model"],
+                badge(r["state"]),
+                f"{r['wave'] + 1} of {len(r['waves'])}",
+                (r["events"][-1]["at"] if r["events"] else "n/a"),
+            )
+            for r in reversed(rollouts)
+        ]
+        content = join(
+            [
+                section(
+                    "Rollouts",
+                    table(
+                        "Rollouts, newest first",
+                        ("Rollout", "Deployment", "Model", "State", "Wave", "Last event"),
+                        rows,
+                        "no rollout yet",
+                    ),
+                    "all",
+                ),
+                section(
+                    "Start a rollout", deploy_form(session, [str(v.ref) for v in versions]), "start"
+                ),
+            ]
+        )
+        return View("Rollouts", "rollouts", content)
+
+    async def deploy(self, request: Request, session: Session) -> Response:
+        form = await request.form()
+        security.check_action(session, _text(form.get("csrf")), "start a rollout")
+        waves = [w.strip() for w in (_text(form.get("waves")) or "100%").split(",") if w.strip()]
+        body: dict[str, Any] = {
+            "name": _text(form.get("name")),
+            "model": _text(form.get("model")),
+            "plan": {
+                "waves": waves,
+                "soak_s": _number(form.get("soak_s"), 30.0),
+                "watch_s": _number(form.get("watch_s"), 30.0),
+            },
+        }
+        checked = schemas.parse(schemas.DeploymentBody, orjson.dumps(body))
+        spec = DeploymentSpec.from_dict(checked.model_dump(exclude_unset=True))
+        rollout = await run_in_threadpool(self.plane.deploy, spec)
+        return RedirectResponse(
+            str(url("rollouts", rollout["rollout_id"])), 303, headers=security.HEADERS
+        )
+
+    async def detail(self, request: Request, session: Session) -> View:
+        rollout = await run_in_threadpool(self.plane.rollout, request.path_params["rid"])
+        return View(f"Rollout {rollout['name']}", "rollouts", live_part(rollout, session))
+
+    async def live(self, request: Request, session: Session) -> Html:
+        """The rollout's state part alone: htmx re-reads it every 2 s while the rollout moves."""
+        rollout = await run_in_threadpool(self.plane.rollout, request.path_params["rid"])
+        return live_part(rollout, session)
+
+    async def act(self, request: Request, session: Session) -> Response:
+        rid, action = request.path_params["rid"], request.path_params["action"]
+        if action not in ACTIONS:
+            raise NotFoundError(
+                f"rollout action {action!r} does not exist", hint=f"one of {sorted(ACTIONS)}"
+            )
+        form = await request.form()
+        security.check_action(session, _text(form.get("csrf")), ACTIONS[action])
+        if action == "pause":
+            await run_in_threadpool(self.plane.pause, rid)
+        elif action == "resume":
+            await run_in_threadpool(self.plane.resume, rid)
+        else:
+            await run_in_threadpool(self.plane.rollback, rid, None)
+        return RedirectResponse(str(url("rollouts", rid)), 303, headers=security.HEADERS)
+
+
+def live_part(rollout: dict[str, Any], session: Session) -> Html:
+    rid, state = rollout["rollout_id"], rollout["state"]
+    poll = (
+        f' hx-get="{url("rollouts", rid, "live")}" hx-trigger="every 2s" hx-swap="outerHTML"'
+        if state in MOVING
+        else ""
+    )
+    facts = pairs(
+        [
+            ("Rollout id", rid),
+            ("Model", rollout["model"]),
+            ("State", badge(state)),
+            ("Wave", f"{rollout['wave'] + 1} of {len(rollout['waves'])}"),
+        ]
+    )
+    if session.may_act:
+        buttons = [_form(session, rid, a, a.capitalize()) for a in ("pause", "resume", "rollback")]
+        actions = Html(
+            f'<div class="actions" role="group" aria-label="Rollout actions">{join(buttons)}</div>'
+        )
+    else:
+        actions = note("Read-only sign-in: pause, resume and rollback need the admin token.")
+    nodes = rollout["nodes"]
+    waves = []
+    for i, ids in enumerate(rollout["waves"]):
+        names = ", ".join(nodes[n]["name"] if n in nodes else n for n in ids) or "none"
+        mark = "current" if i == rollout["wave"] else "done" if i < rollout["wave"] else "next"
+        waves.append(
+            Html(
+                f'<li class="wave w-{mark}"><strong>Wave {i + 1}</strong> ({mark}): '
+                f"{escape(names)}</li>"
+            )
+        )
+    node_rows = [
+        (
+            link(url("nodes", node_id), n["name"]),
+            n["wave"] + 1,
+            n["ref"] or "n/a",
+            n["revision"] if n["revision"] is not None else "n/a",
+            badge(n["status"]),
+            n["detail"] or "",
+        )
+        for node_id, n in sorted(nodes.items(), key=lambda kv: (kv[1]["wave"], kv[1]["name"]))
+    ]
+    events = [(e["at"], badge(e["state"]), e["detail"]) for e in reversed(rollout["events"])]
+    return Html(
+        f'<div id="rollout-live" aria-live="polite"{poll}>'
+        + join(
+            [
+                facts,
+                actions,
+                section("Waves", Html(f'<ol class="waves">{join(waves)}</ol>'), "waves"),
+                section(
+                    "Guard decisions per node",
+                    table(
+                        "Each node's check with its figures",
+                        ("Node", "Wave", "Version", "Revision", "Verdict", "Figures"),
+                        node_rows,
+                    ),
+                    "nodes",
+                ),
+                section(
+                    "Events",
+                    table("Events, newest first", ("At", "State", "Detail"), events),
+                    "events",
+                ),
+            ]
+        )
+        + "</div>"
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any, default: float) -> float | str:
+    text = _text(value)
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        return text  # the schema names the bad field
