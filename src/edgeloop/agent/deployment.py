@@ -129,6 +129,15 @@ def parse_deployment(data: bytes, node_id: str) -> Deployment:
     )
 
 
+def parse_model_entry(entry: Any) -> ModelSpec:
+    """One model entry of a document (``models[0]``, an experiment's challenger).
+
+    Raises:
+        UntrustedArtifactError: a bad field (named).
+    """
+    return _model(entry)
+
+
 def _model(entry: Any) -> ModelSpec:
     if not isinstance(entry, dict):
         raise _bad("models[0]", entry, "an object")

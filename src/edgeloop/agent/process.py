@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edgeloop.agent.activator import CatalogActivator, serving_config, serving_state
+from edgeloop.agent.experiment import ExperimentHost
 from edgeloop.agent.health import HealthRecorder
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.reconcile import AgentOptions, Reconciler
@@ -149,6 +150,7 @@ async def _main(
     app = create_app(catalog, admin=AdminGate.closed(CLOSED_BY))
     service = app.state.server.service
     catalog.monitor_sinks.append(tel.monitor_event)  # drift alarms -> outbox events
+    service.capture.sinks.append(tel.capture)  # captured rows -> outbox capture items
     tel.monitoring = lambda: monitoring_status(catalog)  # in each metrics snapshot
     recorder = HealthRecorder(Sampler(app, tel))
     updater.health = recorder
@@ -156,7 +158,8 @@ async def _main(
     runner = routes.runner(service, _label_sink(app.state.server)) if routes else None
     reconciler = Reconciler(home, updater, options, recorder, url)
     reconciler.parent = tier.parent
-    reconciler.serving = lambda model: serving_state(catalog, model)
+    arms = ExperimentHost(home, catalog, service.metrics, app.state.server.feedback, reconciler)
+    reconciler.serving = lambda model: {**serving_state(catalog, model), **arms.report(model)}
     cascade = None
     if tier.cascade_threshold is not None:
         cascade = ParentCascade(tier, service.escalator, catalog, base.cascade_timeout_s)
@@ -179,6 +182,7 @@ async def _main(
             repairs=reconciler.repairs,
             telemetry=await tel.status(),
             monitoring=monitoring_status(catalog),
+            capture=service.capture.status(),
             routes=_routes_status(runner),
             tier={
                 "parent": tier.parent,
@@ -246,6 +250,7 @@ async def _main(
         asyncio.ensure_future(tel.run_shipper(lambda: reconciler.identity)),
         asyncio.ensure_future(_watchdog(reconciler)),
         asyncio.ensure_future(Sweeper(server.server_state.connections, limits).run()),
+        asyncio.ensure_future(arms.run(options.poll_s)),  # fleet A/B experiments
     ]
     stop_routes = asyncio.Event()
     if runner is not None:

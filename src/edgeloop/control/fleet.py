@@ -241,7 +241,10 @@ def record_report(db: Database, node_id: str, report: Mapping[str, Any]) -> None
 
 
 def matches(row: sa.Row[Any], selector: Mapping[str, Any]) -> bool:
-    """Whether the node has every label of ``selector["labels"]`` (empty: every node)."""
+    """Whether the node has every label of ``selector["labels"]`` (empty: every node) and, when
+    the selector names ``nodes`` (node ids: an experiment's), is one of them."""
+    if "nodes" in selector and row.node_id not in selector["nodes"]:
+        return False
     labels = json.loads(row.labels)
     wanted = selector.get("labels") or {}
     return all(labels.get(k) == str(v) for k, v in wanted.items())

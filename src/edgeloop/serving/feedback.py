@@ -13,6 +13,7 @@ error); labels for it are refused with 409, there being no answer to join them t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from edgeloop.core.errors import ConflictError
@@ -31,8 +32,12 @@ class Feedback:
     def __init__(self, catalog: Catalog, joins: JoinMap, config: ServerConfig) -> None:
         self.catalog = catalog
         self.joins = joins
+        # Called with (model, [(request id, classes)]) for applied labels (capture_sink.py).
+        self.label_sinks: list[Callable[[str, list[tuple[str, tuple[int, ...]]]], None]] = []
         self.batch_max = config.label_batch_max
         self.counts: Counter[tuple[str, str]] = Counter()  # (model, outcome) -> labels
+        # (model, version, correct) -> labelled rows: per-arm accuracy of A/B experiments
+        self.outcomes: Counter[tuple[str, str, bool]] = Counter()
 
     def apply(self, name: str | None, body: bytes, only: str | None) -> dict[str, Any]:
         """Join and apply the labels of ``body`` for model ``name`` (None: the body's
@@ -55,6 +60,8 @@ class Feedback:
             )
         joined = self._join(model, labels, single)
         for label, served, watch in joined:
+            for p, t in zip(served.predicted, label.classes, strict=True):
+                self.outcomes[(model.name, served.version, p == t)] += 1
             monitor = watch.monitor
             if monitor is not None:
                 for p, t in zip(served.predicted, label.classes, strict=True):
@@ -63,6 +70,8 @@ class Feedback:
         for watch in {id(w): w for _, _, w in joined}.values():
             watch.check_degradation()
         taken = {label.request_id for label, _, _ in joined}
+        for sink in self.label_sinks:
+            sink(model.name, [(label.request_id, label.classes) for label, _, _ in joined])
         unknown = [label.request_id for label in labels if label.request_id not in taken]
         self.counts[(model.name, "applied")] += len(joined)
         self.counts[(model.name, "unknown")] += len(unknown)

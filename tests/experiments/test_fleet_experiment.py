@@ -1,0 +1,204 @@
+"""A fleet A/B experiment across real processes: a control plane and an agent (OS processes),
+two tiny classifiers published with reference profiles.
+
+The challenger is made the better model on purpose: the ground-truth labels are its own
+answers, so it is right on every labelled row and the champion only where the two agree. The
+test starts the experiment, checks the node splits traffic by the configured share (within a
+binomial bound), that the labels arrive per arm in the control plane's figures, that the
+sequential test decides to promote, and that promote rolls the challenger out through the
+guarded rollout. Bad input is refused with the documented status and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tests.agent.agent_process import AgentProcess
+from tests.control.process import control_process
+from tests.tiny_models import make_linear_onnx
+
+from edgeloop.core.settings import Settings
+from edgeloop.core.types import Manifest, TensorSpec
+from edgeloop.registry import Registry
+from edgeloop.registry.profiles import profile_model
+from edgeloop.sdk.control_client import ControlClient
+
+MANIFEST = Manifest("lin", "onnx", (TensorSpec("input", (None, 4)),),
+                    (TensorSpec("output", (None, 3)),))  # fmt: skip
+SPLIT = 0.3
+REQUESTS = 200
+PLAN = {"soak_s": 0, "watch_s": 0.3}
+WAIT_S = 90.0
+
+
+def _wait(check: Any, what: str, timeout_s: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+class Fleet:
+    def __init__(self, client: ControlClient, agent: AgentProcess, truth: Any) -> None:
+        self.client = client
+        self.agent = agent
+        self.truth = truth  # the challenger's class for a row
+
+    def post(self, path: str, body: Any = None) -> httpx.Response:
+        return self.client._http.post(path, json=body)  # noqa: SLF001 (the raw answer)
+
+    def status(self, exp_id: str) -> dict[str, Any]:
+        return dict(self.client.call("GET", f"/api/v1/experiments/{exp_id}"))
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    tmp = tmp_path_factory.mktemp("fleet-exp")
+    reference = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float32)
+    files = [make_linear_onnx(tmp / f"v{i}.onnx", seed=i) for i in (1, 2)]
+    with Registry.open(Settings.load(tmp / "local")) as registry:
+        local = [registry.publish(f, MANIFEST, profile=profile_model(f, reference)) for f in files]
+        profiles = [registry.profile(v.ref)[1] for v in local]
+    session = ort.InferenceSession(str(files[1]), providers=["CPUExecutionProvider"])
+
+    def truth(row: list[float]) -> int:
+        out = session.run(None, {"input": np.asarray([row], dtype=np.float32)})[0]
+        return int(np.argmax(out[0]))
+
+    with control_process(tmp / "ctl", None, "--tick-s", "0.1") as ctl:
+        token = (tmp / "ctl" / "control" / "admin.token").read_text().strip()
+        with ControlClient(ctl.url, token) as client:
+            for file, version, profile in zip(files, local, profiles, strict=True):
+                client.publish_version(file, version, profile=profile)
+            agent = AgentProcess(tmp / "node", ctl.url, poll_s=0.2,
+                                 enroll_token=client.enrollment_token()["token"])  # fmt: skip
+            try:
+                agent.wait_enrolled()
+                _wait(lambda: all(n["last_seen"] for n in client.nodes()), "a first report")
+                yield Fleet(client, agent, truth)
+            finally:
+                agent.stop()
+
+
+def _start(fleet: Fleet, **changes: Any) -> httpx.Response:
+    body = {"name": "lin-v2", "model": "lin", "champion": 1, "challenger": 2, "split": SPLIT,
+            "metric": "accuracy", "min_effect": 0.2, "plan": PLAN, **changes}  # fmt: skip
+    return fleet.post("/api/v1/experiments", body)
+
+
+Served = tuple[Counter[int], Counter[int], list[dict[str, Any]]]
+
+
+def _served(fleet: Fleet, rows: np.ndarray) -> Served:
+    """Requests and right answers per version (as each answer names it), and the labels."""
+    counts: Counter[int] = Counter()
+    right: Counter[int] = Counter()
+    labels = []
+    for i, row in enumerate(rows):
+        features = [float(v) for v in row]
+        answer = fleet.agent.http.post("/predict", json={"features": features,
+                                                         "request_id": f"r{i}"})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        version, truth = int(answer.json()["model_version"]), fleet.truth(features)
+        counts[version] += 1
+        right[version] += int(answer.json()["prediction"] == truth)
+        labels.append({"request_id": f"r{i}", "label": truth})
+    return counts, right, labels
+
+
+def test_a_better_challenger_is_found_and_promoted(fleet: Fleet) -> None:
+    answer = _start(fleet)
+    assert answer.status_code == 201, answer.text
+    exp = answer.json()
+    exp_id = exp["experiment_id"]
+    assert exp["state"] == "STARTING" and exp["split"] == SPLIT
+
+    # A second experiment on the same model is refused and leaves nothing behind.
+    again = _start(fleet, name="again")
+    assert again.status_code == 409, again.text
+    assert exp_id in again.json()["error"]
+    assert len(fleet.client.call("GET", "/api/v1/experiments")["experiments"]) == 1
+
+    _wait(lambda: fleet.status(exp_id)["state"] == "RUNNING", "the start rollout")
+    _wait(lambda: (fleet.status(exp_id)["node_status"] or {}) and all(
+        n["state"] == "serving" for n in fleet.status(exp_id)["node_status"].values()),
+        "the node serving both arms")  # fmt: skip
+
+    rows = np.random.default_rng(7).standard_normal((REQUESTS, 4)).astype(np.float32)
+    counts, right, labels = _served(fleet, rows)
+    assert set(counts) == {1, 2}
+    # The challenger's share is binomial(REQUESTS, SPLIT): within 4 standard deviations.
+    bound = 4 * math.sqrt(REQUESTS * SPLIT * (1 - SPLIT))
+    assert abs(counts[2] - REQUESTS * SPLIT) <= bound, counts
+
+    applied = fleet.agent.http.post("/predict/labels", json={"labels": labels}).json()
+    assert applied["applied"] == REQUESTS, applied
+
+    def labelled() -> dict[str, Any] | None:
+        doc = fleet.status(exp_id)
+        arms = doc["arms"] or {}
+        both = [arms.get(a, {}).get("labelled") for a in ("champion", "challenger")]
+        return doc if both == [counts[1], counts[2]] else None
+
+    doc = _wait(labelled, "the labels in the control plane's figures")
+    champion, challenger = doc["arms"]["champion"], doc["arms"]["challenger"]
+    assert (champion["requests"], challenger["requests"]) == (counts[1], counts[2])
+    assert challenger["correct"] == counts[2] == right[2] and challenger["accuracy"] == 1.0
+    assert champion["correct"] == right[1] < counts[1]
+    assert doc["decision"] == "promote_treatment", doc["evidence"]
+    evidence = doc["evidence"]["primary"]
+    assert evidence["p_value"] <= 0.05 and evidence["cs_low"] > 0
+    assert evidence["challenger_n"] == counts[2]
+
+    promoted = fleet.post(f"/api/v1/experiments/{exp_id}/promote", {})
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["state"] == "PROMOTING"
+    _wait(lambda: fleet.status(exp_id)["state"] == "PROMOTED", "the promote rollout")
+    active = fleet.agent.status()["active"]
+    assert active["version"] == 2 and "experiment" not in active
+    after, _, _ = _served(fleet, rows[:20])
+    assert after == Counter({2: 20})
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "named"),
+    [
+        ({"challenger": 9}, 404, "lin:9"),
+        ({"champion": 7}, 404, "lin:7"),
+        ({"model": "nope"}, 404, "nope"),
+        ({"split": 1.5}, 400, "1.5"),
+        ({"split": 0}, 400, "split 0"),
+        ({"split": -0.2}, 400, "-0.2"),
+        ({"metric": "confidence"}, 400, "confidence"),
+        ({"nodes": ["ghost"]}, 404, "ghost"),
+        ({"challenger": 1}, 400, "version 1"),
+    ],
+)
+def test_bad_input_is_refused_and_leaves_nothing(
+    fleet: Fleet, changes: dict[str, Any], status: int, named: str
+) -> None:
+    before = fleet.client.call("GET", "/api/v1/experiments")["experiments"]
+    revisions = [n["desired_revision"] for n in fleet.client.nodes()]
+    answer = _start(fleet, name="bad", **changes)
+    assert answer.status_code == status, answer.text
+    assert named in answer.json()["error"]
+    assert fleet.client.call("GET", "/api/v1/experiments")["experiments"] == before
+    assert [n["desired_revision"] for n in fleet.client.nodes()] == revisions
+
+
+def test_an_unknown_experiment_is_404(fleet: Fleet) -> None:
+    assert fleet.post("/api/v1/experiments/exp-nope/promote", {}).status_code == 404
+    assert fleet.client._http.get("/api/v1/experiments/exp-nope").status_code == 404  # noqa: SLF001
