@@ -58,7 +58,6 @@ from edgeloop.control.alerting import Alerting
 from edgeloop.control.answers import json_answer, ranged
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.experiments_api import ExperimentRoutes
-from edgeloop.control.fl_api import FlRoutes
 from edgeloop.control.fleet_metrics import FleetMetrics
 from edgeloop.control.limits import Body, BodyLimits, Route, RouteBodies, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
@@ -494,7 +493,6 @@ def create_app(
         (f"{v1}/alerts", mon.alerts, "GET", Body.NONE),
         ("/metrics", mon.prometheus, "GET", Body.NONE),
         *ExperimentRoutes(api).routes(),  # fleet A/B experiments (control/experiments_api.py)
-        *FlRoutes(api).routes(),  # federated learning (control/fl_api.py)
     ]
     api.routes = [(method, path) for path, _, method, _ in routes]
     bodies: list[Route] = []
