@@ -1,0 +1,406 @@
+"""The federated-learning routes (registered in :mod:`edgeloop.control.app`).
+
+==================================================  =========  ===============================
+route                                               auth       answer
+==================================================  =========  ===============================
+``POST /api/v1/fl/tasks``                           admin      the new task (201)
+``GET  /api/v1/fl/tasks``                           admin      ``{"tasks": [summary]}``
+``GET  /api/v1/fl/tasks/{id}``                      admin      the task's status and history
+``POST /api/v1/fl/tasks/{id}/stop``                 admin      the task, stopped
+``GET  /api/v1/fl/clients``                         admin      ``{"clients": [...]}`` (workers)
+``GET  /api/v1/fl/nodes/{node}/assignment``         that node  the round to work on, or 204;
+                                                               ``?train=N&test=M&wait=S``
+``GET  /api/v1/fl/tasks/{id}/rounds/{r}/model``     node/admin float32 weights, ``X-Sha256``
+``POST /api/v1/fl/tasks/{id}/rounds/{r}/updates/{node}``  that node  204; the body: float32
+                                                      weights, header ``X-Fl-Update``: JSON
+                                                      ``{"num_samples", "metrics"}``
+==================================================  =========  ===============================
+
+The assignment call is a long poll: it waits up to ``wait`` seconds (at most 10) for a round
+that concerns the node, woken when an update arrives or a task changes in this process, and
+re-checks at least every 0.25 s (deadlines; other replicas). A ticker, started with the first
+federated request, advances running tasks and registers finished ones even when no agent
+polls. Registration of a task's final model runs ``edgeloop.training.federated_worker export``
+as a process (torch stays out of the control plane) and publishes the ONNX file in the
+control plane's registry with the task in its recipe; when that fails the reason is in the
+task's ``registration`` and the weights stay downloadable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edgeloop.control import auth, fl_rounds, fl_store, fl_wire, fleet
+from edgeloop.control.answers import json_answer
+from edgeloop.control.fl_store import DpOptions, LocalTraining, TaskSpec
+from edgeloop.control.limits import Body
+from edgeloop.control.schemas import parse
+from edgeloop.core.errors import ConfigError, DataError, EdgeError
+from edgeloop.core.types import Manifest, TensorSpec
+from edgeloop.federated.update import as_vector
+
+if TYPE_CHECKING:
+    from edgeloop.control.app import Api, Endpoint
+
+log = logging.getLogger("edgeloop.control.fl")
+MAX_WAIT_S, RECHECK_S, TICK_S, HEARD_EVERY_S = 10.0, 0.25, 0.5, 2.0
+EXPORT_TIMEOUT_S, INIT_TIMEOUT_S = 600.0, 300.0
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+class _Local(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    lr: float = Field(0.05, gt=0, le=10)
+    epochs: int = Field(1, ge=1, le=100)
+    batch_size: int = Field(32, ge=1, le=65536)
+    mu: float = Field(0.0, ge=0, le=1000)
+
+
+class _Dp(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    noise_multiplier: float = Field(1.0, gt=0, le=1000)
+    clip_norm: float = Field(1.0, gt=0, le=1e6)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    target_epsilon: float | None = Field(None, gt=0, le=1e6)
+
+
+class TaskBody(BaseModel):
+    """``POST /api/v1/fl/tasks``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    model: Name
+    strategy: Name = "fedavg"
+    strategy_params: dict[Name, float] = Field(default_factory=dict, max_length=16)
+    rounds: int = Field(5, ge=1, le=10_000)
+    clients_per_round: int = Field(2, ge=1, le=100_000)
+    min_clients: int = Field(2, ge=1, le=100_000)
+    deadline_s: float = Field(60.0, gt=0, le=86_400)
+    selector: Name = "uniform"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    local: _Local | None = None
+    dp: _Dp | None = None
+    secagg: bool = False
+    register_as: Name | None = None
+
+    def spec(self) -> TaskSpec:
+        d = self.model_dump()
+        d["local"] = LocalTraining(**(d["local"] or {}))
+        d["dp"] = None if d["dp"] is None else DpOptions(**d["dp"])
+        return TaskSpec(**d)
+
+
+class FlRoutes:
+    """The routes over one :class:`~edgeloop.control.app.Api`."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        fl_store.create_tables(api.plane.db)
+        self._changed: asyncio.Event | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._heard: dict[str, tuple[float, int, int]] = {}
+        self._registering: set[str] = set()
+
+    def routes(self) -> list[tuple[str, Endpoint, str, Body]]:
+        v = "/api/v1/fl"
+        return [
+            (f"{v}/nodes/{{node_id}}/assignment", self.assignment, "GET", Body.NONE),
+            (f"{v}/tasks/{{tid}}/rounds/{{r:int}}/model", self.model, "GET", Body.NONE),
+            (
+                f"{v}/tasks/{{tid}}/rounds/{{r:int}}/updates/{{node_id}}",
+                self.update,
+                "POST",
+                Body.TELEMETRY,
+            ),
+            (f"{v}/tasks", self.create, "POST", Body.JSON),
+            (f"{v}/tasks", self.list, "GET", Body.NONE),
+            (f"{v}/tasks/{{tid}}", self.get, "GET", Body.NONE),
+            (f"{v}/tasks/{{tid}}/stop", self.stop, "POST", Body.SMALL),
+            (f"{v}/clients", self.clients, "GET", Body.NONE),
+        ]
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _start(self) -> asyncio.Event:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        return self._changed
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def _write(self, action: str, run: Any) -> Any:
+        return self.api.plane.write(action, run)
+
+    def _advance_all(self, conn: Any, now: float) -> None:
+        for task_id in fl_rounds.running(conn):
+            fl_rounds.advance(conn, task_id, now)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await run_in_threadpool(
+                    self._write, "advancing federated tasks",
+                    lambda c: self._advance_all(c, time.time()),
+                )  # fmt: skip
+                self._notify()
+                await self._register_pending()
+            except EdgeError as exc:
+                log.warning("federated tick failed: %s", exc)
+            except Exception:  # one bad tick must not end the ticker
+                log.exception("federated tick failed unexpectedly")
+
+    async def _register_pending(self) -> None:
+        pending = await run_in_threadpool(
+            self.api.plane.read, "reading federated tasks", fl_wire.pending_registrations
+        )
+        for task_id in pending:
+            if task_id not in self._registering:
+                self._registering.add(task_id)
+                asyncio.get_running_loop().run_in_executor(None, self._register, task_id)
+
+    # --- admin routes ------------------------------------------------------------------------
+
+    async def create(self, request: Request) -> Response:
+        await self.api.admin(request)
+        self._start()
+        spec = parse(TaskBody, await request.body()).spec()
+        initial = await run_in_threadpool(_initial_weights, spec)
+        doc = await run_in_threadpool(self._write, "creating a federated task", lambda c: (
+            fl_wire.to_dict(c, fl_rounds.create(c, spec, initial, time.time()))))  # fmt: skip
+        self._notify()
+        return json_answer(doc, 201)
+
+    async def list(self, request: Request) -> Response:
+        await self.api.admin(request)
+        self._start()
+
+        def run(conn: Any) -> list[dict[str, Any]]:
+            return [fl_wire.summary(conn, i) for i in fl_rounds.ids(conn)]
+
+        return json_answer({"tasks": await run_in_threadpool(self.api.plane.read, "listing", run)})
+
+    async def get(self, request: Request) -> Response:
+        await self.api.admin(request)
+        self._start()
+        tid = request.path_params["tid"]
+
+        def run(conn: Any) -> dict[str, Any]:
+            fl_rounds.advance(conn, tid, time.time())
+            return fl_wire.to_dict(conn, tid)
+
+        return json_answer(await run_in_threadpool(self._write, f"reading task {tid}", run))
+
+    async def stop(self, request: Request) -> Response:
+        await self.api.admin(request)
+        self._start()
+        tid = request.path_params["tid"]
+
+        def run(conn: Any) -> dict[str, Any]:
+            fl_rounds.stop(conn, tid, time.time())
+            return fl_wire.to_dict(conn, tid)
+
+        doc = await run_in_threadpool(self._write, f"stopping task {tid}", run)
+        self._notify()
+        return json_answer(doc)
+
+    async def clients(self, request: Request) -> Response:
+        await self.api.admin(request)
+        now = time.time()
+
+        def run(conn: Any) -> list[dict[str, Any]]:
+            rows = conn.execute(fl_store.clients.select().order_by(fl_store.clients.c.node_id))
+            return [{"node_id": r.node_id, "last_poll": r.last_poll, "train_samples":
+                     r.train_samples, "test_samples": r.test_samples, "eligible":
+                     r.last_poll >= now - fl_rounds.ELIGIBLE_S and r.train_samples > 0}
+                    for r in rows]  # fmt: skip
+
+        return json_answer({"clients": await run_in_threadpool(self.api.plane.read, "fl", run)})
+
+    # --- node routes -------------------------------------------------------------------------
+
+    async def assignment(self, request: Request) -> Response:
+        node_id = request.path_params["node_id"]
+        await self.api.node(request, node_id)
+        train, test, wait = _poll_query(dict(request.query_params))
+        changed = self._start()
+        deadline = time.monotonic() + wait
+        while True:
+            found = await run_in_threadpool(self._poll, node_id, train, test)
+            remaining = deadline - time.monotonic()
+            if found is not None or remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(RECHECK_S, remaining))
+            changed = self._start()
+        if found is None:
+            return Response(status_code=204)
+        return json_answer(found)
+
+    def _poll(self, node_id: str, train: int, test: int) -> dict[str, Any] | None:
+        now = time.time()
+        last = self._heard.get(node_id)
+        note = last is None or now - last[0] >= HEARD_EVERY_S or last[1:] != (train, test)
+
+        def run(conn: Any) -> dict[str, Any] | None:
+            if note:
+                fl_rounds.heard(conn, node_id, train, test, now)
+            self._advance_all(conn, now)
+            return fl_wire.assignment(conn, node_id)
+
+        found = self._write(f"polling for {node_id}", run)
+        if note:
+            self._heard[node_id] = (now, train, test)
+        return found  # type: ignore[no-any-return]
+
+    async def model(self, request: Request) -> Response:
+        tid, rnd = request.path_params["tid"], int(request.path_params["r"])
+        node_id = await self._caller(request)
+        data, sha = await run_in_threadpool(
+            self.api.plane.read, f"reading task {tid}", lambda c: fl_wire.model(c, tid, rnd)
+        )
+        if node_id is not None:
+            await run_in_threadpool(self._write, "recording a download", lambda c: (
+                fl_wire.record_download(c, tid, rnd, node_id, len(data), time.time())))  # fmt: skip
+        return Response(data, media_type="application/octet-stream", headers={"X-Sha256": sha})
+
+    async def _caller(self, request: Request) -> str | None:
+        """The calling node's id; None for the admin. Raises UnauthorizedError."""
+        token = auth.bearer(request.headers.get("authorization"))
+        if auth.same(token, self.api.plane.admin_hash):
+            return None
+        node = await run_in_threadpool(fleet.node_of_token, self.api.plane.db, token)
+        if node is None:
+            raise auth.UnauthorizedError("the token is not valid")
+        return str(node)
+
+    async def update(self, request: Request) -> Response:
+        tid, rnd, node_id = (request.path_params[k] for k in ("tid", "r", "node_id"))
+        await self.api.node(request, node_id)
+        try:
+            header = orjson.loads(request.headers.get("x-fl-update", "{}"))
+        except orjson.JSONDecodeError as exc:
+            raise DataError(f"header X-Fl-Update is not JSON: {exc}") from exc
+        if not isinstance(header, dict):
+            raise DataError("header X-Fl-Update must be a JSON object")
+        body = await request.body()
+
+        def run(conn: Any) -> None:
+            now = time.time()
+            fl_wire.put_update(conn, tid, int(rnd), node_id, header, body, now)
+            fl_rounds.advance(conn, tid, now)
+
+        await run_in_threadpool(self._write, f"storing an update of {node_id}", run)
+        self._notify()
+        return Response(status_code=204)
+
+    # --- registration ------------------------------------------------------------------------
+
+    def _register(self, task_id: str) -> None:
+        try:
+            status = self._write("claiming a registration", lambda c: (
+                fl_wire.claim_registration(c, task_id)))  # fmt: skip
+            if status is None:
+                return
+            value = _publish(self.api, status)
+        except EdgeError as exc:
+            value = {"state": "failed", "reason": str(exc)}
+        except Exception as exc:  # a failed registration is reported, never a dead thread
+            log.exception("registering task %s failed", task_id)
+            value = {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        finally:
+            self._registering.discard(task_id)
+        self._write("recording a registration", lambda c: (
+            fl_wire.set_registration(c, task_id, value)))  # fmt: skip
+
+
+def _poll_query(params: dict[str, str]) -> tuple[int, int, float]:
+    try:
+        train = int(params.get("train", "0"))
+        test = int(params.get("test", "0"))
+        wait = float(params.get("wait", "0"))
+    except ValueError:
+        raise ConfigError(
+            f"assignment query {params} is not train=INT&test=INT&wait=SECONDS"
+        ) from None
+    if train < 0 or test < 0 or not 0 <= wait <= MAX_WAIT_S:
+        raise ConfigError(f"assignment query needs train, test >= 0 and 0 <= wait <= {MAX_WAIT_S}")
+    return train, test, wait
+
+
+def _worker(args: list[str], timeout_s: float) -> dict[str, Any]:
+    """Run ``edgeloop.training.federated_worker ARGS``; its JSON line. Raises ConfigError."""
+    cmd = [sys.executable, "-m", "edgeloop.training.federated_worker", *args]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"the federated worker ({' '.join(args[:1])}) failed: {exc}") from exc
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        answer: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        answer = {"message": done.stderr.decode(errors="replace").strip()[-400:]}
+    if done.returncode != 0 or "error" in answer or "message" in answer:
+        raise ConfigError(
+            f"the federated worker ({args[0]}) failed: {answer.get('message')}",
+            hint="it needs torch where the control plane runs (pip install 'edgeloop[train]')",
+        )
+    return answer
+
+
+def _initial_weights(spec: TaskSpec) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The seeded initial model, made by the worker process (torch.manual_seed(spec.seed))."""
+    with tempfile.TemporaryDirectory(prefix="edgeloop-fl-") as tmp:
+        out = Path(tmp) / "init.npy"
+        _worker(["init", "--model", spec.model, "--seed", str(spec.seed), "--out", str(out)],
+                INIT_TIMEOUT_S)  # fmt: skip
+        return as_vector(np.load(out))
+
+
+def _publish(api: Api, status: dict[str, Any]) -> dict[str, Any]:
+    """Export the task's final model as ONNX and publish it; the registration record."""
+    spec = TaskSpec.from_dict(status["spec"])
+    done = [h for h in status["history"] if h.get("participants")]
+    final = next((h for h in reversed(status["history"]) if h.get("accuracy") is not None), None)
+    with tempfile.TemporaryDirectory(prefix="edgeloop-fl-") as tmp:
+        weights = Path(tmp) / "weights.npy"
+        np.save(weights, fl_store.as_float64(status["weights"]))
+        onnx = Path(tmp) / f"{spec.name}.onnx"
+        out = _worker(["export", "--model", spec.model, "--weights", str(weights),
+                       "--out", str(onnx)], EXPORT_TIMEOUT_S)  # fmt: skip
+        manifest = Manifest(
+            name=spec.name, format="onnx",
+            inputs=tuple(TensorSpec.from_dict(t) for t in out["inputs"]),
+            outputs=tuple(TensorSpec.from_dict(t) for t in out["outputs"]),
+            recipe={"federated": {
+                "task_id": status["task_id"], "model": spec.model, "strategy": spec.strategy,
+                "rounds": len(done), "participants": sorted({n for h in done
+                                                             for n in h["participants"]}),
+                "epsilon": status["epsilon"], "delta": spec.dp.delta if spec.dp else None,
+                "spec": status["spec"]}},
+            metrics={} if final is None else {"federated_accuracy": float(final["accuracy"])},
+            tools={"torch": str(out["torch"])}, labels=("federated",),
+        )  # fmt: skip
+        version = api.plane.registry.publish(onnx, manifest)
+    return {"state": "registered", "ref": str(version.ref), "lineage": {
+        "federated_task": status["task_id"], "rounds": len(done)}}  # fmt: skip

@@ -1,0 +1,327 @@
+"""Federated rounds run by the control plane over its database (numpy only, no torch).
+
+A task moves round by round through :class:`~edgeloop.federated.round.RoundState`:
+
+    SELECTING -> TRAINING -> AGGREGATING (in one transaction) -> SELECTING of the next round
+    ... after the last round: EVALUATING (clients score the final model) -> the task is DONE
+
+:func:`advance` is the only function that moves a task; it runs in one write transaction with
+the task's row locked, so any request (a poll, an upload, a status read) may call it and
+concurrent callers, or replicas, never apply a round twice. Every step is decided from the
+stored rows and the clock, so a restarted control plane resumes where the rows say.
+
+A round closes when every selected client answered or its deadline passed; the selected
+clients that did not answer are its dropouts, and the round is aggregated with the accepted
+updates if there are at least ``min_clients`` of them (``close_round``: screened, never
+half-applied). With fewer, the task FAILS with the reason and the global model of the last
+good round stays. Accuracy: each client scores the model it receives on its own held-out
+share before training, so round r's accuracy (of the model after round r) arrives with round
+r+1's answers, and the last one from the EVALUATING step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from edgeloop.control import fl_store as st
+from edgeloop.control.fl_store import TaskSpec, TaskState
+from edgeloop.core.errors import ConflictError, NotFoundError
+from edgeloop.federated.accountant import PrivacyAccountant, check_next_round
+from edgeloop.federated.convergence import record_round
+from edgeloop.federated.dp import DpConfig, DpFedAvg
+from edgeloop.federated.models import fl_model
+from edgeloop.federated.round import Participation, RoundState, close_round, transition
+from edgeloop.federated.selection import SELECTORS, Candidate, Selector
+from edgeloop.federated.strategy import STRATEGIES, ServerState, Strategy
+from edgeloop.federated.update import ClientUpdate, UpdateLimits, Vector
+
+ELIGIBLE_S = 15.0  # a worker that polled this recently is a candidate (it polls every <= 2 s)
+S = RoundState
+
+
+def create(conn: sa.Connection, spec: TaskSpec, initial: Vector, now: float) -> str:
+    """A new task in round 1, selecting; ``initial`` is the seeded initial model (float64)."""
+    task_id = uuid.uuid4().hex[:12]
+    conn.execute(
+        st.tasks.insert().values(
+            task_id=task_id, spec=json.dumps(spec.to_dict()), state=TaskState.RUNNING.value,
+            round=1, phase=S.SELECTING.value, phase_started_at=now, selected="[]",
+            weights=np.asarray(initial, dtype="<f8").tobytes(),
+            server_state=st.pack_state(ServerState()), history="[]",
+            result=json.dumps({"reason": None, "registration": None, "initial": None}),
+            created_at=now, updated_at=now,
+        )
+    )  # fmt: skip
+    return task_id
+
+
+def heard(conn: sa.Connection, node_id: str, train: int, test: int, now: float) -> None:
+    """Record a worker's poll (it is a candidate for ELIGIBLE_S seconds)."""
+    t = st.clients
+    values = {"last_poll": now, "train_samples": train, "test_samples": test}
+    if conn.execute(t.update().where(t.c.node_id == node_id).values(values)).rowcount == 0:
+        conn.execute(t.insert().values(node_id=node_id, **values))
+
+
+def running(conn: sa.Connection) -> list[str]:
+    t = st.tasks
+    q = sa.select(t.c.task_id).where(t.c.state == TaskState.RUNNING.value)
+    return [str(r[0]) for r in conn.execute(q.order_by(t.c.created_at))]
+
+
+def ids(conn: sa.Connection) -> list[str]:
+    t = st.tasks
+    return [str(r[0]) for r in conn.execute(sa.select(t.c.task_id).order_by(t.c.created_at))]
+
+
+def _row(conn: sa.Connection, task_id: str, lock: bool = False) -> Any:
+    q = sa.select(st.tasks).where(st.tasks.c.task_id == task_id)
+    row = conn.execute(q.with_for_update() if lock else q).first()
+    if row is None:
+        raise NotFoundError(f"no federated task {task_id!r}", hint="list them: edgeloop fl list")
+    return row
+
+
+def _save(conn: sa.Connection, task_id: str, now: float, **values: Any) -> None:
+    t = st.tasks
+    conn.execute(t.update().where(t.c.task_id == task_id).values(updated_at=now, **values))
+
+
+def advance(conn: sa.Connection, task_id: str, now: float) -> None:
+    """Move the task as far as its rows and the clock allow (several steps at once)."""
+    for _ in range(4):
+        if not _step(conn, task_id, now):
+            return
+
+
+def _step(conn: sa.Connection, task_id: str, now: float) -> bool:
+    row = _row(conn, task_id, lock=True)
+    if row.state != TaskState.RUNNING.value:
+        return False
+    spec = TaskSpec.from_dict(json.loads(row.spec))
+    phase = S(row.phase)
+    if phase is S.SELECTING:
+        return _select(conn, row, spec, now)
+    selected: list[str] = json.loads(row.selected)
+    answered = _answered(conn, task_id, row.round)
+    late = now - row.phase_started_at >= spec.deadline_s
+    if not (set(selected) <= answered or late):
+        return False
+    if phase is S.TRAINING:
+        _close(conn, row, spec, selected, now)
+    else:
+        _finish_evaluation(conn, row, selected, now)
+    return True
+
+
+def _answered(conn: sa.Connection, task_id: str, round: int) -> set[str]:
+    m = st.messages
+    q = sa.select(m.c.node_id).where(
+        m.c.task_id == task_id, m.c.round == round, m.c.kind == "update"
+    )
+    return {str(r[0]) for r in conn.execute(q)}
+
+
+def _eligible(conn: sa.Connection, now: float) -> list[Any]:
+    c = st.clients
+    q = sa.select(c).where(c.c.last_poll >= now - ELIGIBLE_S, c.c.train_samples > 0)
+    return list(conn.execute(q.order_by(c.c.node_id)))
+
+
+def _selector(spec: TaskSpec) -> Selector:
+    if spec.selector == "uniform":
+        return SELECTORS.create("uniform", seed=spec.seed)
+    return SELECTORS.create(spec.selector)
+
+
+def _select(conn: sa.Connection, row: Any, spec: TaskSpec, now: float) -> bool:
+    history: list[dict[str, Any]] = json.loads(row.history)
+    eligible = _eligible(conn, now)
+    if len(eligible) < spec.min_clients:
+        if now - row.phase_started_at < spec.deadline_s:
+            return False
+        return _end(conn, row, TaskState.FAILED, now, (
+            f"round {row.round}: {len(eligible)} eligible clients (federated workers that polled "
+            f"in the last {ELIGIBLE_S:.0f} s with training data), the task needs "
+            f"{spec.min_clients}; start agents with a data partition (edgeloop fleet up "
+            f"--fl-data digits) or lower --min-clients"
+        ))  # fmt: skip
+    epsilon = None
+    if spec.dp is not None:
+        q_clients = min(spec.clients_per_round, len(eligible))
+        accountant = PrivacyAccountant.for_fleet(
+            spec.dp.noise_multiplier, q_clients, len(eligible), spec.dp.delta
+        )
+        if spec.dp.target_epsilon is not None:
+            check = check_next_round(accountant, row.round - 1, spec.dp.target_epsilon)
+            if not check.allowed:
+                return _end(conn, row, TaskState.DONE, now, (
+                    f"round {row.round} refused: epsilon would reach {check.epsilon_after:.3f} > "
+                    f"target {check.target_epsilon} (now {check.epsilon_now:.3f})"
+                ))  # fmt: skip
+        epsilon = accountant.epsilon(row.round)
+    last = {n: h["round"] for h in history for n in h["selected"]}
+    candidates = [
+        Candidate(r.node_id, num_samples=r.train_samples, last_selected=last.get(r.node_id))
+        for r in eligible
+    ]
+    k = min(spec.clients_per_round, len(eligible))
+    selection = _selector(spec).select(candidates, k, row.round)
+    weights = st.as_float32_bytes(st.as_float64(row.weights))
+    _put_model(conn, row.task_id, row.round, weights)
+    history.append({
+        "round": row.round, "selected": list(selection.chosen), "eligible": len(eligible),
+        "why": {d.node_id: d.why.value for d in selection.decisions},
+        "started_at": now, "closed_at": None, "participants": [], "dropouts": [],
+        "rejected": {}, "epsilon": epsilon, "accuracy": None, "loss": None,
+        "eval_samples": 0, "client_loss": None, "update_norm": None, "divergence": None,
+        "num_samples": 0, "bytes_up": 0, "bytes_down": 0,
+    })  # fmt: skip
+    _save(conn, row.task_id, now, phase=transition(S.SELECTING, S.TRAINING).value,
+          phase_started_at=now, selected=json.dumps(list(selection.chosen)),
+          history=json.dumps(history))  # fmt: skip
+    return True
+
+
+def _put_model(conn: sa.Connection, task_id: str, round: int, data: bytes) -> None:
+    sha = hashlib.sha256(data).hexdigest()
+    conn.execute(st.models.insert().values(task_id=task_id, round=round, sha256=sha, weights=data))
+
+
+def _messages(conn: sa.Connection, task_id: str, round: int) -> list[Any]:
+    m = st.messages
+    q = sa.select(m).where(m.c.task_id == task_id, m.c.round == round)
+    return list(conn.execute(q.order_by(m.c.received_at)))
+
+
+def _strategy(spec: TaskSpec) -> Strategy:
+    if spec.dp is not None:
+        config = DpConfig(spec.dp.noise_multiplier, spec.dp.clip_norm)
+        return DpFedAvg(config, seed=None)  # OS entropy: a known seed would reveal the noise
+    return STRATEGIES.create(spec.strategy, **spec.strategy_params)
+
+
+def _evaluation(rows: Sequence[Any]) -> dict[str, Any]:
+    """Test-sample-weighted accuracy and loss the clients measured on the model they got."""
+    scored = [(json.loads(r.metrics), r) for r in rows if r.kind == "update"]
+    scored = [(m, r) for m, r in scored if m.get("eval_samples", 0) > 0]
+    n = sum(int(m["eval_samples"]) for m, _ in scored)
+    if n == 0:
+        return {"accuracy": None, "loss": None, "eval_samples": 0}
+    acc = sum(m["eval_accuracy"] * m["eval_samples"] for m, _ in scored) / n
+    loss = sum(m["eval_loss"] * m["eval_samples"] for m, _ in scored) / n
+    return {"accuracy": acc, "loss": loss, "eval_samples": n}
+
+
+def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], now: float) -> None:
+    """Screen and aggregate round ``row.round`` (or fail the task); open the next step."""
+    model = fl_model(spec.model)
+    rows = _messages(conn, row.task_id, row.round)
+    history: list[dict[str, Any]] = json.loads(row.history)
+    record = history[-1]
+    result = json.loads(row.result)
+    scored = _evaluation(rows)
+    if row.round == 1:
+        result["initial"] = scored
+    else:
+        history[-2].update(scored)
+    updates = [
+        ClientUpdate(
+            r.node_id,
+            row.round,
+            r.num_samples,
+            st.as_float64_from32(r.payload),
+            json.loads(r.metrics),
+        )
+        for r in rows
+        if r.kind == "update" and r.payload is not None
+    ]
+    old = st.as_float64(row.weights)
+    limits = UpdateLimits(row.round, model.num_params, model.num_params * 8, frozenset(selected))
+    participation = Participation(min_clients=spec.min_clients, min_available=spec.min_clients)
+    state = st.unpack_state(row.server_state)
+    outcome = close_round(
+        round=row.round, strategy=_strategy(spec), global_weights=old, state=state,
+        selected=selected, updates=updates, limits=limits, participation=participation,
+    )  # fmt: skip
+    record.update(
+        closed_at=now, dropouts=list(outcome.dropouts),
+        participants=[u.node_id for u in outcome.screening.accepted],
+        rejected={v.node_id: f"{v.reason.value if v.reason else ''}: {v.detail}"
+                  for v in outcome.screening.rejected},
+        bytes_up=sum(r.bytes for r in rows if r.kind == "update"),
+        bytes_down=sum(r.bytes for r in rows if r.kind == "download"),
+    )  # fmt: skip
+    m = st.messages
+    conn.execute(
+        m.update().where(m.c.task_id == row.task_id, m.c.round == row.round).values(payload=None)
+    )
+    if outcome.aggregate is None:
+        _save(conn, row.task_id, now, history=json.dumps(history), result=json.dumps(result))
+        _end(conn, _row(conn, row.task_id), TaskState.FAILED, now, f"round {row.round} "
+             f"failed: {outcome.reason}")  # fmt: skip
+        return
+    new = outcome.aggregate.weights
+    figures = record_round(row.round, old, new, outcome.screening.accepted)
+    record.update(
+        client_loss=figures.client_loss, update_norm=figures.update_norm,
+        divergence=figures.divergence, num_samples=outcome.aggregate.num_samples,
+    )  # fmt: skip
+    last = row.round >= spec.rounds
+    phase, selected_next, round_next = S.SELECTING, "[]", row.round + 1
+    if last:  # one more step: the clients score the final model
+        transition(transition(S.TRAINING, S.AGGREGATING), S.EVALUATING)
+        phase = S.EVALUATING
+        eligible = [r.node_id for r in _eligible(conn, now) if r.test_samples > 0]
+        selected_next = json.dumps(eligible)
+        _put_model(conn, row.task_id, round_next, st.as_float32_bytes(new))
+    _save(conn, row.task_id, now, round=round_next, phase=phase.value, phase_started_at=now,
+          selected=selected_next, weights=np.asarray(new, dtype="<f8").tobytes(),
+          server_state=st.pack_state(outcome.aggregate.state), history=json.dumps(history),
+          result=json.dumps(result))  # fmt: skip
+
+
+def _finish_evaluation(conn: sa.Connection, row: Any, selected: list[str], now: float) -> None:
+    history: list[dict[str, Any]] = json.loads(row.history)
+    history[-1].update(_evaluation(_messages(conn, row.task_id, row.round)))
+    answered = _answered(conn, row.task_id, row.round)
+    history[-1]["final_evaluation_missing"] = sorted(set(selected) - answered)
+    _save(conn, row.task_id, now, history=json.dumps(history))
+    _end(conn, _row(conn, row.task_id), TaskState.DONE, now, None)
+
+
+def _end(conn: sa.Connection, row: Any, state: TaskState, now: float, reason: str | None) -> bool:
+    result = json.loads(row.result)
+    result["reason"] = reason
+    if state is TaskState.DONE:
+        result["registration"] = {"state": "pending"}
+    _save(conn, row.task_id, now, state=state.value, phase=(
+        S.DONE if state is TaskState.DONE else S.FAILED).value, selected="[]",
+        result=json.dumps(result))  # fmt: skip
+    return True
+
+
+def stop(conn: sa.Connection, task_id: str, now: float) -> None:
+    """Stop a running task; the model of its last finished round stays (and is registered).
+
+    Raises:
+        ConflictError: the task already ended.
+    """
+    row = _row(conn, task_id, lock=True)
+    if row.state != TaskState.RUNNING.value:
+        raise ConflictError(
+            f"federated task {task_id} already ended ({row.state})", hint="nothing to stop"
+        )
+    _end(conn, row, TaskState.STOPPED, now, "stopped by the admin")
+    result = json.loads(_row(conn, task_id).result)
+    done = json.loads(row.history)
+    if any(h.get("closed_at") and h.get("participants") for h in done):
+        result["registration"] = {"state": "pending"}
+        _save(conn, task_id, now, result=json.dumps(result))
