@@ -11,11 +11,11 @@ guarded rollout. Bad input is refused with the documented status and leaves noth
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,12 +25,16 @@ import pytest
 from tests.agent.agent_process import AgentProcess
 from tests.control.process import control_process
 from tests.tiny_models import make_linear_onnx
+from typer.testing import CliRunner
 
+from edgeloop.cli.app import app as cli_app
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, TensorSpec
 from edgeloop.registry import Registry
 from edgeloop.registry.profiles import profile_model
 from edgeloop.sdk.control_client import ControlClient
+from edgeloop.sdk.manager import EdgeMLManager
+from edgeloop.sdk.site import Site
 
 MANIFEST = Manifest("lin", "onnx", (TensorSpec("input", (None, 4)),),
                     (TensorSpec("output", (None, 3)),))  # fmt: skip
@@ -52,13 +56,14 @@ def _wait(check: Any, what: str, timeout_s: float = WAIT_S) -> Any:
 
 
 class Fleet:
-    def __init__(self, client: ControlClient, agent: AgentProcess, truth: Any) -> None:
+    def __init__(self, client: ControlClient, token: str, agent: AgentProcess, truth: Any) -> None:
         self.client = client
+        self.url, self.token = client.url, token
         self.agent = agent
         self.truth = truth  # the challenger's class for a row
 
     def post(self, path: str, body: Any = None) -> httpx.Response:
-        return self.client._http.post(path, json=body)  # noqa: SLF001 (the raw answer)
+        return self.client._http.post(path, json=body)
 
     def status(self, exp_id: str) -> dict[str, Any]:
         return dict(self.client.call("GET", f"/api/v1/experiments/{exp_id}"))
@@ -88,7 +93,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             try:
                 agent.wait_enrolled()
                 _wait(lambda: all(n["last_seen"] for n in client.nodes()), "a first report")
-                yield Fleet(client, agent, truth)
+                yield Fleet(client, token, agent, truth)
             finally:
                 agent.stop()
 
@@ -119,18 +124,44 @@ def _served(fleet: Fleet, rows: np.ndarray) -> Served:
     return counts, right, labels
 
 
-def test_a_better_challenger_is_found_and_promoted(fleet: Fleet) -> None:
+BAD = [  # (changes to a good start body, status, a word the error names)
+    ({"challenger": 9}, 404, "lin:9"),
+    ({"champion": 7}, 404, "lin:7"),
+    ({"model": "nope"}, 404, "nope"),
+    ({"split": 1.5}, 400, "1.5"),
+    ({"split": 0}, 400, "split 0"),
+    ({"split": -0.2}, 400, "-0.2"),
+    ({"metric": "confidence"}, 400, "confidence"),
+    ({"nodes": ["ghost"]}, 404, "ghost"),
+    ({"challenger": 1}, 400, "version 1"),
+    ({}, 409, "already in experiment"),  # a second experiment on the same model
+]
+
+
+def _refused(fleet: Fleet, changes: dict[str, Any], status: int, named: str) -> None:
+    before = fleet.client.call("GET", "/api/v1/experiments")["experiments"]
+    revisions = [n["desired_revision"] for n in fleet.client.nodes()]
+    answer = _start(fleet, name="bad", **changes)
+    assert answer.status_code == status, (changes, answer.text)
+    assert named in answer.json()["error"], (changes, answer.text)
+    assert fleet.client.call("GET", "/api/v1/experiments")["experiments"] == before
+    assert [n["desired_revision"] for n in fleet.client.nodes()] == revisions
+
+
+def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
+    """One test on one fleet (its steps depend on each other; split across xdist workers,
+    separate tests would each start a fleet)."""
     answer = _start(fleet)
     assert answer.status_code == 201, answer.text
     exp = answer.json()
     exp_id = exp["experiment_id"]
     assert exp["state"] == "STARTING" and exp["split"] == SPLIT
 
-    # A second experiment on the same model is refused and leaves nothing behind.
-    again = _start(fleet, name="again")
-    assert again.status_code == 409, again.text
-    assert exp_id in again.json()["error"]
-    assert len(fleet.client.call("GET", "/api/v1/experiments")["experiments"]) == 1
+    for changes, status, named in BAD:  # refused, and nothing is left half-configured
+        _refused(fleet, changes, status, named)
+    assert fleet.post("/api/v1/experiments/exp-nope/promote", {}).status_code == 404
+    early = fleet.post(f"/api/v1/experiments/{exp_id}/promote", {})
+    assert early.status_code == 409, early.text  # no decision yet
 
     _wait(lambda: fleet.status(exp_id)["state"] == "RUNNING", "the start rollout")
     _wait(lambda: (fleet.status(exp_id)["node_status"] or {}) and all(
@@ -172,33 +203,22 @@ def test_a_better_challenger_is_found_and_promoted(fleet: Fleet) -> None:
     after, _, _ = _served(fleet, rows[:20])
     assert after == Counter({2: 20})
 
-
-@pytest.mark.parametrize(
-    ("changes", "status", "named"),
-    [
-        ({"challenger": 9}, 404, "lin:9"),
-        ({"champion": 7}, 404, "lin:7"),
-        ({"model": "nope"}, 404, "nope"),
-        ({"split": 1.5}, 400, "1.5"),
-        ({"split": 0}, 400, "split 0"),
-        ({"split": -0.2}, 400, "-0.2"),
-        ({"metric": "confidence"}, 400, "confidence"),
-        ({"nodes": ["ghost"]}, 404, "ghost"),
-        ({"challenger": 1}, 400, "version 1"),
-    ],
-)
-def test_bad_input_is_refused_and_leaves_nothing(
-    fleet: Fleet, changes: dict[str, Any], status: int, named: str
-) -> None:
-    before = fleet.client.call("GET", "/api/v1/experiments")["experiments"]
-    revisions = [n["desired_revision"] for n in fleet.client.nodes()]
-    answer = _start(fleet, name="bad", **changes)
-    assert answer.status_code == status, answer.text
-    assert named in answer.json()["error"]
-    assert fleet.client.call("GET", "/api/v1/experiments")["experiments"] == before
-    assert [n["desired_revision"] for n in fleet.client.nodes()] == revisions
-
-
-def test_an_unknown_experiment_is_404(fleet: Fleet) -> None:
-    assert fleet.post("/api/v1/experiments/exp-nope/promote", {}).status_code == 404
-    assert fleet.client._http.get("/api/v1/experiments/exp-nope").status_code == 404  # noqa: SLF001
+    # The CLI starts the next one (version 1 back as the challenger), the SDK reverts it.
+    cli = CliRunner().invoke(cli_app, [
+        "fleet", "experiment", "start", "lin-back", "--model", "lin", "--champion", "2",
+        "--challenger", "1", "--split", "0.5", "--watch-s", "0.3", "--soak-s", "0",
+        "--control", fleet.url, "--token", fleet.token, "--format", "json"])  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    second = json.loads(cli.stdout)["experiment_id"]
+    with EdgeMLManager(Site("test", fleet.url, fleet.token)) as edge:
+        _wait(lambda: edge.experiment_status(second).state == "RUNNING", "the CLI's start")
+        status = edge.experiment_status(second)
+        assert (status.champion, status.challenger, status["split"]) == (2, 1, 0.5)
+        reverted = edge.revert_experiment(second)
+        assert reverted.state == "REVERTING"
+        _wait(lambda: edge.experiment_status(second).state == "REVERTED", "the revert")
+        states = {e.experiment_id: e.state for e in edge.list_experiments()}
+    assert states == {exp_id: "PROMOTED", second: "REVERTED"}
+    _wait(lambda: "experiment" not in fleet.agent.status()["active"], "the node's split gone")
+    after, _, _ = _served(fleet, rows[:20])
+    assert after == Counter({2: 20})

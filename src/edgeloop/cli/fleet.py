@@ -497,3 +497,6 @@ from edgeloop.cli.fleet_monitor import fleet_alerts, fleet_monitor  # noqa: E402
 
 app.command("monitor")(fleet_monitor)
 app.command("alerts")(fleet_alerts)
+from edgeloop.cli.fleet_experiment import app as experiment_app  # noqa: E402
+
+app.add_typer(experiment_app, name="experiment")  # fleet A/B experiments (docs/experiments.md)

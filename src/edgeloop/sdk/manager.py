@@ -23,6 +23,7 @@ import httpx
 from edgeloop.core.errors import ConfigError, NotFoundError, TransportError
 from edgeloop.core.types import ModelRef
 from edgeloop.sdk.control_client import ControlClient
+from edgeloop.sdk.experiments import ExperimentCalls
 from edgeloop.sdk.inputs import as_array, v2_body, v2_outputs
 from edgeloop.sdk.models import EdgeModel, shapes_match
 from edgeloop.sdk.results import (
@@ -44,8 +45,9 @@ DRIFT_WINDOW_S = 600.0  # how old a node's latest metrics snapshot may be
 NODE_LABEL = "edgeloop.node"  # the label deploy_model targets one node by
 
 
-class EdgeMLManager:
+class EdgeMLManager(ExperimentCalls):
     """The models and nodes of one site. ``site``: a profile name or a :class:`Site`.
+    Fleet A/B experiments: ``start_experiment`` ... (:mod:`edgeloop.sdk.experiments`).
 
     Raises:
         NotFoundError: an unknown site (the message lists the known ones).
