@@ -54,6 +54,10 @@ class PromoteBody(schemas._Admin):
     force: bool = False
 
 
+class RevertBody(schemas._Admin):
+    """``POST .../revert`` takes an empty object (or no body)."""
+
+
 class ExperimentDoc(BaseModel):
     model_config = ConfigDict(extra="allow")
     experiment_id: str
@@ -82,7 +86,7 @@ openapi.ROUTES.update({
         "Roll the challenger out (409 unless the decision is promote_treatment or force)",
         "admin", ExperimentDoc, 200, PromoteBody),
     ("POST", f"{V1}/{{eid}}/revert"): openapi.Doc(
-        "Roll the champion alone back out", "admin", ExperimentDoc),
+        "Roll the champion alone back out", "admin", ExperimentDoc, 200, RevertBody),
 })  # fmt: skip
 
 
@@ -135,6 +139,9 @@ class ExperimentRoutes:
 
     async def revert(self, request: Request) -> Response:
         await self.api.admin(request)
+        raw = await request.body()
+        if raw.strip():
+            schemas.parse(RevertBody, raw)
         eid = request.path_params["eid"]
         return json_answer(await run_in_threadpool(experiments.revert, self.api.plane, eid))
 
