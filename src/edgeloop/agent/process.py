@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from edgeloop.agent.activator import CatalogActivator, serving_config, serving_state
 from edgeloop.agent.experiment import ExperimentHost
+from edgeloop.agent.fl_worker import FlWorker
 from edgeloop.agent.health import HealthRecorder
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.reconcile import AgentOptions, Reconciler
@@ -249,6 +250,7 @@ async def _main(
         asyncio.ensure_future(_watchdog(reconciler)),
         asyncio.ensure_future(Sweeper(server.server_state.connections, limits).run()),
         asyncio.ensure_future(arms.run(options.poll_s)),  # fleet A/B experiments
+        asyncio.ensure_future(FlWorker(home, lambda: reconciler.identity).run()),  # federated
     ]
     stop_routes = asyncio.Event()
     if runner is not None:

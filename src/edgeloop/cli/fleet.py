@@ -48,17 +48,29 @@ def fleet_up(
             "--mtls", help="As --tls, and the control plane requires client certificates."
         ),
     ] = False,
+    fl_data: Annotated[
+        str | None, typer.Option(help="Give each agent a share of this bundled set (federated).")
+    ] = None,
+    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA (--fl-data).")] = "iid",
+    fl_seed: Annotated[int, typer.Option(help="Seed of the --fl-data partition.")] = 42,
 ) -> None:
     """Start a control plane and N agents; print their URLs and the admin token."""
     from edgeloop.sdk.local_fleet import up
 
     where = _folder(folder, home)
+    shares = None
+    if fl_data is not None:
+        from edgeloop.federated.partition import Partition
+        from edgeloop.sdk.fl_data import FlData
+
+        shares = FlData(fl_data, Partition.parse(partition), fl_seed)
     fleet = up(
         where,
         nodes,
         progress=lambda msg: err_console.print(f"[bold cyan]▸[/] {msg}"),
         tls=tls,
         mutual_tls=mtls,
+        fl_data=shares,
     )
     body = fleet.to_dict()
 

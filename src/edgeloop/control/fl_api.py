@@ -20,10 +20,11 @@ The assignment call is a long poll: it waits up to ``wait`` seconds (at most 10)
 that concerns the node, woken when an update arrives or a task changes in this process, and
 re-checks at least every 0.25 s (deadlines; other replicas). A ticker, started with the first
 federated request, advances running tasks and registers finished ones even when no agent
-polls. Registration of a task's final model runs ``edgeloop.training.federated_worker export``
-as a process (torch stays out of the control plane) and publishes the ONNX file in the
-control plane's registry with the task in its recipe; when that fails the reason is in the
-task's ``registration`` and the weights stay downloadable.
+polls. A task's initial model comes from ``edgeloop.training.federated_worker init``, run as a
+process (``torch.manual_seed`` then the constructor: torch stays out of the control plane).
+Its final model is written as ONNX without torch (:mod:`edgeloop.control.fl_export`) and
+published in the control plane's registry with the task in its recipe (lineage); when that
+fails the reason is in the task's ``registration`` and the weights stay downloadable.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ from starlette.responses import Response
 
 from edgeloop.control import auth, fl_rounds, fl_store, fl_wire, fleet
 from edgeloop.control.answers import json_answer
+from edgeloop.control.fl_export import write_onnx
 from edgeloop.control.fl_store import DpOptions, LocalTraining, TaskSpec
 from edgeloop.control.limits import Body
 from edgeloop.control.schemas import parse
 from edgeloop.core.errors import ConfigError, DataError, EdgeError
-from edgeloop.core.types import Manifest, TensorSpec
+from edgeloop.core.types import Manifest
 from edgeloop.federated.update import as_vector
 
 if TYPE_CHECKING:
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgeloop.control.fl")
 MAX_WAIT_S, RECHECK_S, TICK_S, HEARD_EVERY_S = 10.0, 0.25, 0.5, 2.0
-EXPORT_TIMEOUT_S, INIT_TIMEOUT_S = 600.0, 300.0
+INIT_TIMEOUT_S = 300.0
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 
 
@@ -378,20 +380,15 @@ def _initial_weights(spec: TaskSpec) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 
 def _publish(api: Api, status: dict[str, Any]) -> dict[str, Any]:
-    """Export the task's final model as ONNX and publish it; the registration record."""
+    """Write the task's final model as ONNX and publish it; the registration record."""
     spec = TaskSpec.from_dict(status["spec"])
     done = [h for h in status["history"] if h.get("participants")]
     final = next((h for h in reversed(status["history"]) if h.get("accuracy") is not None), None)
     with tempfile.TemporaryDirectory(prefix="edgeloop-fl-") as tmp:
-        weights = Path(tmp) / "weights.npy"
-        np.save(weights, fl_store.as_float64(status["weights"]))
         onnx = Path(tmp) / f"{spec.name}.onnx"
-        out = _worker(["export", "--model", spec.model, "--weights", str(weights),
-                       "--out", str(onnx)], EXPORT_TIMEOUT_S)  # fmt: skip
+        spec_in, spec_out = write_onnx(spec.model, fl_store.as_float64(status["weights"]), onnx)
         manifest = Manifest(
-            name=spec.name, format="onnx",
-            inputs=tuple(TensorSpec.from_dict(t) for t in out["inputs"]),
-            outputs=tuple(TensorSpec.from_dict(t) for t in out["outputs"]),
+            name=spec.name, format="onnx", inputs=(spec_in,), outputs=(spec_out,),
             recipe={"federated": {
                 "task_id": status["task_id"], "model": spec.model, "strategy": spec.strategy,
                 "rounds": len(done), "participants": sorted({n for h in done
@@ -399,7 +396,7 @@ def _publish(api: Api, status: dict[str, Any]) -> dict[str, Any]:
                 "epsilon": status["epsilon"], "delta": spec.dp.delta if spec.dp else None,
                 "spec": status["spec"]}},
             metrics={} if final is None else {"federated_accuracy": float(final["accuracy"])},
-            tools={"torch": str(out["torch"])}, labels=("federated",),
+            labels=("federated",),
         )  # fmt: skip
         version = api.plane.registry.publish(onnx, manifest)
     return {"state": "registered", "ref": str(version.ref), "lineage": {

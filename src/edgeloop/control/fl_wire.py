@@ -131,6 +131,8 @@ def put_update(
     if not evaluate and len(body) > 4 * fl_model(spec.model).num_params * 2:
         raise DataError(f"update of {len(body)} bytes for a {spec.model} of "
                         f"{fl_model(spec.model).num_params} parameters")  # fmt: skip
+    c = st.clients  # a node at work is alive: it stays a candidate for the next round
+    conn.execute(c.update().where(c.c.node_id == node_id).values(last_poll=now))
     conn.execute(st.messages.insert().values(
         task_id=task_id, round=round, node_id=node_id, kind="update", received_at=now,
         num_samples=samples, bytes=len(body), payload=None if evaluate else body,

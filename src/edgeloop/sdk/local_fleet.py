@@ -43,6 +43,7 @@ from edgeloop.sdk.fleet_tls import FleetTls, make_fleet_tls
 
 if TYPE_CHECKING:
     from edgeloop.sdk.control_client import ControlClient
+    from edgeloop.sdk.fl_data import FlData
 
 STATE_FILE = "fleet.json"
 READY_TIMEOUT_S = 90.0
@@ -186,12 +187,14 @@ def up(
     progress: Callable[[str], None] | None = None,
     tls: bool = False,
     mutual_tls: bool = False,
+    fl_data: FlData | None = None,
 ) -> LocalFleet:
     """Start a control plane and ``nodes`` agents under ``folder``; wait until each answers.
 
     ``labels(i)`` gives node ``i``'s labels (default ``{"fleet": "local", "index": str(i)}``).
     ``tls``: every process over HTTPS with a throwaway CA; ``mutual_tls`` (implies ``tls``):
     the control plane also requires client certificates.
+    ``fl_data``: each agent's own share of a data set for federated rounds (sdk/fl_data.py).
 
     Raises:
         ConfigError: bad node count, or a fleet already runs in ``folder``.
@@ -236,6 +239,8 @@ def up(
             ]
         agents: list[FleetProcess] = []
         starts: list[int] = []
+        if fl_data is not None:  # written before the agents start: their workers read it
+            fl_data.write([folder / f"node-{i + 1}" for i in range(nodes)])
         for i, enroll in enumerate(enrolls):
             name = f"node-{i + 1}"
             home = folder / name

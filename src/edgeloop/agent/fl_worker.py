@@ -1,0 +1,216 @@
+"""The agent's federated-learning client: poll for a round, train in a torch process, upload.
+
+Runs beside the reconcile loop when the node holds a federated data share at
+``HOME/agent/fl/data.npz`` (written by ``edgeloop fleet up --fl-data``); a node without one
+never polls, so it is never selected (it has no training capability). The agent process itself
+never imports torch: training runs in one persistent worker process
+(``python -m edgeloop.training.federated_worker serve``), started before the first poll and
+ended with the agent (it exits when its stdin closes, even after a SIGKILL of the agent).
+
+Each round: long-poll ``GET /api/v1/fl/nodes/{id}/assignment`` -> download the round's model and
+check its sha256 against the assignment -> the worker scores it on the node's held-out share and
+trains -> ``POST .../updates/{id}`` with the float32 weights and the metrics. Every failure is
+logged and the loop goes on; a round this node misses is counted as its dropout by the control
+plane.
+
+``EDGELOOP_FL_STALL_AT_ROUND=N`` (a test hook, like the updater's ``EDGELOOP_AGENT_PAUSE_AT``)
+makes the worker stop answering once it has received round N's model, after writing
+``fl/stalled-at-round-N``: a test then kills the agent mid-round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edgeloop.agent.home import AgentHome
+from edgeloop.agent.identity import Identity
+from edgeloop.core.errors import DataError, TransportError
+from edgeloop.core.tls import client_verify
+
+log = logging.getLogger("edgeloop.agent.fl")
+WAIT_S = 5.0  # the long poll's wait (the control plane answers at once when a round opens)
+RETRY_S = 2.0
+STALL_ENV = "EDGELOOP_FL_STALL_AT_ROUND"
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What the node's data file says of itself."""
+
+    path: Path
+    client_id: int
+    train: int
+    test: int
+
+
+def read_share(path: Path) -> Share:
+    """The data file's counts and client id (its ``meta``).
+
+    Raises:
+        DataError: not the .npz ``fleet up --fl-data`` writes.
+    """
+    try:
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            return Share(path, int(meta["client_id"]), len(z["y_train"]), len(z["y_test"]))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"federated data {str(path)!r} is unreadable: {exc}") from exc
+
+
+class Trainer:
+    """The torch worker process, talked to by JSON lines."""
+
+    def __init__(self, share: Share, log_file: Path) -> None:
+        self.share = share
+        self.log_file = log_file
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            return
+        with self.log_file.open("ab") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "edgeloop.training.federated_worker", "serve",
+                "--data", str(self.share.path), "--threads", "1",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
+            )  # fmt: skip
+        await self._line()  # {"ready": true, ...}
+
+    async def _line(self) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        raw = await self.proc.stdout.readline()
+        if not raw:
+            raise TransportError(f"the federated worker ended; read {self.log_file}")
+        answer: dict[str, Any] = json.loads(raw)
+        return answer
+
+    async def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        await self.start()
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        await self.proc.stdin.drain()
+        return await self._line()
+
+    async def close(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5.0)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class FlWorker:
+    """The polling loop of one node (``identity`` gives the node's credentials once enrolled)."""
+
+    def __init__(self, home: AgentHome, identity: Callable[[], Identity | None]) -> None:
+        self.folder = home.root / "fl"
+        self.identity = identity
+        self.rounds = 0
+        self.last_error: str | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data.npz"
+
+    async def run(self) -> None:
+        """Poll and work until cancelled; returns at once without a data share."""
+        if not self.data.is_file():
+            return
+        share = read_share(self.data)
+        trainer = Trainer(share, self.folder / "worker.log")
+        try:
+            # Ready before the first poll: a node is a candidate once it can train at once
+            # (torch's import takes seconds), so round 1 does not wait for it.
+            try:
+                await trainer.start()
+            except (TransportError, ValueError, OSError) as exc:  # no torch here, say
+                self.last_error = f"the federated worker did not start: {exc}"
+                log.warning("%s; this node takes no federated rounds", self.last_error)
+                return
+            while True:
+                who = self.identity()
+                if who is None:
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                try:
+                    await self._serve(who, share, trainer)
+                except (httpx.HTTPError, TransportError, DataError, ValueError) as exc:
+                    self.last_error = str(exc)
+                    log.warning("federated round failed: %s", exc)
+                    await asyncio.sleep(RETRY_S)
+        finally:
+            await trainer.close()
+
+    async def _serve(self, who: Identity, share: Share, trainer: Trainer) -> None:
+        headers = {"Authorization": f"Bearer {who.node_token}"}
+        timeout = httpx.Timeout(30.0, read=WAIT_S + 30.0)
+        async with httpx.AsyncClient(
+            base_url=who.control, headers=headers, timeout=timeout, verify=client_verify()
+        ) as http:
+            while True:
+                params = {"train": share.train, "test": share.test, "wait": WAIT_S}
+                got = await http.get(f"/api/v1/fl/nodes/{who.node_id}/assignment", params=params)
+                _check(got)
+                if got.status_code == 204:
+                    continue
+                await self._round(http, who, share, trainer, got.json())
+
+    async def _round(
+        self,
+        http: httpx.AsyncClient,
+        who: Identity,
+        share: Share,
+        trainer: Trainer,
+        task: dict[str, Any],
+    ) -> None:
+        got = await http.get(task["model_path"])
+        _check(got)
+        if hashlib.sha256(got.content).hexdigest() != task["model_sha256"]:
+            raise TransportError(f"round {task['round']}'s model does not hash to its sha256")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        weights, out = self.folder / "global.f32", self.folder / "update.f32"
+        weights.write_bytes(got.content)
+        if os.environ.get(STALL_ENV) == str(task["round"]) and task["kind"] == "train":
+            (self.folder / f"stalled-at-round-{task['round']}").touch()
+            await asyncio.Event().wait()  # until the test kills this process
+        answer = await trainer.ask({
+            "kind": task["kind"], "model": task["model"], "weights": str(weights),
+            "round": task["round"], "client_id": share.client_id, "local": task["local"],
+            "out": str(out),
+        })  # fmt: skip
+        if "error" in answer:
+            raise DataError(f"the federated worker refused round {task['round']}: {answer}")
+        body = out.read_bytes() if task["kind"] == "train" else b""
+        header = json.dumps({"num_samples": answer["num_samples"], "metrics": answer["metrics"]})
+        path = f"/api/v1/fl/tasks/{task['task_id']}/rounds/{task['round']}/updates/{who.node_id}"
+        sent = await http.post(
+            path, content=body, headers={"X-Fl-Update": header,
+                                         "Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        _check(sent)
+        self.rounds += 1
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise TransportError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}: {response.text[:300]}"
+        )

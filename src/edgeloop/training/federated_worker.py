@@ -1,0 +1,162 @@
+"""The federated training worker: the only process of a node (or of the control plane) that
+imports torch for federated learning.
+
+    python -m edgeloop.training.federated_worker serve --data DATA.npz [--threads 1]
+    python -m edgeloop.training.federated_worker init --model NAME --seed S --out W.npy
+
+``serve`` is the agent's persistent worker (:mod:`edgeloop.agent.fl_worker`): it loads the
+node's data once, then answers one JSON line on stdin with one JSON line on stdout:
+
+    {"kind": "train"|"evaluate", "model", "weights": PATH (float32), "round", "client_id",
+     "local": {"lr", "epochs", "batch_size", "mu"}, "out": PATH}
+    -> {"num_samples", "metrics": {"loss", "eval_loss", "eval_accuracy", "eval_samples"}}
+
+It first scores the received model on the node's held-out share (``x_test``/``y_test``), then
+(for ``train``) runs :func:`~edgeloop.training.federated_client.train_local` with the shuffle
+seed ``round * 1000 + client_id`` (issue 14's protocol) and writes the new weights (float32) to
+``out``. An error is answered as ``{"error", "message"}`` and the worker goes on. It exits
+when stdin closes (its agent ended, even by SIGKILL).
+
+``init`` writes the seeded initial model (``torch.manual_seed(S)`` then the constructor, as
+the reference loop does) and prints one JSON line; the control plane runs it as a process and
+never imports torch itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeloop.core.errors import DataError, EdgeError
+from edgeloop.federated.models import fl_model
+from edgeloop.training.federated_client import (
+    LocalSGD,
+    digits_cnn,
+    evaluate,
+    get_weights,
+    set_weights,
+    train_local,
+)
+
+
+def digits_mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+BUILDERS = {"digits-cnn": digits_cnn, "digits-mlp": digits_mlp}
+
+
+def build(name: str) -> nn.Module:
+    """The torch module of the federated model ``name`` (layout as edgeloop.federated.models).
+
+    Raises:
+        NotFoundError: unknown model.
+    """
+    fl_model(name)
+    return BUILDERS[name]()
+
+
+class Node:
+    """One node's data and its models, kept between rounds."""
+
+    def __init__(self, data: Path) -> None:
+        try:
+            with np.load(data) as z:
+                self.x = torch.from_numpy(np.asarray(z["x_train"], dtype=np.float32))
+                self.y = torch.from_numpy(np.asarray(z["y_train"], dtype=np.int64))
+                self.x_test = torch.from_numpy(np.asarray(z["x_test"], dtype=np.float32))
+                self.y_test = torch.from_numpy(np.asarray(z["y_test"], dtype=np.int64))
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(
+                f"federated data {str(data)!r} is not an .npz with x_train, y_train, x_test, "
+                f"y_test: {exc}",
+                hint="write it with `edgeloop fleet up --fl-data digits`",
+            ) from exc
+        self.models: dict[str, nn.Module] = {}
+
+    def model(self, name: str) -> nn.Module:
+        if name not in self.models:
+            module = build(name)
+            expected = fl_model(name).input_shape
+            if tuple(self.x.shape[1:]) != expected:
+                raise DataError(
+                    f"this node's samples have shape {tuple(self.x.shape[1:])}; model {name!r} "
+                    f"takes {expected}",
+                    hint="give the node data that fits the task's model",
+                )
+            self.models[name] = module
+        return self.models[name]
+
+    def answer(self, ask: dict[str, Any]) -> dict[str, Any]:
+        model = self.model(str(ask["model"]))
+        weights = np.fromfile(ask["weights"], dtype="<f4")
+        set_weights(model, weights)
+        metrics: dict[str, float] = {"eval_samples": float(len(self.y_test))}
+        if len(self.y_test):
+            metrics["eval_loss"], metrics["eval_accuracy"] = evaluate(
+                model, self.x_test, self.y_test
+            )
+        if ask["kind"] == "evaluate":
+            return {"num_samples": 0, "metrics": metrics}
+        round_, client = int(ask["round"]), int(ask["client_id"])
+        update = train_local(
+            model, weights, self.x, self.y, node_id=str(client), round=round_,
+            seed=round_ * 1000 + client, config=LocalSGD(**ask["local"]),
+        )  # fmt: skip
+        np.asarray(update.weights, dtype="<f4").tofile(ask["out"])
+        return {"num_samples": update.num_samples, "metrics": {**metrics, **update.metrics}}
+
+
+def serve(data: Path) -> None:
+    node = Node(data)
+    print(json.dumps({"ready": True, "train": len(node.y), "test": len(node.y_test)}), flush=True)
+    for line in sys.stdin:
+        try:
+            answer = node.answer(json.loads(line))
+        except EdgeError as exc:
+            answer = exc.to_dict()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            answer = {"error": type(exc).__name__, "message": str(exc)}
+        print(json.dumps(answer), flush=True)
+
+
+def init(name: str, seed: int, out: Path) -> dict[str, Any]:
+    torch.manual_seed(seed)
+    weights = get_weights(build(name))
+    np.save(out, weights)
+    return {"model": name, "seed": seed, "params": int(weights.size)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgeloop.training.federated_worker")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--threads", type=int, default=1)
+    i = sub.add_parser("init")
+    i.add_argument("--model", required=True)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    torch.set_num_threads(getattr(args, "threads", 1))
+    try:
+        if args.command == "serve":
+            serve(args.data)
+            return 0
+        result = init(args.model, args.seed, args.out)
+    except EdgeError as exc:
+        print(json.dumps({**exc.to_dict(), "exit_code": exc.exit_code}), flush=True)
+        return exc.exit_code
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
