@@ -170,7 +170,8 @@ def live_part(rollout: dict[str, Any], session: Session) -> Html:
     waves = []
     for i, ids in enumerate(rollout["waves"]):
         names = ", ".join(nodes[n]["name"] if n in nodes else n for n in ids) or "none"
-        mark = "current" if i == rollout["wave"] else "done" if i < rollout["wave"] else "next"
+        done = i < rollout["wave"] or state == State.COMPLETED.value
+        mark = "done" if done else "current" if i == rollout["wave"] else "next"
         waves.append(
             Html(
                 f'<li class="wave w-{mark}"><strong>Wave {i + 1}</strong> ({mark}): '

@@ -47,7 +47,7 @@ def link(href: Html, text: Any) -> Html:
 def badge(word: str | None) -> Html:
     """A state word with a class of its own (colour is never the only signal: the word shows)."""
     text = "n/a" if word is None else word
-    kind = text.split(" ")[0].lower().replace("_", "-")
+    kind = text.split(" (")[0].lower().replace(" ", "-").replace("_", "-")
     return Html(f'<span class="badge b-{escape(kind)}">{escape(text)}</span>')
 
 

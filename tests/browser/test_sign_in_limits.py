@@ -1,0 +1,64 @@
+"""Signing in to the dashboard over HTTP against a real ``edgeloop control`` process (no
+browser needed): the session cookie's attributes, the sign-in form's own CSRF check, and wrong
+tokens slowed by the control plane's per-source limit with no hint about what was wrong."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from tests.control.process import control_process
+
+ADMIN = "admin-" + "a" * 32
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None, page
+    return found.group(1)
+
+
+def _form(client: httpx.Client) -> str:
+    page = client.get("/ui/sign-in")
+    assert page.status_code == 200
+    return _csrf(page.text)
+
+
+def test_sign_in_sets_a_strict_session_cookie_and_wrong_tokens_are_slowed(tmp_path: Path) -> None:
+    with control_process(tmp_path / "home", admin_token=ADMIN) as cp:
+        with httpx.Client(base_url=cp.url, timeout=30) as client:
+            # The form's CSRF value must come back with its cookie: a form posted from
+            # elsewhere is refused (403) and not counted as a guess.
+            forged = client.post("/ui/sign-in", data={"token": ADMIN, "csrf": "x"})
+            assert forged.status_code == 403
+            signed = client.post(
+                "/ui/sign-in", data={"token": ADMIN, "csrf": _form(client), "next": "/ui/models"}
+            )
+            assert signed.status_code == 303 and signed.headers["location"] == "/ui/models"
+            cookie = next(
+                c
+                for c in signed.headers.get_list("set-cookie")
+                if c.startswith("edgeloop_session=")
+            )
+            attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+            assert {"httponly", "max-age", "path", "samesite"} <= attrs
+            assert "samesite=strict" in cookie.lower() and "path=/ui" in cookie.lower()
+            assert "secure" not in attrs  # plain HTTP here; over TLS the cookie is Secure
+            assert client.get("/ui/models").status_code == 200
+
+        with httpx.Client(base_url=cp.url, timeout=30) as guesser:
+            csrf, answers = _form(guesser), []
+            # Failures drain at 1/s (control/throttle.py): guess until refused, boundedly.
+            while len(answers) < 300:
+                answer = guesser.post("/ui/sign-in", data={"token": "guess", "csrf": csrf})
+                if answer.status_code == 429:
+                    break
+                answers.append(answer)
+                csrf = _csrf(answer.text)  # each answer is the form again, with a fresh value
+            assert len(answers) >= 30 and {a.status_code for a in answers} == {401}
+            assert all("That token is not valid." in a.text for a in answers)
+            # Over the limit: refused before the token is looked at, the right one too.
+            late = guesser.post("/ui/sign-in", data={"token": ADMIN, "csrf": csrf})
+            assert late.status_code == 429 and int(late.headers["retry-after"]) >= 1
+            assert "edgeloop_session" not in late.headers.get("set-cookie", "")
