@@ -72,10 +72,11 @@ def fleet_up(
         mutual_tls=mtls,
         fl_data=shares,
     )
-    body = fleet.to_dict()
+    body = {**fleet.to_dict(), "dashboard_url": f"{fleet.control_url}/ui"}
 
     def render(console: Console) -> None:
         _table(console, body)
+        console.print(f"dashboard: {body['dashboard_url']}  (sign in with the admin token)")
         console.print(f"admin token: {fleet.admin_token}")
         console.print(f"state: {where / 'fleet.json'}  (stop with `edgeloop fleet down`)")
 
