@@ -1,7 +1,8 @@
 """The bridge from the updater's slots to the inference server's catalog (hot swap).
 
 A deployment's ``serving`` object sets the batching of the model it ships: ``max_batch``,
-``max_delay_ms``, ``threads`` (ONNX Runtime intra-op threads) and ``engine`` are applied to the
+``max_delay_ms``, ``threads`` (ONNX Runtime intra-op threads), ``engine`` and ``capture`` (the
+capture policy, :mod:`edgeloop.serving.capture`) are applied to the
 versions loaded from then on; other keys are not applied by this agent (logged, and named in the
 activation event). Without a ``serving.engine`` the engine ``edgeloop tune`` recorded as the
 fastest for the model (its manifest's ``recipe.engine``) is used when installed here.
@@ -17,13 +18,14 @@ from typing import Any
 
 from edgeloop.agent.slots import SlotModel
 from edgeloop.core.errors import ConfigError
+from edgeloop.serving.capture import CaptureSpec
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.repository import Origin
 from edgeloop.serving.served import VersionState
 
 log = logging.getLogger(__name__)
-APPLIED = ("max_batch", "max_delay_ms", "threads", "engine")
+APPLIED = ("max_batch", "max_delay_ms", "threads", "engine", "capture")
 
 
 def serving_config(base: ServerConfig, document: bytes) -> tuple[ServerConfig, list[str]]:
@@ -40,6 +42,8 @@ def serving_config(base: ServerConfig, document: bytes) -> tuple[ServerConfig, l
     if not isinstance(serving, dict):
         raise ConfigError(f"deployment serving is {str(serving)[:60]!r}, expected an object")
     applied = {k: serving[k] for k in APPLIED if k in serving}
+    if applied.get("capture") is not None:  # serving/capture.py; ConfigError names a bad value
+        applied["capture"] = CaptureSpec.from_json(applied["capture"])
     if "engine" not in applied and (tuned := _tuned_engine(doc)) is not None:
         applied["engine"] = tuned
     try:

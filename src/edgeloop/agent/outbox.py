@@ -13,8 +13,9 @@ duplicates this can make.
 Cap policy (``max_bytes`` of payload and ``max_items``), applied at every ``put``:
 
 1. the oldest ``sample`` items go first,
-2. then the oldest ``metrics`` items,
-3. ``event`` items (updater transitions) only when nothing else is left.
+2. then the oldest ``capture`` items (rows a capture policy kept; large, bounded by its cap),
+3. then the oldest ``metrics`` items,
+4. ``event`` items (updater transitions) only when nothing else is left.
 
 Within a kind, an item that is out in a batch (leased) goes after the ones that are not, so the
 drop count stays exact when that batch is delivered after all. Each drop is counted per kind
@@ -51,13 +52,22 @@ class ItemKind(StrEnum):
     """What an outbox item holds; the value is also its drop priority's name."""
 
     SAMPLE = "sample"  # sampled inputs/outputs: dropped first
+    CAPTURE = "capture"  # rows a capture policy kept (serving/capture.py): dropped next
     METRICS = "metrics"  # metrics snapshots: dropped next
     EVENT = "event"  # updater events: dropped only when nothing else is left
     DROPPED = "dropped"  # drop report: never dropped
 
 
-# Lower drops first. DROPPED is put last and excluded from victims.
-_PRIORITY = {ItemKind.SAMPLE: 0, ItemKind.METRICS: 1, ItemKind.EVENT: 2, ItemKind.DROPPED: 3}
+# The stored prio of each kind (drop order: _DROP_ORDER). DROPPED is excluded from victims.
+# CAPTURE came later: its number is new, so outboxes written before keep their meaning.
+_PRIORITY = {
+    ItemKind.SAMPLE: 0,
+    ItemKind.METRICS: 1,
+    ItemKind.EVENT: 2,
+    ItemKind.DROPPED: 3,
+    ItemKind.CAPTURE: 4,
+}
+_DROP_ORDER = (ItemKind.SAMPLE, ItemKind.CAPTURE, ItemKind.METRICS, ItemKind.EVENT)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -327,7 +337,7 @@ class Outbox:
             # Drop reports first, so a full batch never holds one back; then oldest first.
             rows = [
                 *conn.execute(_WAITING + " AND prio = ? ORDER BY seq LIMIT ?", (now, 3, max_items)),
-                *conn.execute(_WAITING + " AND prio < ? ORDER BY seq LIMIT ?", (now, 3, max_items)),
+                *conn.execute(_WAITING + " AND prio<>? ORDER BY seq LIMIT ?", (now, 3, max_items)),
             ][:max_items]
             out: list[Item] = []
             total = 0
@@ -404,7 +414,7 @@ class Outbox:
 
 def _victim(conn: sqlite3.Connection, now: float) -> tuple[int, str, int] | None:
     """The next item to drop: lowest priority first, within it not-leased first, then oldest."""
-    for kind in (ItemKind.SAMPLE, ItemKind.METRICS, ItemKind.EVENT):
+    for kind in _DROP_ORDER:
         prio = _PRIORITY[kind]
         row = (
             conn.execute(
@@ -429,7 +439,8 @@ def _kind(kind: ItemKind | str) -> ItemKind:
     if parsed is ItemKind.DROPPED:
         raise ConfigError(
             f"unknown outbox item kind {kind!r}",
-            hint="use one of 'sample', 'metrics', 'event' (drop reports are made by the outbox)",
+            hint="use one of 'sample', 'capture', 'metrics', 'event' "
+            "(drop reports are made by the outbox)",
         )
     return parsed
 

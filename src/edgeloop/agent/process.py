@@ -151,6 +151,7 @@ async def _main(
     app = create_app(catalog, admin=AdminGate.closed(CLOSED_BY))
     service = app.state.server.service
     catalog.monitor_sinks.append(tel.monitor_event)  # drift alarms -> outbox events
+    service.capture.sinks.append(tel.capture)  # captured rows -> outbox capture items
     tel.monitoring = lambda: monitoring_status(catalog)  # in each metrics snapshot
     recorder = HealthRecorder(Sampler(app, tel))
     updater.health = recorder
@@ -182,6 +183,7 @@ async def _main(
             repairs=reconciler.repairs,
             telemetry=await tel.status(),
             monitoring=monitoring_status(catalog),
+            capture=service.capture.status(),
             routes=_routes_status(runner),
             tier={
                 "parent": tier.parent,

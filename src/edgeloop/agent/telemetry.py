@@ -11,6 +11,9 @@
   chosen deterministically (the n-th request is sampled when ``floor(n * rate)`` steps up: exactly
   one in 100 at 0.01), buffered and put with one ``put_many`` per flush (about once a second).
   A sample is acknowledged to nobody until that ``put_many`` returned.
+- **Captures**: rows a served version's capture policy kept (:mod:`edgeloop.serving.capture`)
+  and labels later posted for them, buffered and put as ``capture`` items with the samples'
+  flush; at most ``_MAX_CAPTURES`` wait for a flush, more are counted in ``captures_dropped``.
 - **Monitor alarms**: each ``drift`` / ``quality`` / ``degradation`` alarm of a served
   version's drift monitor (:mod:`edgeloop.serving.watch`) becomes an ``event`` item with a
   ``type`` key, queued on the event loop and put with the next flush (about once a second;
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 _MAX_SAMPLE_BYTES = 256 << 10  # a request or answer larger than this is sampled as its size only
 _FLUSH_S = 1.0
 _MAX_EVENTS = 1000  # monitor alarms waiting for the next flush (alarms are rare: re-armed)
+_MAX_CAPTURES = 10_000  # captured rows waiting for the next flush (bounded: ~1 s of traffic)
 
 
 def check_settings(outbox_mb: float, metrics_every_s: float, sample_rate: float) -> None:
@@ -86,6 +90,8 @@ class Telemetry:
         self.monitoring: Callable[[], dict[str, Any]] = dict  # served models' drift state
         self.monitor_events: list[dict[str, Any]] = []
         self.monitor_events_dropped = 0
+        self.captures: list[dict[str, Any]] = []
+        self.captures_dropped = 0
 
     # -- putting ---------------------------------------------------------------------------
 
@@ -113,9 +119,19 @@ class Telemetry:
             return
         self.monitor_events.append({**event.to_dict(), "source": self.source})
 
+    def capture(self, record: dict[str, Any]) -> None:
+        """Queue a captured row or its label (a capturer's sink; on the loop, never blocks)."""
+        if len(self.captures) >= _MAX_CAPTURES:
+            self.captures_dropped += 1
+            return
+        self.captures.append({**record, "source": self.source})
+
     async def flush(self) -> None:
         samples, self.buffer = self.buffer, []
         await asyncio.to_thread(self.put_now, ItemKind.SAMPLE, samples)
+        if self.captures:
+            captures, self.captures = self.captures, []
+            await asyncio.to_thread(self.put_now, ItemKind.CAPTURE, captures)
         if self.monitor_events:
             events, self.monitor_events = self.monitor_events, []
             await asyncio.to_thread(self.put_now, ItemKind.EVENT, events)
@@ -173,6 +189,8 @@ class Telemetry:
             "buffered_samples": len(self.buffer),
             "buffered_monitor_events": len(self.monitor_events),
             "monitor_events_dropped": self.monitor_events_dropped,
+            "buffered_captures": len(self.captures),
+            "captures_dropped": self.captures_dropped,
             "inference_seen": self.seen,
             "sample_rate": self.sample_rate,
             "metrics_every_s": self.metrics_every_s,

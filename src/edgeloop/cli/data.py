@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgeloop.cli import data_labels, data_stored
+from edgeloop.cli import data_capture, data_labels, data_stored
 from edgeloop.cli.data_stored import Home
 from edgeloop.cli.output import OutputFormat, emit, err_console
 from edgeloop.core.errors import ConfigError
@@ -20,12 +20,13 @@ if TYPE_CHECKING:
     from edgeloop.data import Dataset, LoadOptions
 
 app = typer.Typer(
-    help="Bundled, user and stored data sets: list, inspect, clean, store, export, label.",
+    help="Bundled, user and stored data sets: list, inspect, clean, store, export, label, capture.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 app.command("add")(data_stored.add)
 app.command("export")(data_stored.export)
+app.command("capture")(data_capture.capture)
 app.add_typer(data_labels.app, name="label")
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table or json")]

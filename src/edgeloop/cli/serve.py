@@ -20,9 +20,12 @@ from edgeloop.cli.output import OutputFormat, emit, err_console, na
 from edgeloop.cli.tls import TlsCert, TlsClientCa, TlsKey
 
 if TYPE_CHECKING:
+    from edgeloop.serving.capture import CaptureSpec
     from edgeloop.serving.cascade import CascadeSpec
     from edgeloop.serving.routing import Routing
     from edgeloop.serving.server import ReadyInfo
+
+DEFAULT_CAPTURE_BYTES = 16 << 20  # serving.capture.DEFAULT_MAX_BYTES (numpy-free CLI start)
 
 
 def serve(
@@ -148,6 +151,24 @@ def serve(
         float,
         typer.Option("--monitor-sample-rate", help="Share of requests the drift monitor sees."),
     ] = 1.0,
+    capture: Annotated[
+        str | None,
+        typer.Option(
+            "--capture",
+            help="Capture policy: uncertain[:T],margin[:T],drift[:S],random[:P] "
+            "(docs/data.md#capture) [off].",
+        ),
+    ] = None,
+    capture_max_bytes: Annotated[
+        int, typer.Option("--capture-max-bytes", help="Bytes of captures kept per version.")
+    ] = DEFAULT_CAPTURE_BYTES,
+    capture_per_class: Annotated[
+        int | None,
+        typer.Option("--capture-per-class", help="Captured rows per predicted class [no quota]."),
+    ] = None,
+    capture_out: Annotated[
+        Path, typer.Option("--capture-out", help="JSON Lines file the captures are appended to.")
+    ] = Path("captures.jsonl"),
     header_timeout_s: Annotated[
         float,
         typer.Option(
@@ -217,6 +238,8 @@ def serve(
         power_interval_s=power_interval,
         profiles=profiles_from_flags(profile or []),
         monitor_sample_rate=monitor_sample_rate,
+        capture=capture_spec(capture, capture_max_bytes, capture_per_class, seed),
+        capture_out=capture_out if capture is not None else None,
         connections=ConnectionLimits(
             header_timeout_s=header_timeout_s,
             body_timeout_s=body_timeout_s,
@@ -269,6 +292,17 @@ def model_paths(models: list[str], home: Path | None, root: Path) -> list[Path]:
         if path not in paths:
             paths.append(path)
     return paths
+
+
+def capture_spec(
+    text: str | None, max_bytes: int, per_class: int | None, seed: int | None
+) -> CaptureSpec | None:
+    """``--capture`` and its bounds as a policy (None: capture off). Raises ConfigError."""
+    from edgeloop.serving.capture import CaptureSpec
+
+    if text is None:
+        return None
+    return CaptureSpec.parse(text, max_bytes=max_bytes, per_class=per_class, seed=seed or 0)
 
 
 def profiles_from_flags(flags: list[str]) -> dict[str, Path]:

@@ -22,6 +22,7 @@ route                                      auth       answer
 ``GET  /tuf/targets/{dir}/{sha}.{name}``   node/admin target bytes (deployments: that node only)
 ``GET  /api/v1/openapi.json``              admin      the OpenAPI document (control/openapi.py)
 ``GET  /api/v1/monitoring|alerts``         admin      fleet monitoring (control/monitoring_api)
+``POST /api/v1/datasets/captures``         admin      captures -> data set (control/captures_api)
 ``GET  /metrics``                          admin      fleet gauges, Prometheus text
 ``GET|POST /ui/...``                       session    the dashboard (control/ui, docs/ui.md)
 =========================================  =========  ========================================
@@ -56,6 +57,7 @@ from edgeloop import __version__
 from edgeloop.control import answers, auth, fleet, openapi, schemas, telemetry, ui
 from edgeloop.control.alerting import Alerting
 from edgeloop.control.answers import json_answer, ranged
+from edgeloop.control.captures_api import CaptureRoutes
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.experiments_api import ExperimentRoutes
 from edgeloop.control.fleet_metrics import FleetMetrics
@@ -492,6 +494,7 @@ def create_app(
         (f"{v1}/monitoring", mon.monitoring, "GET", Body.NONE),
         (f"{v1}/alerts", mon.alerts, "GET", Body.NONE),
         ("/metrics", mon.prometheus, "GET", Body.NONE),
+        (f"{v1}/datasets/captures", CaptureRoutes(api).make_dataset, "POST", Body.JSON),
         *ExperimentRoutes(api).routes(),  # fleet A/B experiments (control/experiments_api.py)
     ]
     api.routes = [(method, path) for path, _, method, _ in routes]

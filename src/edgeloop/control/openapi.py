@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from edgeloop.control import schemas
+from edgeloop.control.captures_api import CaptureDatasetBody
 from edgeloop.core.errors import ConfigError
 
 
@@ -246,6 +247,9 @@ ROUTES: dict[tuple[str, str], Doc] = {
     ("GET", f"{V1}/alerts"): Doc("Alerts, firing first (query: state)", "admin", Alerts),
     ("GET", "/metrics"): Doc(
         "Fleet gauges (Prometheus text format)", "admin", None, 200, None, "text/plain"),
+    ("POST", f"{V1}/datasets/captures"): Doc(
+        "Captured samples of a model (query in the body) as a new data set version "
+        "(409: the name already holds them)", "admin", None, 201, CaptureDatasetBody),
 }  # fmt: skip
 ERRORS = {
     "400": "A malformed body or query: the message names each bad field",

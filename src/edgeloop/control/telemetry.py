@@ -23,7 +23,7 @@ from edgeloop.control import monitoring, tables
 from edgeloop.control.fleet import iso
 from edgeloop.core.errors import ConfigError, DataError
 
-KINDS = frozenset({"metrics", "event", "sample", "dropped"})
+KINDS = frozenset({"metrics", "event", "sample", "capture", "dropped"})
 CONTENT_TYPES = frozenset({"application/json", "application/octet-stream"})
 MAX_ITEMS = 1000
 DEFAULT_LIMIT = 1000

@@ -93,6 +93,7 @@ class Server:
         self.metrics.registry.register(RuntimeCollector(catalog.figures))
         self.service = InferenceService(catalog, self.metrics)
         self.feedback = Feedback(catalog, self.service.joins, self.config)
+        self.feedback.label_sinks.append(self.service.capture.label)  # labels of captures
         self.metrics.registry.register(MonitorCollector(catalog.watches, self.feedback.counts))
 
     async def counted(self, ticket: Ticket, work: Callable[[], Awaitable[Response]]) -> Response:

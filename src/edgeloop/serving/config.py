@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.core.errors import ConfigError
+from edgeloop.serving.capture import CaptureSpec
 from edgeloop.serving.cascade import CascadeSpec
 from edgeloop.serving.connections import ConnectionLimits
 from edgeloop.serving.power import StatedPower
@@ -92,6 +93,8 @@ class ServerConfig:
     label_ttl_s: float = 3600.0
     label_batch_max: int = 1000
     degradation_drop: float = 0.1
+    capture: CaptureSpec | None = None  # serving/capture.py; None: nothing captured
+    capture_out: Path | None = None  # a standalone server's JSON Lines file of captures
 
     def __post_init__(self) -> None:
         problems = self._adaptive_problems()
@@ -186,4 +189,6 @@ class ServerConfig:
             "label_ttl_s": self.label_ttl_s,
             "label_batch_max": self.label_batch_max,
             "degradation_drop": self.degradation_drop,
+            "capture": None if self.capture is None else self.capture.to_dict(),
+            "capture_out": None if self.capture_out is None else str(self.capture_out),
         }

@@ -13,6 +13,7 @@ error); labels for it are refused with 409, there being no answer to join them t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from edgeloop.core.errors import ConflictError
@@ -31,6 +32,8 @@ class Feedback:
     def __init__(self, catalog: Catalog, joins: JoinMap, config: ServerConfig) -> None:
         self.catalog = catalog
         self.joins = joins
+        # Called with (model, [(request id, classes)]) for applied labels (capture_sink.py).
+        self.label_sinks: list[Callable[[str, list[tuple[str, tuple[int, ...]]]], None]] = []
         self.batch_max = config.label_batch_max
         self.counts: Counter[tuple[str, str]] = Counter()  # (model, outcome) -> labels
         # (model, version, correct) -> labelled rows: per-arm accuracy of A/B experiments
@@ -67,6 +70,8 @@ class Feedback:
         for watch in {id(w): w for _, _, w in joined}.values():
             watch.check_degradation()
         taken = {label.request_id for label, _, _ in joined}
+        for sink in self.label_sinks:
+            sink(model.name, [(label.request_id, label.classes) for label, _, _ in joined])
         unknown = [label.request_id for label in labels if label.request_id not in taken]
         self.counts[(model.name, "applied")] += len(joined)
         self.counts[(model.name, "unknown")] += len(unknown)

@@ -31,6 +31,7 @@ import numpy as np
 
 from edgeloop.core.errors import EdgeError
 from edgeloop.serving.admission import Gate, QueueDelay
+from edgeloop.serving.capture_sink import CaptureFile, Capturer
 from edgeloop.serving.cascade import CascadeOutcome, Escalator
 from edgeloop.serving.catalog import Catalog, ServedModel
 from edgeloop.serving.errors import DeadlineError, QueueFullError
@@ -85,6 +86,12 @@ class InferenceService:
         self._background: set[asyncio.Task[Any]] = set()
         self.delay = QueueDelay(catalog.config.max_queue_delay_ms / 1000.0)  # + front door
         self.joins = JoinMap(catalog.config.label_capacity, catalog.config.label_ttl_s)
+        self.capture = Capturer()  # serving/capture_sink.py: versions with a capture policy
+        catalog.monitor_sinks.append(self.capture.monitor_event)  # drift alarms open windows
+        out = catalog.config.capture_out
+        self.capture_file = CaptureFile(out) if out is not None else None
+        if self.capture_file is not None:
+            self.capture.sinks.append(self.capture_file)
 
     def precheck(self, ticket: Ticket, name: str) -> None:
         """Refuse early, before the body is read: unknown model (404) or full queue (429).
@@ -151,6 +158,8 @@ class InferenceService:
         ticket.timing = _timing(ticket, result)
         if primary.watch.active:
             self._watch(model.name, primary, feeds, result.outputs, request_id)
+        if primary.config.capture is not None:
+            self._capture(model.name, primary, feeds, result.outputs, request_id)
         return Answer(model.name, primary.version, result, outcome)
 
     def _watch(
@@ -168,6 +177,17 @@ class InferenceService:
                 self.joins.record(name, rid, served)
         except Exception:  # monitoring never fails an answered request
             log.exception("%s: monitoring the request failed", version.where)
+
+    def _capture(
+        self, name: str, version: ServedVersion, feeds: Feeds, outputs: Feeds, rid: str | None
+    ) -> None:
+        """Hand the answered request to the capture policy (serving/capture_sink.py)."""
+        spec = version.config.capture
+        try:
+            if spec is not None:
+                self.capture.observe(spec, name, version.version, rid, feeds, outputs)
+        except Exception:  # capturing never fails an answered request
+            log.exception("%s: capturing the request failed", version.where)
 
     async def _run_large(self, name: str, feeds: Feeds) -> Feeds:
         """A cascade's escalated rows, answered by served model ``name`` (counted on its own).
@@ -251,6 +271,8 @@ class InferenceService:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.escalator.close()
+        if self.capture_file is not None:
+            self.capture_file.close()
 
 
 def _gate(model: ServedModel, delay: QueueDelay) -> Gate:

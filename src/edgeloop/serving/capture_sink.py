@@ -1,0 +1,252 @@
+"""The capture policy at work: per-version budgets, captured records, and where they go.
+
+The inference service hands every answered request of a version served with a capture policy
+(``ServerConfig.capture``, :mod:`edgeloop.serving.capture`) to :meth:`Capturer.observe`, on
+the event loop, after the answer is ready. Each row is scored (top-1, margin), checked against
+the policy and the version's budget; a kept row becomes one record::
+
+    {"type": "sample", "model", "model_version", "request_id", "sample_id", "row",
+     "reasons": ["uncertain", ...], "at": RFC 3339 UTC,
+     "inputs": [{"name", "datatype", "shape", "data"}], "outputs": [{...}],
+     "predicted", "confidence", "margin"}
+
+(tensors as in the Open Inference Protocol: ``shape`` is one row's, batch axis 1, ``data``
+flat). A label posted later for a captured request (:mod:`edgeloop.serving.feedback`) gives a
+``{"type": "label", "model", "model_version", "request_id", "sample_id", "label", "at"}``
+record, so the control plane can join it by sample id.
+
+Records go to ``sinks`` (callables that must not block): the agent's telemetry buffer (the
+outbox kind ``capture``) or, on a standalone server, :class:`CaptureFile` (JSON Lines written
+off the event loop once a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from edgeloop.serving.capture import (
+    NO_SCORES,
+    Budget,
+    CaptureSpec,
+    Reason,
+    Scores,
+    decide,
+    scores,
+)
+from edgeloop.serving.watch import EventType, MonitorEvent, probabilities
+
+log = logging.getLogger(__name__)
+Record = dict[str, Any]
+Sink = Callable[[Record], None]
+MAX_ROWS = 256  # rows of one request looked at (a larger batch: its first 256)
+_REMEMBERED = 10_000  # captured sample ids kept for labels that come later (~1 MB)
+_FLUSH_S = 1.0
+Array = np.ndarray[Any, Any]
+
+
+def _scores(first: Array | None, rows: int) -> list[Scores]:
+    """Each row's scores from the first output (empty: it holds no class scores)."""
+    if first is None or first.ndim < 1 or first.size <= rows:
+        return []
+    return scores(probabilities(first[:rows]))
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+
+
+def _tensor(name: str, array: Array, row: int) -> dict[str, Any]:
+    one = array[row : row + 1] if array.ndim else array.reshape(1)
+    return {
+        "name": name,
+        "datatype": str(one.dtype),
+        "shape": list(one.shape),
+        "data": one.reshape(-1).tolist(),
+    }
+
+
+class Capturer:
+    """Every watched version's budget, the drift alarms' times, and the sinks (module doc)."""
+
+    def __init__(self) -> None:
+        self.sinks: list[Sink] = []
+        self.budgets: dict[tuple[str, str], Budget] = {}
+        self._drift_at: dict[tuple[str, str], float] = {}
+        self._captured: OrderedDict[tuple[str, str], tuple[str, tuple[str, ...]]] = OrderedDict()
+        self.sink_errors = 0
+
+    def budget(self, spec: CaptureSpec, model: str, version: str) -> Budget:
+        key = (model, version)
+        found = self.budgets.get(key)
+        if found is None or found.spec != spec:  # a new policy for the version starts afresh
+            found = self.budgets[key] = Budget(spec, model, version)
+        return found
+
+    def monitor_event(self, event: MonitorEvent) -> None:
+        """A drift alarm opens the version's drift window (a watch sink; never blocks)."""
+        if event.type is EventType.DRIFT:
+            self._drift_at[(event.model, event.version)] = event.at
+
+    def observe(
+        self,
+        spec: CaptureSpec,
+        model: str,
+        version: str,
+        request_id: str | None,
+        feeds: dict[str, Array],
+        outputs: dict[str, Array],
+    ) -> int:
+        """Score each row of an answered request, keep those the policy and the budget allow;
+        the number kept."""
+        budget = self.budget(spec, model, version)
+        first = next(iter(outputs.values()), None)
+        rows = int(first.shape[0]) if first is not None and first.ndim else 1
+        rows = min(rows, MAX_ROWS)
+        table = _scores(first, rows)
+        now = time.time()
+        drift_at = self._drift_at.get((model, version))
+        age = None if drift_at is None else now - drift_at
+        rid = request_id or uuid.uuid4().hex
+        kept = 0
+        for row in range(rows):
+            budget.counts["seen"] += 1
+            row_scores = table[row] if table else NO_SCORES
+            reasons = decide(spec, row_scores, age, budget.rng.random())
+            if not reasons or not budget.precheck(row_scores.predicted):
+                continue
+            sample_id = rid if rows == 1 else f"{rid}#{row}"
+            record = self._record(model, version, rid, sample_id, row, reasons, now, feeds)
+            record["outputs"] = [_tensor(n, a, row) for n, a in outputs.items()]
+            record.update(
+                predicted=row_scores.predicted,
+                confidence=row_scores.confidence,
+                margin=row_scores.margin,
+            )
+            size = len(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+            if not budget.admit(row_scores.predicted, size):
+                continue
+            budget.kept_by_reason.update(r.value for r in reasons)
+            self._remember(model, rid, version, sample_id)
+            self._emit(record)
+            kept += 1
+        return kept
+
+    def _record(
+        self,
+        model: str,
+        version: str,
+        rid: str,
+        sample_id: str,
+        row: int,
+        reasons: tuple[Reason, ...],
+        now: float,
+        feeds: dict[str, Array],
+    ) -> Record:
+        return {
+            "type": "sample",
+            "model": model,
+            "model_version": version,
+            "request_id": rid,
+            "sample_id": sample_id,
+            "row": row,
+            "reasons": [r.value for r in reasons],
+            "at": _iso(now),
+            "inputs": [_tensor(n, a, row) for n, a in feeds.items()],
+        }
+
+    def _remember(self, model: str, rid: str, version: str, sample_id: str) -> None:
+        key = (model, rid)
+        held = self._captured.pop(key, (version, ()))
+        self._captured[key] = (version, (*held[1], sample_id))
+        while len(self._captured) > _REMEMBERED:
+            self._captured.popitem(last=False)
+
+    def label(self, model: str, labelled: Iterable[tuple[str, tuple[int, ...]]]) -> None:
+        """Labels applied to answered requests (a feedback sink): those of captured requests
+        become ``label`` records."""
+        now = _iso(time.time())
+        for rid, classes in labelled:
+            held = self._captured.get((model, rid))
+            if held is None:
+                continue
+            version, sample_ids = held
+            for sample_id in sample_ids:
+                row = int(sample_id.rpartition("#")[2]) if "#" in sample_id else 0
+                if row >= len(classes):
+                    continue
+                self._emit(
+                    {"type": "label", "model": model, "model_version": version,
+                     "request_id": rid, "sample_id": sample_id, "label": classes[row], "at": now}
+                )  # fmt: skip
+
+    def _emit(self, record: Record) -> None:
+        for sink in self.sinks:
+            try:
+                sink(record)
+            except Exception:  # a sink's failure never reaches the request path
+                self.sink_errors += 1
+                log.exception("capture sink failed")
+
+    def status(self) -> dict[str, Any]:
+        """Per served version (``model:version``): the policy, bytes and counts."""
+        return {
+            f"{model}:{version}": budget.to_dict()
+            for (model, version), budget in sorted(self.budgets.items())
+        }
+
+
+class CaptureFile:
+    """A sink appending records as JSON Lines to ``path``, written off the event loop about
+    once a second (and at :meth:`close`). A write that fails is logged and counted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._buffer: list[bytes] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self.written = 0
+        self.failed = 0
+
+    def __call__(self, record: Record) -> None:
+        self._buffer.append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+        if not self._scheduled:
+            with contextlib.suppress(RuntimeError):  # no running loop: written at close
+                loop = asyncio.get_running_loop()
+                loop.call_later(_FLUSH_S, self._due, loop)
+                self._scheduled = True
+
+    def _due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: take the buffer, write it in a worker thread."""
+        lines, self._buffer = self._buffer, []
+        self._scheduled = False
+        loop.run_in_executor(None, self._write, lines)
+
+    def _write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        with self._lock:
+            try:
+                with self.path.open("ab") as f:
+                    f.write(b"\n".join(lines) + b"\n")
+                self.written += len(lines)
+            except OSError as exc:
+                self.failed += len(lines)
+                log.warning("capture file %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        """Write what is buffered now (at shutdown)."""
+        lines, self._buffer = self._buffer, []
+        self._write(lines)
