@@ -21,6 +21,7 @@ from edgeloop.core.errors import ConfigError
 from edgeloop.core.types import ModelRef, TensorSpec
 from edgeloop.registry.registry import Registry
 from edgeloop.registry.update_repo import UpdateRepository
+from edgeloop.serving.capture import CaptureSpec
 
 SCHEMA = 1
 _WAVE = re.compile(r"^([1-9][0-9]{0,5})(%?)$")
@@ -159,6 +160,8 @@ class DeploymentSpec:
         for key, value in (("selector", selector), ("variants", variants), ("serving", serving)):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"deployment {key} {value!r} is not an object")
+        if serving.get("capture") is not None:  # refused here, before any node activates it
+            CaptureSpec.from_json(serving["capture"])
         labels = selector.get("labels") or {}
         if not isinstance(labels, Mapping):
             raise ConfigError(f"selector labels {labels!r} are not an object")
