@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.pipeline.retrain_setup import Champion, make_champion, store_samples, unlabelled
 
 from edgeloop.core.errors import ConfigError, DataError, NotFoundError
 from edgeloop.core.types import ModelRef
 from edgeloop.pipeline.retrain_executor import LocalProcessExecutor
-from edgeloop.pipeline.retrain_job import prepare, recover, run_job, submit
 from edgeloop.pipeline.retrain_job import cancel as cancel_job
+from edgeloop.pipeline.retrain_job import prepare, recover, run_job, submit
 from edgeloop.pipeline.retrain_spec import KIND, Init, RetrainSpec
 from edgeloop.registry.datasets import DatasetRef
 from edgeloop.registry.job_store import JobStore
 from edgeloop.registry.jobs import Job, JobRunningError, JobState
 from edgeloop.registry.registry import Registry
-from tests.pipeline.retrain_setup import Champion, make_champion, store_samples, unlabelled
 
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
@@ -136,7 +136,8 @@ def test_a_second_retrain_while_one_runs_is_409_naming_it_and_a_cancel_stops_it(
 
     done = jobs.get(first.id)
     assert done.state is JobState.CANCELLED
-    assert done.reason.startswith("cancelled on request") and "nothing was registered" in done.reason
+    assert done.reason.startswith("cancelled on request")
+    assert "nothing was registered" in done.reason
     assert _versions(champion) == before
     assert jobs.active(champion.ref.name) is None
 
