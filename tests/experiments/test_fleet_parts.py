@@ -1,0 +1,116 @@
+"""The fleet experiment's pure parts: node reports summed per arm, the look's frozen decision,
+the state machine, and the agent's refusal of a malformed experiment block (no servers)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from edgeloop.agent.experiment_spec import parse_experiment
+from edgeloop.control import experiment_store as store
+from edgeloop.control.experiment_arms import sum_reports
+from edgeloop.control.experiment_look import look
+from edgeloop.core.errors import ConflictError, UntrustedArtifactError
+from edgeloop.experiments import ExperimentState, Metric
+from edgeloop.serving.metrics import LATENCY_BUCKETS
+
+SHA = "ab" * 32
+
+
+def _arm(requests: int, labelled: int, correct: int, slow: int = 0) -> dict[str, Any]:
+    fast = requests - slow  # fast ones in the first bucket, slow ones above every bound
+    return {"requests": requests, "errors": 1, "labelled": labelled, "correct": correct,
+            "latency": {"count": requests, "sum_s": 0.001 * requests,
+                        "buckets": [fast] * len(LATENCY_BUCKETS)}}  # fmt: skip
+
+
+def _report(exp_id: str, arms: dict[str, Any], state: str = "serving") -> dict[str, Any]:
+    return {"active": {"version": 1, "experiment": {"id": exp_id, "state": state, "arms": arms}}}
+
+
+def _exp(**changes: Any) -> store.Experiment:
+    fields: dict[str, Any] = dict(
+        experiment_id="exp-1", name="n", model="lin", champion=1, challenger=2, split=0.5,
+        config={"metric": "accuracy", "alpha": 0.05, "min_effect": 0.2,
+                "horizon_per_arm": 10_000, "latency_threshold_ms": 1.0},
+        nodes=("a", "b"), state=store.ExpState.RUNNING, rollout_id=None, look=None,
+        tests=ExperimentState(), history=(), created_at=0.0, updated_at=0.0,
+    )  # fmt: skip
+    fields.update(changes)
+    return store.Experiment(**fields)
+
+
+def test_node_reports_sum_per_arm_and_other_experiments_add_nothing() -> None:
+    reports = [
+        ("a", "pi4", _report("exp-1", {"1": _arm(10, 8, 4), "2": _arm(12, 10, 9, slow=3)})),
+        ("b", "pi4", _report("exp-1", {"1": _arm(5, 5, 2), "2": _arm(6, 6, 6)})),
+        ("c", "pi4", _report("exp-0", {"1": _arm(99, 99, 99)})),  # an old experiment's
+        ("d", "jetson", _report("exp-1", {}, state="failed")),
+        ("e", "pi4", None),
+    ]
+    fleet = sum_reports("exp-1", ("1", "2"), reports)
+    assert (fleet.control.requests, fleet.control.labelled, fleet.control.correct) == (15, 13, 6)
+    assert (fleet.treatment.requests, fleet.treatment.correct, fleet.treatment.errors) == (
+        18,
+        15,
+        2,
+    )
+    assert fleet.treatment.summary(Metric.LATENCY_P99, 0.0001).successes == 3
+    assert fleet.treatment.summary(Metric.ERROR_RATE, 0.1).trials == 18
+    assert {n: d["state"] for n, d in fleet.nodes.items()} == {
+        "a": "serving", "b": "serving", "c": "waiting", "d": "failed", "e": "waiting"}  # fmt: skip
+    assert list(fleet.by_class) == ["pi4"]
+
+
+def test_a_decision_once_reached_is_kept_at_later_looks() -> None:
+    good = [("a", "pi4", _report("exp-1", {"1": _arm(60, 60, 20), "2": _arm(60, 60, 60)}))]
+    first, tests = look(_exp(), good)
+    assert first["verdict"]["decision"] == "promote_treatment"
+    reversed_ = [("a", "pi4", _report("exp-1", {"1": _arm(600, 600, 600), "2": _arm(600, 600, 0)}))]
+    later, _ = look(_exp(look=first, tests=tests), reversed_)
+    assert later["verdict"] == first["verdict"]
+    assert later["arms"]["champion"]["labelled"] == 600  # the figures still move
+
+
+def test_no_observation_yet_is_a_reason_not_an_error() -> None:
+    doc, tests = look(_exp(), [("a", "pi4", None)])
+    assert doc["verdict"] is None and "no accuracy observations" in doc["reason"]
+    assert tests == ExperimentState()
+
+
+def test_moves_outside_the_state_machine_are_409() -> None:
+    with pytest.raises(ConflictError, match="PROMOTED; it cannot go to REVERTING"):
+        store.check_move(_exp(state=store.ExpState.PROMOTED), store.ExpState.REVERTING)
+    store.check_move(_exp(), store.ExpState.PROMOTING)
+
+
+def _doc(block: Any) -> bytes:
+    return json.dumps({"serving": {"experiment": block}}).encode()
+
+
+def _block(**changes: Any) -> dict[str, Any]:
+    challenger = {"name": "lin", "version": 2, "target": "artifacts/lin-2.onnx", "sha256": SHA,
+                  "length": 10, "self_test": None}  # fmt: skip
+    return {"id": "exp-1", "model": "lin", "champion": 1, "challenger": challenger,
+            "split": 0.3, **changes}  # fmt: skip
+
+
+def test_the_agent_reads_a_good_block_and_refuses_bad_ones() -> None:
+    spec = parse_experiment(_doc(_block()), "lin", 1)
+    assert spec is not None and spec.versions == ("1", "2") and spec.split == 0.3
+    assert parse_experiment(b'{"serving": {}}', "lin", 1) is None
+    bad = [
+        _block(split=1.0),
+        _block(split=True),
+        _block(champion=3),
+        _block(model="other"),
+        _block(id="../x"),
+        _block(challenger={**_block()["challenger"], "version": 1}),
+        _block(challenger={**_block()["challenger"], "target": "../etc/passwd"}),
+        _block(challenger={**_block()["challenger"], "sha256": "00"}),
+    ]
+    for block in bad:
+        with pytest.raises(UntrustedArtifactError):
+            parse_experiment(_doc(block), "lin", 1)
