@@ -29,6 +29,7 @@ from edgeloop.cli import (
     site,
     train,
 )
+from edgeloop.cli import retrain as retrain_cli
 from edgeloop.cli.output import err_console
 from edgeloop.core.errors import EdgeError
 
@@ -73,6 +74,10 @@ app.add_typer(site.app, name="site", help="Site profiles the SDK connects to: ad
 app.command("quickstart", help="Run the loop end to end on a bundled data set.")(
     quickstart.quickstart
 )
+app.command("retrain", help="Retrain a model on recent labelled data (champion/challenger).")(
+    retrain_cli.retrain
+)
+app.add_typer(retrain_cli.jobs_app, name="jobs", help="Retraining jobs: list, show, cancel.")
 
 
 def _version(value: bool) -> None:

@@ -248,7 +248,8 @@ def run_job(job_id: str, settings: Settings) -> Job:
             reason = f"unexpected {type(exc).__name__}: {exc}"
         finally:
             reporter.close()
-        reporter.log(reason)
+        if state is not JobState.SUCCEEDED:  # a decision was logged by the run itself
+            reporter.log(reason)
         try:
             return store.finish(job_id, state, reason, result)
         except ConflictError:  # ended meanwhile (recovered as dead by mistake): keep that end
