@@ -13,9 +13,9 @@ trains -> ``POST .../updates/{id}`` with the float32 weights and the metrics. Ev
 logged and the loop goes on; a round this node misses is counted as its dropout by the control
 plane.
 
-``EDGELOOP_FL_STALL_AT_ROUND=N`` (a test hook, like the updater's ``EDGELOOP_AGENT_PAUSE_AT``)
-makes the worker stop answering once it has received round N's model, after writing
-``fl/stalled-at-round-N``: a test then kills the agent mid-round.
+A test hook, like the updater's ``EDGELOOP_AGENT_PAUSE_AT``: a file ``fl/stall-at-round``
+holding N makes the worker stop answering once it has received round N's model, after writing
+``fl/stalled-at-round-N``; the test then kills the agent mid-round.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import sys
 import zipfile
 from collections.abc import Callable
@@ -43,7 +42,6 @@ from edgeloop.core.tls import client_verify
 log = logging.getLogger("edgeloop.agent.fl")
 WAIT_S = 5.0  # the long poll's wait (the control plane answers at once when a round opens)
 RETRY_S = 2.0
-STALL_ENV = "EDGELOOP_FL_STALL_AT_ROUND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +123,13 @@ class FlWorker:
         self.rounds = 0
         self.last_error: str | None = None
 
+    def _stall_at(self) -> int | None:
+        """The test hook's round (``fl/stall-at-round`` holds it), or None."""
+        try:
+            return int((self.folder / "stall-at-round").read_text())
+        except (OSError, ValueError):
+            return None
+
     @property
     def data(self) -> Path:
         return self.folder / "data.npz"
@@ -187,7 +192,7 @@ class FlWorker:
         self.folder.mkdir(parents=True, exist_ok=True)
         weights, out = self.folder / "global.f32", self.folder / "update.f32"
         weights.write_bytes(got.content)
-        if os.environ.get(STALL_ENV) == str(task["round"]) and task["kind"] == "train":
+        if self._stall_at() == task["round"] and task["kind"] == "train":
             (self.folder / f"stalled-at-round-{task['round']}").touch()
             await asyncio.Event().wait()  # until the test kills this process
         answer = await trainer.ask({

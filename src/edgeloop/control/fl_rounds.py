@@ -279,8 +279,10 @@ def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], n
     if last:  # one more step: the clients score the final model
         transition(transition(S.TRAINING, S.AGGREGATING), S.EVALUATING)
         phase = S.EVALUATING
-        eligible = [r.node_id for r in _eligible(conn, now) if r.test_samples > 0]
-        selected_next = json.dumps(eligible)
+        # Those that just answered (alive) and hold test data score the final model.
+        tested = {r.node_id for r in _eligible(conn, now) if r.test_samples > 0}
+        selected_next = json.dumps([u.node_id for u in outcome.screening.accepted
+                                    if u.node_id in tested])  # fmt: skip
         _put_model(conn, row.task_id, round_next, st.as_float32_bytes(new))
     _save(conn, row.task_id, now, round=round_next, phase=phase.value, phase_started_at=now,
           selected=selected_next, weights=np.asarray(new, dtype="<f8").tobytes(),
