@@ -100,7 +100,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 def _start(fleet: Fleet, **changes: Any) -> httpx.Response:
     body = {"name": "lin-v2", "model": "lin", "champion": 1, "challenger": 2, "split": SPLIT,
-            "metric": "accuracy", "min_effect": 0.2, "plan": PLAN, **changes}  # fmt: skip
+            "metric": "accuracy", "min_effect": 0.2, "plan": PLAN,
+            "guardrails": {"error_rate": 0.05}, **changes}  # fmt: skip
     return fleet.post("/api/v1/experiments", body)
 
 
@@ -134,6 +135,9 @@ BAD = [  # (changes to a good start body, status, a word the error names)
     ({"metric": "confidence"}, 400, "confidence"),
     ({"nodes": ["ghost"]}, 404, "ghost"),
     ({"challenger": 1}, 400, "version 1"),
+    ({"guardrails": {"confidence": 0.1}}, 400, "confidence"),
+    ({"guardrails": {"error_rate": -1}}, 400, "-1"),
+    ({"mixing": "three_point"}, 400, "three_point"),
     ({}, 409, "already in experiment"),  # a second experiment on the same model
 ]
 

@@ -114,3 +114,11 @@ def test_the_agent_reads_a_good_block_and_refuses_bad_ones() -> None:
     for block in bad:
         with pytest.raises(UntrustedArtifactError):
             parse_experiment(_doc(block), "lin", 1)
+
+
+def test_a_guardrail_stops_a_challenger_that_fails_more() -> None:
+    config = {**_exp().config, "guardrails": [{"metric": "error_rate", "margin": 0.01}]}
+    arms = {"1": {**_arm(400, 60, 20), "errors": 0}, "2": {**_arm(400, 60, 60), "errors": 120}}
+    doc, _ = look(_exp(config=config), [("a", "pi4", _report("exp-1", arms))])
+    assert doc["verdict"]["decision"] == "stopped_by_guardrail"
+    assert doc["verdict"]["tripped"] == "error_rate"

@@ -56,6 +56,18 @@ def _render(doc: dict[str, Any]) -> Any:
     return render
 
 
+def _guardrail(text: str) -> tuple[str, float]:
+    from edgeloop.core.errors import ConfigError
+
+    metric, _, margin = text.partition(":")
+    try:
+        return metric.strip(), float(margin)
+    except ValueError:
+        raise ConfigError(
+            f"--guardrail {text!r} is not METRIC:MARGIN", hint="e.g. --guardrail error_rate:0.01"
+        ) from None
+
+
 @app.command("start")
 def start(
     name: Annotated[str, typer.Argument(help="A name for the experiment.")],
@@ -75,6 +87,11 @@ def start(
         float, typer.Option("--min-effect", help="Smallest difference worth finding.")
     ] = 0.02,
     alpha: Annotated[float, typer.Option("--alpha", help="False positive rate.")] = 0.05,
+    guardrail: Annotated[
+        list[str] | None,
+        typer.Option("--guardrail", help="METRIC:MARGIN, e.g. error_rate:0.01 (repeatable)."),
+    ] = None,
+    mixing: Annotated[str, typer.Option("--mixing", help="normal or two_point.")] = "normal",
     watch_s: Annotated[float, typer.Option("--watch-s", help="Each node's watch window.")] = 30.0,
     soak_s: Annotated[float, typer.Option("--soak-s", help="Soak between waves.")] = 30.0,
     control: ControlUrl = None,
@@ -87,7 +104,8 @@ def start(
     body: dict[str, Any] = {
         "name": name, "model": model, "champion": champion, "challenger": challenger,
         "split": split, "metric": metric, "min_effect": min_effect, "alpha": alpha,
-        "plan": {"watch_s": watch_s, "soak_s": soak_s},
+        "plan": {"watch_s": watch_s, "soak_s": soak_s}, "mixing": mixing,
+        "guardrails": dict(_guardrail(g) for g in guardrail or []),
     }  # fmt: skip
     if nodes:
         body["nodes"] = [n.strip() for n in nodes.split(",") if n.strip()]

@@ -21,8 +21,10 @@ from edgeloop.experiments import (
     Decision,
     ExperimentConfig,
     ExperimentState,
+    Guardrail,
     Metric,
     MetricEvidence,
+    Mixing,
     Verdict,
     decide,
 )
@@ -30,13 +32,22 @@ from edgeloop.experiments import (
 
 def config_of(exp: Experiment) -> ExperimentConfig:
     """The statistics' configuration stored with the experiment (``split`` in percent)."""
-    c = exp.config
+    return config_from(exp.config, exp.split)
+
+
+def config_from(c: Mapping[str, Any], split: float) -> ExperimentConfig:
+    """The statistics' configuration of a stored config (raises ConfigError for a bad one)."""
+    rails = tuple(
+        Guardrail(Metric(g["metric"]), float(g["margin"])) for g in c.get("guardrails", ())
+    )
     return ExperimentConfig(
         Metric(c["metric"]),
         int(c["horizon_per_arm"]),
         float(c["min_effect"]),
-        exp.split * 100.0,
+        split * 100.0,
         float(c["alpha"]),
+        guardrails=rails,
+        mixing=Mixing(c.get("mixing", Mixing.NORMAL.value)),
     )
 
 
@@ -51,7 +62,8 @@ def look(
     metric = config.metric
     control = fleet.control.summary(metric, threshold_s)
     treatment = fleet.treatment.summary(metric, threshold_s)
-    counts = [control.successes, control.trials, treatment.successes, treatment.trials]
+    counts = [control.successes, control.trials, treatment.successes, treatment.trials,
+              fleet.control.requests, fleet.treatment.requests]  # fmt: skip
     doc: dict[str, Any] = {
         "at": time.time(),
         "counts": counts,
@@ -73,8 +85,12 @@ def look(
         for name, (c, t) in fleet.by_class.items()
         if min(c.summary(metric, threshold_s).count, t.summary(metric, threshold_s).count) > 0
     }
+    metrics = [metric, *(g.metric for g in config.guardrails)]
+    arms = [
+        {m: a.summary(m, threshold_s) for m in metrics} for a in (fleet.control, fleet.treatment)
+    ]
     try:
-        verdict = decide(config, {metric: control}, {metric: treatment}, exp.tests, by_class)
+        verdict = decide(config, arms[0], arms[1], exp.tests, by_class)
     except DataError as exc:
         return {**doc, "verdict": None, "reason": exc.message}, exp.tests
     return {**doc, "verdict": verdict_doc(verdict), "reason": None}, verdict.state

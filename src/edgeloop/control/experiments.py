@@ -27,12 +27,12 @@ from edgeloop.control import fleet, tables
 from edgeloop.control import rollout as machine
 from edgeloop.control.deployments import DeploymentSpec, Plan, spec_changes
 from edgeloop.control.experiment_arms import SUPPORTED
-from edgeloop.control.experiment_look import config_of, look
+from edgeloop.control.experiment_look import config_from, look
 from edgeloop.control.experiment_store import Experiment, ExpState
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import ConfigError, ConflictError, EdgeError, NotFoundError
 from edgeloop.core.types import ModelRef
-from edgeloop.experiments import Decision, Metric
+from edgeloop.experiments import Decision, Metric, Mixing
 
 OFFLINE_S = 120.0  # a node not heard from for this long is offline: no experiment starts on it
 E = ExpState
@@ -55,6 +55,8 @@ class StartRequest:
     horizon_per_arm: int = 100_000
     latency_threshold_ms: float = 100.0
     plan: Mapping[str, Any] = field(default_factory=dict)
+    guardrails: Mapping[str, float] = field(default_factory=dict)  # metric -> margin
+    mixing: str = "normal"
 
 
 def _check(req: StartRequest) -> Metric:
@@ -77,6 +79,13 @@ def _check(req: StartRequest) -> Metric:
         )
     if not (math.isfinite(req.latency_threshold_ms) and req.latency_threshold_ms > 0):
         raise ConfigError(f"latency_threshold_ms {req.latency_threshold_ms} is not > 0")
+    for name in req.guardrails:
+        if name not in {m.value for m in SUPPORTED}:
+            raise ConfigError(f"guardrail metric {name!r} is not measured per arm on the nodes",
+                              hint=f"use one of {[m.value for m in SUPPORTED]}")  # fmt: skip
+    if req.mixing not in {m.value for m in Mixing}:
+        raise ConfigError(f"mixing {req.mixing!r} is not known",
+                          hint=f"use one of {[m.value for m in Mixing]}")  # fmt: skip
     return metric
 
 
@@ -140,14 +149,16 @@ def start(plane: ControlPlane, req: StartRequest) -> dict[str, Any]:
         )
     config = {"metric": metric.value, "alpha": req.alpha, "min_effect": req.min_effect,
               "horizon_per_arm": req.horizon_per_arm,
-              "latency_threshold_ms": req.latency_threshold_ms, "plan": plan.to_dict()}  # fmt: skip
+              "latency_threshold_ms": req.latency_threshold_ms, "plan": plan.to_dict(),
+              "mixing": req.mixing, "guardrails": [
+                  {"metric": m, "margin": float(v)} for m, v in sorted(req.guardrails.items())
+              ]}  # fmt: skip
+    config_from(config, req.split)  # alpha, min_effect, horizon, guardrails: ConfigError
     node_ids = plane.read("selecting nodes", lambda c: _nodes(c, req))
 
     def insert(conn: sa.Connection) -> str:
-        exp_id = store.insert(conn, req.name, req.model, req.champion, req.challenger,
-                              req.split, config, node_ids)  # fmt: skip
-        config_of(store.get(conn, exp_id))  # alpha, min_effect, horizon: ConfigError rolls back
-        return exp_id
+        return store.insert(conn, req.name, req.model, req.champion, req.challenger,
+                            req.split, config, node_ids)  # fmt: skip
 
     exp_id = plane.write("creating the experiment", insert)
     try:

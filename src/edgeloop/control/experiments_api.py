@@ -48,6 +48,10 @@ class ExperimentBody(schemas._Admin):
     horizon_per_arm: Annotated[int, Field(ge=2, le=10**12)] = 100_000
     latency_threshold_ms: Finite = 100.0
     plan: schemas.PlanBody | None = None
+    # metric -> how much worse the challenger may be (metric units): stops it early when worse
+    guardrails: Annotated[dict[Annotated[str, StringConstraints(max_length=32)], Finite],
+                          Field(max_length=8)] | None = None  # fmt: skip
+    mixing: Annotated[str, StringConstraints(max_length=16)] = "normal"
 
 
 class PromoteBody(schemas._Admin):
@@ -116,6 +120,7 @@ class ExperimentRoutes:
             min_effect=body.min_effect, horizon_per_arm=body.horizon_per_arm,
             latency_threshold_ms=body.latency_threshold_ms,
             plan=body.plan.model_dump() if body.plan else {},
+            guardrails=body.guardrails or {}, mixing=body.mixing,
         )  # fmt: skip
         return json_answer(await run_in_threadpool(experiments.start, self.api.plane, req), 201)
 
