@@ -21,6 +21,7 @@ from edgeloop.cli import (
     convert,
     data,
     export,
+    fl,
     fleet,
     optimize,
     quickstart,
@@ -70,6 +71,7 @@ app.command("agent", help="Run the edge agent: enroll, update models safely, ser
 app.add_typer(
     fleet.app, name="fleet", help="A local fleet: control plane + N agents as OS processes."
 )
+app.add_typer(fl.app, name="fl", help="Federated learning across the fleet's agents.")
 app.add_typer(site.app, name="site", help="Site profiles the SDK connects to: add, list, rm.")
 app.command("quickstart", help="Run the loop end to end on a bundled data set.")(
     quickstart.quickstart
