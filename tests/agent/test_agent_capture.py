@@ -106,7 +106,7 @@ def test_uncertain_requests_reach_the_control_plane_and_become_a_data_set(
     assert {s["request_id"] for s in samples} == expected  # the uncertain ones, only those
     assert all(i["node_id"] == node_id for i in items)
     assert all(s["reasons"] == ["uncertain"] and s["confidence"] < 0.6 for s in samples)
-    assert all(s["model_version"] == "1" and len(s["inputs"][0]["data"]) == 4 for s in samples)
+    assert all(s["model_version"] == "1" and s["inputs"][0]["shape"] == [1, 4] for s in samples)
     assert (made["ref"], made["samples"], made["labelled"]) == ("lin-field:1", len(expected), 1)
     assert made["classes"] == list(CLASSES)
     prov = made["provenance"]

@@ -119,7 +119,7 @@ class Telemetry:
             return
         self.monitor_events.append({**event.to_dict(), "source": self.source})
 
-    def capture(self, record: dict[str, Any]) -> None:
+    def capture(self, record: dict[str, Any], encoded: bytes = b"") -> None:
         """Queue a captured row or its label (a capturer's sink; on the loop, never blocks)."""
         if len(self.captures) >= _MAX_CAPTURES:
             self.captures_dropped += 1

@@ -15,6 +15,7 @@ nodes captured the same id (clients reuse request ids), the later ones get ``@no
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections import Counter
@@ -123,6 +124,15 @@ class Assembled:
         }
 
 
+def tensor_values(tensor: Mapping[str, Any]) -> np.ndarray[Any, Any]:
+    """A captured tensor's values as float32: ``b64`` (its bytes, ``datatype`` a numpy dtype
+    string) or a ``data`` list. Raises ValueError / TypeError."""
+    if "b64" in tensor:
+        raw = base64.b64decode(str(tensor["b64"]), validate=True)
+        return np.frombuffer(raw, dtype=np.dtype(str(tensor["datatype"]))).astype(np.float32)
+    return np.asarray(tensor.get("data"), dtype=np.float32).reshape(-1)
+
+
 def _first_input(where: str, record: Mapping[str, Any]) -> np.ndarray[Any, Any]:
     tensors = record.get("inputs")
     if not isinstance(tensors, list) or len(tensors) != 1 or not isinstance(tensors[0], dict):
@@ -133,8 +143,11 @@ def _first_input(where: str, record: Mapping[str, Any]) -> np.ndarray[Any, Any]:
         )
     tensor = tensors[0]
     shape = [int(d) for d in tensor.get("shape", [])]
-    values = np.asarray(tensor.get("data"), dtype=np.float32)
-    if len(shape) < 2 or int(np.prod(shape)) != values.size:
+    try:
+        values = tensor_values(tensor)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{where}: its input tensor cannot be read: {exc}") from exc
+    if len(shape) < 2 or math.prod(shape) != values.size:
         raise DataError(f"{where}: input shape {shape} does not hold {values.size} values")
     return values.reshape(shape[1:])
 

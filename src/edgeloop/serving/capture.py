@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from edgeloop.core.errors import ConfigError
+from edgeloop.monitoring.outputs import QUANT_STEP, SUM_TOLERANCE
 
 DEFAULT_MAX_BYTES = 16 << 20  # 16 MiB: ~50k digits rows; a quarter of the agent's 64 MB outbox
 MAX_RECORD_BYTES = 256 << 10  # a larger row (an image batch) is counted ``too_large``, not kept
@@ -225,6 +226,28 @@ def scores(probs: np.ndarray[Any, Any]) -> list[Scores]:
         Scores(p, float(t[1]), float(t[1] - t[0])) if ok else NO_SCORES
         for p, t, ok in zip(probs.argmax(axis=1).tolist(), top, finite, strict=True)
     ]
+
+
+def row_scores(values: list[float]) -> Scores:
+    """One row's :class:`Scores` from its raw output values, read as
+    :func:`edgeloop.monitoring.outputs.distributions` reads them (a distribution, normalised;
+    anything else through a softmax), in plain Python: for one short row (a ``/predict``
+    answer) this is ~20x cheaper than the array path."""
+    k = len(values)
+    if k < 2 or not all(math.isfinite(v) for v in values):
+        return NO_SCORES
+    total = sum(values)
+    tolerance = max(SUM_TOLERANCE, 0.5 * QUANT_STEP * k)
+    if min(values) >= 0 and max(values) <= 1 and total > 0 and abs(total - 1) <= tolerance:
+        probs = [v / total for v in values]
+    else:
+        top = max(values)
+        exps = [math.exp(v - top) for v in values]
+        norm = sum(exps)
+        probs = [e / norm for e in exps]
+    best = max(range(k), key=probs.__getitem__)
+    second = max(p for i, p in enumerate(probs) if i != best)
+    return Scores(best, probs[best], probs[best] - second)
 
 
 def decide(

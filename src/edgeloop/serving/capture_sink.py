@@ -7,15 +7,17 @@ the policy and the version's budget; a kept row becomes one record::
 
     {"type": "sample", "model", "model_version", "request_id", "sample_id", "row",
      "reasons": ["uncertain", ...], "at": RFC 3339 UTC,
-     "inputs": [{"name", "datatype", "shape", "data"}], "outputs": [{...}],
+     "inputs": [{"name", "datatype", "shape", "b64"}], "outputs": [{...}],
      "predicted", "confidence", "margin"}
 
-(tensors as in the Open Inference Protocol: ``shape`` is one row's, batch axis 1, ``data``
-flat). A label posted later for a captured request (:mod:`edgeloop.serving.feedback`) gives a
-``{"type": "label", "model", "model_version", "request_id", "sample_id", "label", "at"}``
-record, so the control plane can join it by sample id.
+(tensors with ``name``, ``datatype`` (numpy's, little-endian: ``<f4``), ``shape`` (one row's,
+batch axis 1) and ``b64``: the row's bytes in base64, see ``_tensor``). A label posted later
+for a captured request (:mod:`edgeloop.serving.feedback`) gives a ``{"type": "label", "model",
+"model_version", "request_id", "sample_id", "label", "at"}`` record, so the control plane
+can join it by sample id.
 
-Records go to ``sinks`` (callables that must not block): the agent's telemetry buffer (the
+Records go to ``sinks`` (callables of the record and its JSON encoding that must not block): the
+agent's telemetry buffer (the
 outbox kind ``capture``) or, on a standalone server, :class:`CaptureFile` (JSON Lines written
 off the event loop once a second).
 """
@@ -23,6 +25,7 @@ off the event loop once a second).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import threading
@@ -44,16 +47,18 @@ from edgeloop.serving.capture import (
     Reason,
     Scores,
     decide,
+    row_scores,
     scores,
 )
 from edgeloop.serving.watch import EventType, MonitorEvent, probabilities
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
-Sink = Callable[[Record], None]
+Sink = Callable[[Record, bytes], None]  # the record and its JSON encoding
 MAX_ROWS = 256  # rows of one request looked at (a larger batch: its first 256)
 _REMEMBERED = 10_000  # captured sample ids kept for labels that come later (~1 MB)
 _FLUSH_S = 1.0
+_SHORT_ROW = 1024  # class scores of one row scored in plain Python (capture.row_scores)
 Array = np.ndarray[Any, Any]
 
 
@@ -61,6 +66,8 @@ def _scores(first: Array | None, rows: int) -> list[Scores]:
     """Each row's scores from the first output (empty: it holds no class scores)."""
     if first is None or first.ndim < 1 or first.size <= rows:
         return []
+    if rows == 1 and first.size <= _SHORT_ROW:
+        return [row_scores(first.reshape(-1).astype(np.float64).tolist())]
     return scores(probabilities(first[:rows]))
 
 
@@ -69,12 +76,16 @@ def _iso(at: float) -> str:
 
 
 def _tensor(name: str, array: Array, row: int) -> dict[str, Any]:
+    """One row of a tensor: its values as base64 of their little-endian bytes (4x smaller
+    than a JSON list of floats and ~20x cheaper to encode; decode with
+    ``np.frombuffer(base64.b64decode(t["b64"]), t["datatype"]).reshape(t["shape"])``)."""
     one = array[row : row + 1] if array.ndim else array.reshape(1)
+    little = one.astype(one.dtype.newbyteorder("<"), copy=False)
     return {
         "name": name,
-        "datatype": str(one.dtype),
+        "datatype": little.dtype.str,
         "shape": list(one.shape),
-        "data": one.reshape(-1).tolist(),
+        "b64": base64.b64encode(np.ascontiguousarray(little).tobytes()).decode(),
     }
 
 
@@ -135,12 +146,13 @@ class Capturer:
                 confidence=row_scores.confidence,
                 margin=row_scores.margin,
             )
-            size = len(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+            encoded = orjson.dumps(record)
+            size = len(encoded)
             if not budget.admit(row_scores.predicted, size):
                 continue
             budget.kept_by_reason.update(r.value for r in reasons)
             self._remember(model, rid, version, sample_id)
-            self._emit(record)
+            self._emit(record, encoded)
             kept += 1
         return kept
 
@@ -187,15 +199,18 @@ class Capturer:
                 row = int(sample_id.rpartition("#")[2]) if "#" in sample_id else 0
                 if row >= len(classes):
                     continue
-                self._emit(
+                self._emit_label(
                     {"type": "label", "model": model, "model_version": version,
                      "request_id": rid, "sample_id": sample_id, "label": classes[row], "at": now}
                 )  # fmt: skip
 
-    def _emit(self, record: Record) -> None:
+    def _emit_label(self, record: Record) -> None:
+        self._emit(record, orjson.dumps(record))
+
+    def _emit(self, record: Record, encoded: bytes) -> None:
         for sink in self.sinks:
             try:
-                sink(record)
+                sink(record, encoded)
             except Exception:  # a sink's failure never reaches the request path
                 self.sink_errors += 1
                 log.exception("capture sink failed")
@@ -220,8 +235,8 @@ class CaptureFile:
         self.written = 0
         self.failed = 0
 
-    def __call__(self, record: Record) -> None:
-        self._buffer.append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+    def __call__(self, record: Record, encoded: bytes) -> None:
+        self._buffer.append(encoded)
         if not self._scheduled:
             with contextlib.suppress(RuntimeError):  # no running loop: written at close
                 loop = asyncio.get_running_loop()
