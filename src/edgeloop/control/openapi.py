@@ -10,6 +10,7 @@ undocumented.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from edgeloop.control import schemas
 from edgeloop.control.captures_api import CaptureDatasetBody
+from edgeloop.control.fl_api import TaskBody
 from edgeloop.core.errors import ConfigError
 
 
@@ -151,6 +153,7 @@ class Doc:
     status: int = 200
     body: type[BaseModel] | None = None
     media: str = "application/json"
+    raw_body: bool = False  # the body is bytes of ``media`` (a federated update)
 
 
 class MonitoringRow(BaseModel):
@@ -239,7 +242,7 @@ ROUTES: dict[tuple[str, str], Doc] = {
     ("GET", "/tuf/metadata/{file}"): Doc("Signed TUF metadata", "none", None, 200),
     ("GET", "/tuf/targets/{path}"): Doc(
         "A TUF target: an artifact (any credential) or a node's deployment document (that "
-        "node); Range: bytes=N- resumes", "any", None, 200),
+        "node); Range: bytes=N- resumes", "any", None, 200, None, "application/octet-stream"),
     ("GET", f"{V1}/openapi.json"): Doc("This document", "admin", None, 200),
     ("GET", f"{V1}/monitoring"): Doc(
         "Fleet monitoring per model version and node (query: model, version, node)", "admin",
@@ -250,6 +253,21 @@ ROUTES: dict[tuple[str, str], Doc] = {
     ("POST", f"{V1}/datasets/captures"): Doc(
         "Captured samples of a model (query in the body) as a new data set version "
         "(409: the name already holds them)", "admin", None, 201, CaptureDatasetBody),
+    ("POST", f"{V1}/fl/tasks"): Doc(
+        "A federated task (its initial model is built at once)", "admin", None, 201, TaskBody),
+    ("GET", f"{V1}/fl/tasks"): Doc("Every federated task, summarised", "admin", None, 200),
+    ("GET", f"{V1}/fl/tasks/{{tid}}"): Doc("A task's status and round history", "admin", None),
+    ("POST", f"{V1}/fl/tasks/{{tid}}/stop"): Doc("Stop a task", "admin", None, 200),
+    ("GET", f"{V1}/fl/clients"): Doc("The federated workers seen", "admin", None, 200),
+    ("GET", f"{V1}/fl/nodes/{{node_id}}/assignment"): Doc(
+        "The round a node works on (long poll; query: train, test, wait); 204: none", "node",
+        None, 200),
+    ("GET", f"{V1}/fl/tasks/{{tid}}/rounds/{{r}}/model"): Doc(
+        "A round's global model: float32 weights (X-Sha256)", "node-or-admin", None, 200, None,
+        "application/octet-stream"),
+    ("POST", f"{V1}/fl/tasks/{{tid}}/rounds/{{r}}/updates/{{node_id}}"): Doc(
+        "A node's update: float32 weights, header X-Fl-Update {num_samples, metrics}", "node",
+        None, 204, None, "application/octet-stream", raw_body=True),
 }  # fmt: skip
 ERRORS = {
     "400": "A malformed body or query: the message names each bad field",
@@ -278,7 +296,7 @@ def document(routes: list[tuple[str, str]], version: str) -> dict[str, Any]:
     ref = {model: refs[(model, "validation")] for model, _ in keyed}
     paths: dict[str, dict[str, Any]] = {}
     for method, path in routes:
-        path = path.replace("{path:path}", "{path}")
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", path)  # {path:path}, {r:int}: no converter
         doc = ROUTES.get((method, path))
         if doc is None:
             raise ConfigError(f"{method} {path} has no OpenAPI entry", hint="add it to ROUTES")
@@ -299,8 +317,8 @@ def _operation(path: str, doc: Doc, ref: dict[type[BaseModel], Any]) -> dict[str
     answer: dict[str, Any] = {"description": doc.summary}
     if doc.answer is not None:
         answer["content"] = {doc.media: {"schema": ref[doc.answer]}}
-    elif doc.status == 200:
-        answer["content"] = {"application/octet-stream": {"schema": {}}}
+    elif doc.status == 200:  # bytes of their own media type: TUF JSON, metrics text, targets
+        answer["content"] = {doc.media: {"schema": {}}}
     op: dict[str, Any] = {
         "summary": doc.summary,
         "description": f"Credential: {doc.auth}.",
@@ -316,6 +334,9 @@ def _operation(path: str, doc: Doc, ref: dict[type[BaseModel], Any]) -> dict[str
     if doc.body is not None:
         content = {"application/json": {"schema": ref[doc.body]}}
         op["requestBody"] = {"required": True, "content": content}
+    elif doc.raw_body:
+        raw = {"schema": {"type": "string", "format": "binary"}}
+        op["requestBody"] = {"required": True, "content": {doc.media: raw}}
     elif doc.media == "multipart/form-data":
         form = {"type": "object", "required": ["file", "manifest"],
                 "properties": {"file": {"type": "string", "format": "binary"},
