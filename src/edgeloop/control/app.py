@@ -268,7 +268,8 @@ class Api:
             fields = schemas.parse_form(schemas.ModelUpload, texts)
             try:
                 manifest = Manifest.from_dict(orjson.loads(fields.manifest))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+                # AttributeError: JSON of another shape (null, a list) where an object belongs
                 raise BadRequestError(f"the manifest field is not a valid manifest: {exc}") from exc
             # The upload is spooled to disk by the form parser; copied, never held in memory.
             extra = None if profile is None else profile.file
