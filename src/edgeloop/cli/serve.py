@@ -59,6 +59,14 @@ def serve(
             "beyond: 429. 0: no bound.",
         ),
     ] = 1000.0,
+    early_refusal: Annotated[
+        bool,
+        typer.Option(
+            "--early-refusal/--no-early-refusal",
+            help="Refuse inference requests past the queue limits from their headers, before "
+            "their bodies are read (--no-early-refusal: refuse in the app, the old path).",
+        ),
+    ] = True,
     memory_budget_mb: Annotated[
         float | None,
         typer.Option("--memory-budget-mb", help="Resident memory for loaded models [no limit]."),
@@ -222,6 +230,7 @@ def serve(
         max_delay_ms=max_delay_ms,
         max_queue=max_queue,
         max_queue_delay_ms=max_queue_delay_ms,
+        early_refusal=early_refusal,
         memory_budget_mb=memory_budget_mb,
         threads=threads,
         engine=engine,

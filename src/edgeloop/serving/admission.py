@@ -176,3 +176,38 @@ class Gate:
     def retry_after_s(self) -> int:
         """Whole seconds (>= 1, <= 60): the recent time in the gate, rounded up."""
         return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(self.service_s))))
+
+
+class Departures:
+    """How fast admitted requests leave the server, and so how long a newcomer would wait.
+
+    PIE (RFC 8033, section 4.2) estimates a queue's delay as its length over its measured
+    departure rate; here the queue is every inference request admitted and not yet answered,
+    wherever it waits (the event loop's ready queue, reading its body, a model's queue, the
+    engine). The time between two answers is measured only while other requests were still
+    admitted at the first one (the server was busy, not idle, in between), and smoothed over
+    about the last ``1 / weight`` answers. ``wait_s(open)`` is then ``open`` answers' time.
+    Both the loop-bound case (a fast model run on the event loop, where HTTP work is most of
+    a request's cost) and the engine-bound one are covered: nothing about where the time goes
+    is assumed. Runs on the event loop's thread only: no lock.
+    """
+
+    __slots__ = ("_last", "interval_s", "weight")
+
+    def __init__(self, weight: float = 0.05) -> None:
+        if not 0 < weight <= 1:
+            raise ConfigError(f"departure weight {weight} must be in (0, 1]")
+        self.weight = weight
+        self.interval_s = 0.0  # 0 until a busy interval was measured: nobody is refused by it
+        self._last = -math.inf  # when the previous answer left
+
+    def left(self, now: float, still_open: int) -> None:
+        """One admitted request was answered at ``now``; ``still_open`` are still admitted."""
+        busy_since = self._last
+        self._last = now if still_open > 0 else -math.inf
+        if math.isfinite(busy_since) and now >= busy_since:
+            self.interval_s += self.weight * ((now - busy_since) - self.interval_s)
+
+    def wait_s(self, open_requests: int) -> float:
+        """The expected wait of a request admitted now behind ``open_requests``."""
+        return open_requests * self.interval_s

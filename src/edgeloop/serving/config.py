@@ -67,6 +67,7 @@ class ServerConfig:
     max_delay_ms: float = 0.0
     max_queue: int = 64
     max_queue_delay_ms: float = 1000.0
+    early_refusal: bool = True  # decide admission from the headers (serving/shed.py)
     memory_budget_mb: float | None = None
     threads: int | None = None
     max_body_bytes: int = 16 * 1024 * 1024
@@ -165,6 +166,7 @@ class ServerConfig:
             "max_delay_ms": self.max_delay_ms,
             "max_queue": self.max_queue,
             "max_queue_delay_ms": self.max_queue_delay_ms,
+            "early_refusal": self.early_refusal,
             "memory_budget_mb": self.memory_budget_mb,
             "threads": self.threads,
             "max_body_bytes": self.max_body_bytes,

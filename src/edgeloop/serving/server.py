@@ -6,7 +6,9 @@ once; the models load while the server already answers ``/v2/health/live`` (and 
 With ``EDGELOOP_SERVE_ADMIN_TOKEN`` set, the routes that change what is served (load, unload,
 power-budget) need ``Authorization: Bearer <token>`` (:mod:`edgeloop.serving.admin`).
 Each connection is bounded (:mod:`edgeloop.serving.connections`): time to send the headers
-and the body, idle keep-alive time, header size, and the number of connections.
+and the body, idle keep-alive time, header size, and the number of connections. An inference
+request past its model's queue limits is refused from its headers, before its body is read
+(:mod:`edgeloop.serving.shed`; ``--no-early-refusal`` leaves it to the app).
 On SIGINT/SIGTERM uvicorn stops accepting, finishes the requests in flight, then the batchers
 drain and the models are released.
 """
@@ -37,6 +39,7 @@ from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.connections import Sweeper, bounded_protocol
 from edgeloop.serving.front import ARRIVED
 from edgeloop.serving.repository import Origin
+from edgeloop.serving.shed import Door, door_protocol
 
 Announce = Callable[[str], None]
 
@@ -181,10 +184,14 @@ async def _serve(
 
     app = create_app(catalog, admin=admin)
     limits = catalog.config.connections
+    protocol = stamping_protocol()
+    if catalog.config.early_refusal:  # refusals from the headers: serving/shed.py
+        routes = app.state.server
+        protocol = door_protocol(protocol, Door(catalog, routes.metrics, routes.service.delay))
     server_logging()
     config = uvicorn.Config(
         app,
-        http=bounded_protocol(stamping_protocol(), limits),
+        http=bounded_protocol(protocol, limits),
         lifespan="off",
         log_config=None,  # core/logs.py: dictConfig would close the process's other handlers
         log_level=log_level,
