@@ -55,7 +55,7 @@ from edgeloop.control.limits import Body
 from edgeloop.control.schemas import parse
 from edgeloop.core.errors import ConfigError, DataError, EdgeError
 from edgeloop.core.types import Manifest
-from edgeloop.federated.update import as_vector
+from edgeloop.federated.update import Vector, as_vector
 
 if TYPE_CHECKING:
     from edgeloop.control.app import Api, Endpoint
@@ -117,6 +117,7 @@ class FlRoutes:
         self._ticker: asyncio.Task[None] | None = None
         self._heard: dict[str, tuple[float, int, int]] = {}
         self._registering: set[str] = set()
+        self._initial: dict[tuple[str, int], Vector] = {}
 
     def routes(self) -> list[tuple[str, Endpoint, str, Body]]:
         v = "/api/v1/fl"
@@ -187,9 +188,18 @@ class FlRoutes:
         await self.api.admin(request)
         self._start()
         spec = parse(TaskBody, await request.body()).spec()
-        initial = await run_in_threadpool(_initial_weights, spec)
-        doc = await run_in_threadpool(self._write, "creating a federated task", lambda c: (
-            fl_wire.to_dict(c, fl_rounds.create(c, spec, initial, time.time()))))  # fmt: skip
+        key = (spec.model, spec.seed)
+        if key not in self._initial:  # the same (model, seed) always gives the same weights
+            self._initial[key] = await run_in_threadpool(_initial_weights, spec)
+        initial = self._initial[key]
+
+        def run(conn: Any) -> dict[str, Any]:
+            now = time.time()
+            task_id = fl_rounds.create(conn, spec, initial, now)
+            fl_rounds.advance(conn, task_id, now)  # round 1 selects now if enough clients poll
+            return fl_wire.to_dict(conn, task_id)
+
+        doc = await run_in_threadpool(self._write, "creating a federated task", run)
         self._notify()
         return json_answer(doc, 201)
 
@@ -260,19 +270,23 @@ class FlRoutes:
         return json_answer(found)
 
     def _poll(self, node_id: str, train: int, test: int) -> dict[str, Any] | None:
+        """The node's assignment; a write only to note the poll (every HEARD_EVERY_S): tasks
+        are moved by uploads, creation, status reads and the ticker, not by every poll."""
         now = time.time()
         last = self._heard.get(node_id)
-        note = last is None or now - last[0] >= HEARD_EVERY_S or last[1:] != (train, test)
+        if not (last is None or now - last[0] >= HEARD_EVERY_S or last[1:] != (train, test)):
+            found = self.api.plane.read(
+                f"polling for {node_id}", lambda c: fl_wire.assignment(c, node_id)
+            )
+            return found  # type: ignore[no-any-return]
 
         def run(conn: Any) -> dict[str, Any] | None:
-            if note:
-                fl_rounds.heard(conn, node_id, train, test, now)
-            self._advance_all(conn, now)
+            fl_rounds.heard(conn, node_id, train, test, now)
+            self._advance_all(conn, now)  # a new candidate may be what a selection waits for
             return fl_wire.assignment(conn, node_id)
 
         found = self._write(f"polling for {node_id}", run)
-        if note:
-            self._heard[node_id] = (now, train, test)
+        self._heard[node_id] = (now, train, test)
         return found  # type: ignore[no-any-return]
 
     async def model(self, request: Request) -> Response:
@@ -370,7 +384,7 @@ def _worker(args: list[str], timeout_s: float) -> dict[str, Any]:
     return answer
 
 
-def _initial_weights(spec: TaskSpec) -> np.ndarray[Any, np.dtype[np.float64]]:
+def _initial_weights(spec: TaskSpec) -> Vector:
     """The seeded initial model, made by the worker process (torch.manual_seed(spec.seed))."""
     with tempfile.TemporaryDirectory(prefix="edgeloop-fl-") as tmp:
         out = Path(tmp) / "init.npy"

@@ -81,6 +81,19 @@ class Node:
             ) from exc
         self.models: dict[str, nn.Module] = {}
 
+    def warm_up(self) -> None:
+        """One tiny local step of every model that fits the data: torch's first optimizer
+        step (it imports torch._dynamo) and first kernels cost ~10 s on a busy 2-core machine,
+        which would otherwise land in round 1 (each round overwrites the weights anyway)."""
+        for name in BUILDERS:
+            if tuple(self.x.shape[1:]) != fl_model(name).input_shape or not len(self.y):
+                continue
+            model = self.model(name)
+            train_local(model, get_weights(model), self.x[:32], self.y[:32], node_id="warm-up",
+                        round=0, seed=0, config=LocalSGD())  # fmt: skip
+            if len(self.y_test):
+                evaluate(model, self.x_test[:32], self.y_test[:32])
+
     def model(self, name: str) -> nn.Module:
         if name not in self.models:
             module = build(name)
@@ -116,6 +129,7 @@ class Node:
 
 def serve(data: Path) -> None:
     node = Node(data)
+    node.warm_up()
     print(json.dumps({"ready": True, "train": len(node.y), "test": len(node.y_test)}), flush=True)
     for line in sys.stdin:
         try:

@@ -1,0 +1,251 @@
+"""Federated rounds across real agent processes, measured beside the in-process reference loop.
+
+    .venv/bin/python bench/fl_fleet_bench.py                      # 5 agents, iid + dirichlet:0.5
+    .venv/bin/python bench/fl_fleet_bench.py --nodes 10 --rounds 20 --format json
+
+For each partition: `fleet up --fl-data digits --partition P` (one `edgeloop control` and N
+`edgeloop agent` processes on loopback, each agent with its own share and its own torch worker
+process), then one task: digits-cnn (issue 14's net, torch.manual_seed(0)), FedAvg, all N clients
+every round, local SGD lr 0.05 / 1 epoch / batch 32, shuffle seed round*1000 + client id.
+
+Measured per round (the control plane's clock, in the task's history): wall time from the
+round's selection to its close, bytes uploaded and downloaded (bodies as received / sent).
+The global model of every round is downloaded through the API and scored here on the 360
+held-out images (the issue's centralized evaluation). In the same run, from the same shares and
+seeds: the plain in-process FedAvg loop (the reference trajectory) and centralized training
+(one model, all 1,437 training images pooled, one epoch per round, same init and SGD).
+Peak RSS: the sum of the resident sets of the control plane, the agents and their workers,
+sampled every 0.2 s while the task runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from edgeloop.federated import FedAvg, Participation, ServerState, UpdateLimits, close_round  # noqa: E402
+from edgeloop.federated.partition import Partition  # noqa: E402
+from edgeloop.sdk.fl_data import FlData, NodeShare  # noqa: E402
+from edgeloop.sdk.local_fleet import LocalFleet, up  # noqa: E402
+from edgeloop.training.federated_client import (  # noqa: E402
+    LocalSGD,
+    digits_cnn,
+    evaluate,
+    get_weights,
+    set_weights,
+    train_local,
+)
+
+CONFIG = LocalSGD(lr=0.05, epochs=1, batch_size=32)
+
+
+def _tree_rss_mb(pids: list[int]) -> float:
+    """Sum of VmRSS over ``pids`` and all their descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    seen, todo, total = set(), list(pids), 0.0
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo += children.get(pid, [])
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak, self.stop = pids, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak = max(self.peak, _tree_rss_mb(self.pids))
+            self.stop.wait(0.2)
+
+
+def test_set(shares: list[NodeShare]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = np.concatenate([s.x_test for s in shares])
+    y = np.concatenate([s.y_test for s in shares])
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def reference(shares: list[NodeShare], rounds: int) -> list[float]:
+    """The plain in-process FedAvg loop on the same shares: accuracy after each round."""
+    torch.manual_seed(0)
+    model = digits_cnn()
+    weights, state, out = get_weights(model), ServerState(), []
+    x_test, y_test = test_set(shares)
+    for rnd in range(1, rounds + 1):
+        updates = [
+            train_local(model, weights, torch.from_numpy(s.x_train), torch.from_numpy(s.y_train),
+                        node_id=str(s.client_id), round=rnd, seed=rnd * 1000 + s.client_id,
+                        config=CONFIG)
+            for s in shares
+        ]  # fmt: skip
+        n = len(shares)
+        done = close_round(
+            round=rnd, strategy=FedAvg(), global_weights=weights, state=state,
+            selected=[u.node_id for u in updates], updates=updates,
+            limits=UpdateLimits(rnd, weights.size, weights.nbytes),
+            participation=Participation(min_clients=n, min_available=n),
+        )  # fmt: skip
+        assert done.aggregate is not None
+        weights, state = done.aggregate.weights, done.aggregate.state
+        set_weights(model, weights)
+        out.append(evaluate(model, x_test, y_test)[1])
+    return out
+
+
+def centralized(shares: list[NodeShare], rounds: int) -> list[float]:
+    """One model on all training images pooled, one epoch per round, same init and SGD."""
+    torch.manual_seed(0)
+    model = digits_cnn()
+    x = torch.from_numpy(np.concatenate([s.x_train for s in shares]))
+    y = torch.from_numpy(np.concatenate([s.y_train for s in shares]))
+    x_test, y_test = test_set(shares)
+    weights, out = get_weights(model), []
+    for rnd in range(1, rounds + 1):
+        update = train_local(model, weights, x, y, node_id="all", round=rnd, seed=rnd * 1000,
+                             config=CONFIG)  # fmt: skip
+        weights = update.weights
+        set_weights(model, weights)
+        out.append(evaluate(model, x_test, y_test)[1])
+    return out
+
+
+def _wait_clients(fleet: LocalFleet, n: int) -> None:
+    with fleet.admin() as admin:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            ready = [c for c in admin.call("GET", "/api/v1/fl/clients")["clients"] if c["eligible"]]
+            if len(ready) >= n:
+                return
+            time.sleep(0.2)
+    raise SystemExit(f"fewer than {n} federated workers became ready")
+
+
+def across_fleet(
+    nodes: int, partition: str, rounds: int, shares: list[NodeShare]
+) -> dict[str, Any]:
+    data = FlData("digits", Partition.parse(partition))
+    with tempfile.TemporaryDirectory(prefix="fl-fleet-bench-") as tmp:
+        t0 = time.perf_counter()
+        with up(Path(tmp), nodes, fl_data=data) as fleet:
+            _wait_clients(fleet, nodes)
+            ready_s = time.perf_counter() - t0
+            sampler = RssSampler([fleet.control.pid, *(a.pid for a in fleet.agents)])
+            sampler.start()
+            with fleet.admin(timeout_s=300) as admin:
+                body = {"model": "digits-cnn", "rounds": rounds, "clients_per_round": nodes,
+                        "min_clients": nodes, "deadline_s": 120.0, "seed": 0,
+                        "local": {"lr": 0.05, "epochs": 1, "batch_size": 32}}  # fmt: skip
+                start = time.perf_counter()
+                task = admin.call("POST", "/api/v1/fl/tasks", json=body)
+                created_s = time.perf_counter() - start
+                while True:
+                    doc = admin.call("GET", f"/api/v1/fl/tasks/{task['task_id']}")
+                    if doc["phase"] in ("evaluating", "done", "failed"):
+                        break
+                    time.sleep(0.05)
+                rounds_s = time.perf_counter() - start - created_s
+                while doc["state"] == "running" or doc["registration"]["state"] in (
+                    "pending", "running"
+                ):  # fmt: skip
+                    time.sleep(0.1)
+                    doc = admin.call("GET", f"/api/v1/fl/tasks/{task['task_id']}")
+                sampler.stop.set()
+                models = [_model(admin, task["task_id"], r) for r in range(2, rounds + 2)]
+    x_test, y_test = test_set(shares)
+    model, accuracy = digits_cnn(), []
+    for weights in models:
+        set_weights(model, weights)
+        accuracy.append(evaluate(model, x_test, y_test)[1])
+    history = doc["history"]
+    round_s = [h["closed_at"] - h["started_at"] for h in history]
+    return {
+        "partition": partition, "nodes": nodes, "state": doc["state"], "reason": doc["reason"],
+        "registration": doc["registration"],
+        "accuracy_per_round": accuracy,
+        "federated_eval_accuracy_per_round": [h["accuracy"] for h in history],
+        "round_s": round_s, "round_s_median_2_on": statistics.median(round_s[1:]),
+        "rounds_total_s": rounds_s, "create_s": created_s, "fleet_ready_s": ready_s,
+        "bytes_up_per_round": history[-1]["bytes_up"],
+        "bytes_down_per_round": history[-1]["bytes_down"],
+        "peak_tree_rss_mb": sampler.peak, "client_sizes": [len(s.y_train) for s in shares],
+    }  # fmt: skip
+
+
+def _model(admin: Any, task_id: str, rnd: int) -> np.ndarray:
+    data = admin._http.get(f"/api/v1/fl/tasks/{task_id}/rounds/{rnd}/model").content
+    return np.frombuffer(data, dtype="<f4").astype(np.float64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--partitions", default="iid,dirichlet:0.5")
+    parser.add_argument("--format", choices=["text", "json"], default="text")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runs = []
+    for partition in args.partitions.split(","):
+        shares = FlData("digits", Partition.parse(partition)).shares(args.nodes)
+        run = across_fleet(args.nodes, partition, args.rounds, shares)
+        run["reference_accuracy_per_round"] = reference(shares, args.rounds)
+        run["centralized_accuracy_per_round"] = centralized(shares, args.rounds)
+        gap = np.abs(np.subtract(run["accuracy_per_round"], run["reference_accuracy_per_round"]))
+        run["max_gap_vs_reference_pp"] = float(gap.max() * 100)
+        runs.append(run)
+    result = {
+        "command": " ".join(["bench/fl_fleet_bench.py", *sys.argv[1:]]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": 2,
+                    "python": platform.python_version(), "torch": torch.__version__},
+        "runs": runs,
+    }  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return
+    for r in runs:
+        acc, ref, cen = (r[k] for k in ("accuracy_per_round", "reference_accuracy_per_round",
+                                        "centralized_accuracy_per_round"))  # fmt: skip
+        print(f"{r['partition']} ({r['nodes']} agents, sizes {r['client_sizes']}): {r['state']}")
+        for i in sorted({4, 9, args.rounds - 1} & set(range(args.rounds))):
+            print(f"  round {i + 1}: fleet {acc[i]:.4f}  in-process {ref[i]:.4f}  "
+                  f"centralized {cen[i]:.4f}")  # fmt: skip
+        print(f"  max |fleet - in-process| {r['max_gap_vs_reference_pp']:.2f} pp; round s median "
+              f"(2..) {r['round_s_median_2_on']:.3f}, first {r['round_s'][0]:.3f}; "
+              f"{args.rounds} rounds {r['rounds_total_s']:.1f} s (+ task create "
+              f"{r['create_s']:.1f} s); bytes/round up {r['bytes_up_per_round']} down "
+              f"{r['bytes_down_per_round']}; peak tree RSS {r['peak_tree_rss_mb']:.0f} MB; "
+              f"registered {r['registration']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
