@@ -152,6 +152,7 @@ def _refused(fleet: Fleet, changes: dict[str, Any], status: int, named: str) -> 
     assert [n["desired_revision"] for n in fleet.client.nodes()] == revisions
 
 
+@pytest.mark.slow  # ~35 s wall on an idle 2-core machine, ~17 s of CPU (processes included)
 def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
     """One test on one fleet (its steps depend on each other; split across xdist workers,
     separate tests would each start a fleet)."""
