@@ -67,7 +67,7 @@ def _scores(first: Array | None, rows: int) -> list[Scores]:
     if first is None or first.ndim < 1 or first.size <= rows:
         return []
     if rows == 1 and first.size <= _SHORT_ROW:
-        return [row_scores(first.reshape(-1).astype(np.float64).tolist())]
+        return [row_scores(first.reshape(-1).tolist())]
     return scores(probabilities(first[:rows]))
 
 
@@ -102,8 +102,8 @@ class Capturer:
     def budget(self, spec: CaptureSpec, model: str, version: str) -> Budget:
         key = (model, version)
         found = self.budgets.get(key)
-        if found is None or found.spec != spec:  # a new policy for the version starts afresh
-            found = self.budgets[key] = Budget(spec, model, version)
+        if found is None or (found.spec is not spec and found.spec != spec):  # a new policy:
+            found = self.budgets[key] = Budget(spec, model, version)  # the version starts afresh
         return found
 
     def monitor_event(self, event: MonitorEvent) -> None:
@@ -180,9 +180,12 @@ class Capturer:
         }
 
     def _remember(self, model: str, rid: str, version: str, sample_id: str) -> None:
+        """Remember ``sample_id`` for a later label of ``rid`` (a client may reuse a request id:
+        the ids of one request are distinct and at most ``MAX_ROWS``, so this stays bounded)."""
         key = (model, rid)
-        held = self._captured.pop(key, (version, ()))
-        self._captured[key] = (version, (*held[1], sample_id))
+        held = self._captured.pop(key, None)
+        ids = held[1] if held is not None and held[0] == version else ()
+        self._captured[key] = (version, ids if sample_id in ids else (*ids, sample_id))
         while len(self._captured) > _REMEMBERED:
             self._captured.popitem(last=False)
 
