@@ -134,6 +134,7 @@ BAD = [  # (changes to a good start body, status, a word the error names)
     ({"split": -0.2}, 400, "-0.2"),
     ({"metric": "confidence"}, 400, "confidence"),
     ({"nodes": ["ghost"]}, 404, "ghost"),
+    ({"selector": {"labels": {"site": "mars"}}}, 400, "mars"),
     ({"challenger": 1}, 400, "version 1"),
     ({"guardrails": {"confidence": 0.1}}, 400, "confidence"),
     ({"guardrails": {"error_rate": -1}}, 400, "-1"),

@@ -83,6 +83,10 @@ def start(
     nodes: Annotated[
         str | None, typer.Option("--nodes", help="Comma-separated node names or ids [all].")
     ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="KEY=VALUE: only nodes with this label (repeatable)."),
+    ] = None,
     min_effect: Annotated[
         float, typer.Option("--min-effect", help="Smallest difference worth finding.")
     ] = 0.02,
@@ -107,6 +111,9 @@ def start(
         "plan": {"watch_s": watch_s, "soak_s": soak_s}, "mixing": mixing,
         "guardrails": dict(_guardrail(g) for g in guardrail or []),
     }  # fmt: skip
+    if label:
+        pairs = [item.partition("=") for item in label]
+        body["selector"] = {"labels": {k.strip(): v.strip() for k, _, v in pairs}}
     if nodes:
         body["nodes"] = [n.strip() for n in nodes.split(",") if n.strip()]
     with _client(control, token, folder, home) as client:
