@@ -1,4 +1,4 @@
-"""The browser tests share one running fleet and one Chromium (starting them takes most time)."""
+"""The dashboard test runs on one fleet and one Chromium (starting them takes most time)."""
 
 from __future__ import annotations
 

@@ -58,6 +58,7 @@ class World:
     v2: dict[str, Any]
     first_rollout: str
     browser: Any  # playwright's Browser
+    _admin: Any = None  # the shared admin BrowserContext
 
     @property
     def url(self) -> str:
@@ -65,6 +66,19 @@ class World:
 
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(self.fleet.folder / "control" / "registry.db", timeout=30)
+
+    def admin_context(self) -> Any:
+        """One admin sign-in shared by the steps (signing in costs a page load or two)."""
+        if self._admin is None:
+            self._admin, first = self.sign_in(self.fleet.admin_token)
+            first.close()
+        return self._admin
+
+    def admin_page(self) -> Any:
+        """A new page of the shared admin sign-in, on the fleet page."""
+        page = self.admin_context().new_page()
+        page.goto(f"{self.url}/ui/fleet")
+        return page
 
     def sign_in(self, token: str) -> tuple[Any, Any]:
         """A fresh browser context signed in with ``token``, and its page (on the fleet page)."""

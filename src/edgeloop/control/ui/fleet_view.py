@@ -92,7 +92,6 @@ class FleetPage:
     matching: int
     total: int
     next_after: tuple[str, str] | None
-    device_classes: list[str]
 
 
 def health(
@@ -161,9 +160,6 @@ def read(conn: sa.Connection, query: FleetQuery, now: float | None = None) -> Fl
     count = sa.select(sa.func.count()).select_from(tables.nodes)
     matching = conn.execute(count.where(*conds) if conds else count).scalar_one()
     total = matching if not conds else conn.execute(count).scalar_one()
-    classes = [
-        r[0] for r in conn.execute(sa.select(n.device_class).distinct().order_by(n.device_class))
-    ]
     drift = drift_words(conn, [r.node_id for r in rows])
     lines = []
     for r in rows:
@@ -186,7 +182,7 @@ def read(conn: sa.Connection, query: FleetQuery, now: float | None = None) -> Fl
             )
         )
     last = (rows[-1].name, rows[-1].node_id) if more and rows else None
-    return FleetPage(lines, int(matching), int(total), last, classes)
+    return FleetPage(lines, int(matching), int(total), last)
 
 
 def drift_words(conn: sa.Connection, node_ids: list[str]) -> dict[str, str]:
@@ -208,3 +204,11 @@ def drift_words(conn: sa.Connection, node_ids: list[str]) -> dict[str, str]:
         else:
             words[node_id] = "not watched"
     return words
+
+
+def device_classes(conn: sa.Connection) -> list[str]:
+    """The device classes enrolled (a scan of the nodes: the page keeps it a while)."""
+    n = tables.nodes.c
+    return [
+        r[0] for r in conn.execute(sa.select(n.device_class).distinct().order_by(n.device_class))
+    ]

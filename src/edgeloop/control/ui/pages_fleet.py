@@ -30,6 +30,8 @@ from edgeloop.control.ui.widgets import (
     when,
 )
 
+# The device classes change when a new kind of device enrolls: a minute-old list is fine.
+CLASSES_S = 60.0
 HEADERS = (
     "Node",
     "Health",
@@ -55,6 +57,7 @@ def _options(values: list[tuple[str, str]], chosen: str | None) -> Html:
 class FleetPages:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        self._known: tuple[float, list[str]] = (-CLASSES_S - 1, [])
 
     async def _read(self, request: Request) -> tuple[FleetQuery, FleetPage]:
         query = FleetQuery.from_params(dict(request.query_params))
@@ -63,11 +66,21 @@ class FleetPages:
         )
         return query, found
 
+    async def _classes(self) -> list[str]:
+        """The device-class filter's choices, read at most every ``CLASSES_S`` seconds."""
+        at, known = self._known
+        if time.monotonic() - at > CLASSES_S:
+            known = await run_in_threadpool(
+                self.plane.read, "listing device classes", fleet_view.device_classes
+            )
+            self._known = (time.monotonic(), known)
+        return known
+
     async def fleet(self, request: Request, session: Session) -> View | Html:
         query, found = await self._read(request)
         if request.headers.get("hx-target") == "fleet-results":  # the filters changed
             return results(query, found)
-        classes = [("", "any")] + [(c, c) for c in found.device_classes]
+        classes = [("", "any")] + [(c, c) for c in await self._classes()]
         content = render(
             "fleet.html",
             q=query.search or "",

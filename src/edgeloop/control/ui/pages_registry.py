@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from edgeloop.control import alert_store, monitoring
+from edgeloop.control import alert_store, monitoring, tables
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.ui.html import join, render, url
 from edgeloop.control.ui.layout import SECTIONS, View
 from edgeloop.control.ui.sessions import Session
-from edgeloop.control.ui.widgets import badge, code, figure, link, pairs, section, table, when
+from edgeloop.control.ui.widgets import badge, code, figure, link, note, pairs, section, table, when
 from edgeloop.core.errors import NotFoundError
 from edgeloop.core.types import ModelRef
 
+DRIFT_ROWS = 200  # the monitoring page's drift table; a node's own page shows all its rows
 PLANNED = {
     "experiments": (
         "A/B experiments: per-arm metrics with confidence intervals, the decision "
@@ -131,29 +133,10 @@ class RegistryPages:
         return View(f"Model {v.ref}", "models", content)
 
     async def monitoring(self, request: Request, session: Session) -> View:
-        def run(conn: Any) -> tuple[list[monitoring.FleetRow], list[Any]]:
-            return monitoring.read(conn), alert_store.read(conn)
-
-        rows, alerts = await run_in_threadpool(self.plane.read, "reading monitoring", run)
-        drift = [
-            (
-                link(url("nodes", r.node_id), r.node_id),
-                f"{r.model}:{r.version}",
-                badge(
-                    "not watched"
-                    if r.drifting is None
-                    else "drifting"
-                    if r.drifting
-                    else "no drift"
-                ),
-                figure(r.figures.get("drift_ratio")),
-                figure(r.figures.get("samples_seen")),
-                figure(r.estimated_accuracy),
-                figure(r.error_rate),
-                when(max(x for x in (r.metrics_at, r.event_at, 0.0) if x is not None) or None),
-            )
-            for r in rows
-        ]
+        rows, drifting, total, alerts = await run_in_threadpool(
+            self.plane.read, "reading monitoring", _monitoring
+        )
+        drift = [_drift_row(r) for r in rows]
         alert_rows = [
             (
                 badge(a.state.value),
@@ -166,40 +149,80 @@ class RegistryPages:
             )
             for a in alerts
         ]
+        alert_heads = ("State", "Rule", "Kind", "Subject", "First seen", "Last seen", "Figures")
+        drift_heads = (
+            "Node",
+            "Version",
+            "Drift",
+            "Drift ratio",
+            "Samples",
+            "Estimated accuracy",
+            "Error rate",
+            "Last heard",
+        )
+        shown = (
+            f"{drifting} of {total} node/version views drifting; showing {len(rows)}, "
+            "drifting first (a node's page shows all of its own)."
+        )
         content = join(
             [
                 section(
                     "Alerts",
-                    table(
-                        "Alerts, firing first",
-                        ("State", "Rule", "Kind", "Subject", "First seen", "Last seen", "Figures"),
-                        alert_rows,
-                        "no alert",
-                    ),
+                    table("Alerts, firing first", alert_heads, alert_rows, "no alert"),
                     "alerts",
                 ),
                 section(
                     "Drift per node and version",
-                    table(
-                        "Each node's view of each version",
-                        (
-                            "Node",
-                            "Version",
-                            "Drift",
-                            "Drift ratio",
-                            "Samples",
-                            "Estimated accuracy",
-                            "Error rate",
-                            "Last heard",
-                        ),
-                        drift,
-                        "no telemetry received yet",
+                    join(
+                        [
+                            note(shown),
+                            table(
+                                "Each node's view of each version",
+                                drift_heads,
+                                drift,
+                                "no telemetry received yet",
+                            ),
+                        ]
                     ),
                     "drift",
                 ),
             ]
         )
         return View("Monitoring", "monitoring", content)
+
+
+def _drift_row(r: monitoring.FleetRow) -> tuple[Any, ...]:
+    word = "not watched" if r.drifting is None else "drifting" if r.drifting else "no drift"
+    heard = max(x for x in (r.metrics_at, r.event_at, 0.0) if x is not None) or None
+    return (
+        link(url("nodes", r.node_id), r.node_id),
+        f"{r.model}:{r.version}",
+        badge(word),
+        figure(r.figures.get("drift_ratio")),
+        figure(r.figures.get("samples_seen")),
+        figure(r.estimated_accuracy),
+        figure(r.error_rate),
+        when(heard),
+    )
+
+
+def _monitoring(conn: sa.Connection) -> tuple[list[monitoring.FleetRow], int, int, list[Any]]:
+    """At most ``DRIFT_ROWS`` monitoring rows, drifting ones first (decided in SQL as
+    :func:`monitoring.to_row` does: the stored snapshot says so, or a drift event came after
+    it), the number drifting, the number of rows, and the alerts."""
+    t = tables.monitoring
+    drifting = sa.or_(
+        t.c.snapshot.like('%"drifting":true%'),
+        sa.and_(
+            t.c.drift_event_at.is_not(None),
+            sa.or_(t.c.metrics_at.is_(None), t.c.drift_event_at > t.c.metrics_at),
+        ),
+    )
+    q = sa.select(t).order_by(sa.case((drifting, 0), else_=1), t.c.model, t.c.node_id)
+    rows = [monitoring.to_row(r) for r in conn.execute(q.limit(DRIFT_ROWS))]
+    counts = sa.select(sa.func.count(), sa.func.sum(sa.case((drifting, 1), else_=0)))
+    total, found = conn.execute(counts.select_from(t)).one()
+    return rows, int(found or 0), int(total), alert_store.read(conn)
 
 
 async def planned(request: Request, session: Session) -> View:

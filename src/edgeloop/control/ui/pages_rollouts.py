@@ -5,14 +5,16 @@ body checked by the same schemas."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from edgeloop.control import schemas
+from edgeloop.control import schemas, tables
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.rollout import State
@@ -20,10 +22,11 @@ from edgeloop.control.ui import security
 from edgeloop.control.ui.html import Html, escape, join, url
 from edgeloop.control.ui.layout import View
 from edgeloop.control.ui.sessions import Session
-from edgeloop.control.ui.widgets import badge, link, note, pairs, section, table
+from edgeloop.control.ui.widgets import badge, link, note, pairs, section, table, when
 from edgeloop.core.errors import NotFoundError
 
 MOVING = {s.value for s in (State.PENDING, State.WAVE, State.SOAKING, State.PAUSED)}
+LISTED = 200  # rollouts on the list page, newest first
 ACTIONS = {
     "pause": "pause this rollout",
     "resume": "resume this rollout",
@@ -66,26 +69,15 @@ class RolloutPages:
         self.plane = plane
 
     async def list(self, request: Request, session: Session) -> View:
-        rollouts = await run_in_threadpool(self.plane.rollouts)
+        rows = await run_in_threadpool(self.plane.read, "listing rollouts", _summaries)
         versions = await run_in_threadpool(self.plane.registry.list)
-        rows = [
-            (
-                link(url("rollouts", r["rollout_id"]), r["rollout_id"]),
-                r["name"],
-                r["model"],
-                badge(r["state"]),
-                f"{r['wave'] + 1} of {len(r['waves'])}",
-                (r["events"][-1]["at"] if r["events"] else "n/a"),
-            )
-            for r in reversed(rollouts)
-        ]
         content = join(
             [
                 section(
                     "Rollouts",
                     table(
                         "Rollouts, newest first",
-                        ("Rollout", "Deployment", "Model", "State", "Wave", "Last event"),
+                        ("Rollout", "Deployment", "Model", "State", "Wave", "Updated"),
                         rows,
                         "no rollout yet",
                     ),
@@ -142,6 +134,30 @@ class RolloutPages:
         else:
             await run_in_threadpool(self.plane.rollback, rid, None)
         return RedirectResponse(str(url("rollouts", rid)), 303, headers=security.HEADERS)
+
+
+def _summaries(conn: sa.Connection) -> list[tuple[Any, ...]]:
+    """The newest ``LISTED`` rollouts as table rows, from the rollouts table alone (the API's
+    full view reads every node's report: ~35 ms for one rollout of 100 nodes)."""
+    t = tables.rollouts
+    query = (
+        sa.select(
+            t.c.rollout_id, t.c.name, t.c.spec, t.c.state, t.c.wave, t.c.waves, t.c.updated_at
+        )
+        .order_by(t.c.created_at.desc())
+        .limit(LISTED)
+    )
+    return [
+        (
+            link(url("rollouts", r.rollout_id), r.rollout_id),
+            r.name,
+            json.loads(r.spec).get("model", "n/a"),
+            badge(r.state),
+            f"{r.wave + 1} of {len(json.loads(r.waves))}",
+            when(r.updated_at),
+        )
+        for r in conn.execute(query)
+    ]
 
 
 def live_part(rollout: dict[str, Any], session: Session) -> Html:

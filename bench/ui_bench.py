@@ -1,0 +1,332 @@
+"""The dashboard's cost with a 10,000-node fleet in the database (docs/ui.md).
+
+Seeds a control plane's SQLite database with N nodes (each with an agent-shaped report), one
+fleet-monitoring row per node (every 20th drifting), one published model and a rollout over
+100 of the nodes; starts a real ``edgeloop control`` process on it; signs in; then
+
+* **server time** of each page: the ``Server-Timing: app;dur=`` the dashboard puts on every
+  answer (the handler's wall time: session check, database reads, rendering), and the client's
+  wall time around the whole HTTP request, over ``--runs`` sequential GETs after 5 warm-ups;
+* **first paint in Chromium** (Debian's, through Playwright): First Contentful Paint and
+  Largest Contentful Paint of each page (``performance`` entries), over ``--paints`` loads.
+
+Prints one JSON object. The seeded figures in the reports are made up by this script to fill
+the database; they are inputs, not readings, and the bench reports only times it measured.
+
+    .venv/bin/python bench/ui_bench.py [--nodes 10000] [--runs 100] [--paints 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.control.process import control_process  # noqa: E402
+from tests.tiny_models import make_linear_onnx  # noqa: E402
+
+from edgeloop.control import tables  # noqa: E402
+from edgeloop.control.deployments import DeploymentSpec  # noqa: E402
+from edgeloop.control.plane import ControlPlane  # noqa: E402
+from edgeloop.control.ui import sessions  # noqa: E402
+from edgeloop.core.types import Manifest, TensorSpec  # noqa: E402
+
+ADMIN = "bench-admin-" + "b" * 24
+# Rollout ticks every 5 s, alert rules evaluated once an hour: the figures are the pages' own
+# (an evaluation over 10,000 nodes takes a few hundred ms: docs/fleet-monitoring.md).
+QUIET = ("--tick-s", "5", "--alert-every-s", "3600")
+CLASSES = ("x86_64-cpu", "aarch64-cpu", "aarch64-gpu", "x86_64-cuda")
+
+
+def _report(i: int, now: float) -> dict[str, Any]:
+    return {
+        "revision": 1,
+        "updater": {
+            "state": "IDLE",
+            "target_revision": None,
+            "error": None,
+            "outcome": "COMMITTED",
+            "failed_revision": None,
+        },
+        "active": {
+            "name": "lin",
+            "version": 1,
+            "variant": "lin:1",
+            "sha256": "0" * 64,
+            "since": "2026-12-07T00:00:00+00:00",
+            "slot": "a",
+            "revision": 1,
+        },
+        "previous": None,
+        "self_test": None,
+        "health": {
+            "window_s": 30.0,
+            "requests": 100 + i % 7,
+            "errors": 1 if i % 33 == 0 else 0,
+            "error_rate": 0.01 if i % 33 == 0 else 0.0,
+            "p99_ms": 2.5,
+        },
+        "events": [
+            {"at": "2026-12-07T00:00:00+00:00", "state": s, "detail": "seeded"}
+            for s in ("DOWNLOAD", "VERIFY", "ACTIVATE", "COMMIT")
+        ],
+    }
+
+
+def seed(home: Path, nodes: int) -> dict[str, Any]:
+    """The database of a fleet of ``nodes``; returns what the pages' URLs need."""
+    plane, _ = ControlPlane.open(home, admin_token=ADMIN)
+    sessions.create_table(plane.db)
+    now = time.time()
+    node_rows, mon_rows = [], []
+    for i in range(nodes):
+        node_id = f"node-{i:012x}"
+        seen = None if i % 50 == 0 else now - (600 if i % 10 == 0 else i % 30)
+        node_rows.append(
+            {
+                "node_id": node_id,
+                "name": f"site{i % 40:02d}-node-{i:05d}",
+                "token_hash": f"{i:064x}",
+                "labels": json.dumps(
+                    {"site": f"s{i % 40}", "group": "canary" if i < 100 else "main"}
+                ),
+                "tier": None,
+                "parent": None,
+                "capabilities": json.dumps({"arch": "x86_64"}),
+                "device_class": CLASSES[i % 4],
+                "agent_url": None,
+                "enrolled_at": now - 3600,
+                "last_seen": seen,
+                "reported": None if seen is None else json.dumps(_report(i, now)),
+                "desired_revision": 1 if seen else 0,
+                "desired": None,
+            }
+        )
+        figures = {
+            "drifting": i % 20 == 0,
+            "drift_ratio": {"input": 1.4 if i % 20 == 0 else 0.3},
+            "samples_seen": 5000,
+            "state": "active",
+            "requests": 100,
+            "errors": 0,
+            "estimated_accuracy": 0.9,
+        }
+        mon_rows.append(
+            {
+                "node_id": node_id,
+                "model": "lin",
+                "model_version": "1",
+                "metrics_at": now - 5,
+                "snapshot": json.dumps(figures, separators=(",", ":")),
+                "event_at": None,
+                "event": None,
+                "drift_event_at": None,
+                "received_at": now - 5,
+            }
+        )
+    with plane.db.write() as conn:
+        conn.execute(tables.nodes.insert(), node_rows)
+        conn.execute(tables.monitoring.insert(), mon_rows)
+    model = make_linear_onnx(home / "lin.onnx")
+    manifest = Manifest(
+        "lin",
+        "onnx",
+        (TensorSpec("input", (None, 4), "float32"),),
+        (TensorSpec("output", (None, 3), "float32"),),
+    )
+    ref = plane.registry.publish(model, manifest).ref
+    spec = DeploymentSpec.from_dict(
+        {
+            "name": "canary",
+            "model": str(ref),
+            "selector": {"labels": {"group": "canary"}},
+            "plan": {"waves": ["10%", "100%"], "wave_timeout_s": 3600},
+        }
+    )
+    rollout = plane.deploy(spec)
+    with plane.db.engine.connect() as conn:
+        middle = conn.execute(
+            sa.select(tables.nodes.c.name, tables.nodes.c.node_id)
+            .order_by(tables.nodes.c.name, tables.nodes.c.node_id)
+            .offset(nodes // 2)
+            .limit(1)
+        ).one()
+    plane.close()
+    return {
+        "rollout": rollout["rollout_id"],
+        "ref": ref,
+        "middle": tuple(middle),
+        "node": node_rows[nodes // 3]["node_id"],
+    }
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))], 2)
+
+
+def sign_in(client: httpx.Client) -> None:
+    page = client.get("/ui/sign-in")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    answer = client.post("/ui/sign-in", data={"token": ADMIN, "csrf": csrf.group(1)})
+    assert answer.status_code == 303, answer.text
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads; Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_times(url: str, paths: dict[str, str], runs: int, pid: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        sign_in(client)
+        for label, path in paths.items():
+            server, wall, size, cpu = [], [], 0, 0.0
+            for i in range(5 + runs):
+                if i == 5:
+                    cpu = cpu_s(pid)
+                started = time.perf_counter()
+                answer = client.get(path)
+                took = (time.perf_counter() - started) * 1000
+                assert answer.status_code == 200, (path, answer.status_code, answer.text[:300])
+                if i >= 5:
+                    found = re.search(r"dur=([0-9.]+)", answer.headers["server-timing"])
+                    assert found is not None
+                    server.append(float(found.group(1)))
+                    wall.append(took)
+                    size = len(answer.content)
+            cpu_ms = (cpu_s(pid) - cpu) * 1000 / runs
+            out[label] = {
+                "path": path,
+                "bytes": size,
+                "runs": runs,
+                "server_ms": {
+                    "p50": _pct(server, 0.5),
+                    "p95": _pct(server, 0.95),
+                    "max": round(max(server), 2),
+                },
+                "client_ms": {"p50": _pct(wall, 0.5), "p95": _pct(wall, 0.95)},
+                "control_cpu_ms_per_request": round(cpu_ms, 2),
+            }
+    return out
+
+
+_PAINT = """() => new Promise(done => {
+  // Both entries are buffered; a page may paint after its load event, so wait for them.
+  const seen = {fcp: null, lcp: null};
+  const check = () => { if (seen.fcp !== null && seen.lcp !== null) done(seen); };
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) {
+      if (e.name === 'first-contentful-paint') seen.fcp = e.startTime;
+    }
+    check();
+  }).observe({type: 'paint', buffered: true});
+  new PerformanceObserver(list => {
+    const all = list.getEntries(); seen.lcp = all[all.length - 1].startTime; check();
+  }).observe({type: 'largest-contentful-paint', buffered: true});
+  setTimeout(() => done(seen), 5000);
+})"""
+
+
+def paints(url: str, paths: dict[str, str], loads: int) -> dict[str, Any] | str:
+    executable = shutil.which("chromium")
+    if executable is None:
+        return "n/a: Debian's chromium is not installed (apt-get install -y chromium)"
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, Any] = {"chromium": None}
+    with sync_playwright() as pw:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = pw.chromium.launch(executable_path=executable, args=args)
+        out["chromium"] = browser.version
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        page.goto(f"{url}/ui/sign-in")
+        page.get_by_label("Access token").fill(ADMIN)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(re.compile(r".*/ui/fleet$"))
+        for label, path in paths.items():
+            fcp, lcp = [], []
+            for _ in range(loads):
+                page.goto(url + path, wait_until="load")
+                found = page.evaluate(_PAINT)
+                if found["fcp"] is None or found["lcp"] is None:
+                    raise RuntimeError(f"{path}: Chromium reported no paint entry: {found}")
+                fcp.append(found["fcp"])
+                lcp.append(found["lcp"])
+            out[label] = {
+                "loads": loads,
+                "fcp_ms": {"p50": _pct(fcp, 0.5), "p95": _pct(fcp, 0.95)},
+                "lcp_ms": {"p50": _pct(lcp, 0.5), "p95": _pct(lcp, 0.95)},
+            }
+        browser.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--paints", type=int, default=15)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ui-bench-") as tmp:
+        home = Path(tmp) / "home"
+        started = time.perf_counter()
+        facts = seed(home, args.nodes)
+        seeded_s = time.perf_counter() - started
+        name, node_id = facts["middle"]
+        paths = {
+            "fleet (first 50)": "/ui/fleet",
+            "fleet (page in the middle, keyset)": f"/ui/fleet?after_name={name}&after_id={node_id}",
+            "fleet (200 per page)": "/ui/fleet?limit=200",
+            "fleet (search 'node-0999')": "/ui/fleet?q=node-0999",
+            "fleet (seen=silent, x86_64-cuda)": "/ui/fleet?seen=silent&device_class=x86_64-cuda",
+            "fleet (htmx results part)": "/ui/fleet?q=site07",
+            "node": f"/ui/nodes/{facts['node']}",
+            "rollouts": "/ui/rollouts",
+            "rollout (100 nodes)": f"/ui/rollouts/{facts['rollout']}",
+            "models": "/ui/models",
+            "model version": f"/ui/models/lin/{facts['ref'].version}",
+            "monitoring": "/ui/monitoring",
+            "experiments (not built)": "/ui/experiments",
+        }
+        with control_process(home, None, *QUIET, admin_token=ADMIN) as cp:
+            servers = server_times(cp.url, paths, args.runs, cp.proc.pid)
+            shown = {
+                k: paths[k]
+                for k in ("fleet (first 50)", "node", "rollout (100 nodes)", "models", "monitoring")
+            }
+            painted = paints(cp.url, shown, args.paints)
+    print(
+        json.dumps(
+            {
+                "nodes": args.nodes,
+                "seed_s": round(seeded_s, 1),
+                "cpus": os.cpu_count(),
+                "load_average_1m": round(os.getloadavg()[0], 2),
+                "server": servers,
+                "paint": painted,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
