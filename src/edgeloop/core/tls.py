@@ -9,7 +9,7 @@ a client certificate. TLS 1.2 is the floor (RFC 8996 deprecates 1.0 and 1.1).
 A pin is the SHA-256 of the server certificate's DER bytes (as ``openssl x509 -fingerprint
 -sha256`` prints it, lower case). A pinned context checks it right after the handshake, before
 a byte of the request (and its bearer token) is sent: a certificate the CA vouches for but that
-is not the pinned one is refused with :class:`PinMismatch`.
+is not the pinned one is refused with :class:`PinMismatchError`.
 
 The agent's HTTP clients all take ``verify=`` from :func:`client_verify`: the process's one
 client setting, made once at start (:func:`configure_clients`).
@@ -23,13 +23,25 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeloop.core.errors import ConfigError
+from edgeloop.core.errors import ConfigError, TransportError
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
 
-class PinMismatch(ssl.SSLCertVerificationError):
-    """The server's certificate is valid but not the one pinned at enrollment."""
+class PinMismatchError(ssl.SSLCertVerificationError, TransportError):
+    """The server's certificate is valid but not the one pinned at enrollment.
+
+    An SSL error first (raised inside the handshake, HTTP clients wrap it as a failed connection)
+    and an :class:`EdgeError` too, like every error raised on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        ssl.SSLCertVerificationError.__init__(self, message)  # OSError's own fields
+        self.message, self.hint = message, hint
+
+    __str__ = TransportError.__str__  # SSLError's would print the args tuple
+
+
+PinMismatch = PinMismatchError  # the name it had before it joined the error tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +237,7 @@ def _check_pin(ctx: ssl.SSLContext, der: bytes | None) -> None:
         return
     seen = fingerprint(der)
     if seen != pin:
-        raise PinMismatch(
+        raise PinMismatchError(
             f"the server's certificate (sha256 {seen}) is not the one pinned at enrollment "
             f"(sha256 {pin}): refused before anything was sent"
         )
