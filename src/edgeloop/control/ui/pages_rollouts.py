@@ -18,14 +18,16 @@ from edgeloop.control import schemas, tables
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.rollout import State
-from edgeloop.control.ui import security
+from edgeloop.control.ui import rollout_view, security
 from edgeloop.control.ui.html import Html, escape, join, url
 from edgeloop.control.ui.layout import View
+from edgeloop.control.ui.rollout_view import RolloutView
 from edgeloop.control.ui.sessions import Session
 from edgeloop.control.ui.widgets import badge, link, note, pairs, section, table, when
 from edgeloop.core.errors import NotFoundError
 
 MOVING = {s.value for s in (State.PENDING, State.WAVE, State.SOAKING, State.PAUSED)}
+WAVE_NAMES = 12  # a wave lists its nodes' names up to this many
 LISTED = 200  # rollouts on the list page, newest first
 ACTIONS = {
     "pause": "pause this rollout",
@@ -111,13 +113,18 @@ class RolloutPages:
         )
 
     async def detail(self, request: Request, session: Session) -> View:
-        rollout = await run_in_threadpool(self.plane.rollout, request.path_params["rid"])
-        return View(f"Rollout {rollout['name']}", "rollouts", live_part(rollout, session))
+        view = await self._view(request)
+        return View(f"Rollout {view.name}", "rollouts", live_part(view, session))
 
     async def live(self, request: Request, session: Session) -> Html:
         """The rollout's state part alone: htmx re-reads it every 2 s while the rollout moves."""
-        rollout = await run_in_threadpool(self.plane.rollout, request.path_params["rid"])
-        return live_part(rollout, session)
+        return live_part(await self._view(request), session)
+
+    async def _view(self, request: Request) -> RolloutView:
+        rid = request.path_params["rid"]
+        return await run_in_threadpool(
+            self.plane.read, f"reading rollout {rid}", lambda c: rollout_view.read(c, rid)
+        )
 
     async def act(self, request: Request, session: Session) -> Response:
         rid, action = request.path_params["rid"], request.path_params["action"]
@@ -160,8 +167,8 @@ def _summaries(conn: sa.Connection) -> list[tuple[Any, ...]]:
     ]
 
 
-def live_part(rollout: dict[str, Any], session: Session) -> Html:
-    rid, state = rollout["rollout_id"], rollout["state"]
+def live_part(view: RolloutView, session: Session) -> Html:
+    rid, state = view.rollout_id, view.state
     poll = (
         f' hx-get="{url("rollouts", rid, "live")}" hx-trigger="every 2s" hx-swap="outerHTML"'
         if state in MOVING
@@ -170,9 +177,11 @@ def live_part(rollout: dict[str, Any], session: Session) -> Html:
     facts = pairs(
         [
             ("Rollout id", rid),
-            ("Model", rollout["model"]),
+            ("Deployment", view.name),
+            ("Model", view.model),
             ("State", badge(state)),
-            ("Wave", f"{rollout['wave'] + 1} of {len(rollout['waves'])}"),
+            ("Wave", f"{view.wave + 1} of {len(view.waves)}"),
+            ("Nodes", view.total_nodes),
         ]
     )
     if session.may_act:
@@ -182,30 +191,20 @@ def live_part(rollout: dict[str, Any], session: Session) -> Html:
         )
     else:
         actions = note("Read-only sign-in: pause, resume and rollback need the admin token.")
-    nodes = rollout["nodes"]
-    waves = []
-    for i, ids in enumerate(rollout["waves"]):
-        names = ", ".join(nodes[n]["name"] if n in nodes else n for n in ids) or "none"
-        done = i < rollout["wave"] or state == State.COMPLETED.value
-        mark = "done" if done else "current" if i == rollout["wave"] else "next"
-        waves.append(
-            Html(
-                f'<li class="wave w-{mark}"><strong>Wave {i + 1}</strong> ({mark}): '
-                f"{escape(names)}</li>"
-            )
-        )
+    waves = [_wave(view, i, ids) for i, ids in enumerate(view.waves)]
     node_rows = [
         (
-            link(url("nodes", node_id), n["name"]),
-            n["wave"] + 1,
-            n["ref"] or "n/a",
-            n["revision"] if n["revision"] is not None else "n/a",
-            badge(n["status"]),
-            n["detail"] or "",
+            link(url("nodes", n.node_id), n.name),
+            n.wave + 1,
+            n.ref or "n/a",
+            "n/a" if n.revision is None else n.revision,
+            badge(n.verdict),
+            n.detail,
         )
-        for node_id, n in sorted(nodes.items(), key=lambda kv: (kv[1]["wave"], kv[1]["name"]))
+        for n in view.nodes
     ]
-    events = [(e["at"], badge(e["state"]), e["detail"]) for e in reversed(rollout["events"])]
+    shown = f"{len(view.nodes)} of {view.total_nodes} nodes, failed first, then waiting"
+    events = [(at, badge(st), detail) for at, st, detail in reversed(view.events)]
     return Html(
         f'<div id="rollout-live" aria-live="polite"{poll}>'
         + join(
@@ -216,7 +215,7 @@ def live_part(rollout: dict[str, Any], session: Session) -> Html:
                 section(
                     "Guard decisions per node",
                     table(
-                        "Each node's check with its figures",
+                        f"Each node's check with its figures: {shown}",
                         ("Node", "Wave", "Version", "Revision", "Verdict", "Figures"),
                         node_rows,
                     ),
@@ -230,6 +229,19 @@ def live_part(rollout: dict[str, Any], session: Session) -> Html:
             ]
         )
         + "</div>"
+    )
+
+
+def _wave(view: RolloutView, i: int, ids: list[str]) -> Html:
+    """One wave: where it stands, its verdict counts, and its nodes' names when few."""
+    done = i < view.wave or view.state == State.COMPLETED.value
+    mark = "done" if done else "current" if i == view.wave else "next"
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(view.counts[i].items())) or "none judged"
+    names = ", ".join(view.names.get(n, n) for n in ids[:WAVE_NAMES])
+    more = f" and {len(ids) - WAVE_NAMES} more" if len(ids) > WAVE_NAMES else ""
+    return Html(
+        f'<li class="wave w-{mark}"><strong>Wave {i + 1}</strong> ({mark}, {len(ids)} '
+        f"node(s): {escape(counts)}): {escape(names + more)}</li>"
     )
 
 
