@@ -59,6 +59,10 @@ def test_unauthenticated_unload_load_and_power_budget_are_refused(
                 assert r.json()["type"] == "ForbiddenError"
                 assert "control plane's desired state" in r.json()["error"]
         assert "model_repository" not in agent.http.get("/v2").json()["extensions"]
+        doc = agent.http.get("/openapi.json")  # open: the node's server has no credential
+        assert doc.status_code == 200 and "/agent/status" in doc.json()["paths"]
+        unload = doc.json()["paths"]["/v2/repository/models/{model}/unload"]["post"]
+        assert "200" not in unload["responses"] and "403" in unload["responses"]
         assert served_version(agent, models) == 1  # still serving, every request answered
         status = agent.status()
         assert status["active"]["version"] == 1

@@ -363,10 +363,11 @@ def _operation(
     if admin_mode == "token" and gated:
         codes |= {401, 403}
     elif admin_mode == "closed" and doc.admin:
-        codes = {403, *ALWAYS}  # the agent offers none of them
+        codes = {403, *ALWAYS}  # the agent offers none of them: never a 200
     else:
         codes -= {401, 403} if gated else set()
-    responses: dict[str, Any] = {"200": answer}
+    closed = admin_mode == "closed" and doc.admin
+    responses: dict[str, Any] = {} if closed else {"200": answer}
     if doc.refused_with is not None:  # not ready: the same body, another status
         responses[str(doc.refused_with)] = answer
     for code in sorted(codes):
