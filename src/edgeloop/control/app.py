@@ -61,6 +61,7 @@ from edgeloop.control.captures_api import CaptureRoutes
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.experiments_api import ExperimentRoutes
 from edgeloop.control.fleet_metrics import FleetMetrics
+from edgeloop.control.jobs_api import JobRoutes
 from edgeloop.control.limits import Body, BodyLimits, Route, RouteBodies, WireLimits
 from edgeloop.control.loop import check_settings, run_loop
 from edgeloop.control.monitoring_api import MonitoringRoutes
@@ -497,6 +498,7 @@ def create_app(
         ("/metrics", mon.prometheus, "GET", Body.NONE),
         (f"{v1}/datasets/captures", CaptureRoutes(api).make_dataset, "POST", Body.JSON),
         *ExperimentRoutes(api).routes(),  # fleet A/B experiments (control/experiments_api.py)
+        *JobRoutes(api).routes(),  # retraining jobs (control/jobs_api.py)
     ]
     api.routes = [(method, path) for path, _, method, _ in routes]
     bodies: list[Route] = []

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,6 +112,8 @@ class LocalProcessExecutor:
                 hint="check that the job folder is writable and Python can run edgeloop",
             ) from exc
         self._children[proc.pid] = proc
+        # Reap it when it ends (no zombie is left while this process, the control plane, runs).
+        threading.Thread(target=proc.wait, name=f"reap-job-{job.id[:8]}", daemon=True).start()
         return {
             "executor": self.name,
             "host": socket.gethostname(),
