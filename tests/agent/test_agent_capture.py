@@ -18,7 +18,8 @@ from tests.agent.agent_process import AgentProcess
 from tests.control.process import control_process
 from tests.tiny_models import make_linear_onnx
 
-from edgeloop.core.errors import ConfigError
+from edgeloop.agent.outbox import ItemKind, Outbox
+from edgeloop.core.errors import ConfigError, ConflictError, DataError
 from edgeloop.core.types import Manifest, TensorSpec
 from edgeloop.monitoring import DriftMonitor
 from edgeloop.sdk.control_client import ControlClient
@@ -97,8 +98,18 @@ def test_uncertain_requests_reach_the_control_plane_and_become_a_data_set(
                     return items if len(items) == len(expected) + 1 else None
 
                 items = _until(arrived, "every capture at the control plane")
-                made = client.call("POST", "/api/v1/datasets/captures",
-                                   json={"model": "lin", "name": "lin-field"})  # fmt: skip
+                route = "/api/v1/datasets/captures"
+                made = client.call("POST", route, json={"model": "lin", "name": "lin-field"})
+                with pytest.raises(ConflictError, match="lin-field:1 already holds"):
+                    client.call("POST", route, json={"model": "lin", "name": "lin-field"})
+                with pytest.raises(DataError, match="no captured samples of model 'nope'"):
+                    client.call("POST", route, json={"model": "nope", "name": "x"})
+                with pytest.raises(ConfigError, match="'hard'"):
+                    client.call("POST", route, json={"model": "lin", "name": "x",
+                                                     "reasons": ["hard"]})  # fmt: skip
+                with pytest.raises(ConfigError, match="since"):
+                    client.call("POST", route, json={"model": "lin", "name": "x",
+                                                     "since": "yesterday"})  # fmt: skip
             finally:
                 agent.stop()
     assert status["kept"] == len(expected) and status["seen"] == 40
@@ -113,3 +124,18 @@ def test_uncertain_requests_reach_the_control_plane_and_become_a_data_set(
     assert prov["node_ids"] == [node_id] and prov["model"] == "lin"
     assert prov["reasons"] == ["uncertain"] and prov["time_range"][0] <= prov["time_range"][1]
     assert made["captured"]["model_versions"] == ["1"]
+
+
+def test_a_full_outbox_drops_samples_first_then_captures_then_metrics(tmp_path: Path) -> None:
+    """Captured rows are chosen, so they outlive sampled ones; metrics snapshots (superseded by
+    the next) outlive neither; events go last (telemetry.md)."""
+    blob = "x" * 1000
+    with Outbox.open(tmp_path / "o.sqlite", max_items=4) as box:
+        for kind in (ItemKind.EVENT, ItemKind.METRICS, ItemKind.CAPTURE, ItemKind.SAMPLE):
+            box.put(kind, {"k": kind.value, "b": blob})
+        box.put(ItemKind.CAPTURE, {"k": "capture", "b": blob})  # 5 items: one must go
+        assert box.stats().dropped == {"sample": 1}
+        box.put(ItemKind.SAMPLE, {"k": "sample", "b": blob})  # a sample is the victim again
+        box.put(ItemKind.CAPTURE, {"k": "capture", "b": blob})
+        dropped = box.stats().dropped
+    assert dropped["sample"] == 2 and dropped["capture"] == 1 and "metrics" not in dropped
