@@ -14,8 +14,11 @@ logged and the loop goes on; a round this node misses is counted as its dropout 
 plane.
 
 A test hook, like the updater's ``EDGELOOP_AGENT_PAUSE_AT``: a file ``fl/stall-at-round``
-holding N makes the worker stop answering once it has received round N's model, after writing
-``fl/stalled-at-round-N``; the test then kills the agent mid-round.
+holding N makes the worker stop answering once it has received round N's model (``N:STEP``:
+before it sends SecAgg step STEP), after writing ``fl/stalled-at-round-N``; the test then
+kills the agent mid-round. Under secure aggregation (the assignment's ``secagg`` step) the
+node exchanges keys, trains at the ``mask`` step and sends only its masked input
+(:mod:`edgeloop.agent.fl_secagg`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from edgeloop.agent.fl_secagg import SecAggClient
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity
 from edgeloop.core.errors import DataError, TransportError
@@ -122,13 +126,17 @@ class FlWorker:
         self.identity = identity
         self.rounds = 0
         self.last_error: str | None = None
+        self.secagg = SecAggClient()
 
-    def _stall_at(self) -> int | None:
-        """The test hook's round (``fl/stall-at-round`` holds it), or None."""
+    def _stall_at(self) -> tuple[int, str] | None:
+        """The test hook's (round, step): ``fl/stall-at-round`` holds ``N`` (stall once round
+        N's model is in, before training) or ``N:STEP`` (before sending SecAgg step STEP)."""
         try:
-            return int((self.folder / "stall-at-round").read_text())
-        except (OSError, ValueError):
+            text = (self.folder / "stall-at-round").read_text().strip()
+        except OSError:
             return None
+        number, _, step = text.partition(":")
+        return (int(number), step or "train") if number.isdigit() else None
 
     @property
     def data(self) -> Path:
@@ -185,6 +193,34 @@ class FlWorker:
         trainer: Trainer,
         task: dict[str, Any],
     ) -> None:
+        secagg: dict[str, Any] | None = task.get("secagg")
+        step = None if secagg is None else str(secagg["step"])
+        key = (str(task["task_id"]), int(task["round"]))
+        await self._maybe_stall(task["round"], step)
+        header: dict[str, Any] = {"secagg": step}
+        if secagg is not None and step != "mask":  # key exchange: no model, no training
+            make = {"advertise": self.secagg.advertise, "share": self.secagg.share,
+                    "unmask": self.secagg.unmask}[str(step)]  # fmt: skip
+            body = make(key, secagg)
+        else:
+            answer, body = await self._train(http, share, trainer, task)
+            header.update(num_samples=answer["num_samples"], metrics=answer["metrics"])
+            if secagg is not None:  # the server sees y = [n x, n] + masks, never x or n
+                weights = np.frombuffer(body, dtype="<f4").astype(np.float64)
+                body = self.secagg.mask(key, secagg, weights, int(answer["num_samples"]))
+                del header["num_samples"]
+        path = f"/api/v1/fl/tasks/{task['task_id']}/rounds/{task['round']}/updates/{who.node_id}"
+        sent = await http.post(
+            path, content=body, headers={"X-Fl-Update": json.dumps(header),
+                                         "Content-Type": "application/octet-stream"},
+        )  # fmt: skip
+        _check(sent)
+        self.rounds += step in (None, "unmask")
+
+    async def _train(
+        self, http: httpx.AsyncClient, share: Share, trainer: Trainer, task: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes]:
+        """Download the round's model, check it, score and train it: (answer, float32 body)."""
         got = await http.get(task["model_path"])
         _check(got)
         if hashlib.sha256(got.content).hexdigest() != task["model_sha256"]:
@@ -192,9 +228,8 @@ class FlWorker:
         self.folder.mkdir(parents=True, exist_ok=True)
         weights, out = self.folder / "global.f32", self.folder / "update.f32"
         weights.write_bytes(got.content)
-        if self._stall_at() == task["round"] and task["kind"] == "train":
-            (self.folder / f"stalled-at-round-{task['round']}").touch()
-            await asyncio.Event().wait()  # until the test kills this process
+        if self._stall_at() == (task["round"], "train") and task["kind"] == "train":
+            await self._stall(task["round"])
         answer = await trainer.ask({
             "kind": task["kind"], "model": task["model"], "weights": str(weights),
             "round": task["round"], "client_id": share.client_id, "local": task["local"],
@@ -202,15 +237,15 @@ class FlWorker:
         })  # fmt: skip
         if "error" in answer:
             raise DataError(f"the federated worker refused round {task['round']}: {answer}")
-        body = out.read_bytes() if task["kind"] == "train" else b""
-        header = json.dumps({"num_samples": answer["num_samples"], "metrics": answer["metrics"]})
-        path = f"/api/v1/fl/tasks/{task['task_id']}/rounds/{task['round']}/updates/{who.node_id}"
-        sent = await http.post(
-            path, content=body, headers={"X-Fl-Update": header,
-                                         "Content-Type": "application/octet-stream"},
-        )  # fmt: skip
-        _check(sent)
-        self.rounds += 1
+        return answer, out.read_bytes() if task["kind"] == "train" else b""
+
+    async def _maybe_stall(self, round: int, step: str | None) -> None:
+        if step is not None and self._stall_at() == (round, step):
+            await self._stall(round)
+
+    async def _stall(self, round: int) -> None:
+        (self.folder / f"stalled-at-round-{round}").touch()
+        await asyncio.Event().wait()  # until the test kills this process
 
 
 def _check(response: httpx.Response) -> None:

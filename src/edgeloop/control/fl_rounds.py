@@ -30,16 +30,17 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from edgeloop.control import fl_secagg
 from edgeloop.control import fl_store as st
 from edgeloop.control.fl_store import TaskSpec, TaskState
-from edgeloop.core.errors import ConflictError, NotFoundError
+from edgeloop.core.errors import ConflictError, EdgeError, NotFoundError
 from edgeloop.federated.accountant import PrivacyAccountant, check_next_round
 from edgeloop.federated.convergence import record_round
 from edgeloop.federated.dp import DpConfig, DpFedAvg
 from edgeloop.federated.models import fl_model
 from edgeloop.federated.round import Participation, RoundState, close_round, transition
 from edgeloop.federated.selection import SELECTORS, Candidate, Selector
-from edgeloop.federated.strategy import STRATEGIES, ServerState, Strategy
+from edgeloop.federated.strategy import STRATEGIES, Aggregate, ServerState, Strategy
 from edgeloop.federated.update import ClientUpdate, UpdateLimits, Vector
 
 ELIGIBLE_S = 15.0  # a worker that polled this recently is a candidate (it polls every <= 2 s)
@@ -110,8 +111,10 @@ def _step(conn: sa.Connection, task_id: str, now: float) -> bool:
     if phase is S.SELECTING:
         return _select(conn, row, spec, now)
     selected: list[str] = json.loads(row.selected)
-    answered = _answered(conn, task_id, row.round)
     late = now - row.phase_started_at >= spec.deadline_s
+    if spec.secagg and phase is not S.EVALUATING:
+        return _secagg_step(conn, row, spec, late, now)
+    answered = _answered(conn, task_id, row.round)
     if not (set(selected) <= answered or late):
         return False
     if phase is S.TRAINING:
@@ -184,9 +187,10 @@ def _select(conn: sa.Connection, row: Any, spec: TaskSpec, now: float) -> bool:
         "eval_samples": 0, "client_loss": None, "update_norm": None, "divergence": None,
         "num_samples": 0, "bytes_up": 0, "bytes_down": 0,
     })  # fmt: skip
+    secagg = fl_secagg.start(selection.chosen, spec.min_clients) if spec.secagg else None
     _save(conn, row.task_id, now, phase=transition(S.SELECTING, S.TRAINING).value,
           phase_started_at=now, selected=json.dumps(list(selection.chosen)),
-          history=json.dumps(history))  # fmt: skip
+          history=json.dumps(history), secagg=secagg and json.dumps(secagg))  # fmt: skip
     return True
 
 
@@ -210,7 +214,7 @@ def _strategy(spec: TaskSpec) -> Strategy:
 
 def _evaluation(rows: Sequence[Any]) -> dict[str, Any]:
     """Test-sample-weighted accuracy and loss the clients measured on the model they got."""
-    scored = [(json.loads(r.metrics), r) for r in rows if r.kind == "update"]
+    scored = [(json.loads(r.metrics), r) for r in rows if r.kind in ("update", "mask")]
     scored = [(m, r) for m, r in scored if m.get("eval_samples", 0) > 0]
     n = sum(int(m["eval_samples"]) for m, _ in scored)
     if n == 0:
@@ -274,6 +278,22 @@ def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], n
         client_loss=figures.client_loss, update_norm=figures.update_norm,
         divergence=figures.divergence, num_samples=outcome.aggregate.num_samples,
     )  # fmt: skip
+    answered = [u.node_id for u in outcome.screening.accepted]
+    _commit(conn, row, spec, (history, result), outcome.aggregate, answered, now)
+
+
+def _commit(
+    conn: sa.Connection,
+    row: Any,
+    spec: TaskSpec,
+    documents: tuple[list[dict[str, Any]], dict[str, Any]],
+    aggregate: Aggregate,
+    answered: list[str],
+    now: float,
+) -> None:
+    """Store the round's new global model and open the next round (or the final evaluation)."""
+    history, result = documents
+    new = aggregate.weights
     last = row.round >= spec.rounds
     phase, selected_next, round_next = S.SELECTING, "[]", row.round + 1
     if last:  # one more step: the clients score the final model
@@ -281,13 +301,78 @@ def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], n
         phase = S.EVALUATING
         # Those that just answered (alive) and hold test data score the final model.
         tested = {r.node_id for r in _eligible(conn, now) if r.test_samples > 0}
-        selected_next = json.dumps([u.node_id for u in outcome.screening.accepted
-                                    if u.node_id in tested])  # fmt: skip
+        selected_next = json.dumps([n for n in answered if n in tested])
         _put_model(conn, row.task_id, round_next, st.as_float32_bytes(new))
     _save(conn, row.task_id, now, round=round_next, phase=phase.value, phase_started_at=now,
           selected=selected_next, weights=np.asarray(new, dtype="<f8").tobytes(),
-          server_state=st.pack_state(outcome.aggregate.state), history=json.dumps(history),
-          result=json.dumps(result))  # fmt: skip
+          server_state=st.pack_state(aggregate.state), history=json.dumps(history),
+          result=json.dumps(result), secagg=None)  # fmt: skip
+
+
+def _secagg_step(conn: sa.Connection, row: Any, spec: TaskSpec, late: bool, now: float) -> bool:
+    """One move of a SecAgg round (control/fl_secagg.py): the next step, the close, or a fail."""
+    state = json.loads(row.secagg)
+    new, failure, moved = fl_secagg.advance(conn, row, state, late)
+    if failure is not None:
+        return _end(conn, row, TaskState.FAILED, now, f"round {row.round} failed: {failure}")
+    if not moved:
+        return False
+    if state["step"] != "unmask":
+        phase = S.MASKING if new["step"] == "unmask" else S.TRAINING
+        _save(
+            conn,
+            row.task_id,
+            now,
+            secagg=json.dumps(new),
+            phase_started_at=now,
+            phase=transition(S.TRAINING, phase).value if phase is S.MASKING else phase.value,
+        )
+        return True  # fmt: skip
+    _close_secagg(conn, row, spec, state, now)
+    return True
+
+
+def _close_secagg(
+    conn: sa.Connection, row: Any, spec: TaskSpec, state: dict[str, Any], now: float
+) -> None:
+    """Unmask the sum, take the FedAvg mean as one pseudo-update through the strategy."""
+    history: list[dict[str, Any]] = json.loads(row.history)
+    result = json.loads(row.result)
+    rows = _messages(conn, row.task_id, row.round)
+    metrics = fl_secagg.client_metrics(conn, row)
+    scored = _evaluation(rows)
+    if row.round == 1:
+        result["initial"] = scored
+    else:
+        history[-2].update(scored)
+    selected: list[str] = json.loads(row.selected)
+    responded = set(fl_secagg.answered(conn, row.task_id, row.round, "unmask"))
+    record = history[-1]
+    record.update(
+        closed_at=now, participants=list(state["u3"]),
+        dropouts=[n for n in selected if n not in state["u3"]],
+        dropped_after_masking=[n for n in state["u3"] if n not in responded],
+        secagg_threshold=state["threshold"], client_loss=fl_secagg.mean_metric(metrics, "loss"),
+        bytes_up=sum(r.bytes for r in rows if r.kind != "download"),
+        bytes_down=sum(r.bytes for r in rows if r.kind == "download"),
+    )  # fmt: skip
+    try:
+        mean, count = fl_secagg.unmask(conn, row, state)
+    except EdgeError as exc:
+        _save(conn, row.task_id, now, history=json.dumps(history), result=json.dumps(result))
+        _end(conn, _row(conn, row.task_id), TaskState.FAILED, now,
+             f"round {row.round} failed: {exc.message}")  # fmt: skip
+        return
+    finally:  # masked inputs and shares are kept no longer than the round
+        m = st.messages
+        conn.execute(m.update().where(m.c.task_id == row.task_id, m.c.round == row.round)
+                     .values(payload=None))  # fmt: skip
+    old = st.as_float64(row.weights)
+    pseudo = ClientUpdate("secure-sum", row.round, max(1, round(count)), mean)
+    aggregate = _strategy(spec).aggregate(old, [pseudo], st.unpack_state(row.server_state))
+    record.update(update_norm=float(np.linalg.norm(aggregate.weights - old)),
+                  num_samples=round(count))  # fmt: skip
+    _commit(conn, row, spec, (history, result), aggregate, list(state["u3"]), now)
 
 
 def _finish_evaluation(conn: sa.Connection, row: Any, selected: list[str], now: float) -> None:

@@ -50,6 +50,7 @@ tasks = sa.Table(
     sa.Column("server_state", sa.LargeBinary, nullable=False),  # npz: step, m, v
     sa.Column("history", sa.Text, nullable=False),  # JSON list, one record per round
     sa.Column("result", sa.Text, nullable=False),  # JSON: reason, registration
+    sa.Column("secagg", sa.Text, nullable=True),  # JSON: the round's SecAgg step (fl_secagg)
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
@@ -165,11 +166,15 @@ class TaskSpec:
             )
         if not self.deadline_s > 0:
             raise ConfigError(f"the round deadline must be > 0 s, got {self.deadline_s}")
-        if self.secagg:
+        if self.secagg and (self.dp is not None or self.strategy in ("median", "trimmed-mean")):
             raise ConfigError(
-                "secure aggregation across agents is not wired yet (the maths is in "
-                "edgeloop.federated.secagg; its in-process figures are in docs/federated.md)",
-                hint="start the task without --secagg",
+                f"secure aggregation gives the server only the clients' mean; it cannot be "
+                f"combined with {'DP' if self.dp else self.strategy!r} (they need each update)",
+                hint="use --secagg with fedavg, fedprox, fedavgm, fedadam or fedyogi",
+            )
+        if self.secagg and self.min_clients < 2:
+            raise ConfigError(
+                "secure aggregation needs min_clients >= 2 (a sum of one is no secret)"
             )
         if self.dp is not None and self.strategy != "fedavg":
             raise ConfigError(

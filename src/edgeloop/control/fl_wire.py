@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from edgeloop.control import fl_rounds
+from edgeloop.control import fl_rounds, fl_secagg
 from edgeloop.control import fl_store as st
 from edgeloop.control.fl_store import TaskSpec, TaskState
 from edgeloop.core.errors import ConflictError, DataError, NotFoundError
@@ -36,11 +36,16 @@ def assignment(conn: sa.Connection, node_id: str) -> dict[str, Any] | None:
     q = sa.select(t).where(t.c.state == TaskState.RUNNING.value).order_by(t.c.created_at)
     for row in conn.execute(q):
         phase = RoundState(row.phase)
-        if phase not in (RoundState.TRAINING, RoundState.EVALUATING):
+        if phase not in (RoundState.TRAINING, RoundState.MASKING, RoundState.EVALUATING):
             continue
         if node_id not in json.loads(row.selected):
             continue
-        if node_id in fl_rounds._answered(conn, row.task_id, row.round):
+        secagg = None
+        if row.secagg is not None and phase is not RoundState.EVALUATING:
+            secagg = fl_secagg.assignment(conn, row, node_id)
+            if secagg is None:
+                continue
+        elif node_id in fl_rounds._answered(conn, row.task_id, row.round):
             continue
         spec = TaskSpec.from_dict(json.loads(row.spec))
         sha = conn.execute(
@@ -51,7 +56,8 @@ def assignment(conn: sa.Connection, node_id: str) -> dict[str, Any] | None:
         return {
             "task_id": row.task_id,
             "round": row.round,
-            "kind": "train" if phase is RoundState.TRAINING else "evaluate",
+            "kind": "evaluate" if phase is RoundState.EVALUATING else "train",
+            "secagg": secagg,
             "model": spec.model,
             "model_sha256": sha,
             "model_path": f"/api/v1/fl/tasks/{row.task_id}/rounds/{row.round}/model",
@@ -109,7 +115,7 @@ def put_update(
     row = fl_rounds._row(conn, task_id, lock=True)
     phase = RoundState(row.phase)
     if row.state != TaskState.RUNNING.value or round != row.round or phase not in (
-        RoundState.TRAINING, RoundState.EVALUATING
+        RoundState.TRAINING, RoundState.MASKING, RoundState.EVALUATING
     ):  # fmt: skip
         raise ConflictError(
             f"round {round} of task {task_id} is not open (task {row.state}, round {row.round} "
@@ -118,6 +124,12 @@ def put_update(
         )
     if node_id not in json.loads(row.selected):
         raise ConflictError(f"node {node_id} was not selected for round {round} of {task_id}")
+    spec = TaskSpec.from_dict(json.loads(row.spec))
+    c = st.clients  # a node at work is alive: it stays a candidate for the next round
+    conn.execute(c.update().where(c.c.node_id == node_id).values(last_poll=now))
+    if row.secagg is not None and phase is not RoundState.EVALUATING:
+        fl_secagg.put(conn, row, node_id, header, body, fl_model(spec.model).num_params, now)
+        return
     if node_id in fl_rounds._answered(conn, task_id, round):
         raise ConflictError(f"node {node_id} already answered round {round} of {task_id}")
     evaluate = phase is RoundState.EVALUATING
@@ -127,12 +139,9 @@ def put_update(
             "bytes" + (" (an evaluation carries none)" if evaluate else "")
         )
     samples, metrics = _header(header)
-    spec = TaskSpec.from_dict(json.loads(row.spec))
     if not evaluate and len(body) > 4 * fl_model(spec.model).num_params * 2:
         raise DataError(f"update of {len(body)} bytes for a {spec.model} of "
                         f"{fl_model(spec.model).num_params} parameters")  # fmt: skip
-    c = st.clients  # a node at work is alive: it stays a candidate for the next round
-    conn.execute(c.update().where(c.c.node_id == node_id).values(last_poll=now))
     conn.execute(st.messages.insert().values(
         task_id=task_id, round=round, node_id=node_id, kind="update", received_at=now,
         num_samples=samples, bytes=len(body), payload=None if evaluate else body,
@@ -164,6 +173,7 @@ def to_dict(conn: sa.Connection, task_id: str) -> dict[str, Any]:
         "round": row.round,
         "phase": row.phase,
         "selected": json.loads(row.selected),
+        "secagg": None if row.secagg is None else json.loads(row.secagg),
         "spec": json.loads(row.spec),
         "rounds_done": len([h for h in done if h["participants"]]),
         "epsilon": epsilons[-1] if epsilons else None,
