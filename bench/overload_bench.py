@@ -26,6 +26,7 @@ table is printed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen
 import serve_bench as sb
 
 MODES = {"old (app refuses)": ("--no-early-refusal",), "new (headers refuse)": ()}
@@ -76,6 +78,93 @@ def _with_cpu(pid: int, work: Any) -> tuple[float, Any]:
     before = sum(sb._cpu_by_thread(pid).values())
     result = work()
     return sum(sb._cpu_by_thread(pid).values()) - before, result
+
+
+def refusal_cost(workdir: Path, seconds: float, threads: int) -> dict[str, Any]:
+    """The event loop's CPU time per refused request, each path alone, no answers to mix in.
+
+    A model's queue is held full (``--max-queue 1``) by one client sending a 64-row batch
+    (~3 GFLOP, run in the engine's thread; a 64 KiB body) again and again, while 16 clients
+    send 12-row requests (a 12 KiB body, as the CNN's) in a closed loop: nearly all of those
+    are refused. The event loop thread's CPU seconds over the requests it handled is then the
+    cost of a refusal (an upper bound: it includes the holder's few requests and the one-off
+    requests admitted between two batches). The share of 429s is reported beside it.
+    """
+    model = _slow_model(workdir / "slow.onnx")
+    rng = np.random.default_rng(3)
+    held = rng.standard_normal((64, SLOW_WIDTH)).astype(np.float32)
+    each = rng.standard_normal((12, SLOW_WIDTH)).astype(np.float32)
+    found: dict[str, Any] = {}
+    for mode, flags in MODES.items():
+        cmd = ("--name", sb.MODEL_NAME, "--threads", str(threads), "--max-queue", "1")
+        with sb.running(sb.start_edgeloop(mode, model, *cmd, *flags)) as srv:
+            pid = int(srv.info["pid"])
+            big = sb.queries(srv.address, held)["oip_binary"]
+            small = sb.queries(srv.address, each)["oip_binary"]
+            before = sb._cpu_by_thread(pid)
+            run, batches = loadgen.run_async(_held(srv.address, big, small, seconds))
+            after = sb._cpu_by_thread(pid)
+        n = run.summary()
+        handled = sum(n["statuses"].values()) + batches
+        loop_s = after.get(pid, 0.0) - before.get(pid, 0.0)
+        found[mode] = {
+            "statuses": n["statuses"],
+            "batches": batches,
+            "event_loop_cpu_s": loop_s,
+            "per_request_us": loop_s / max(1, handled) * 1e6,
+            "refused_share": n["statuses"].get("429", 0) / max(1, handled),
+            "requests_per_s": handled / n["duration_s"],
+        }
+    return found
+
+
+SLOW_WIDTH = 256
+
+
+def _slow_model(path: Path) -> Path:
+    """384 MatMuls by one 256 x 256 weight: ~50 MFLOP a row, a 256 KiB file."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(1).standard_normal((SLOW_WIDTH, SLOW_WIDTH)) / SLOW_WIDTH**0.5
+    nodes, prev = [], "input"
+    for i in range(384):
+        nodes.append(helper.make_node("MatMul", [prev, "w"], [f"h{i}"]))
+        prev = f"h{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["output"]))
+    shape = ["batch", SLOW_WIDTH]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        initializer=[numpy_helper.from_array(w.astype(np.float32), "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # as serve_bench.build_cnn: what the pinned onnxruntime reads
+    onnx.save(model, path)
+    return path
+
+
+async def _held(address: Any, big: Any, small: Any, seconds: float) -> tuple[Any, int]:
+    """(the closed loop's run, batches the holder sent meanwhile)."""
+    sent = 0
+
+    async def holder() -> None:
+        nonlocal sent
+        conn = await loadgen.AsyncConnection.open(address)
+        while not done.is_set():
+            status, _, _ = await conn.send(big)
+            sent += status == 200
+        conn.close()
+
+    done = asyncio.Event()
+    task = asyncio.ensure_future(holder())
+    await asyncio.sleep(0.5)  # the first batch is in the queue
+    run = await loadgen.closed_loop(address, small, 16, seconds, warmup_s=0.0)
+    done.set()
+    await task
+    return run, sent
 
 
 def compare(
@@ -149,6 +238,7 @@ def render(found: dict[str, Any]) -> str:
         "| server CPU per answer / per refusal |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    cost = found.get("refusal_cost")
     for mode, s in found["summary"].items():
         each = ", ".join(_f(v, 2) for v in s["goodput_ratios"])
         lines.append(
@@ -158,6 +248,17 @@ def render(found: dict[str, Any]) -> str:
             f"| {_f(s['budget_ms'])} ms | {_f(s['goodput_ratio_per_cpu_s'], 2)} "
             f"| {_f(s['cpu_us_per_answer'])} / {_f(s['cpu_us_per_refusal'])} us |"
         )
+    if cost:
+        lines += [
+            "",
+            "| path | event loop CPU per refused request (alone) | 429 share | requests/s |",
+        ]
+        lines.append("|---|---|---|---|")
+        for mode, c in cost.items():
+            lines.append(
+                f"| {mode} | {_f(c['per_request_us'])} us | {c['refused_share']:.1%} "
+                f"| {_f(c['requests_per_s'])} |"
+            )
     return "\n".join(lines)
 
 
@@ -173,6 +274,8 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="overload-bench-") as tmp:
         found = compare(Path(tmp), args.rounds, args.duration, args.threads, args.dense)
+        sb.log("the cost of a refusal, each path alone")
+        found["refusal_cost"] = refusal_cost(Path(tmp), args.duration / 2, args.threads)
     found["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     found["machine"] = sb.machine()
     found["load_before"], found["load_after"] = load_before, os.getloadavg()

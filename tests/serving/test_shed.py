@@ -144,11 +144,19 @@ def test_a_request_past_the_queue_limit_is_refused_before_its_body_is_read(
     assert _rejected(_metrics(early)) == {"queue_full": 1.0}
 
 
-def test_a_refused_request_with_its_whole_body_keeps_its_connection(early: Address) -> None:
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "over-two-writes"])
+def test_a_refused_request_with_its_whole_body_keeps_its_connection(
+    early: Address, split: bool
+) -> None:
+    """A body sent whole, or in two parts (the rest under DRAIN_BYTES, as a body split over
+    two reads under load): read past, answered on a kept-alive connection."""
     body, headers = _body()
     held = _hold_two(early, body, headers)
     client = Client(early)
-    client.send(_head(early, len(body), headers) + body)
+    raw = _head(early, len(body), headers) + body
+    cut = len(raw) - len(body) // 2 if split else len(raw)
+    client.send(raw[:cut])
+    client.send(raw[cut:])
     status, fields, _ = client.answer()
     assert status == 429 and "connection" not in fields
     for other in held:

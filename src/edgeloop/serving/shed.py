@@ -23,15 +23,17 @@ the app's refusals are (``edgeloop_rejected_total{reason="queue_full"|"queue_del
 Only ``POST`` to an inference route of a served model on a connection with no other request
 in progress is decided here; anything else (pipelined requests, unknown models, percent-encoded
 paths, ``/predict`` without a model on a multi-model server) goes to the app as before, whose
-own checks (:mod:`edgeloop.serving.front`, the gates) still hold. A refused request whose body
-is already complete keeps its connection; one whose body is still to come is answered with
-``connection: close`` and its connection closed once the body is in (a close with unread data
-would reset the connection, and the client might never read the answer; the connection
-sweeper bounds how long that takes).
+own checks (:mod:`edgeloop.serving.front`, the gates) still hold. A refused request keeps its
+connection when its body is complete or nearly (:data:`DRAIN_BYTES` still to come: under load a
+12 KiB body often arrives over two reads); one with more of its body still to come, or waiting
+for ``100 Continue``, is answered at once with ``connection: close``, and its connection is
+closed once the body is in (a close with unread data would reset the connection, and the
+client might never read the answer; the connection sweeper bounds how long that takes).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -48,6 +50,10 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 # The scope key naming the model a request was admitted for by the door (released when its
 # handler returns).
 ADMITTED = "edgeloop.admitted"
+# A refused request whose body has at most this much still to come is read past and answered
+# on a kept-alive connection (a body split over reads, as under load); a longer one is answered
+# at once and its connection closed once the body is in.
+DRAIN_BYTES = 64 * 1024
 _HINT = (
     "retry after the Retry-After seconds; the server is past its capacity (raise --max-queue "
     "or --max-queue-delay-ms to trade latency for fewer refusals, or add servers)"
@@ -215,6 +221,7 @@ def door_protocol(base: type[Any], door: Door) -> type[Any]:
     class DoorProtocol(base):  # type: ignore[misc]
         refusing: bytes | None = None  # a refused request's answer, until its body is in
         answered = False  # ... already written (its body was still coming: close after it)
+        body_seen = 0  # bytes of the refused request's body parsed past so far
 
         def on_headers_complete(self) -> None:
             cycle = self.cycle
@@ -230,6 +237,7 @@ def door_protocol(base: type[Any], door: Door) -> type[Any]:
                         found[0], found[1], perf_counter(), self.server_state.default_headers
                     )
                     if self.refusing is not None:
+                        self.body_seen = 0
                         return
                     self.scope[ADMITTED] = found[0]
                     door.enter(found[0])
@@ -241,14 +249,29 @@ def door_protocol(base: type[Any], door: Door) -> type[Any]:
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self.refusing is not None and not self.answered and not self.transport.is_closing():
-                # The body is still to come: answer now, close once it is in.
+            if (
+                self.refusing is not None
+                and not self.answered
+                and (self.expect_100_continue or self._body_left() > DRAIN_BYTES)
+                and not self.transport.is_closing()
+            ):
+                # Much of the body is still to come (or the client waits for a 100 before
+                # sending it): answer now, close once it is in.
                 self.transport.write(_closing(self.refusing))
                 self.answered = True
+
+        def _body_left(self) -> float:
+            """Bytes of the refused request's body still to come (chunked: unknown, inf)."""
+            for name, value in self.headers:
+                if name == b"content-length":
+                    return int(value) - self.body_seen if value.isdigit() else math.inf
+            return math.inf
 
         def on_body(self, body: bytes) -> None:
             if self.refusing is None:
                 super().on_body(body)
+            else:
+                self.body_seen += len(body)
 
         def on_message_complete(self) -> None:
             if self.refusing is None:
