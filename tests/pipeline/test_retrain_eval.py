@@ -76,3 +76,29 @@ def test_the_spec_round_trips_and_names_bad_fields() -> None:
         RetrainSpec.from_dict(
             {"model": "m", "data": ["c:1"], "init": "scratch", "checkpoint": "/x"}
         )
+
+
+def test_a_drift_alert_for_a_policy_model_starts_one_job_on_the_latest_data() -> None:
+    from dataclasses import dataclass
+
+    from edgeloop.core.types import ModelRef
+    from edgeloop.pipeline.retrain_policy import RetrainPolicy, specs_for
+    from edgeloop.registry.datasets import DatasetRef
+
+    @dataclass
+    class Alert:  # the fields of control.alerts.Alert this reads
+        kind: str
+        subject: str
+
+    policy = RetrainPolicy("digits-cnn", ("caps",), options={"epochs": 5})
+    alerts = [
+        Alert("node_silent", "node-1"),
+        Alert("drifting_nodes", "other:1"),
+        Alert("accuracy_floor", "digits-cnn:3@node-2"),
+        Alert("drifting_nodes", "digits-cnn:3"),  # the same model: one job, the first alert's
+    ]
+    (spec,) = specs_for(alerts, [policy])
+    assert spec.model == ModelRef("digits-cnn", 3) and spec.data == (DatasetRef("caps"),)
+    assert spec.trigger is Trigger.ACCURACY_FLOOR and spec.epochs == 5
+    with pytest.raises(ConfigError, match=r"alert kinds \['node_silent'\] do not start jobs"):
+        RetrainPolicy("m", ("caps",), kinds=frozenset({"node_silent"}))
