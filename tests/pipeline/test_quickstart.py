@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,8 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
         assert load["requests"] > 0 and load["errors"] == 0
         assert load["served_accuracy"] >= 0.97
     assert serve["metrics_requests_total"] >= sum(m["requests"] for m in serve["models"].values())
-    # The fleet stage: three agent processes, a staged rollout, a broken v2 caught.
+    # The fleet stage: three agent processes, a staged rollout, a broken v2 caught; they run on
+    # for the monitor stage below.
     fleet = report["fleet"]
     assert fleet["rollout"]["state"] == "COMPLETED"
     assert [len(w) for w in fleet["rollout"]["waves"]] == [1, 2]
@@ -77,6 +79,30 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
     assert fleet["broken_v2"]["state"] == "ROLLED_BACK"
     assert len(fleet["broken_v2"]["reached"]) == 1
     assert len(fleet["broken_v2"]["never_received"]) == 2
+    # The monitor stage: one node of that fleet, a shift injected, the labels posted back.
+    mon, test_n = report["monitor"], body["dataset"]["split"]["test"]
+    assert (mon["stream"]["samples"], mon["stream"]["shift_at"]) == (2 * test_n, test_n)
+    assert mon["labels"]["applied"] == mon["labels"]["posted"] == 2 * test_n  # joined on the node
+    assert mon["stream"]["monitor_samples_after"] - mon["stream"]["monitor_samples_before"] == (
+        2 * test_n
+    )
+    alarm = mon["alarm"]
+    assert alarm["delay_samples"] is not None and 0 <= alarm["delay_samples"] < test_n
+    assert alarm["kind"] in {"input", "prediction", "confidence"}
+    assert alarm["score"] > alarm["threshold"]
+    assert str(uuid.UUID(alarm["telemetry_id"])) == alarm["telemetry_id"]  # the stored item's
+    before, after = mon["accuracy"]["before_shift"], mon["accuracy"]["after_shift"]
+    assert before["true"] >= 0.95 and after["true"] < before["true"] - 0.2
+    assert before["estimated"] is not None and after["estimated"] is not None
+    node_id = mon["node"]["node_id"]
+    rows = {r["node_id"]: r for r in mon["fleet_monitor"]["rows"]}
+    assert len(rows) == 3 and rows[node_id]["drifting"] is True
+    assert rows[node_id]["samples_seen"] >= mon["stream"]["monitor_samples_after"]
+    assert (
+        "drifting" in mon["fleet_monitor"]["table"] and node_id[:8] in mon["fleet_monitor"]["table"]
+    )
+    assert (out / "monitor_drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '<a href="monitor_drift.png">' in (out / "report.html").read_text()
     for name in ("report.html", "training_curve.png", "latency.png", "pareto.png"):
         data = (out / name).read_bytes()
         assert len(data) > 1000

@@ -30,6 +30,7 @@ LOOP = [
     "convert",
     "serve",
     "fleet",
+    "monitor",
 ]
 
 

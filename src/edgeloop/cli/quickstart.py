@@ -32,6 +32,13 @@ def quickstart(
             help="Roll the chosen variant out to a local fleet of 3 agent processes.",
         ),
     ] = True,
+    monitor: Annotated[
+        bool,
+        typer.Option(
+            "--monitor/--no-monitor",
+            help="Stream the held-out split through one fleet node with a shift injected.",
+        ),
+    ] = True,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json")
     ] = OutputFormat.TABLE,
@@ -46,7 +53,7 @@ def quickstart(
     result = run_quickstart(
         out,
         settings,
-        QuickstartConfig(seed=seed, epochs=epochs, fleet=fleet),
+        QuickstartConfig(seed=seed, epochs=epochs, fleet=fleet, monitor=monitor),
         progress=format is OutputFormat.TABLE,
         on_stage=lambda s: err_console.print(f"[bold cyan]▸[/] {s}"),
     )
@@ -77,8 +84,9 @@ def _figures_table(body: dict[str, Any], total: float) -> Table:
     _convert_rows(t, body["convert"])
     _serve_rows(t, body["serve"])
     _fleet_rows(t, body["fleet"])
+    _monitor_rows(t, body.get("monitor"))
     for stage, reason in body["skipped"].items():
-        if stage not in ("convert", "serve", "fleet"):  # those say so in their own rows
+        if stage not in ("convert", "serve", "fleet", "monitor"):  # they say so in their rows
             t.add_row(stage, "skipped", reason)
     return t
 
@@ -200,3 +208,30 @@ def _fleet_rows(t: Table, fleet: dict[str, Any]) -> None:
         f"broken {bad['ref']}: reached {', '.join(bad['reached']) or 'none'}",
         f"{bad['state']} in {bad['seconds']} s; {on_v1}/{len(fleet['nodes'])} nodes on v1",
     )
+
+
+def _monitor_rows(t: Table, mon: dict[str, Any] | None) -> None:
+    """The monitor stage: the alarm's delay, its event on the control plane, the accuracies."""
+    if not mon:
+        return
+    if "skipped" in mon:
+        t.add_row("monitor", "skipped", mon["skipped"])
+        return
+    st, alarm, acc = mon["stream"], mon["alarm"], mon["accuracy"]
+    node = f"{mon['node']['name']}: {st['samples']} samples, shift at {st['shift_at']}"
+    t.add_row("monitor", node, st["shift"]["name"])
+    if alarm["delay_samples"] is None:
+        t.add_row("monitor", "drift alarm", alarm["reason"])
+    else:
+        t.add_row(
+            "monitor", f"{alarm['kind']} drift alarm", f"{alarm['delay_samples']} samples after"
+        )
+        t.add_row("monitor", "event on the control plane", alarm["received_at_control"])
+    t.add_row("monitor", "drift alarms before the shift", str(mon["false_alarms_before_shift"]))
+    for when in ("before_shift", "after_shift"):
+        a = acc[when]
+        t.add_row(
+            "monitor",
+            f"accuracy {when.replace('_', ' ')}: true (labels) / estimated",
+            f"{na(a['true'], '{:.1%}')} / {na(a['estimated'], '{:.1%}')}",
+        )

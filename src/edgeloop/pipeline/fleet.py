@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeloop.core.types import Manifest
 from edgeloop.data.dataset import Dataset
 from edgeloop.pipeline.stage import Skipped
+
+if TYPE_CHECKING:
+    from edgeloop.sdk.local_fleet import LocalFleet
 
 NODES = 3
 PLAN: dict[str, Any] = {
@@ -32,6 +36,8 @@ PLAN: dict[str, Any] = {
     "guard": {"require_self_test": True, "max_error_rate": 0.0},
 }
 ROLLOUT_TIMEOUT_S = 240.0
+# A metrics snapshot each second: the monitor stage reads the fleet's table right after its stream.
+AGENT_ARGS = ("--poll-s", "0.5", "--metrics-every-s", "1")
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class FleetStageResult:
     nodes: tuple[dict[str, Any], ...]
     rollout: dict[str, Any]
     broken: dict[str, Any]
+    live: LocalFleet | None = field(default=None, compare=False, repr=False)  # still running
 
     def to_dict(self) -> dict[str, Any]:
         body = {"nodes": list(self.nodes), "rollout": self.rollout, "broken_v2": self.broken}
@@ -46,7 +53,12 @@ class FleetStageResult:
 
 
 def fleet_stage(
-    model: Path, manifest: Manifest, test: Dataset, folder: Path, profile: Path | None = None
+    model: Path,
+    manifest: Manifest,
+    test: Dataset,
+    folder: Path,
+    profile: Path | None = None,
+    hold: ExitStack | None = None,
 ) -> FleetStageResult | Skipped:
     """:func:`run_fleet_stage` in a fresh ``folder``; Skipped when the fleet extras are missing.
 
@@ -60,13 +72,19 @@ def fleet_stage(
         return Skipped(f"not installed: {', '.join(missing)} (pip install 'edgeloop[control]')")
     if folder.exists():
         shutil.rmtree(folder)
-    return run_fleet_stage(model, manifest, test, folder, profile)
+    return run_fleet_stage(model, manifest, test, folder, profile, hold)
 
 
 def run_fleet_stage(
-    model: Path, manifest: Manifest, test: Dataset, folder: Path, profile: Path | None = None
+    model: Path,
+    manifest: Manifest,
+    test: Dataset,
+    folder: Path,
+    profile: Path | None = None,
+    hold: ExitStack | None = None,
 ) -> FleetStageResult:
-    """Roll ``model`` out to a fresh local fleet under ``folder``, then a broken v2; stop it.
+    """Roll ``model`` out to a fresh local fleet under ``folder``, then a broken v2; stop it,
+    or, given ``hold``, leave it running until ``hold`` closes (the result's ``live``).
 
     Raises:
         EdgeError: a process did not start, or a rollout did not finish in time.
@@ -74,8 +92,9 @@ def run_fleet_stage(
     from edgeloop.sdk.control_client import ControlClient
     from edgeloop.sdk.local_fleet import up
 
+    started = up(folder, NODES, agent_args=AGENT_ARGS)
     with (
-        up(folder, NODES, agent_args=["--poll-s", "0.5"]) as fleet,
+        started if hold is None else nullcontext(hold.enter_context(started)) as fleet,
         ControlClient(fleet.control_url, fleet.admin_token) as admin,
     ):
         v1 = admin.publish_model(model, manifest, profile=profile)  # the node monitors with it
@@ -113,6 +132,7 @@ def run_fleet_stage(
                 "reached": reached,
                 "never_received": sorted(set(urls) - set(reached)),
             },
+            live=None if hold is None else fleet,
         )
 
 

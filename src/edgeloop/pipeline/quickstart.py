@@ -1,7 +1,8 @@
 """The loop end to end on a bundled data set, every figure measured in this run.
 
 The quickstart is a list of stages (:func:`quickstart_stages`): load -> clean -> split -> train ->
-export (+ parity) -> bench -> register -> optimize -> convert -> serve -> fleet. Each entry reads
+export (+ parity) -> bench -> register -> optimize -> convert -> serve -> fleet -> monitor. Each
+entry reads
 its typed inputs from the stages before it and calls a stage module with them; adding a stage is
 adding an entry. :mod:`edgeloop.pipeline.report` writes the result out.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,6 +30,7 @@ from edgeloop.pipeline.train import Trained, train
 CONVERT_SAYS = "convert: every edge target the installed converters make, each one verified"
 SERVE_SAYS = "serve: the model and its chosen variant in an `edgeloop serve` process, 2 s of load"
 FLEET_SAYS = "fleet: control plane + 3 agents, staged rollout of the chosen variant, broken v2"
+MONITOR_SAYS = "monitor: the held-out split through one node, shift injected, labels posted back"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class QuickstartConfig:
     convert: bool = True
     # Roll the chosen variant out to a local fleet of three agent processes (issue 6).
     fleet: bool = True
+    # Stream the held-out split through one node of that fleet with a shift (issue 12).
+    monitor: bool = True
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class _Env:
     out_dir: Path
     say: Callable[[str], None]
     progress: bool
+    hold: ExitStack | None = None  # keeps the fleet running for the monitor stage
 
 
 def run_quickstart(
@@ -96,8 +102,11 @@ def run_quickstart(
         EdgeError: from whichever stage failed, unchanged (its message says what to fix).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    stages = quickstart_stages(out_dir, settings, config, progress=progress, on_stage=on_stage)
-    outcomes = run_stages(stages, on_stage=on_stage)
+    with ExitStack() as hold:  # the fleet runs from its stage to the end of the monitor stage
+        stages = quickstart_stages(
+            out_dir, settings, config, progress=progress, on_stage=on_stage, hold=hold
+        )
+        outcomes = run_stages(stages, on_stage=on_stage)
     machine = {"python": platform.python_version(), "platform": platform.platform()}
     return QuickstartResult(outcomes, machine)
 
@@ -109,10 +118,15 @@ def quickstart_stages(
     *,
     progress: bool = True,
     on_stage: Callable[[str], None] | None = None,
+    hold: ExitStack | None = None,
 ) -> list[Stage]:
-    """The quickstart as a list of stages, in the order they run (see :func:`run_quickstart`)."""
+    """The quickstart as a list of stages, in the order they run (see :func:`run_quickstart`).
+
+    Given ``hold``, the fleet stage leaves its fleet running until ``hold`` closes, for the
+    monitor stage; without it the fleet stops after its stage and the monitor stage is skipped.
+    """
     cfg = config or QuickstartConfig()
-    env = _Env(cfg, settings, out_dir, on_stage or (lambda _line: None), progress)
+    env = _Env(cfg, settings, out_dir, on_stage or (lambda _line: None), progress, hold)
     recipes = ", ".join(cfg.recipes)
     return [
         Stage("load", partial(_load, env), says=f"load {cfg.dataset}"),
@@ -130,6 +144,7 @@ def quickstart_stages(
         Stage("convert", partial(_convert, env), needs=("register",), says=CONVERT_SAYS),
         Stage("serve", partial(_serve, env), needs=("optimize",), says=SERVE_SAYS),
         Stage("fleet", partial(_fleet, env), needs=("optimize",), says=FLEET_SAYS),
+        Stage("monitor", partial(_monitor, env), needs=("fleet",), says=MONITOR_SAYS),
     ]
 
 
@@ -257,4 +272,16 @@ def _fleet(env: _Env, done: Outcomes) -> StageResult | Skipped:
     with Registry.open(env.settings) as registry:  # the reference profile made at registration
         profile = registry.profile(edge.ref)[1]
     test = done.need(Split).splits.test
-    return fleet_stage(edge.file, manifest, test, env.out_dir / "fleet", profile)
+    return fleet_stage(edge.file, manifest, test, env.out_dir / "fleet", profile, env.hold)
+
+
+def _monitor(env: _Env, done: Outcomes) -> StageResult | Skipped:
+    from edgeloop.pipeline.fleet import FleetStageResult
+    from edgeloop.pipeline.monitor import monitor_stage
+
+    if not env.cfg.monitor:
+        return Skipped("turned off (--no-monitor)")
+    fleet = done.need(FleetStageResult)
+    test = done.need(Split).splits.test
+    model = fleet.rollout["ref"].rpartition(":")[0]
+    return monitor_stage(fleet.live, model, test, env.out_dir, seed=env.cfg.seed)

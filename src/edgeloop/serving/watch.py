@@ -37,6 +37,7 @@ import numpy as np
 from edgeloop.core.errors import EdgeError
 from edgeloop.core.types import TensorSpec
 from edgeloop.monitoring import DriftAlarm, DriftMonitor, ReferenceProfile
+from edgeloop.monitoring.outputs import distributions
 from edgeloop.serving.repository import DEFAULT_VARIANT, ModelSource
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,9 @@ def load_monitor(path: Path, inputs: tuple[TensorSpec, ...]) -> tuple[DriftMonit
 
 
 def probabilities(rows: Array) -> Array:
-    """Rows of class scores as probabilities: distributions as they are, logits via softmax."""
-    x = rows.astype(np.float64).reshape(rows.shape[0], -1)
-    ok = (x.min(axis=1) >= 0) & (np.abs(x.sum(axis=1) - 1.0) <= 1e-3)
+    """Rows of class scores as probabilities: distributions (a quantized one renormalised, see
+    :func:`edgeloop.monitoring.outputs.distributions`) as they are, logits via softmax."""
+    x, ok = distributions(rows)
     if ok.all():
         return x
     e = np.exp(x - x.max(axis=1, keepdims=True))
