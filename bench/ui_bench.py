@@ -148,15 +148,22 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
         (TensorSpec("output", (None, 3), "float32"),),
     )
     ref = plane.registry.publish(model, manifest).ref
-    spec = DeploymentSpec.from_dict(
-        {
-            "name": "canary",
-            "model": str(ref),
-            "selector": {"labels": {"group": "canary"}},
-            "plan": {"waves": ["10%", "100%"], "wave_timeout_s": 3600},
-        }
-    )
-    rollout = plane.deploy(spec)
+    rollouts = {}
+    for name, selector, waves in (
+        ("canary", {"labels": {"group": "canary"}}, ["10%", "100%"]),
+        ("everywhere", {}, ["1%", "100%"]),
+    ):
+        spec = DeploymentSpec.from_dict(
+            {
+                "name": name,
+                "model": str(ref),
+                "selector": selector,
+                "plan": {"waves": waves, "wave_timeout_s": 3600},
+            }
+        )
+        rollouts[name] = plane.deploy(spec)["rollout_id"]
+        if name == "canary":  # the nodes of the first are busy until it ends: end it
+            plane.rollback(rollouts[name], None)
     with plane.db.engine.connect() as conn:
         middle = conn.execute(
             sa.select(tables.nodes.c.name, tables.nodes.c.node_id)
@@ -166,7 +173,8 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
         ).one()
     plane.close()
     return {
-        "rollout": rollout["rollout_id"],
+        "rollout": rollouts["canary"],
+        "everywhere": rollouts["everywhere"],
         "ref": ref,
         "middle": tuple(middle),
         "node": node_rows[nodes // 3]["node_id"],
@@ -300,7 +308,8 @@ def main() -> None:
             "fleet (htmx results part)": "/ui/fleet?q=site07",
             "node": f"/ui/nodes/{facts['node']}",
             "rollouts": "/ui/rollouts",
-            "rollout (100 nodes)": f"/ui/rollouts/{facts['rollout']}",
+            "rollout (100 nodes, rolled back)": f"/ui/rollouts/{facts['rollout']}",
+            "rollout (whole fleet, wave 1 of 2)": f"/ui/rollouts/{facts['everywhere']}",
             "models": "/ui/models",
             "model version": f"/ui/models/lin/{facts['ref'].version}",
             "monitoring": "/ui/monitoring",
@@ -310,7 +319,13 @@ def main() -> None:
             servers = server_times(cp.url, paths, args.runs, cp.proc.pid)
             shown = {
                 k: paths[k]
-                for k in ("fleet (first 50)", "node", "rollout (100 nodes)", "models", "monitoring")
+                for k in (
+                    "fleet (first 50)",
+                    "node",
+                    "rollout (whole fleet, wave 1 of 2)",
+                    "models",
+                    "monitoring",
+                )
             }
             painted = paints(cp.url, shown, args.paints)
     print(

@@ -21,13 +21,12 @@ from edgeloop.control.rollout import State
 from edgeloop.control.ui import rollout_view, security
 from edgeloop.control.ui.html import Html, escape, join, url
 from edgeloop.control.ui.layout import View
-from edgeloop.control.ui.rollout_view import RolloutView
+from edgeloop.control.ui.rollout_view import WAVE_NAMES, RolloutView
 from edgeloop.control.ui.sessions import Session
 from edgeloop.control.ui.widgets import badge, link, note, pairs, section, table, when
 from edgeloop.core.errors import NotFoundError
 
 MOVING = {s.value for s in (State.PENDING, State.WAVE, State.SOAKING, State.PAUSED)}
-WAVE_NAMES = 12  # a wave lists its nodes' names up to this many
 LISTED = 200  # rollouts on the list page, newest first
 ACTIONS = {
     "pause": "pause this rollout",
@@ -235,12 +234,15 @@ def live_part(view: RolloutView, session: Session) -> Html:
 def _wave(view: RolloutView, i: int, ids: list[str]) -> Html:
     """One wave: where it stands, its verdict counts, and its nodes' names when few."""
     done = i < view.wave or view.state == State.COMPLETED.value
-    mark = "done" if done else "current" if i == view.wave else "next"
+    stopped = view.state in (State.HALTED.value, State.ROLLED_BACK.value)
+    here = "stopped" if stopped else "current"
+    mark = "done" if done else here if i == view.wave else "not started" if stopped else "next"
     counts = ", ".join(f"{k} {v}" for k, v in sorted(view.counts[i].items())) or "none judged"
     names = ", ".join(view.names.get(n, n) for n in ids[:WAVE_NAMES])
     more = f" and {len(ids) - WAVE_NAMES} more" if len(ids) > WAVE_NAMES else ""
     return Html(
-        f'<li class="wave w-{mark}"><strong>Wave {i + 1}</strong> ({mark}, {len(ids)} '
+        f'<li class="wave w-{mark.replace(" ", "-")}"><strong>Wave {i + 1}</strong> '
+        f"({mark}, {len(ids)} "
         f"node(s): {escape(counts)}): {escape(names + more)}</li>"
     )
 

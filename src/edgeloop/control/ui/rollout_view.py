@@ -5,13 +5,14 @@ query: ~1 ms a node, so a rollout over the whole of a 10,000-node fleet would ta
 its page re-reads itself every 2 s while the rollout moves. Here the reports come in chunks of
 ``CHUNK`` ids per query, each node is judged by the same :func:`~edgeloop.control.guard.
 check_node` the rollout engine uses, the verdicts are counted per wave, and at most ``SHOWN``
-nodes are listed: failed first, then waiting, then healthy, each by wave and name.
+nodes are listed: failed first, then waiting, then healthy, each by wave and id. Reports
+are read for the nodes a wave reached only, names for the nodes shown only.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ from edgeloop.core.errors import NotFoundError
 
 CHUNK = 500
 SHOWN = 200
+WAVE_NAMES = 12  # a wave lists its nodes' names up to this many
 _ORDER = {"failed": 0, "waiting": 1, "not reached": 2, "healthy": 3}
 
 
@@ -49,7 +51,7 @@ class RolloutView:
     nodes: list[NodeLine]  # at most SHOWN, worst first
     total_nodes: int
     events: list[tuple[str | None, str, str]]  # (at, state, detail), oldest first
-    names: dict[str, str]  # node id -> name, as the fleet page shows it
+    names: dict[str, str]  # node id -> name of the nodes listed and of each wave's first few
 
 
 def read(conn: sa.Connection, rollout_id: str) -> RolloutView:
@@ -65,7 +67,8 @@ def read(conn: sa.Connection, rollout_id: str) -> RolloutView:
     entries: dict[str, dict[str, Any]] = body["entries"]
     waves: list[list[str]] = json.loads(row.waves)
     info: dict[str, dict[str, Any]] = json.loads(row.nodes)
-    reports, names = _reports(conn, list(info))
+    reached = [node_id for node_id, n in info.items() if n["revision"] is not None]
+    reports = _reports(conn, reached)
     lines = []
     counts: list[dict[str, int]] = [{} for _ in waves]
     for node_id, n in info.items():
@@ -77,9 +80,12 @@ def read(conn: sa.Connection, rollout_id: str) -> RolloutView:
         wave = int(n["wave"])
         if 0 <= wave < len(counts):
             counts[wave][verdict] = counts[wave].get(verdict, 0) + 1
-        name = names.get(node_id, node_id)
-        lines.append(NodeLine(node_id, name, wave, n["ref"], n["revision"], verdict, detail))
-    lines.sort(key=lambda x: (_ORDER.get(x.verdict, 9), x.wave, x.name, x.node_id))
+        lines.append(NodeLine(node_id, node_id, wave, n["ref"], n["revision"], verdict, detail))
+    lines.sort(key=lambda x: (_ORDER.get(x.verdict, 9), x.wave, x.node_id))
+    lines = lines[:SHOWN]
+    named = {x.node_id for x in lines} | {i for ids in waves for i in ids[:WAVE_NAMES]}
+    names = _names(conn, sorted(named))
+    lines = [replace(x, name=names.get(x.node_id, x.node_id)) for x in lines]
     e = tables.rollout_events
     events = [
         (fleet.iso(r.at), r.state, r.detail)
@@ -104,18 +110,23 @@ def read(conn: sa.Connection, rollout_id: str) -> RolloutView:
     )
 
 
-def _reports(
-    conn: sa.Connection, node_ids: list[str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Each node's last report and name, ``CHUNK`` ids per query."""
+def _reports(conn: sa.Connection, node_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each node's last report, ``CHUNK`` ids per query."""
     n = tables.nodes.c
     reports: dict[str, dict[str, Any]] = {}
-    names: dict[str, str] = {}
     for i in range(0, len(node_ids), CHUNK):
-        chunk = node_ids[i : i + CHUNK]
-        query = sa.select(n.node_id, n.name, n.reported).where(n.node_id.in_(chunk))
+        query = sa.select(n.node_id, n.reported).where(n.node_id.in_(node_ids[i : i + CHUNK]))
         for r in conn.execute(query):
-            names[r.node_id] = str(r.name or r.node_id)
             if r.reported is not None:
                 reports[r.node_id] = dict(json.loads(r.reported))
-    return reports, names
+    return reports
+
+
+def _names(conn: sa.Connection, node_ids: list[str]) -> dict[str, str]:
+    """Each node's name as the fleet page shows it (its id when it has none)."""
+    n = tables.nodes.c
+    names: dict[str, str] = {}
+    for i in range(0, len(node_ids), CHUNK):
+        query = sa.select(n.node_id, n.name).where(n.node_id.in_(node_ids[i : i + CHUNK]))
+        names.update((r.node_id, str(r.name or r.node_id)) for r in conn.execute(query))
+    return names
