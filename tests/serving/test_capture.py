@@ -163,7 +163,7 @@ def test_per_class_quota_keeps_at_most_n_rows_of_each_predicted_class() -> None:
 def test_byte_cap_bounds_what_is_kept_and_counts_the_rest() -> None:
     kept: list[dict[str, Any]] = []
     probe = Capturer()
-    probe.sinks.append(lambda r, _: kept.append(r))
+    probe.sinks.append(lambda k: kept.append(k.record()))
     _run(probe, CaptureSpec.parse("uncertain:0.9"), _logits([UNSURE]), "r0")
     one = probe.status()["m:1"]["bytes"]
     assert one == len(orjson.dumps(kept[0]))  # a record's size is its JSON encoding
@@ -179,7 +179,7 @@ def test_byte_cap_bounds_what_is_kept_and_counts_the_rest() -> None:
 def test_a_captured_record_holds_inputs_outputs_version_reason_time_and_request_id() -> None:
     records: list[dict[str, Any]] = []
     capturer = Capturer()
-    capturer.sinks.append(lambda r, _: records.append(r))
+    capturer.sinks.append(lambda k: records.append(k.record()))
     spec = CaptureSpec.parse("uncertain:0.6")
     _run(capturer, spec, _logits([CONFIDENT, UNSURE]), "req-9")
     assert len(records) == 1
@@ -243,7 +243,7 @@ def test_the_same_seed_keeps_the_same_rows() -> None:
     def kept(seed: int) -> list[str]:
         records: list[dict[str, Any]] = []
         capturer = Capturer()
-        capturer.sinks.append(lambda r, _: records.append(r))
+        capturer.sinks.append(lambda k: records.append(k.record()))
         _run(capturer, CaptureSpec.parse("random:0.1", seed=seed), _logits([CONFIDENT] * 200), "r")
         return [r["sample_id"] for r in records]
 

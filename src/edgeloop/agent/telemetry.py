@@ -47,6 +47,7 @@ from edgeloop.agent.shipper import Shipper, ShipperConfig
 from edgeloop.agent.update_state import UpdateState
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, EdgeError
+from edgeloop.serving.capture_sink import Kept
 from edgeloop.serving.watch import MonitorEvent
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Telemetry:
         self.monitoring: Callable[[], dict[str, Any]] = dict  # served models' drift state
         self.monitor_events: list[dict[str, Any]] = []
         self.monitor_events_dropped = 0
-        self.captures: list[dict[str, Any]] = []
+        self.captures: list[Kept] = []
         self.captures_dropped = 0
 
     # -- putting ---------------------------------------------------------------------------
@@ -119,19 +120,24 @@ class Telemetry:
             return
         self.monitor_events.append({**event.to_dict(), "source": self.source})
 
-    def capture(self, record: dict[str, Any], encoded: bytes = b"") -> None:
-        """Queue a captured row or its label (a capturer's sink; on the loop, never blocks)."""
+    def capture(self, kept: Kept) -> None:
+        """Queue a captured row or its label (a capturer's sink; on the loop, never blocks:
+        the row is encoded at the flush, in a worker thread)."""
         if len(self.captures) >= _MAX_CAPTURES:
             self.captures_dropped += 1
             return
-        self.captures.append({**record, "source": self.source})
+        self.captures.append(kept)
+
+    def put_captures(self, kept: list[Kept]) -> None:
+        """Encode captured rows and put them (in a worker thread)."""
+        self.put_now(ItemKind.CAPTURE, [{**k.record(), "source": self.source} for k in kept])
 
     async def flush(self) -> None:
         samples, self.buffer = self.buffer, []
         await asyncio.to_thread(self.put_now, ItemKind.SAMPLE, samples)
         if self.captures:
             captures, self.captures = self.captures, []
-            await asyncio.to_thread(self.put_now, ItemKind.CAPTURE, captures)
+            await asyncio.to_thread(self.put_captures, captures)
         if self.monitor_events:
             events, self.monitor_events = self.monitor_events, []
             await asyncio.to_thread(self.put_now, ItemKind.EVENT, events)

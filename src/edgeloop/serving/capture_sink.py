@@ -11,12 +11,13 @@ the policy and the version's budget; a kept row becomes one record::
      "predicted", "confidence", "margin"}
 
 (tensors with ``name``, ``datatype`` (numpy's, little-endian: ``<f4``), ``shape`` (one row's,
-batch axis 1) and ``b64``: the row's bytes in base64, see ``_tensor``). A label posted later
+batch axis 1) and ``b64``: the row's bytes in base64, see :class:`Kept`). A label posted later
 for a captured request (:mod:`edgeloop.serving.feedback`) gives a ``{"type": "label", "model",
 "model_version", "request_id", "sample_id", "label", "at"}`` record, so the control plane
 can join it by sample id.
 
-Records go to ``sinks`` (callables of the record and its JSON encoding that must not block): the
+Records go to ``sinks`` as :class:`Kept` rows (callables that must not block; they encode a
+row off the event loop, so a kept row costs the request path a copy of its tensors): the
 agent's telemetry buffer (the
 outbox kind ``capture``) or, on a standalone server, :class:`CaptureFile` (JSON Lines written
 off the event loop once a second).
@@ -54,7 +55,6 @@ from edgeloop.serving.watch import EventType, MonitorEvent, probabilities
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
-Sink = Callable[[Record, bytes], None]  # the record and its JSON encoding
 MAX_ROWS = 256  # rows of one request looked at (a larger batch: its first 256)
 _REMEMBERED = 10_000  # captured sample ids kept for labels that come later (~1 MB)
 _FLUSH_S = 1.0
@@ -75,18 +75,55 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
-def _tensor(name: str, array: Array, row: int) -> dict[str, Any]:
-    """One row of a tensor: its values as base64 of their little-endian bytes (4x smaller
-    than a JSON list of floats and ~20x cheaper to encode; decode with
-    ``np.frombuffer(base64.b64decode(t["b64"]), t["datatype"]).reshape(t["shape"])``)."""
+def _row(array: Array, row: int) -> Array:
+    """One row of a tensor (batch axis 1), little-endian, copied (the request's arrays are
+    not kept alive by a capture)."""
     one = array[row : row + 1] if array.ndim else array.reshape(1)
-    little = one.astype(one.dtype.newbyteorder("<"), copy=False)
-    return {
-        "name": name,
-        "datatype": little.dtype.str,
-        "shape": list(one.shape),
-        "b64": base64.b64encode(np.ascontiguousarray(little).tobytes()).decode(),
-    }
+    return np.array(one, dtype=one.dtype.newbyteorder("<"), order="C", copy=True)
+
+
+def _b64_len(nbytes: int) -> int:
+    return 4 * ((nbytes + 2) // 3)
+
+
+class Kept:
+    """A kept row, its tensors not yet encoded: :meth:`record` and :meth:`encoded` do that
+    work (the base64 of the inputs, the JSON), so a sink runs them off the event loop.
+
+    A tensor in the record: ``{"name", "datatype", "shape", "b64"}``, its values as base64 of
+    their little-endian bytes (4x smaller than a JSON list of floats, ~20x cheaper to encode;
+    decode with ``np.frombuffer(base64.b64decode(t["b64"]), t["datatype"]).reshape(t["shape"])``).
+    ``size`` is the exact length of :meth:`encoded`, known before encoding.
+    """
+
+    __slots__ = ("head", "size", "tensors")
+
+    def __init__(self, head: Record, tensors: dict[str, list[tuple[str, Array]]]) -> None:
+        self.head = head
+        self.tensors = tensors
+        shell = {**head, **{key: [_shell(n, a) for n, a in ts] for key, ts in tensors.items()}}
+        self.size = len(orjson.dumps(shell)) + sum(
+            _b64_len(a.nbytes) for ts in tensors.values() for _, a in ts
+        )
+
+    def record(self) -> Record:
+        """The whole record, tensors encoded (call it off the event loop)."""
+        out = dict(self.head)
+        for key, ts in self.tensors.items():
+            out[key] = [{**_shell(n, a), "b64": base64.b64encode(a.tobytes()).decode()}
+                        for n, a in ts]  # fmt: skip
+        return out
+
+    def encoded(self) -> bytes:
+        """:meth:`record` as JSON (``size`` bytes)."""
+        return orjson.dumps(self.record())
+
+
+def _shell(name: str, array: Array) -> dict[str, Any]:
+    return {"name": name, "datatype": array.dtype.str, "shape": list(array.shape), "b64": ""}
+
+
+Sink = Callable[[Kept], None]
 
 
 class Capturer:
@@ -139,24 +176,25 @@ class Capturer:
             if not reasons or not budget.precheck(row_scores.predicted):
                 continue
             sample_id = rid if rows == 1 else f"{rid}#{row}"
-            record = self._record(model, version, rid, sample_id, row, reasons, now, feeds)
-            record["outputs"] = [_tensor(n, a, row) for n, a in outputs.items()]
-            record.update(
+            head = self._head(model, version, rid, sample_id, row, reasons, now)
+            head.update(
                 predicted=row_scores.predicted,
                 confidence=row_scores.confidence,
                 margin=row_scores.margin,
             )
-            encoded = orjson.dumps(record)
-            size = len(encoded)
-            if not budget.admit(row_scores.predicted, size):
+            kept_row = Kept(head, {
+                "inputs": [(n, _row(a, row)) for n, a in feeds.items()],
+                "outputs": [(n, _row(a, row)) for n, a in outputs.items()],
+            })  # fmt: skip
+            if not budget.admit(row_scores.predicted, kept_row.size):
                 continue
             budget.kept_by_reason.update(r.value for r in reasons)
             self._remember(model, rid, version, sample_id)
-            self._emit(record, encoded)
+            self._emit(kept_row)
             kept += 1
         return kept
 
-    def _record(
+    def _head(
         self,
         model: str,
         version: str,
@@ -165,7 +203,6 @@ class Capturer:
         row: int,
         reasons: tuple[Reason, ...],
         now: float,
-        feeds: dict[str, Array],
     ) -> Record:
         return {
             "type": "sample",
@@ -176,7 +213,6 @@ class Capturer:
             "row": row,
             "reasons": [r.value for r in reasons],
             "at": _iso(now),
-            "inputs": [_tensor(n, a, row) for n, a in feeds.items()],
         }
 
     def _remember(self, model: str, rid: str, version: str, sample_id: str) -> None:
@@ -208,12 +244,12 @@ class Capturer:
                 )  # fmt: skip
 
     def _emit_label(self, record: Record) -> None:
-        self._emit(record, orjson.dumps(record))
+        self._emit(Kept(record, {}))
 
-    def _emit(self, record: Record, encoded: bytes) -> None:
+    def _emit(self, kept: Kept) -> None:
         for sink in self.sinks:
             try:
-                sink(record, encoded)
+                sink(kept)
             except Exception:  # a sink's failure never reaches the request path
                 self.sink_errors += 1
                 log.exception("capture sink failed")
@@ -232,14 +268,14 @@ class CaptureFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._buffer: list[bytes] = []
+        self._buffer: list[Kept] = []
         self._lock = threading.Lock()
         self._scheduled = False
         self.written = 0
         self.failed = 0
 
-    def __call__(self, record: Record, encoded: bytes) -> None:
-        self._buffer.append(encoded)
+    def __call__(self, kept: Kept) -> None:
+        self._buffer.append(kept)
         if not self._scheduled:
             with contextlib.suppress(RuntimeError):  # no running loop: written at close
                 loop = asyncio.get_running_loop()
@@ -252,9 +288,10 @@ class CaptureFile:
         self._scheduled = False
         loop.run_in_executor(None, self._write, lines)
 
-    def _write(self, lines: list[bytes]) -> None:
-        if not lines:
+    def _write(self, kept: list[Kept]) -> None:
+        if not kept:
             return
+        lines = [k.encoded() for k in kept]  # here, in a worker thread: off the event loop
         with self._lock:
             try:
                 with self.path.open("ab") as f:
