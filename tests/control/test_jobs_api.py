@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,28 @@ def _gone(pid: int) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"process {pid} was not reaped")
+
+
+def test_a_drift_alert_opening_starts_the_policys_job_once(champ: Champion) -> None:
+    from edgeloop.control.alerts import Alert, AlertState, RuleKind
+    from edgeloop.control.jobs_api import PolicyTrigger
+    from edgeloop.pipeline.retrain_executor import LocalProcessExecutor
+    from edgeloop.pipeline.retrain_job import cancel
+    from edgeloop.pipeline.retrain_policy import RetrainPolicy
+    from edgeloop.registry.job_store import JobStore
+
+    drift = Alert("a1", "drift", RuleKind.DRIFTING_NODES, str(champ.ref), AlertState.FIRING,
+                  0.0, 0.0, None)  # fmt: skip
+    options = {"checkpoint": str(champ.checkpoint), "epochs": 500}
+    policy = RetrainPolicy(champ.ref.name, ("shifted",), options=options)
+    executor = LocalProcessExecutor()
+    trigger = PolicyTrigger((policy,), champ.settings, executor)
+    trigger((drift,))
+    trigger((drift,))  # the job runs already: 409, taken as "being handled"
+    assert len(trigger.started) == 1
+    with closing(JobStore(champ.settings.db_url)) as store:
+        job = store.get(trigger.started[0])
+        assert job.spec["trigger"] == "drift-alert" and job.spec["data"] == ["shifted:1"]
+        cancel(job.id, store, executor)
+        executor.wait(job.runner, 60)
+        assert store.get(job.id).state.value == "cancelled"

@@ -95,6 +95,14 @@ def control(
         float,
         typer.Option("--alert-every-s", help="Seconds between two alert rule evaluations."),
     ] = 15.0,
+    retrain_policies: Annotated[
+        Path | None,
+        typer.Option(
+            "--retrain-policies",
+            help="A JSON file of retraining policies: an alert that opens starts a retraining "
+            "job (docs/retraining.md).",
+        ),
+    ] = None,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json (the ready line)")
     ] = OutputFormat.TABLE,
@@ -111,12 +119,14 @@ def control(
     from edgeloop.control.server import run
     from edgeloop.control.webhook import WebhookConfig
     from edgeloop.core.tls import TlsConfig, server_context
+    from edgeloop.pipeline.retrain_policy import load_policies
     from edgeloop.registry.update_repo import Expiry
 
     check_settings(timestamp_expiry_s, tick_s)  # before anything is opened or written
     rules = DEFAULT_RULES if alert_rules is None else load_rules(alert_rules)
     hook = None if alert_webhook is None else WebhookConfig(alert_webhook)
     alerting = Alerting(rules, hook, every_s=alert_every_s)
+    policies = None if retrain_policies is None else load_policies(retrain_policies)
     tls = TlsConfig(cert=tls_cert, key=tls_key, client_ca=tls_client_ca)
     server_context(tls)  # a bad certificate or key: refused before anything is opened
     limits = wire_limits(
@@ -126,6 +136,10 @@ def control(
         home, db, admin_token, Expiry(timestamp_s=timestamp_expiry_s), artifacts
     )
     token_file = None if admin_token else plane.settings.home / "control" / "admin.token"
+    if policies is not None:
+        from edgeloop.control.jobs_api import PolicyTrigger
+
+        alerting.on_opened = PolicyTrigger(policies, plane.settings)
 
     def on_ready(info: ReadyInfo) -> None:
         if format is OutputFormat.JSON:

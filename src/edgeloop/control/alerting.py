@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ class Alerting:
     rules: tuple[Rule, ...] = DEFAULT_RULES
     webhook: WebhookConfig | None = None
     every_s: float = 15.0
+    # Called (in a thread) with the alerts each evaluation opened: retraining policies.
+    on_opened: Callable[[tuple[Alert, ...]], None] | None = None
     sender: Webhook | None = field(default=None, repr=False)
     evaluations: int = 0
     _last: float = field(default=-math.inf, repr=False)
@@ -91,6 +94,8 @@ class Alerting:
                 plane.write, "storing alerts", lambda c: alert_store.write(c, changes)
             )
         self.evaluations += 1
+        if self.on_opened is not None and changes.opened:
+            await run_in_threadpool(self.on_opened, changes.opened)
         if self.sender is not None:
             for alert in changes.notices:
                 self.sender.offer(notice(alert))

@@ -19,6 +19,7 @@ recovered: failed with the reason, their registered versions removed.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -30,9 +31,11 @@ from edgeloop.control import openapi
 from edgeloop.control.answers import json_answer
 from edgeloop.control.limits import Body
 from edgeloop.control.schemas import parse
-from edgeloop.core.errors import ConfigError
+from edgeloop.core.errors import ConfigError, EdgeError
+from edgeloop.core.settings import Settings
 from edgeloop.pipeline.retrain_executor import Executor, LocalProcessExecutor
 from edgeloop.pipeline.retrain_job import cancel, recover, submit
+from edgeloop.pipeline.retrain_policy import RetrainPolicy, specs_for
 from edgeloop.pipeline.retrain_spec import RetrainSpec
 from edgeloop.registry.job_store import JobStore
 from edgeloop.registry.jobs import JobRunningError
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from edgeloop.control.app import Api, Endpoint
 
 V1 = "/api/v1"
+log = logging.getLogger("edgeloop.control.jobs")
 
 
 class RetrainBody(BaseModel):
@@ -120,8 +124,8 @@ class JobRoutes:
         try:
             job = await run_in_threadpool(submit, spec, self.settings, self.store, self.executor)
         except JobRunningError as exc:  # the usual error body plus the running job's id
-            body = {"error": exc.message, "type": type(exc).__name__, "hint": exc.hint}
-            return json_answer({**body, "job_id": exc.job_id}, exc.http_status)
+            answer = {"error": exc.message, "type": type(exc).__name__, "hint": exc.hint}
+            return json_answer({**answer, "job_id": exc.job_id}, exc.http_status)
         return json_answer(job.to_dict(), 202)
 
     async def jobs(self, request: Request) -> Response:
@@ -149,6 +153,40 @@ class JobRoutes:
         job_id = request.path_params["job_id"]
         job = await run_in_threadpool(cancel, job_id, self.store, self.executor)
         return json_answer(job.to_dict(), 202)
+
+
+class PolicyTrigger:
+    """The :class:`~edgeloop.control.alerting.Alerting` hook that starts the jobs retraining
+    policies ask for when alerts open. A job already running for the model (409) means it is
+    being handled; a refused request (a data set without labels) is logged, never raised: the
+    alert loop must go on."""
+
+    def __init__(
+        self,
+        policies: tuple[RetrainPolicy, ...],
+        settings: Settings,
+        executor: Executor | None = None,
+    ) -> None:
+        self.policies = policies
+        self.settings = settings
+        self.executor = executor or LocalProcessExecutor()
+        self.started: list[str] = []  # job ids, for the operator's log and the tests
+
+    def __call__(self, opened: tuple[Any, ...]) -> None:
+        store = JobStore(self.settings.db_url)
+        try:
+            for spec in specs_for(opened, self.policies):
+                try:
+                    job = submit(spec, self.settings, store, self.executor)
+                except JobRunningError as exc:
+                    log.info("retrain policy for %s: job %s runs already", spec.model, exc.job_id)
+                except EdgeError as exc:
+                    log.warning("retrain policy for %s: not started: %s", spec.model, exc)
+                else:
+                    log.info("retrain policy for %s: job %s started", spec.model, job.id)
+                    self.started.append(job.id)
+        finally:
+            store.close()
 
 
 def _known(params: dict[str, str], allowed: set[str]) -> None:

@@ -14,8 +14,10 @@ from the control plane.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from edgeloop.core.errors import ConfigError
@@ -89,3 +91,33 @@ def specs_for(alerts: Iterable[AlertLike], policies: Iterable[RetrainPolicy]) ->
             }
         )
     return list(out.values())
+
+
+def load_policies(path: Path) -> tuple[RetrainPolicy, ...]:
+    """The policies of a JSON file ``{"policies": [{"model", "data": [...], "kinds"?,
+    "options"?}]}`` (``edgeloop control --retrain-policies FILE``). Raises ConfigError."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"--retrain-policies {path}: cannot read it as JSON: {exc}",
+            hint='expected {"policies": [{"model": "digits-cnn", "data": ["caps"]}]}',
+        ) from exc
+    items = doc.get("policies") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ConfigError(f"--retrain-policies {path}: expected an object with a list 'policies'")
+    out = []
+    for item in items:
+        if unknown := sorted(set(item) - {"model", "data", "kinds", "options"}):
+            raise ConfigError(f"--retrain-policies {path}: fields {unknown} are not known")
+        out.append(
+            RetrainPolicy(
+                model=str(item.get("model", "")),
+                data=tuple(str(d) for d in item.get("data") or ()),
+                kinds=frozenset(item.get("kinds") or TRIGGERS),
+                options=dict(item.get("options") or {}),
+            )
+        )
+    if len({p.model for p in out}) != len(out):
+        raise ConfigError(f"--retrain-policies {path}: a model has two policies")
+    return tuple(out)
