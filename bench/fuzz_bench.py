@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests packag
 from tests.fuzz.fuzzer import Tally, fuzz, operation_count
 from tests.fuzz.servers import Target, control_target, serve_target
 
+ROUND = 2_000  # requests per round: each round a new seed, and the figures written
 SERVERS: dict[str, Callable[[Path], contextlib.AbstractContextManager[Target]]] = {
     "serve": serve_target,
     "control": control_target,
@@ -60,26 +61,31 @@ def merge(total: Tally, part: Tally) -> None:
     total.seconds += part.seconds
 
 
-def run(name: str, requests: int, first_seed: int) -> dict[str, Any]:
+def run(
+    name: str, requests: int, first_seed: int, report: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Fuzz server ``name`` in rounds of at most ``ROUND`` requests; ``report`` gets the figures
+    so far after each round (a long run interrupted still leaves its figures)."""
     with tempfile.TemporaryDirectory() as folder, SERVERS[name](Path(folder)) as target:
         cpu_before = cpu_seconds(target.pid)
         total, seed, operations = Tally(name), first_seed, operation_count(target)
         while total.sent < requests:
-            per_op = math.ceil((requests - total.sent) / operations)
+            per_op = math.ceil(min(ROUND, requests - total.sent) / operations)
             part = fuzz(target, max(per_op, 5), seed)
             merge(total, part)
             seed += 1
-            print(f"{name}: seed {seed - 1}: {part.sent} requests, {part.seconds:.0f} s",
-                  file=sys.stderr)  # fmt: skip
-        cpu_after = cpu_seconds(target.pid)
-        alive = target.alive()
-    doc = total.to_dict()
-    doc.update(
-        seeds=[first_seed, seed - 1],
-        server_cpu_s=None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
-        alive_after=alive,
-        failures=total.failures,
-    )
+            cpu = cpu_seconds(target.pid)
+            doc = total.to_dict()
+            doc.update(
+                complete=total.sent >= requests,
+                seeds=[first_seed, seed - 1],
+                server_cpu_s=None if cpu_before is None or cpu is None else cpu - cpu_before,
+                alive_after=target.alive(),
+                failures=total.failures,
+            )
+            report(doc)
+            print(f"{name}: seed {seed - 1}: {part.sent} requests ({total.sent} in all), "
+                  f"{part.seconds:.0f} s", file=sys.stderr)  # fmt: skip
     return doc
 
 
@@ -90,15 +96,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the first Hypothesis seed")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
-    results = {
+    results: dict[str, Any] = {
         "command": " ".join(sys.argv),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-        "servers": [run(name, args.requests, args.seed) for name in args.servers.split(",")],
-    }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "load_avg_at_start": os.getloadavg()[0]},
+        "servers": {},
+    }  # fmt: skip
+
+    def report(doc: dict[str, Any]) -> None:
+        results["servers"][doc["target"]] = doc
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+    for name in args.servers.split(","):
+        run(name, args.requests, args.seed, report)
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
