@@ -1,4 +1,5 @@
-"""Job records in a real SQLite registry database: one per model, allowed moves, cancel, log."""
+"""Job records in a real registry database (SQLite; PostgreSQL when EDGELOOP_TEST_POSTGRES_URL
+is set): one per model, allowed moves, cancel, log."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.postgres import PG_PARAM
 
 from edgeloop.core.errors import ConflictError, NotFoundError
 from edgeloop.registry.job_store import JobStore
 from edgeloop.registry.jobs import JobRunningError, JobState
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[JobStore]:
-    s = JobStore(f"sqlite:///{tmp_path / 'registry.db'}")
+@pytest.fixture(params=["sqlite", PG_PARAM])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    url = (
+        f"sqlite:///{tmp_path / 'registry.db'}"
+        if request.param == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
+    s = JobStore(url)
     yield s
     s.close()
 
