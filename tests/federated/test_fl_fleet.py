@@ -17,11 +17,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from edgeloop.cli.app import app
+from edgeloop.control import fl_store
 from edgeloop.core.errors import ConfigError, ConflictError, NotFoundError
+from edgeloop.core.settings import Settings
+from edgeloop.federated.accountant import PrivacyAccountant
 from edgeloop.federated.models import fl_model
 from edgeloop.federated.partition import Partition
 from edgeloop.sdk.control_client import ControlClient
@@ -80,8 +85,8 @@ def test_a_task_trains_across_three_agents_and_registers_its_model(
     started = runner.invoke(app, ["fl", "start", "--model", "digits-mlp", "--rounds", "3",
                                   "--clients-per-round", "3", "--min-clients", "3",
                                   "--deadline-s", "60", "--lr", "0.1", *args])  # fmt: skip
-    assert started.exit_code == 0, started.output
-    task_id = json.loads(started.output)["task_id"]
+    assert started.exit_code == 0, (started.output, started.exception)
+    task_id = json.loads(started.stdout)["task_id"]
     doc = _wait_task(admin, task_id)
     assert doc["state"] == "done" and doc["reason"] is None, doc
     history = doc["history"]
@@ -102,8 +107,11 @@ def test_a_task_trains_across_three_agents_and_registers_its_model(
     assert reg["ref"] in rows and rows[reg["ref"]]["format"] == "onnx"
     # The same task through `fl status` and `fl list`.
     shown = runner.invoke(app, ["fl", "status", task_id, *args])
-    assert shown.exit_code == 0 and json.loads(shown.output)["rounds_done"] == 3
-    listed = json.loads(runner.invoke(app, ["fl", "list", *args]).output)["tasks"]
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["rounds_done"] == 3
+    listing = runner.invoke(app, ["fl", "list", *args])
+    assert listing.exit_code == 0, listing.output
+    listed = json.loads(listing.stdout)["tasks"]
     assert [t["task_id"] for t in listed if t["state"] == "done"] == [task_id]
     # Training ran in the workers' own processes: the agents never imported torch.
     for agent in fleet.agents:
@@ -121,7 +129,9 @@ def test_bad_tasks_and_out_of_round_updates_are_refused(
     with pytest.raises(NotFoundError, match="fedavg"):
         admin.call("POST", "/api/v1/fl/tasks", json={**base, "strategy": "fedsgd"})
     with pytest.raises(ConfigError, match="secure aggregation"):
-        admin.call("POST", "/api/v1/fl/tasks", json={**base, "secagg": True})
+        admin.call("POST", "/api/v1/fl/tasks", json={**base, "secagg": True, "dp": {}})
+    with pytest.raises(ConfigError, match="secure aggregation"):
+        admin.call("POST", "/api/v1/fl/tasks", json={**base, "secagg": True, "strategy": "median"})
     with pytest.raises(NotFoundError):
         admin.call("GET", "/api/v1/fl/tasks/nope")
     assert [t["state"] for t in admin.call("GET", "/api/v1/fl/tasks")["tasks"]] == ["done"]
@@ -135,6 +145,66 @@ def test_bad_tasks_and_out_of_round_updates_are_refused(
                          headers={"X-Fl-Update": '{"num_samples": 10}'})  # fmt: skip
         with pytest.raises(Exception, match="admin"):
             as_node.call("POST", "/api/v1/fl/tasks", json=base)
+
+
+def test_secure_aggregation_holds_masked_inputs_only_and_survives_a_silent_client(
+    fleet: LocalFleet, admin: ControlClient
+) -> None:
+    plain = admin.call("GET", "/api/v1/fl/tasks")["tasks"][0]["task_id"]
+    plain_round = admin.call("GET", f"/api/v1/fl/tasks/{plain}")["history"][0]
+    victim = fleet.agents[1]
+    hook = victim.home / "agent" / "fl" / "stall-at-round"
+    hook.write_text("1:unmask")  # it sends its masked input, then never its unmasking shares
+    body = {"model": "digits-mlp", "rounds": 1, "clients_per_round": 3, "min_clients": 2,
+            "deadline_s": 4.0, "secagg": True, "local": {"lr": 0.1}}  # fmt: skip
+    task_id = admin.call("POST", "/api/v1/fl/tasks", json=body)["task_id"]
+    marker = hook.parent / "stalled-at-round-1"
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the victim never reached the unmasking step"
+        time.sleep(0.1)
+    # What the control plane holds now: keys, sealed shares and masked vectors, no update.
+    engine = sa.create_engine(Settings.load(fleet.folder / "control").db_url)
+    try:
+        with engine.connect() as conn:
+            m = fl_store.messages
+            rows = list(conn.execute(sa.select(m).where(m.c.task_id == task_id)))
+    finally:
+        engine.dispose()
+    assert {r.kind for r in rows} <= {"advertise", "share", "mask", "unmask", "download"}
+    masked = [r.payload for r in rows if r.kind == "mask"]
+    assert len(masked) == 3 and all(len(p) == 8 * (PARAMS + 1) for p in masked)
+    for payload in masked:  # read as the fixed-point numbers they would be: far from n * x
+        values = np.frombuffer(payload, dtype="<i8").astype(np.float64) / 2**24
+        assert np.median(np.abs(values)) > 1e6
+    doc = _wait_task(admin, task_id)
+    hook.unlink()
+    names = _names(admin)
+    first = doc["history"][0]
+    assert doc["state"] == "done", doc
+    assert len(first["participants"]) == 3 and first["dropouts"] == []
+    assert [names[n] for n in first["dropped_after_masking"]] == [victim.name]
+    assert first["secagg_threshold"] == 2 and first["num_samples"] == 1437
+    # The unmasked mean is the plain FedAvg of the same round (same seeds), to fixed point.
+    assert first["update_norm"] == pytest.approx(plain_round["update_norm"], abs=1e-5)
+    assert first["client_loss"] == pytest.approx(plain_round["client_loss"], abs=1e-6)
+
+
+def test_dp_reports_epsilon_and_refuses_the_round_past_the_target(
+    fleet: LocalFleet, admin: ControlClient
+) -> None:
+    accountant = PrivacyAccountant.for_fleet(1.0, 2, 3, delta=1e-5)  # 2 of 3 clients a round
+    target = (accountant.epsilon(2) + accountant.epsilon(3)) / 2
+    body = {"model": "digits-mlp", "rounds": 3, "clients_per_round": 2, "min_clients": 2,
+            "deadline_s": 30.0, "dp": {"noise_multiplier": 1.0, "clip_norm": 1.0,
+                                       "target_epsilon": target}}  # fmt: skip
+    doc = _wait_task(admin, admin.call("POST", "/api/v1/fl/tasks", json=body)["task_id"])
+    assert doc["state"] == "done" and "round 3 refused" in doc["reason"], doc
+    assert [h["epsilon"] for h in doc["history"]] == pytest.approx(
+        [accountant.epsilon(1), accountant.epsilon(2)]
+    )
+    assert doc["epsilon"] == pytest.approx(accountant.epsilon(2))
+    assert doc["registration"]["state"] == "registered"
 
 
 def test_an_agent_killed_mid_round_is_a_dropout_and_the_round_completes(

@@ -16,9 +16,10 @@ plane.
 A test hook, like the updater's ``EDGELOOP_AGENT_PAUSE_AT``: a file ``fl/stall-at-round``
 holding N makes the worker stop answering once it has received round N's model (``N:STEP``:
 before it sends SecAgg step STEP), after writing ``fl/stalled-at-round-N``; the test then
-kills the agent mid-round. Under secure aggregation (the assignment's ``secagg`` step) the
-node exchanges keys, trains at the ``mask`` step and sends only its masked input
-(:mod:`edgeloop.agent.fl_secagg`).
+kills the agent mid-round, or removes the file to let it go on.
+
+Under secure aggregation (the assignment's ``secagg`` step) the node exchanges keys, trains at
+the ``mask`` step and sends only its masked input (:mod:`edgeloop.agent.fl_secagg`).
 """
 
 from __future__ import annotations
@@ -244,8 +245,10 @@ class FlWorker:
             await self._stall(round)
 
     async def _stall(self, round: int) -> None:
+        """Until the test kills this process, or removes ``fl/stall-at-round``."""
         (self.folder / f"stalled-at-round-{round}").touch()
-        await asyncio.Event().wait()  # until the test kills this process
+        while (self.folder / "stall-at-round").exists():
+            await asyncio.sleep(0.1)
 
 
 def _check(response: httpx.Response) -> None:
