@@ -10,7 +10,7 @@ import pytest
 from tests.serving.harness import serving
 
 from edgeloop.core.errors import ConfigError
-from edgeloop.serving import openapi
+from edgeloop.serving import openapi, schemas
 from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.oip import DATATYPES
 
@@ -83,7 +83,7 @@ def test_a_route_without_an_entry_is_refused_not_left_out() -> None:
 
 
 def test_the_datatype_enum_is_the_codec_s() -> None:
-    assert list(get_args(openapi.Datatype)) == list(DATATYPES)
+    assert list(get_args(schemas.Datatype)) == list(DATATYPES)
 
 
 def _all_refs_resolve(node: object, schemas: dict[str, object]) -> None:
