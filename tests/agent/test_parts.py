@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 from tests.agent.fleet_stub import ENROLL_TOKEN, NODE_ID, ControlStub
 
-from edgeloop.agent.capabilities import accelerators, probe
+from edgeloop.agent.capabilities import accelerators, probe, resources
 from edgeloop.agent.control_client import ControlClient
 from edgeloop.agent.deployment import Guard
 from edgeloop.agent.health import HealthFigures, nearest_rank
@@ -31,6 +31,15 @@ def test_probe_reports_this_machine() -> None:
     assert "CPUExecutionProvider" in caps["providers"]
     assert set(caps) == {"arch", "os", "cpu_model", "cpu_count", "cpu_flags", "memory_mb",
                          "accelerators", "engines", "providers"}  # fmt: skip
+
+
+def test_resources_read_memavailable_or_say_why_not(tmp_path: Path) -> None:
+    (tmp_path / "meminfo").write_text("MemTotal: 8192000 kB\nMemAvailable: 2048000 kB\n")
+    assert resources(tmp_path) == {"memory_available_mb": 2000.0}
+    (tmp_path / "meminfo").write_text("MemTotal: 8192000 kB\n")
+    assert resources(tmp_path)["memory_available_mb"] is None
+    assert "no MemAvailable" in resources(tmp_path)["reason"]
+    assert "cannot read" in resources(tmp_path / "absent")["reason"]
 
 
 def test_accelerators_come_from_device_nodes(tmp_path: Path) -> None:

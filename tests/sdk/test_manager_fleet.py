@@ -18,7 +18,6 @@ from edgeloop.core.types import Manifest, TensorSpec
 from edgeloop.sdk.local_fleet import LocalFleet
 from edgeloop.sdk.manager import EdgeMLManager
 from edgeloop.sdk.models import EdgeModel
-from edgeloop.sdk.results import NO_MANIFEST
 from edgeloop.sdk.site import Site, save_site
 
 pytestmark = pytest.mark.slow
@@ -64,8 +63,10 @@ def test_model_list_shows_the_registered_model(
     assert (lin["version"], lin.sha256, lin.size_bytes) == (
         1, record["artifact_sha256"], Path(str(published["path"])).stat().st_size
     )  # fmt: skip
-    # The listing carries no manifest today, so the figures are None with that reason.
-    assert lin.latency_ms is None and lin.accuracy is None and lin.reason == NO_MANIFEST
+    # The figures are the manifest's benchmark of the file (run without data: no accuracy).
+    measured = published["measured"]
+    assert lin.latency_ms == measured.latency_ms.p50  # type: ignore[attr-defined]
+    assert lin.accuracy is None and "without data" in str(lin.reason)
 
 
 def test_edge_and_node_status_are_what_the_control_plane_lists(edge: EdgeMLManager) -> None:
@@ -82,7 +83,11 @@ def test_edge_and_node_status_are_what_the_control_plane_lists(edge: EdgeMLManag
         assert info["device_class"] == rows[name]["device_class"]
         assert info.memory_total == pytest.approx(caps["memory_mb"] / 1024, abs=1e-3)
         assert info.cpu == caps["cpu_model"] and info.agent_url == rows[name]["agent_url"]
-        assert info.memory_available is None and "memory_available" in info.reasons
+        # MemAvailable as the agent read it for its last report (GiB), never above the total
+        free_mb = rows[name]["reported"]["resources"]["memory_available_mb"]
+        assert info.memory_available == pytest.approx(free_mb / 1024, abs=1e-3)
+        assert 0 < info.memory_available <= info.memory_total
+        assert "memory_available" not in info.reasons
 
 
 def test_deploy_to_one_node_then_infer_there(
@@ -90,14 +95,11 @@ def test_deploy_to_one_node_then_infer_there(
 ) -> None:
     declared = EdgeModel("lin", "lin", input_shape=(FEATURES,), output_shape=(1, CLASSES),
                          accuracy=0.9, latency_ms=1.0)  # fmt: skip
-    # Never deployed: the control plane does not serve its bytes, so shapes cannot be checked.
-    with pytest.raises(NotFoundError, match="does not serve the bytes of lin:1"):
-        edge.deploy_model(declared, "node-1", soak_s=0.5, timeout_s=60)
     deployed = edge.deploy_model("lin", "node-1", soak_s=0.5, timeout_s=60)
     assert deployed["version"] == 1 and deployed.state == "COMPLETED" and deployed.stated == {}
     again = edge.deploy_model(declared, "node-1", soak_s=0.5, timeout_s=60)  # now checked
     assert again.version == 1 and again.stated["accuracy"] == 0.9
-    assert again.measured["latency_ms"] is None and again.reason == NO_MANIFEST
+    assert again.measured["latency_ms"] == published["measured"].latency_ms.p50  # type: ignore[attr-defined]
     nodes = edge.get_node_status().nodes
     assert nodes["node-1"].active_models == ["lin:1"] and nodes["node-2"].active_models == []
     assert edge.get_edge_status().models_deployed == 1
@@ -137,7 +139,7 @@ def test_unknown_model_and_node_name_the_known_ones(
         edge.deploy_model("nope", "node-1")
     with pytest.raises(NotFoundError, match="nodes: node-1, node-2"):
         edge.run_inference("lin", {"features": [0.0] * FEATURES}, "node-9")
-    with pytest.raises(NotFoundError, match="no torch checkpoint"):
+    with pytest.raises(ConfigError, match="no torch checkpoint registered"):
         edge.prune_model("lin", sparsity=0.3)
 
 
@@ -149,13 +151,7 @@ def test_quantize_registers_a_measured_int8_variant(edge: EdgeMLManager, tmp_pat
         outputs=(TensorSpec("output", (None, 10), "float32"),),
     )  # fmt: skip
     edge.control.publish_model(path, manifest)
-    with pytest.raises(NotFoundError, match="does not serve the bytes of dig:1"):
-        edge.quantize_model("dig", "int8", data="digits", runs=30)
-    # The control plane serves a model's bytes once it was deployed somewhere.
-    edge.deploy_model("dig", "node-2", soak_s=0.5, timeout_s=60)
-    with pytest.raises(ConfigError, match="no data set is registered"):
-        edge.quantize_model("dig")  # the listing shows no manifest, so no data set
-    result = edge.quantize_model("dig", "int8", data="digits", runs=30)
+    result = edge.quantize_model("dig", "int8", runs=30)  # on the manifest's data set
     rows = {r["ref"]: r for r in edge.control.models()}
     assert result["parent"] == "dig:1" and result.ref in rows
     assert result.original_size_mb == pytest.approx(path.stat().st_size / 2**20)
@@ -163,3 +159,33 @@ def test_quantize_registers_a_measured_int8_variant(edge: EdgeMLManager, tmp_pat
     assert result.quantized_size_mb < result.original_size_mb
     assert result.speedup == pytest.approx(result.original_latency_ms / result.quantized_latency_ms)
     assert result.original_accuracy is not None and result.quantized_accuracy is not None
+
+
+def test_prune_removes_channels_of_the_registered_checkpoint_and_registers_the_variant(
+    edge: EdgeMLManager, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch_pruning")
+    from tests.optimize.torch_parents import digits_splits, trained_parent
+
+    from edgeloop.formats.onnx_info import inspect_onnx
+
+    parent = trained_parent(tmp_path, digits_splits(), width=8, epochs=2)
+    info = inspect_onnx(parent.onnx)
+    manifest = Manifest(name="cnn", format="onnx", dataset="digits",
+                        inputs=info.inputs, outputs=info.outputs)  # fmt: skip
+    edge.control.publish_model(parent.onnx, manifest)  # no checkpoint: refused, says what to add
+    with pytest.raises(ConfigError, match="--checkpoint DIR"):
+        edge.prune_model("cnn", sparsity=0.5)
+    edge.control.publish_model(parent.onnx, manifest, checkpoint=parent.checkpoint)
+    result = edge.prune_model("cnn:2", sparsity=0.5, epochs=1, runs=20)
+    rows = {r["ref"]: r for r in edge.control.models()}
+    assert result["parent"] == "cnn:2" and rows[result.ref]["manifest"]["parent"] == "cnn:2"
+    # Torch-Pruning removed half of each hidden layer's channels: parameters and MACs shrink
+    assert result["pruned_parameters"] < result["original_parameters"] * 0.5
+    assert result.pruned_macs < result.original_macs
+    assert result.original_size_mb == pytest.approx(parent.onnx.stat().st_size / 2**20)
+    assert result.pruned_size_mb == pytest.approx(rows[result.ref]["size_bytes"] / 2**20)
+    assert result.speedup == pytest.approx(result.original_latency_ms / result.pruned_latency_ms)
+    assert result.pruned_accuracy is not None
+    # the variant's own pruned checkpoint is registered too: it can be pruned again
+    assert set(rows[result.ref]["manifest"]["recipe"]["checkpoint"]) == {"weights", "config"}

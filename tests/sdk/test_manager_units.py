@@ -125,8 +125,12 @@ def test_node_rows_become_node_info_with_reasons_for_what_the_node_does_not_repo
     info = node_info(row, 60.0, seen + 30)
     assert (info.device_type, info.memory_total, info.cpu_count) == ("npu", 4.0, 4)
     assert info.online and info.active_models == ["lin:2"]
-    assert info.memory_available is None and "memory available" in info.reasons["memory_available"]
+    assert info.memory_available is None and "no memory reading" in info.reasons["memory_available"]
     assert not node_info(row, 60.0, seen + 61).online
+    row["reported"] = {"resources": {"memory_available_mb": 1536.0}}
+    assert node_info(row, 60.0, seen).memory_available == 1.5
+    row["reported"] = {"resources": {"memory_available_mb": None, "reason": "no MemAvailable"}}
+    assert node_info(row, 60.0, seen).reasons["memory_available"] == "no MemAvailable"
 
 
 def test_inputs_are_shaped_for_the_model_and_an_image_needs_a_preprocessing_record(

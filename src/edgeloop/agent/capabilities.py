@@ -67,6 +67,22 @@ def providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def resources(proc_root: Path = Path("/proc")) -> dict[str, Any]:
+    """What the node has free now, for each report: ``MemAvailable`` of ``/proc/meminfo``
+    (the kernel's estimate of memory a new workload can take without swapping), in MiB;
+    None with the reason where the kernel does not give it."""
+    try:
+        text = (proc_root / "meminfo").read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return {"memory_available_mb": None, "reason": f"cannot read /proc/meminfo: {exc}"}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if key.strip() == "MemAvailable" and parts and parts[0].isdigit():
+            return {"memory_available_mb": round(int(parts[0]) / 1024.0, 1)}
+    return {"memory_available_mb": None, "reason": "/proc/meminfo has no MemAvailable line"}
+
+
 def probe() -> dict[str, Any]:
     """The capability object of the contract (arch, os, cpu, memory, accelerators, engines)."""
     machine = describe_machine()

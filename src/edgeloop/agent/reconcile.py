@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeloop.agent.capabilities import probe
+from edgeloop.agent.capabilities import probe, resources
 from edgeloop.agent.control_client import ControlClient, Desired
 from edgeloop.agent.deployment import parse_deployment
 from edgeloop.agent.fetcher import FetchSources, HttpxFetcher
@@ -268,6 +268,7 @@ class Reconciler:
             "self_test": test.to_dict() if test else None,
             "health": figures,
             "events": [e.to_dict() for e in record.events],
+            "resources": resources(),  # memory available now, measured here
         }
 
     def _active(self, active: SlotModel | None) -> dict[str, Any] | None:

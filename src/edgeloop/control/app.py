@@ -14,6 +14,7 @@ route                                      auth       answer
 ``GET  /api/v1/telemetry?node=&kind=...``  admin      ``{"items": [stored item]}``
 ``GET|POST /api/v1/models``                admin      registry listing / publish (multipart: file,
                                                       manifest, optional profile/version/sha256)
+``POST /api/v1/artifacts``, ``GET .../{sha}`` admin    a checkpoint's files by sha256
 ``POST /api/v1/deployments``               admin      the new rollout
 ``GET  /api/v1/rollouts[/{id}]``           admin      rollouts / rollout
 ``POST /api/v1/rollouts/{id}/rollback``    admin      rollout (``{"to": "name:version"?}``)
@@ -57,6 +58,7 @@ from edgeloop import __version__
 from edgeloop.control import answers, auth, fleet, openapi, schemas, telemetry, ui
 from edgeloop.control.alerting import Alerting
 from edgeloop.control.answers import json_answer, ranged
+from edgeloop.control.artifacts_api import ArtifactRoutes
 from edgeloop.control.captures_api import CaptureRoutes
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.experiments_api import ExperimentRoutes
@@ -416,6 +418,7 @@ def _model_row(version: Any) -> dict[str, Any]:
         "size_bytes": version.size_bytes,
         "format": version.manifest.format,
         "created_at": version.created_at.isoformat(),
+        "manifest": version.manifest.to_dict(),  # measurements, data set, recipe (the SDK)
     }
 
 
@@ -499,6 +502,7 @@ def create_app(
         (f"{v1}/datasets/captures", CaptureRoutes(api).make_dataset, "POST", Body.JSON),
         *ExperimentRoutes(api).routes(),  # fleet A/B experiments (control/experiments_api.py)
         *JobRoutes(api).routes(),  # retraining jobs (control/jobs_api.py)
+        *ArtifactRoutes(api).routes(),  # checkpoints by sha256 (control/artifacts_api.py)
     ]
     api.routes = [(method, path) for path, _, method, _ in routes]
     bodies: list[Route] = []

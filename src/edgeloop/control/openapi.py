@@ -119,6 +119,7 @@ class ModelRow(BaseModel):
     size_bytes: int
     format: str
     created_at: str
+    manifest: dict[str, Any]
 
 
 class Models(BaseModel):

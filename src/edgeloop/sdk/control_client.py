@@ -60,6 +60,10 @@ _BY_STATUS: dict[int, type[EdgeError]] = {
 }
 
 
+# a checkpoint folder's files (training/checkpoint.py), by their key in recipe.checkpoint
+CHECKPOINT_FILES = {"weights": "model.pt", "config": "model.json"}
+
+
 def _env_bundle() -> Path | None:
     bundle = os.environ.get("EDGELOOP_CA_BUNDLE")
     return Path(bundle) if bundle else None
@@ -154,17 +158,24 @@ class ControlClient:
         manifest: Manifest | Mapping[str, Any],
         *,
         profile: Path | None = None,
+        checkpoint: Path | None = None,
     ) -> dict[str, Any]:
         """Upload ``file`` as the next version of the manifest's model (with its reference
-        ``profile`` file when given); the version's record.
+        ``profile`` file when given); the version's record. ``checkpoint``: the torch checkpoint
+        folder it was exported from (``edgeloop train --out``), stored first and named in the
+        manifest's ``recipe.checkpoint`` so pruning and retraining can start from it.
 
         Raises:
-            NotFoundError: ``file`` does not exist (checked here, before any upload).
+            NotFoundError: ``file`` (or the checkpoint's files) does not exist (checked here,
+                before any upload).
         """
         path = Path(file)
         if not path.is_file():
             raise NotFoundError(f"model file {str(path)!r} does not exist")
         doc = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
+        if checkpoint is not None:
+            doc["recipe"] = {**(doc.get("recipe") or {}), "checkpoint": self.put_checkpoint(
+                Path(checkpoint))}  # fmt: skip
         with path.open("rb") as fh, contextlib.ExitStack() as stack:
             files = {"file": (path.name, fh, "application/octet-stream")}
             if profile is not None:
@@ -230,27 +241,18 @@ class ControlClient:
         """Download the artifact of a ``/api/v1/models`` row into ``dest`` and check its sha256.
 
         Raises:
-            NotFoundError: the control plane does not serve that artifact (today: one never
-                deployed).
+            NotFoundError: the control plane does not hold that artifact.
             UntrustedArtifactError: the bytes do not hash to the row's sha256.
         """
         import hashlib
 
         sha = str(row["sha256"])
-        leaf = f"{row['name']}-{row['version']}.{row.get('format') or 'onnx'}"
         digest = hashlib.sha256()
         try:
             with (
-                self._http.stream("GET", f"/tuf/targets/artifacts/{sha}.{leaf}") as response,
+                self._http.stream("GET", f"/api/v1/artifacts/{sha}") as response,
                 dest.open("wb") as fh,
             ):
-                if response.status_code == 404:
-                    raise NotFoundError(
-                        f"the control plane does not serve the bytes of {row['ref']}: it "
-                        "serves a model's artifact only once a deployment published it as an "
-                        "update target, and has no admin route for a registered artifact yet",
-                        hint=f"deploy {row['ref']} once (to any node), then retry",
-                    )
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response, f"GET artifact {row['ref']}")
@@ -269,6 +271,53 @@ class ControlClient:
                 hint="the control plane's artifact store is corrupt or a proxy changed the bytes",
             )
         return dest
+
+    def put_checkpoint(self, folder: Path) -> dict[str, str]:
+        """Store a checkpoint folder's two files (``model.pt``, ``model.json``) on the control
+        plane; their sha256s as a manifest's ``recipe.checkpoint`` names them.
+
+        Raises:
+            NotFoundError: the folder lacks one of the files.
+        """
+        found = {}
+        for key, leaf in CHECKPOINT_FILES.items():
+            part = folder / leaf
+            if not part.is_file():
+                raise NotFoundError(
+                    f"checkpoint folder {str(folder)!r} has no {leaf}",
+                    hint="give the folder `edgeloop train --out DIR` wrote",
+                )
+            with part.open("rb") as fh:
+                answer = self.call("POST", "/api/v1/artifacts", files={"file": (leaf, fh)})
+            found[key] = str(answer["sha256"])
+        return found
+
+    def get_checkpoint(self, stored: Mapping[str, str], folder: Path) -> Path:
+        """Download the checkpoint ``stored`` names (``{"weights": SHA, "config": SHA}``) into
+        ``folder``, each file checked against its sha256.
+
+        Raises:
+            NotFoundError: the control plane does not hold one of the files.
+            UntrustedArtifactError: bytes that do not hash to the named sha256.
+        """
+        import hashlib
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, leaf in CHECKPOINT_FILES.items():
+            sha = str(stored[key])
+            try:
+                response = self._http.get(f"/api/v1/artifacts/{sha}")
+            except httpx.HTTPError as exc:
+                raise TransportError(f"control plane {self.url} did not send {sha}: {exc}") from exc
+            if response.status_code >= 400:
+                raise _error(response, f"GET checkpoint file {leaf}")
+            if hashlib.sha256(response.content).hexdigest() != sha:
+                raise UntrustedArtifactError(
+                    f"the checkpoint's {leaf} from {self.url} does not hash to {sha[:12]}...; "
+                    "it was not kept",
+                )
+            (folder / leaf).write_bytes(response.content)
+        return folder
 
     def deploy(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """Start a rollout of deployment ``spec``; the rollout."""

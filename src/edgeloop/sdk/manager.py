@@ -204,11 +204,21 @@ class EdgeMLManager(ExperimentCalls):
         return quantize(self.control, self._model_row(ModelRef.parse(model_id)), precision,
                         data=data, runs=runs)  # fmt: skip
 
-    def prune_model(self, model_id: str, sparsity: float = 0.3) -> PruneResult:
-        """Pruning needs the model's torch checkpoint (see :func:`edgeloop.sdk.variants.prune`)."""
+    def prune_model(
+        self,
+        model_id: str,
+        sparsity: float = 0.3,
+        *,
+        data: str | None = None,
+        epochs: int = 3,
+        runs: int = 200,
+    ) -> PruneResult:
+        """Prune the registered model's checkpoint here, measure both, register the variant;
+        see :func:`edgeloop.sdk.variants.prune`."""
         from edgeloop.sdk.variants import prune
 
-        return prune(self._model_row(ModelRef.parse(model_id)), sparsity)
+        return prune(self.control, self._model_row(ModelRef.parse(model_id)), sparsity,
+                     data=data, epochs=epochs, runs=runs)  # fmt: skip
 
     # --- not built yet ------------------------------------------------------------------------
 

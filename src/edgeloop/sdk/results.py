@@ -98,7 +98,7 @@ class NodeInfo(Keyed):
     online: bool
     last_seen: str | None
     memory_total: float | None  # GB, as the agent reported at enrollment
-    memory_available: float | None  # GB
+    memory_available: float | None  # GB (GiB), MemAvailable as the node's last report read it
     cpu: str | None
     cpu_count: int | None
     active_models: list[str]
@@ -153,21 +153,37 @@ class QuantizeResult(Keyed):
 
 @dataclass(frozen=True, slots=True)
 class PruneResult(Keyed):
-    ref: str
+    ref: str  # the variant, registered on the control plane with its pruned checkpoint
     parent: str
-    original_parameters: int
-    pruned_parameters: int  # non-zero weights left
-    sparsity: float
+    method: str
+    sparsity: float  # the share of each layer's channels removed
+    original_parameters: int  # Torch-Pruning's count of the torch module
+    pruned_parameters: int
+    original_macs: int
+    pruned_macs: int
+    original_size_mb: float  # the ONNX files
+    pruned_size_mb: float
+    speedup: float  # parent p50 / variant p50, both measured here
+    original_latency_ms: float
+    pruned_latency_ms: float
+    original_accuracy: float | None
+    pruned_accuracy: float | None
+    measured_on: str
 
 
 def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
     """A control-plane node row as the SDK shows it. Pure: no I/O."""
     caps = row.get("capabilities") or {}
     reported = row.get("reported") or {}
-    reasons: dict[str, str] = {
-        "memory_available": "the agent reports its total memory at enrollment, not the "
-        "memory available now",
-    }
+    reasons: dict[str, str] = {}
+    free = reported.get("resources") or {}
+    available_mb = free.get("memory_available_mb")
+    if available_mb is None:
+        reasons["memory_available"] = str(
+            free.get("reason")
+            or "the node's last report carries no memory reading (an agent "
+            "older than the resources field, or no report yet)"
+        )
     memory_mb = caps.get("memory_mb")
     if memory_mb is None:
         reasons["memory_total"] = "the agent could not read its memory size (/proc/meminfo)"
@@ -186,7 +202,7 @@ def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
         online=age is not None and age <= window_s,
         last_seen=seen,
         memory_total=None if memory_mb is None else round(float(memory_mb) / 1024.0, 3),
-        memory_available=None,
+        memory_available=None if available_mb is None else round(float(available_mb) / 1024.0, 3),
         cpu=caps.get("cpu_model"),
         cpu_count=caps.get("cpu_count"),
         active_models=[f"{active['name']}:{active['version']}"] if active.get("name") else [],
