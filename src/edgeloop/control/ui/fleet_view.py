@@ -10,13 +10,13 @@ monitoring rows of its nodes. Health is worked out from each node's last report 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from edgeloop.control import monitoring, tables
@@ -163,7 +163,7 @@ def read(conn: sa.Connection, query: FleetQuery, now: float | None = None) -> Fl
     drift = drift_words(conn, [r.node_id for r in rows])
     lines = []
     for r in rows:
-        report = None if r.reported is None else json.loads(r.reported)
+        report = None if r.reported is None else orjson.loads(r.reported)
         word, why = health(report, r.last_seen, now)
         updater = (report or {}).get("updater") or {}
         lines.append(

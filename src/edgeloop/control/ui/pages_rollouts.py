@@ -5,7 +5,6 @@ body checked by the same schemas."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
@@ -157,9 +156,9 @@ def _summaries(conn: sa.Connection) -> list[tuple[Any, ...]]:
         (
             link(url("rollouts", r.rollout_id), r.rollout_id),
             r.name,
-            json.loads(r.spec).get("model", "n/a"),
+            orjson.loads(r.spec).get("model", "n/a"),
             badge(r.state),
-            f"{r.wave + 1} of {len(json.loads(r.waves))}",
+            f"{r.wave + 1} of {len(orjson.loads(r.waves))}",
             when(r.updated_at),
         )
         for r in conn.execute(query)

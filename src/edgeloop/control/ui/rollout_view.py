@@ -11,10 +11,11 @@ are read for the nodes a wave reached only, names for the nodes shown only.
 
 from __future__ import annotations
 
-import json
+import heapq
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from edgeloop.control import fleet, tables
@@ -62,15 +63,16 @@ def read(conn: sa.Connection, rollout_id: str) -> RolloutView:
         raise NotFoundError(
             f"rollout {rollout_id!r} does not exist", hint="the rollouts page lists them"
         )
-    body = json.loads(row.spec)
+    body = orjson.loads(row.spec)
     spec = DeploymentSpec.from_dict(body["spec"])
     entries: dict[str, dict[str, Any]] = body["entries"]
-    waves: list[list[str]] = json.loads(row.waves)
-    info: dict[str, dict[str, Any]] = json.loads(row.nodes)
+    waves: list[list[str]] = orjson.loads(row.waves)
+    info: dict[str, dict[str, Any]] = orjson.loads(row.nodes)
     reached = [node_id for node_id, n in info.items() if n["revision"] is not None]
     reports = _reports(conn, reached)
-    lines = []
     counts: list[dict[str, int]] = [{} for _ in waves]
+    # (order, wave, node id, verdict, detail): a plain tuple per node, a line for those shown
+    keys: list[tuple[int, int, str, str, str]] = []
     for node_id, n in info.items():
         verdict, detail = "not reached", ""
         if n["revision"] is not None:
@@ -80,9 +82,11 @@ def read(conn: sa.Connection, rollout_id: str) -> RolloutView:
         wave = int(n["wave"])
         if 0 <= wave < len(counts):
             counts[wave][verdict] = counts[wave].get(verdict, 0) + 1
-        lines.append(NodeLine(node_id, node_id, wave, n["ref"], n["revision"], verdict, detail))
-    lines.sort(key=lambda x: (_ORDER.get(x.verdict, 9), x.wave, x.node_id))
-    lines = lines[:SHOWN]
+        keys.append((_ORDER.get(verdict, 9), wave, node_id, verdict, detail))
+    lines = [
+        NodeLine(node_id, node_id, wave, info[node_id]["ref"], info[node_id]["revision"], v, d)
+        for _, wave, node_id, v, d in heapq.nsmallest(SHOWN, keys)
+    ]
     named = {x.node_id for x in lines} | {i for ids in waves for i in ids[:WAVE_NAMES]}
     names = _names(conn, sorted(named))
     lines = [replace(x, name=names.get(x.node_id, x.node_id)) for x in lines]
@@ -118,7 +122,7 @@ def _reports(conn: sa.Connection, node_ids: list[str]) -> dict[str, dict[str, An
         query = sa.select(n.node_id, n.reported).where(n.node_id.in_(node_ids[i : i + CHUNK]))
         for r in conn.execute(query):
             if r.reported is not None:
-                reports[r.node_id] = dict(json.loads(r.reported))
+                reports[r.node_id] = dict(orjson.loads(r.reported))
     return reports
 
 
