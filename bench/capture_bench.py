@@ -176,7 +176,9 @@ def in_process(
     }
 
 
-def measure(workdir: Path, rounds: int, duration: float, threads: int) -> dict[str, Any]:
+def measure(
+    workdir: Path, rounds: int, duration: float, threads: int, aa: bool = False
+) -> dict[str, Any]:
     model = build_cnn(workdir / f"{MODEL_NAME}.onnx")
     xs = np.random.default_rng(1).standard_normal((INPUTS, 3, 32, 32)).astype(np.float32)
     threshold = float(np.percentile(top1(model, xs), 10))
@@ -185,6 +187,8 @@ def measure(workdir: Path, rounds: int, duration: float, threads: int) -> dict[s
     base = ("--threads", str(threads))
     off = start_edgeloop("off", model, *base)
     flags = ("--capture", policy, "--capture-max-bytes", str(CAP_BYTES))
+    if aa:  # the control: the "on" server without capture, to see the two positions' bias
+        flags = ()
     on = start_edgeloop("on", model, *base, *flags, "--capture-out", str(captures))
     kinds = ("oip_binary", "predict_json")
     per: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"off": [], "on": []} for k in kinds}
@@ -268,11 +272,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per timed run")
     parser.add_argument("--threads", type=int, default=1, help="edgeloop's intra-op threads")
     parser.add_argument("--out", type=Path, default=Path("bench"))
+    parser.add_argument(
+        "--aa", action="store_true", help="control run: neither server captures (A/A)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
-        found = measure(Path(tmp), args.rounds, args.duration, args.threads)
+        found = measure(Path(tmp), args.rounds, args.duration, args.threads, args.aa)
+    found["aa_control"] = args.aa
     found["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     found["machine"] = machine()
     found["load_before"], found["load_after"] = load_before, os.getloadavg()
