@@ -12,6 +12,7 @@ only once its body is read.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,6 +70,13 @@ class Client:
         body, self.buffer = self.buffer[:length], self.buffer[length:]
         return int(lines[0].split(" ")[1]), fields, body
 
+    def interim(self) -> int:
+        """The status of an interim (1xx) answer, which has no body."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._read()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1])
+
     def _read(self) -> None:
         chunk = self.sock.recv(65536)
         if not chunk:
@@ -101,10 +109,15 @@ def app_path(tmp_path: Path) -> Iterator[Address]:
 
 
 def _hold_two(address: Address, body: bytes, headers: dict[str, str]) -> list[Client]:
-    """Two requests admitted with half their bodies sent: the model's queue (2) is full."""
+    """Two requests admitted with half their bodies sent: the model's queue (2) is full.
+
+    Each asks for ``100 Continue`` first: the server sends it when the handler starts reading
+    the body, so the request was admitted before this returns (no race with what follows)."""
     held = [Client(address) for _ in range(2)]
     for client in held:
-        client.send(_head(address, len(body), headers) + body[: len(body) // 2])
+        client.send(_head(address, len(body), {**headers, "Expect": "100-continue"}))
+        assert client.interim() == 100
+        client.send(body[: len(body) // 2])
     return held
 
 
@@ -167,6 +180,30 @@ def test_a_refused_request_with_its_whole_body_keeps_its_connection(
     status, _, answer = client.answer()
     assert status == 200, answer
     assert orjson.loads(answer)["model_name"] == "cnn"
+    for c in (client, *held):
+        c.close()
+
+
+def test_a_connection_refused_for_longer_than_the_keep_alive_bound_stays_open(
+    early: Address,
+) -> None:
+    """The connection sweeper closes a connection idle for 5 s (keep-alive); refusals on it
+    are not idleness, even though no request cycle of the app's follows its last answer."""
+    body, headers = _body()
+    raw = _head(early, len(body), headers) + body
+    client = Client(early)
+    client.send(raw)
+    assert client.answer()[0] == 200  # a request cycle, then only refusals on this connection
+    held = _hold_two(early, body, headers)
+    deadline = time.monotonic() + 6.5  # past the 5 s keep-alive bound and a sweep
+    refused = 0
+    while time.monotonic() < deadline:
+        client.send(raw)
+        status, fields, _ = client.answer()
+        assert status == 429 and "connection" not in fields
+        refused += 1
+        time.sleep(0.1)
+    assert refused >= 10
     for c in (client, *held):
         c.close()
 

@@ -238,6 +238,10 @@ def door_protocol(base: type[Any], door: Door) -> type[Any]:
                     )
                     if self.refusing is not None:
                         self.body_seen = 0
+                        # The last request cycle is over: without it, the connection sweeper
+                        # times this connection from these headers (a refusal is progress),
+                        # not from when it first saw that cycle's answer sent.
+                        self.cycle: Any = None
                         return
                     self.scope[ADMITTED] = found[0]
                     door.enter(found[0])
