@@ -213,3 +213,23 @@ def test_a_missing_data_set_and_a_missing_checkpoint_are_named(champion: Champio
     assert "--from-scratch" in str(err.value.hint)
     scratch = prepare(_spec(champion, checkpoint=None, init=Init.SCRATCH), champion.settings)
     assert scratch.data == (DatasetRef("shifted", 1),)  # versions pinned
+
+
+def test_an_edge_variant_that_fails_to_publish_takes_its_challenger_back_out(
+    champion: Champion, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from edgeloop.core.errors import EdgeError
+    from edgeloop.pipeline.retrain_register import register_all
+
+    before = _versions(champion)
+    with Registry.open(champion.settings) as registry:
+        old, path = registry.resolve(champion.ref)
+    challenger = dataclasses.replace(old.manifest, parent=champion.ref)
+    edge = dataclasses.replace(old.manifest, name="digits-mlp-edge")
+    with pytest.raises(EdgeError, match="gone.onnx"):
+        register_all(
+            champion.settings, (path, challenger), (tmp_path / "gone.onnx", edge), champion.clean
+        )
+    assert _versions(champion) == before  # the challenger published first was removed again
