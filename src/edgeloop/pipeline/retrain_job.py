@@ -74,10 +74,16 @@ class JobReporter:
 
     @contextlib.contextmanager
     def registering(self) -> Iterator[None]:
-        with self._registering:
+        """Held while versions are published. After a publish that went through the lock is
+        kept: a cancel arriving from then on finds the job done, not "nothing registered"."""
+        self._registering.acquire()
+        try:
             if self._cancel.is_set() or self.store.get(self.job_id).cancel_requested:
                 raise JobCancelledError("cancelled on request before step register")
             yield
+        except BaseException:
+            self._registering.release()
+            raise
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
