@@ -306,3 +306,26 @@ def test_uncertain_requests_are_captured_labelled_and_stored_as_a_data_set(
     again = CliRunner().invoke(app, args)  # the same samples again: refused, named
     assert isinstance(again.exception, ConflictError)
     assert "lin-captures:1 already holds" in again.exception.message
+
+
+def test_rows_answered_after_a_drift_alarm_are_captured_for_drift(tmp_path: Path) -> None:
+    """The version's monitor (a real profile) raises a drift alarm on a shifted stream; from
+    then on its rows are kept for ``drift``, none before it."""
+    model = make_linear_onnx(tmp_path / "lin.onnx", features=4, seed=3)
+    (tmp_path / "lin.profile.npz").write_bytes(_profile(model))
+    records: list[dict[str, Any]] = []
+    config = ServerConfig(capture=CaptureSpec.parse("drift:300"))
+    shifted = np.random.default_rng(1).standard_normal((200, 4))
+    shifted[:, 2] += 3.0
+    alarms: list[MonitorEvent] = []
+    with serving([model], config) as h:
+        h.server.service.capture.sinks.append(lambda k: records.append(k.record()))
+        h.catalog.monitor_sinks.append(alarms.append)
+        for i, row in enumerate(shifted):
+            body = {"features": row.tolist(), "request_id": f"d{i}"}
+            assert h.post("/predict", json=body).status_code == 200
+    drift = [a for a in alarms if a.type is EventType.DRIFT]
+    assert drift and records and all(r["reasons"] == ["drift"] for r in records)
+    first = int(records[0]["request_id"][1:])
+    assert first > drift[0].index  # the alarm's own row was answered before the alarm
+    assert [r["request_id"] for r in records] == [f"d{i}" for i in range(first, 200)]
