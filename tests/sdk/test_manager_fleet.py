@@ -77,7 +77,7 @@ def test_edge_and_node_status_are_what_the_control_plane_lists(edge: EdgeMLManag
     classes = {r["device_class"] for r in rows.values()}
     assert status.nodes.by_device_class == {c: 2 for c in classes}
     nodes = edge.get_node_status()["nodes"]
-    assert set(nodes) == {"node-1", "node-2"}
+    assert set(nodes) == {"node-camera-1", "node-gateway-1"}
     for name, info in nodes.items():
         caps = rows[name]["capabilities"]
         assert info["device_class"] == rows[name]["device_class"]
@@ -95,30 +95,33 @@ def test_deploy_to_one_node_then_infer_there(
 ) -> None:
     declared = EdgeModel("lin", "lin", input_shape=(FEATURES,), output_shape=(1, CLASSES),
                          accuracy=0.9, latency_ms=1.0)  # fmt: skip
-    deployed = edge.deploy_model("lin", "node-1", soak_s=0.5, timeout_s=60)
+    deployed = edge.deploy_model("lin", "node-camera-1", soak_s=0.5, timeout_s=60)
     assert deployed["version"] == 1 and deployed.state == "COMPLETED" and deployed.stated == {}
-    again = edge.deploy_model(declared, "node-1", soak_s=0.5, timeout_s=60)  # now checked
+    again = edge.deploy_model(declared, "node-camera-1", soak_s=0.5, timeout_s=60)  # now checked
     assert again.version == 1 and again.stated["accuracy"] == 0.9
     assert again.measured["latency_ms"] == published["measured"].latency_ms.p50  # type: ignore[attr-defined]
     nodes = edge.get_node_status().nodes
-    assert nodes["node-1"].active_models == ["lin:1"] and nodes["node-2"].active_models == []
+    assert (
+        nodes["node-camera-1"].active_models == ["lin:1"]
+        and nodes["node-gateway-1"].active_models == []
+    )
     assert edge.get_edge_status().models_deployed == 1
 
     x = np.random.default_rng(0).standard_normal((5, FEATURES)).astype(np.float32)
     expected = ort.InferenceSession(str(published["path"])).run(None, {"input": x})[0]
-    result = edge.run_inference("lin", x, "node-1")
+    result = edge.run_inference("lin", x, "node-camera-1")
     np.testing.assert_allclose(np.asarray(result["output"]), expected, atol=1e-5)
     assert result.model_name == "lin" and result.model_version == "1"
     assert result.inference_time_ms > 0
-    one = edge.run_inference("lin:1", {"features": x[0].tolist()}, "node-1")
+    one = edge.run_inference("lin:1", {"features": x[0].tolist()}, "node-camera-1")
     np.testing.assert_allclose(np.asarray(one.output), expected[:1], atol=1e-5)
     with pytest.raises(NotFoundError, match="does not serve"):
-        edge.run_inference("lin", x, "node-2")
+        edge.run_inference("lin", x, "node-gateway-1")
 
     # The node's metrics snapshots (every second here) carry its served model's drift state.
     deadline = time.monotonic() + 20
-    while "lin" not in ((drift := edge.get_node_status().nodes["node-1"].drift) or {}):
-        assert time.monotonic() < deadline, edge.get_node_status().nodes["node-1"].reasons
+    while "lin" not in ((drift := edge.get_node_status().nodes["node-camera-1"].drift) or {}):
+        assert time.monotonic() < deadline, edge.get_node_status().nodes["node-camera-1"].reasons
         time.sleep(0.5)
     assert drift["lin"]["version"] == "1" and "state" in drift["lin"]
 
@@ -128,7 +131,7 @@ def test_a_declared_shape_that_does_not_fit_is_refused_before_any_rollout(
 ) -> None:
     before = len(edge.control.rollouts())
     with pytest.raises(ConfigError, match=r"input_shape=\(5,\) does not fit"):
-        edge.deploy_model(EdgeModel("lin:1", "lin", input_shape=(5,)), "node-2")
+        edge.deploy_model(EdgeModel("lin:1", "lin", input_shape=(5,)), "node-gateway-1")
     assert len(edge.control.rollouts()) == before
 
 
@@ -136,8 +139,8 @@ def test_unknown_model_and_node_name_the_known_ones(
     edge: EdgeMLManager, published: dict[str, object]
 ) -> None:
     with pytest.raises(NotFoundError, match=r"registered: .*lin:1"):
-        edge.deploy_model("nope", "node-1")
-    with pytest.raises(NotFoundError, match="nodes: node-1, node-2"):
+        edge.deploy_model("nope", "node-camera-1")
+    with pytest.raises(NotFoundError, match="nodes: node-camera-1, node-gateway-1"):
         edge.run_inference("lin", {"features": [0.0] * FEATURES}, "node-9")
     with pytest.raises(ConfigError, match="no torch checkpoint registered"):
         edge.prune_model("lin", sparsity=0.3)

@@ -53,11 +53,25 @@ def fleet_up(
     ] = None,
     partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA (--fl-data).")] = "iid",
     fl_seed: Annotated[int, typer.Option(help="Seed of the --fl-data partition.")] = 42,
+    names: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated node names (one agent each; sets --nodes)."),
+    ] = None,
+    site: Annotated[
+        str | None,
+        typer.Option(help="Save a site profile NAME for EdgeMLManager(NAME) (home/sites.json)."),
+    ] = None,
 ) -> None:
     """Start a control plane and N agents; print their URLs and the admin token."""
     from edgeloop.sdk.local_fleet import up
+    from edgeloop.sdk.site import Site, check_site_name, save_site, sites_path
 
     where = _folder(folder, home)
+    node_names = None if names is None else [n for n in names.split(",") if n.strip()]
+    if node_names is not None:
+        nodes = len(node_names)
+    if site is not None:
+        check_site_name(site)  # before any process starts
     shares = None
     if fl_data is not None:
         from edgeloop.federated.partition import Partition
@@ -71,14 +85,20 @@ def fleet_up(
         tls=tls,
         mutual_tls=mtls,
         fl_data=shares,
+        names=node_names,
     )
     body = {**fleet.to_dict(), "dashboard_url": f"{fleet.control_url}/ui"}
+    if site is not None:
+        save_site(Site(site, fleet.control_url, fleet.admin_token), home)
+        body["site"] = {"name": site, "profile": str(sites_path(home))}
 
     def render(console: Console) -> None:
         _table(console, body)
         console.print(f"dashboard: {body['dashboard_url']}  (sign in with the admin token)")
         console.print(f"admin token: {fleet.admin_token}")
         console.print(f"state: {where / 'fleet.json'}  (stop with `edgeloop fleet down`)")
+        if site is not None:
+            console.print(f'site profile {site!r} saved: EdgeMLManager("{site}")')
 
     emit(body, format, render)
 
@@ -234,6 +254,10 @@ def fleet_publish(
             "--with-parents", help="Publish the ref's ancestors first (those not on the fleet)."
         ),
     ] = False,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Torch checkpoint folder the file was exported from (files only)."),
+    ] = None,
     control: ControlUrl = None,
     token: Token = None,
     folder: Folder = None,
@@ -247,7 +271,7 @@ def fleet_publish(
     if Path(model).is_file():
         value = build_manifest(Path(model), name, manifest)
         with _client(control, token, folder, home) as client:
-            version = client.publish_model(Path(model), value)
+            version = client.publish_model(Path(model), value, checkpoint=checkpoint)
         err_console.print(
             f"note: the control plane numbered it {version['ref']}, which may name another "
             "model in your local registry; to keep one identity, `edgeloop registry publish` "

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from edgeloop.sdk.fl_data import FlData
 
 STATE_FILE = "fleet.json"
+_NODE_NAME = re.compile(r"^(?!control$|tls$)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a folder too
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 ADMIN_TOKEN_ENV = "EDGELOOP_ADMIN_TOKEN"
@@ -188,6 +190,7 @@ def up(
     tls: bool = False,
     mutual_tls: bool = False,
     fl_data: FlData | None = None,
+    names: Sequence[str] | None = None,
 ) -> LocalFleet:
     """Start a control plane and ``nodes`` agents under ``folder``; wait until each answers.
 
@@ -195,6 +198,7 @@ def up(
     ``tls``: every process over HTTPS with a throwaway CA; ``mutual_tls`` (implies ``tls``):
     the control plane also requires client certificates.
     ``fl_data``: each agent's own share of a data set for federated rounds (sdk/fl_data.py).
+    ``names``: the agents' names (default ``node-1`` ...), one per node.
 
     Raises:
         ConfigError: bad node count, or a fleet already runs in ``folder``.
@@ -204,6 +208,7 @@ def up(
 
     if not 1 <= nodes <= 64:
         raise ConfigError(f"--nodes {nodes} is out of range; expected 1..64 on one machine")
+    node_names = node_names_for(nodes, names)
     if (folder / STATE_FILE).exists():
         running = LocalFleet.load(folder)
         if running.control.alive() or any(a.alive() for a in running.agents):
@@ -240,9 +245,8 @@ def up(
         agents: list[FleetProcess] = []
         starts: list[int] = []
         if fl_data is not None:  # written before the agents start: their workers read it
-            fl_data.write([folder / f"node-{i + 1}" for i in range(nodes)])
-        for i, enroll in enumerate(enrolls):
-            name = f"node-{i + 1}"
+            fl_data.write([folder / name for name in node_names])
+        for name, enroll in zip(node_names, enrolls, strict=True):
             home = folder / name
             agent, start = _spawn(
                 "agent",
@@ -279,6 +283,30 @@ def up(
     fleet = LocalFleet(folder, token, control, tuple(agents), certs, mutual_tls)
     fleet.save()
     return fleet
+
+
+def node_names_for(nodes: int, names: Sequence[str] | None) -> list[str]:
+    """The agents' names: ``names`` checked (one per node, unique, usable as a folder and a
+    node name), or ``node-1`` ... ``node-N``.
+
+    Raises:
+        ConfigError: a count that differs from ``nodes``, a repeated or malformed name.
+    """
+    if names is None:
+        return [f"node-{i + 1}" for i in range(nodes)]
+    chosen = [n.strip() for n in names]
+    if len(chosen) != nodes:
+        raise ConfigError(f"{len(chosen)} names ({', '.join(chosen)}) for {nodes} nodes",
+                          hint="give one name per node, or leave --nodes out")  # fmt: skip
+    bad = [n for n in chosen if not _NODE_NAME.fullmatch(n)]
+    if bad or len(set(chosen)) != len(chosen):
+        raise ConfigError(
+            f"node names {chosen} must be unique, 1-64 letters, digits, '.', '_' or '-' "
+            f"starting with a letter or digit, not 'control' or 'tls' (bad: "
+            f"{bad or 'a repeated name'})",
+            hint="e.g. --names node-camera-1,node-gateway-1",
+        )
+    return chosen
 
 
 def _tls_args(certs: FleetTls | None, mutual: bool) -> tuple[list[str], list[str]]:

@@ -29,6 +29,7 @@ from edgeloop.sdk.models import EdgeModel, shapes_match
 from edgeloop.sdk.results import (
     DeployResult,
     EdgeStatus,
+    FederatedRound,
     InferenceResult,
     ModelList,
     NodeCounts,
@@ -230,14 +231,16 @@ class EdgeMLManager(ExperimentCalls):
             "itself by running `edgeloop bench` there",
         )
 
-    def federated_learning_round(self, model_id: str, client_nodes: list[str]) -> Any:
-        raise ConfigError(
-            f"federated_learning_round({model_id!r}, {client_nodes!r}): federated rounds across "
-            "the fleet are not built yet (issue 14): the control plane has no round API and "
-            "the agent no local-training worker",
-            hint="the aggregation maths is in edgeloop.federated (FedAvg, FedProx, ...) for "
-            "simulations on one machine",
-        )
+    def federated_learning_round(
+        self, model_id: str, client_nodes: list[str], **options: Any
+    ) -> FederatedRound:
+        """One federated round of FL model ``model_id`` (``digits-mlp``, ``digits-cnn``) on
+        ``client_nodes`` through the control plane's FL API; ``options``: ``rounds`` (1),
+        ``strategy``, ``local`` ({lr, epochs, batch_size, mu}), ``deadline_s``, ``seed``,
+        ``timeout_s``. See :func:`edgeloop.sdk.federated.run_rounds`."""
+        from edgeloop.sdk.federated import run_rounds
+
+        return run_rounds(self.control, model_id, client_nodes, **options)
 
     # --- helpers ------------------------------------------------------------------------------
 

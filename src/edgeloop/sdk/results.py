@@ -171,6 +171,25 @@ class PruneResult(Keyed):
     measured_on: str
 
 
+@dataclass(frozen=True, slots=True)
+class FederatedRound(Keyed):
+    """The last round of a federated task, as the control plane measured it."""
+
+    round: int
+    total_samples: int  # training samples behind the accepted updates
+    aggregated_update: float  # L2 norm of (new global - old global), by the control plane
+    accuracy: float | None  # test-sample-weighted, on the clients' held-out shares
+    eval_samples: int
+    loss: float | None
+    participants: list[str]  # node names
+    dropouts: list[str]
+    task_id: str
+    registered: str | None  # the registry ref of the resulting model, when registered
+    model: str
+    strategy: str
+    reason: str | None  # why accuracy is None
+
+
 def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
     """A control-plane node row as the SDK shows it. Pure: no I/O."""
     caps = row.get("capabilities") or {}

@@ -29,11 +29,7 @@ class Site:
     token: str
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ConfigError(
-                f"site name {self.name!r} is not valid; expected 1-64 letters, digits, '.', "
-                "'_' or '-', starting with a letter or digit"
-            )
+        check_site_name(self.name)
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"site {self.name!r} URL {self.url!r} is not an http(s) URL",
@@ -45,6 +41,16 @@ class Site:
     def shown(self) -> dict[str, str]:
         """The profile without its token (for listings)."""
         return {"name": self.name, "url": self.url, "token": f"({len(self.token)} characters)"}
+
+
+def check_site_name(name: str) -> str:
+    """``name`` if it can name a site profile. Raises ConfigError saying what can."""
+    if not _NAME.match(name):
+        raise ConfigError(
+            f"site name {name!r} is not valid; expected 1-64 letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit"
+        )
+    return name
 
 
 def sites_path(home: Path | None = None) -> Path:
