@@ -177,12 +177,17 @@ def in_process(
 
 
 def measure(
-    workdir: Path, rounds: int, duration: float, threads: int, aa: bool = False
+    workdir: Path,
+    rounds: int,
+    duration: float,
+    threads: int,
+    aa: bool = False,
+    policy_text: str | None = None,
 ) -> dict[str, Any]:
     model = build_cnn(workdir / f"{MODEL_NAME}.onnx")
     xs = np.random.default_rng(1).standard_normal((INPUTS, 3, 32, 32)).astype(np.float32)
     threshold = float(np.percentile(top1(model, xs), 10))
-    policy = f"uncertain:{threshold:.6f},drift,random:{RANDOM_SHARE}"
+    policy = policy_text or f"uncertain:{threshold:.6f},drift,random:{RANDOM_SHARE}"
     captures = workdir / "captures.jsonl"
     base = ("--threads", str(threads))
     off = start_edgeloop("off", model, *base)
@@ -275,11 +280,12 @@ def main() -> None:
     parser.add_argument(
         "--aa", action="store_true", help="control run: neither server captures (A/A)"
     )
+    parser.add_argument("--policy", help="another capture policy (default: see the docstring)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
-        found = measure(Path(tmp), args.rounds, args.duration, args.threads, args.aa)
+        found = measure(Path(tmp), args.rounds, args.duration, args.threads, args.aa, args.policy)
     found["aa_control"] = args.aa
     found["command"] = " ".join([Path(sys.executable).name, *sys.argv])
     found["machine"] = machine()
