@@ -1,6 +1,7 @@
-"""Signing in to the dashboard over HTTP against a real ``edgeloop control`` process (no
-browser needed): the session cookie's attributes, the sign-in form's own CSRF check, and wrong
-tokens slowed by the control plane's per-source limit with no hint about what was wrong."""
+"""Signing in to the dashboard over HTTPS against a real ``edgeloop control`` process (no
+browser needed): the session cookie's attributes (Secure under TLS), the sign-in form's own
+CSRF check, and wrong tokens slowed by the control plane's per-source limit with no hint about
+what was wrong."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 
 import httpx
 from tests.control.process import control_process
+
+from edgeloop.core.tls import client_context
+from edgeloop.sdk.fleet_tls import make_fleet_tls
 
 ADMIN = "admin-" + "a" * 32
 
@@ -25,9 +29,13 @@ def _form(client: httpx.Client) -> str:
     return _csrf(page.text)
 
 
-def test_sign_in_sets_a_strict_session_cookie_and_wrong_tokens_are_slowed(tmp_path: Path) -> None:
-    with control_process(tmp_path / "home", admin_token=ADMIN) as cp:
-        with httpx.Client(base_url=cp.url, timeout=30) as client:
+def test_sign_in_sets_a_strict_secure_cookie_and_wrong_tokens_are_slowed(tmp_path: Path) -> None:
+    certs = make_fleet_tls(tmp_path / "tls")
+    serve = ("--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
+    verify = client_context(certs.client(mutual=False))
+    with control_process(tmp_path / "home", None, *serve, admin_token=ADMIN) as cp:
+        assert cp.url.startswith("https://")
+        with httpx.Client(base_url=cp.url, timeout=30, verify=verify) as client:
             # The form's CSRF value must come back with its cookie: a form posted from
             # elsewhere is refused (403) and not counted as a guess.
             forged = client.post("/ui/sign-in", data={"token": ADMIN, "csrf": "x"})
@@ -44,10 +52,10 @@ def test_sign_in_sets_a_strict_session_cookie_and_wrong_tokens_are_slowed(tmp_pa
             attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
             assert {"httponly", "max-age", "path", "samesite"} <= attrs
             assert "samesite=strict" in cookie.lower() and "path=/ui" in cookie.lower()
-            assert "secure" not in attrs  # plain HTTP here; over TLS the cookie is Secure
+            assert "secure" in attrs  # over TLS (plain HTTP: without, or browsers drop it)
             assert client.get("/ui/models").status_code == 200
 
-        with httpx.Client(base_url=cp.url, timeout=30) as guesser:
+        with httpx.Client(base_url=cp.url, timeout=30, verify=verify) as guesser:
             csrf, answers = _form(guesser), []
             # Failures drain at 1/s (control/throttle.py): guess until refused, boundedly.
             while len(answers) < 300:
