@@ -150,59 +150,100 @@ def _wait_clients(fleet: LocalFleet, n: int) -> None:
     raise SystemExit(f"fewer than {n} federated workers became ready")
 
 
+def _task(admin: Any, body: dict[str, Any], stall: list[Path]) -> tuple[dict[str, Any], float]:
+    """Run one task to its end; (status, seconds from creation to the last round's close)."""
+    task = admin.call("POST", "/api/v1/fl/tasks", json=body)
+    start = time.perf_counter()
+    while True:
+        doc = admin.call("GET", f"/api/v1/fl/tasks/{task['task_id']}")
+        if stall and doc["round"] > 1:  # round 1 closed without them: let them go on
+            for hook in stall:
+                hook.unlink(missing_ok=True)
+            stall = []
+        if doc["phase"] in ("evaluating", "done", "failed"):
+            break
+        time.sleep(0.05)
+    rounds_s = time.perf_counter() - start
+    while doc["state"] == "running" or (doc["registration"] or {}).get("state") in (
+        "pending", "running"
+    ):  # fmt: skip
+        time.sleep(0.1)
+        doc = admin.call("GET", f"/api/v1/fl/tasks/{task['task_id']}")
+    return doc, rounds_s
+
+
 def across_fleet(
-    nodes: int, partition: str, rounds: int, shares: list[NodeShare]
-) -> dict[str, Any]:
+    nodes: int, partition: str, rounds: int, shares: list[NodeShare], variants: list[str]
+) -> list[dict[str, Any]]:
+    """One fleet, one task per variant (plain, secagg, dp), one after the other."""
     data = FlData("digits", Partition.parse(partition))
+    runs = []
     with tempfile.TemporaryDirectory(prefix="fl-fleet-bench-") as tmp:
         t0 = time.perf_counter()
         with up(Path(tmp), nodes, fl_data=data) as fleet:
             _wait_clients(fleet, nodes)
             ready_s = time.perf_counter() - t0
-            sampler = RssSampler([fleet.control.pid, *(a.pid for a in fleet.agents)])
-            sampler.start()
             with fleet.admin(timeout_s=300) as admin:
-                body = {"model": "digits-cnn", "rounds": rounds, "clients_per_round": nodes,
-                        "min_clients": nodes, "deadline_s": 120.0, "seed": 0,
-                        "local": {"lr": 0.05, "epochs": 1, "batch_size": 32}}  # fmt: skip
-                start = time.perf_counter()
-                task = admin.call("POST", "/api/v1/fl/tasks", json=body)
-                created_s = time.perf_counter() - start
-                while True:
-                    doc = admin.call("GET", f"/api/v1/fl/tasks/{task['task_id']}")
-                    if doc["phase"] in ("evaluating", "done", "failed"):
-                        break
-                    time.sleep(0.05)
-                rounds_s = time.perf_counter() - start - created_s
-                while doc["state"] == "running" or doc["registration"]["state"] in (
-                    "pending", "running"
-                ):  # fmt: skip
-                    time.sleep(0.1)
-                    doc = admin.call("GET", f"/api/v1/fl/tasks/{task['task_id']}")
-                sampler.stop.set()
-                models = [_model(admin, task["task_id"], r) for r in range(2, rounds + 2)]
+                for variant in variants:
+                    body = {"model": "digits-cnn", "rounds": rounds, "clients_per_round": nodes,
+                            "min_clients": nodes, "deadline_s": 120.0, "seed": 0,
+                            "local": {"lr": 0.05, "epochs": 1, "batch_size": 32}}  # fmt: skip
+                    stall: list[Path] = []
+                    if variant == "secagg":  # clients drop after masking in round 1:
+                        # 3 of 10 (issue 14), fewer on smaller fleets (t = n // 2 + 1 must answer)
+                        drops = min(3, nodes - (nodes // 2 + 1))
+                        body.update(secagg=True, min_clients=nodes - drops, deadline_s=5.0)
+                        stall = [a.home / "agent" / "fl" / "stall-at-round"
+                                 for a in fleet.agents[nodes - drops:]]  # fmt: skip
+                        for hook in stall:
+                            hook.write_text("1:unmask")
+                    if variant == "dp":
+                        body["dp"] = {"noise_multiplier": 1.0, "clip_norm": 1.0, "delta": 1e-5}
+                    sampler = RssSampler([fleet.control.pid, *(a.pid for a in fleet.agents)])
+                    sampler.start()
+                    doc, rounds_s = _task(admin, body, stall)
+                    sampler.stop.set()
+                    if doc["state"] != "done":
+                        print(f"{variant}: {doc['state']}: {doc['reason']}", file=sys.stderr)
+                    done = doc["rounds_done"]
+                    models = [_model(admin, doc["task_id"], r) for r in range(2, done + 2)]
+                    run = _summary(doc, models, shares)
+                    extra = {"variant": variant, "partition": partition, "nodes": nodes,
+                             "rounds_total_s": rounds_s, "fleet_ready_s": ready_s,
+                             "peak_tree_rss_mb": sampler.peak}  # fmt: skip
+                    runs.append({**run, **extra})
+    return runs
+
+
+def _summary(
+    doc: dict[str, Any], models: list[np.ndarray], shares: list[NodeShare]
+) -> dict[str, Any]:
     x_test, y_test = test_set(shares)
     model, accuracy = digits_cnn(), []
     for weights in models:
         set_weights(model, weights)
         accuracy.append(evaluate(model, x_test, y_test)[1])
     history = doc["history"]
-    round_s = [h["closed_at"] - h["started_at"] for h in history]
+    round_s = [h["closed_at"] - h["started_at"] for h in history if h["closed_at"]]
     return {
-        "partition": partition, "nodes": nodes, "state": doc["state"], "reason": doc["reason"],
-        "registration": doc["registration"],
+        "state": doc["state"], "reason": doc["reason"], "registration": doc["registration"],
         "accuracy_per_round": accuracy,
         "federated_eval_accuracy_per_round": [h["accuracy"] for h in history],
         "round_s": round_s, "round_s_median_2_on": statistics.median(round_s[1:]),
-        "rounds_total_s": rounds_s, "create_s": created_s, "fleet_ready_s": ready_s,
         "bytes_up_per_round": history[-1]["bytes_up"],
         "bytes_down_per_round": history[-1]["bytes_down"],
-        "peak_tree_rss_mb": sampler.peak, "client_sizes": [len(s.y_train) for s in shares],
+        "epsilon": doc["epsilon"],
+        "round1": {k: history[0].get(k) for k in ("participants", "dropouts",
+                                                  "dropped_after_masking", "secagg_threshold")},
+        "client_sizes": [len(s.y_train) for s in shares],
     }  # fmt: skip
 
 
 def _model(admin: Any, task_id: str, rnd: int) -> np.ndarray:
-    data = admin._http.get(f"/api/v1/fl/tasks/{task_id}/rounds/{rnd}/model").content
+    got = admin._http.get(f"/api/v1/fl/tasks/{task_id}/rounds/{rnd}/model")
+    if got.status_code != 200:
+        raise SystemExit(f"round {rnd}'s model: {got.status_code} {got.text[:200]}")
+    data = got.content
     return np.frombuffer(data, dtype="<f4").astype(np.float64)
 
 
@@ -211,18 +252,23 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--partitions", default="iid,dirichlet:0.5")
+    parser.add_argument("--variants", default="plain,secagg,dp", help="on the iid fleet")
     parser.add_argument("--format", choices=["text", "json"], default="text")
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = []
     for partition in args.partitions.split(","):
         shares = FlData("digits", Partition.parse(partition)).shares(args.nodes)
-        run = across_fleet(args.nodes, partition, args.rounds, shares)
-        run["reference_accuracy_per_round"] = reference(shares, args.rounds)
-        run["centralized_accuracy_per_round"] = centralized(shares, args.rounds)
-        gap = np.abs(np.subtract(run["accuracy_per_round"], run["reference_accuracy_per_round"]))
-        run["max_gap_vs_reference_pp"] = float(gap.max() * 100)
-        runs.append(run)
+        variants = args.variants.split(",") if partition == "iid" else ["plain"]
+        done = across_fleet(args.nodes, partition, args.rounds, shares, variants)
+        ref = reference(shares, args.rounds)
+        cen = centralized(shares, args.rounds)
+        for run in done:
+            run["reference_accuracy_per_round"] = ref
+            run["centralized_accuracy_per_round"] = cen
+            gap = np.abs(np.subtract(run["accuracy_per_round"], ref))
+            run["max_gap_vs_reference_pp"] = float(gap.max() * 100)
+        runs += done
     result = {
         "command": " ".join(["bench/fl_fleet_bench.py", *sys.argv[1:]]),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": 2,
@@ -235,14 +281,15 @@ def main() -> None:
     for r in runs:
         acc, ref, cen = (r[k] for k in ("accuracy_per_round", "reference_accuracy_per_round",
                                         "centralized_accuracy_per_round"))  # fmt: skip
-        print(f"{r['partition']} ({r['nodes']} agents, sizes {r['client_sizes']}): {r['state']}")
+        print(f"{r['variant']} {r['partition']} ({r['nodes']} agents, sizes {r['client_sizes']}):"
+              f" {r['state']}, epsilon {r['epsilon']}, round 1 {r['round1']}")  # fmt: skip
         for i in sorted({4, 9, args.rounds - 1} & set(range(args.rounds))):
             print(f"  round {i + 1}: fleet {acc[i]:.4f}  in-process {ref[i]:.4f}  "
                   f"centralized {cen[i]:.4f}")  # fmt: skip
         print(f"  max |fleet - in-process| {r['max_gap_vs_reference_pp']:.2f} pp; round s median "
               f"(2..) {r['round_s_median_2_on']:.3f}, first {r['round_s'][0]:.3f}; "
-              f"{args.rounds} rounds {r['rounds_total_s']:.1f} s (+ task create "
-              f"{r['create_s']:.1f} s); bytes/round up {r['bytes_up_per_round']} down "
+              f"{args.rounds} rounds {r['rounds_total_s']:.1f} s; bytes/round up "
+              f"{r['bytes_up_per_round']} down "
               f"{r['bytes_down_per_round']}; peak tree RSS {r['peak_tree_rss_mb']:.0f} MB; "
               f"registered {r['registration']}")  # fmt: skip
 
