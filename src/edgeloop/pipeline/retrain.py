@@ -9,6 +9,7 @@ registering is all or nothing (:mod:`retrain_register`).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Callable
@@ -193,10 +194,20 @@ def _optimize(run: Run, edge: EdgeRecipe | None, challenger: Any, data: Assemble
         seed=run.spec.seed,
         runs=run.spec.bench_runs,
     )
+    # The champion's recipe is rebuilt as it is (not re-chosen on this run's latency): it is
+    # registered when it keeps the accuracy floor tune derived from the challenger's own.
     rows = {c.recipe: (c.error or "measured") for c in tuned.tried}
-    chosen = None if tuned.chosen is None else tuned.chosen.recipe
-    run.report["optimize"] = {"edge": edge.to_dict(), "tried": rows, "chosen": chosen}
-    return tuned
+    cand = next(c for c in tuned.tried if c.recipe == edge.recipe)
+    point = cand.point
+    fails = [cand.error or "not measured"] if point is None else tuned.budget.violations(point)
+    run.report["optimize"] = {
+        "edge": edge.to_dict(),
+        "tried": rows,
+        "rebuilt": None if fails else edge.recipe,
+        "why_not": "; ".join(fails) or None,
+        "budget": tuned.budget_note,
+    }
+    return None if fails else dataclasses.replace(tuned, chosen=point)
 
 
 def _register(
@@ -250,8 +261,6 @@ def _register(
 
 
 def _with_recipe(manifest: Manifest, **extra: Any) -> Manifest:
-    import dataclasses
-
     return dataclasses.replace(manifest, recipe={**dict(manifest.recipe), **extra})
 
 
