@@ -53,7 +53,18 @@ def test_sign_in_sets_a_strict_secure_cookie_and_wrong_tokens_are_slowed(tmp_pat
             assert {"httponly", "max-age", "path", "samesite"} <= attrs
             assert "samesite=strict" in cookie.lower() and "path=/ui" in cookie.lower()
             assert "secure" in attrs  # over TLS (plain HTTP: without, or browsers drop it)
-            assert client.get("/ui/models").status_code == 200
+            page = client.get("/ui/models")
+            assert page.status_code == 200
+            # Signing out needs the session's CSRF token, and ends the session server-side.
+            assert client.post("/ui/sign-out", data={}).status_code == 403
+            out = client.post("/ui/sign-out", data={"csrf": _csrf(page.text)})
+            assert out.status_code == 303 and out.headers["location"] == "/ui/sign-in"
+            session = cookie.split(";")[0].split("=", 1)[1]
+            client.cookies.set("edgeloop_session", session, path="/ui")
+            replay = client.get("/ui/models")
+            assert f"edgeloop_session={session}" in replay.request.headers["cookie"]
+            assert replay.status_code == 303  # the old cookie, sent again, is no session
+            assert replay.headers["location"].startswith("/ui/sign-in")
 
         with httpx.Client(base_url=cp.url, timeout=30, verify=verify) as guesser:
             csrf, answers = _form(guesser), []
