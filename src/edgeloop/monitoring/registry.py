@@ -69,20 +69,28 @@ def _fit_ewma_pca(rows: F64, config: MonitorConfig) -> CalibratedStatistic:
         rows_per_axis=config.rows_per_axis,
         energy=config.energy,
     )
-    parts = list(calibration_rows(model, rows))
-    residual = config.residual and model.residual
-    if residual:
-        parts.append(residual_calibration_rows(model, rows))
-    thresholds = calibrate_thresholds(
-        parts,
-        lam=model.lam,
-        denominator=model.denominator,
-        alarms_per_1000=config.alarms_per_1000,
-        replicates=config.replicates,
-        length=config.calibration_length,
-        seed=config.seed,
-    )
-    return CalibratedStatistic(model, *thresholds)
+
+    def calibrate(parts: list[F64], rate: float, seed: int) -> tuple[float, ...]:
+        return calibrate_thresholds(
+            parts,
+            lam=model.lam,
+            denominator=model.denominator,
+            alarms_per_1000=rate,
+            replicates=config.replicates,
+            length=config.calibration_length,
+            seed=seed,
+        )
+
+    location, energy = calibrate(list(calibration_rows(model, rows)), config.alarms_per_1000,
+                                 config.seed)  # fmt: skip
+    residual = None
+    if model.residual and config.watches_residual(rows.shape[0], len(model.active)):
+        # Its own target (MonitorConfig): it does not raise the other parts' thresholds.
+        (residual,) = calibrate(
+            [residual_calibration_rows(model, rows)], config.residual_alarms_per_1000,
+            config.seed + 1,
+        )  # fmt: skip
+    return CalibratedStatistic(model, location, energy, residual)
 
 
 register_detector(
