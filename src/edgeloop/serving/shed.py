@@ -13,11 +13,12 @@ body read (what arrives of it is parsed and dropped), no framework layer.
 
 A request is *admitted* from its headers until its handler returns (reading its body, waiting
 in the loop or a model's queue, running, answering). Per model at most ``--max-queue`` are
-admitted (the gate's limit, now counted from the headers on, so the gate itself no longer
-meets more than that), and none whose expected wait, admitted requests x the measured time
-between answers (:class:`~edgeloop.serving.admission.Departures`), is over the queue delay
-limit now (:meth:`~edgeloop.serving.admission.QueueDelay.limit_s`: the budget during a burst,
-a quarter of it while a queue stands). Both are answered 429 with ``Retry-After``, counted as
+admitted (the gate's limit, now counted from the headers on; the gate still counts what
+reaches it another way: a cascade's escalations, pipelined requests), and none whose
+expected wait, admitted requests x the measured time between answers
+(:class:`~edgeloop.serving.admission.Departures`), is over the queue delay limit now
+(:meth:`~edgeloop.serving.admission.QueueDelay.limit_s`: the budget during a burst, a quarter
+of it while a queue stands). Both are answered 429 with ``Retry-After``, counted as
 the app's refusals are (``edgeloop_rejected_total{reason="queue_full"|"queue_delay"}``).
 
 Only ``POST`` to an inference route of a served model on a connection with no other request
