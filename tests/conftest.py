@@ -29,3 +29,12 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def linear_onnx(tmp_path: Path) -> Path:
     return make_linear_onnx(tmp_path / "linear.onnx")
+
+
+@pytest.fixture(scope="session")
+def retrain_champion(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A tiny trained champion and shifted labelled data in a registry of its own, shared by
+    the retraining tests (tests/pipeline/retrain_setup.py); they add to it, never remove."""
+    from tests.pipeline.retrain_setup import make_champion
+
+    return make_champion(tmp_path_factory.mktemp("retrain") / "home", epochs=2)
