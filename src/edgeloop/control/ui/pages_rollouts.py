@@ -91,7 +91,7 @@ class RolloutPages:
         return View("Rollouts", "rollouts", content)
 
     async def deploy(self, request: Request, session: Session) -> Response:
-        form = await request.form()
+        form = await security.form(request)
         security.check_action(session, _text(form.get("csrf")), "start a rollout")
         waves = [w.strip() for w in (_text(form.get("waves")) or "100%").split(",") if w.strip()]
         body: dict[str, Any] = {
@@ -130,7 +130,7 @@ class RolloutPages:
             raise NotFoundError(
                 f"rollout action {action!r} does not exist", hint=f"one of {sorted(ACTIONS)}"
             )
-        form = await request.form()
+        form = await security.form(request)
         security.check_action(session, _text(form.get("csrf")), ACTIONS[action])
         if action == "pause":
             await run_in_threadpool(self.plane.pause, rid)

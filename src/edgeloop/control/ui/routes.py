@@ -103,7 +103,7 @@ class Dashboard:
         return response
 
     async def sign_in(self, request: Request) -> Response:
-        form = await request.form()
+        form = await security.form(request)
         token, given = form.get("token"), form.get("csrf")
         pre = request.cookies.get(security.PRE_COOKIE)
         if not isinstance(given, str) or pre is None or not security.same(given, pre):
@@ -131,7 +131,7 @@ class Dashboard:
             session = await self.session(request)
         except security.SignInNeededError:
             return security.redirect("/ui/sign-in", request)
-        form = await request.form()
+        form = await security.form(request)
         given = form.get("csrf")
         if not isinstance(given, str) or not security.same(given, session.csrf):
             view = error_view(403, "the sign-out form carried no valid CSRF token", None, "/ui")

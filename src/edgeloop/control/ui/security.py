@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 from typing import ClassVar
 
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -19,6 +20,7 @@ from edgeloop.control.auth import ForbiddenError
 from edgeloop.control.ui.html import Html
 from edgeloop.control.ui.sessions import Session
 from edgeloop.core.errors import EdgeError
+from edgeloop.serving.errors import BadRequestError
 
 COOKIE = "edgeloop_session"
 PRE_COOKIE = "edgeloop_signin"  # the sign-in form's own CSRF value (double submit)
@@ -100,3 +102,17 @@ def check_action(session: Session, given_csrf: str | None, what: str) -> None:
             f"a read-only sign-in cannot {what}; nothing was changed",
             hint="sign in with the admin token to act",
         )
+
+
+async def form(request: Request) -> FormData:
+    """The posted form; a body that is no form is a 400, not a 500.
+
+    Raises:
+        BadRequestError: the body is not form data.
+    """
+    try:
+        return await request.form()
+    except EdgeError:  # over the route's cap (BodyLimits)
+        raise
+    except Exception as exc:  # a malformed body: the parser's own error, whatever its type
+        raise BadRequestError(f"the body is not form data: {exc}") from exc
