@@ -144,6 +144,8 @@ def test_unknown_model_and_node_name_the_known_ones(
         edge.run_inference("lin", {"features": [0.0] * FEATURES}, "node-9")
     with pytest.raises(ConfigError, match="no torch checkpoint registered"):
         edge.prune_model("lin", sparsity=0.3)
+    with pytest.raises(NotFoundError, match="does not hold lin:1"):  # the node's agent says so
+        edge.benchmark_model("lin", "node-gateway-1", runs=5, timeout_s=60)
 
 
 def test_quantize_registers_a_measured_int8_variant(edge: EdgeMLManager, tmp_path: Path) -> None:

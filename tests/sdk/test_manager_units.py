@@ -155,10 +155,25 @@ def test_inputs_are_shaped_for_the_model_and_an_image_needs_a_preprocessing_reco
 
 def test_calls_the_fleet_cannot_do_yet_say_what_is_missing() -> None:
     edge = EdgeMLManager(Site("s", "http://127.0.0.1:9", "t"))
-    with pytest.raises(ConfigError, match="issue 14"):
-        edge.federated_learning_round("lin", ["node-1"])
-    with pytest.raises(ConfigError, match="benchmarks run on the node are not built"):
-        edge.benchmark_model("lin", "node-1")
+    with pytest.raises(ConfigError, match="client_nodes is empty"):  # before any call
+        edge.federated_learning_round("digits-mlp", [])
     with pytest.raises(ConfigError, match="on-device training on the node is not built"):
         OnDeviceTraining().incremental_train("lin", np.zeros((2, 4)), epochs=1)
     edge.close()
+
+
+def test_fleet_node_names_are_one_per_node_unique_and_usable_as_folders() -> None:
+    from edgeloop.sdk.local_fleet import node_names_for
+    from edgeloop.sdk.site import check_site_name
+
+    assert node_names_for(2, None) == ["node-1", "node-2"]
+    assert node_names_for(2, ["node-camera-1", "node-gateway-1"]) == [
+        "node-camera-1", "node-gateway-1"
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="1 names"):
+        node_names_for(2, ["a"])
+    for bad in (["a", "a"], ["../x", "b"], ["control", "b"]):
+        with pytest.raises(ConfigError, match="must be unique"):
+            node_names_for(2, bad)
+    with pytest.raises(ConfigError, match="site name"):
+        check_site_name("no spaces")

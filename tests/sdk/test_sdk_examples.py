@@ -91,7 +91,9 @@ def test_every_example_of_the_sdk_page_runs_in_order(
     assert "digits-mlp 1" in printed and "digits-mlp-int8" in printed
     assert "digits-mlp-pruned" in printed
     # the facts behind the printed figures
-    p, r, nodes = namespace["p"], namespace["r"], namespace["nodes"]
+    p, r, nodes, b = namespace["p"], namespace["r"], namespace["nodes"], namespace["b"]
+    assert b["throughput_fps"] > 0 and b["runs"] == 100  # type: ignore[index]
+    assert (b["power_watts"] is None) == (b["power_reason"] is not None)  # type: ignore[index]
     assert p["pruned_parameters"] < p["original_parameters"]  # type: ignore[index]
     assert r["round"] == 1 and r["total_samples"] > 0 and r["aggregated_update"] > 0  # type: ignore[index]
     assert sorted(r["participants"]) == ["node-camera-1", "node-gateway-1"]  # type: ignore[index]

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edgeloop.agent.activator import CatalogActivator, serving_config, serving_state
+from edgeloop.agent.bench_worker import BenchWorker
 from edgeloop.agent.experiment import ExperimentHost
 from edgeloop.agent.fl_worker import FlWorker
 from edgeloop.agent.health import HealthRecorder
@@ -253,6 +254,7 @@ async def _main(
         asyncio.ensure_future(Sweeper(server.server_state.connections, limits).run()),
         asyncio.ensure_future(arms.run(options.poll_s)),  # fleet A/B experiments
         asyncio.ensure_future(FlWorker(home, lambda: reconciler.identity).run()),  # federated
+        asyncio.ensure_future(BenchWorker(updater.slots, lambda: reconciler.identity).run()),
     ]
     stop_routes = asyncio.Event()
     if runner is not None:

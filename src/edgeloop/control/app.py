@@ -15,6 +15,7 @@ route                                      auth       answer
 ``GET|POST /api/v1/models``                admin      registry listing / publish (multipart: file,
                                                       manifest, optional profile/version/sha256)
 ``POST /api/v1/artifacts``, ``GET .../{sha}`` admin    a checkpoint's files by sha256
+``POST /api/v1/benchmarks``, ``GET .../{id}`` admin   a benchmark job a node's agent runs
 ``POST /api/v1/deployments``               admin      the new rollout
 ``GET  /api/v1/rollouts[/{id}]``           admin      rollouts / rollout
 ``POST /api/v1/rollouts/{id}/rollback``    admin      rollout (``{"to": "name:version"?}``)
@@ -59,6 +60,7 @@ from edgeloop.control import answers, auth, fleet, openapi, schemas, telemetry, 
 from edgeloop.control.alerting import Alerting
 from edgeloop.control.answers import json_answer, ranged
 from edgeloop.control.artifacts_api import ArtifactRoutes
+from edgeloop.control.bench_api import BenchRoutes
 from edgeloop.control.captures_api import CaptureRoutes
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.experiments_api import ExperimentRoutes
@@ -503,6 +505,7 @@ def create_app(
         *ExperimentRoutes(api).routes(),  # fleet A/B experiments (control/experiments_api.py)
         *JobRoutes(api).routes(),  # retraining jobs (control/jobs_api.py)
         *ArtifactRoutes(api).routes(),  # checkpoints by sha256 (control/artifacts_api.py)
+        *BenchRoutes(api).routes(),  # benchmarks run on a node (control/bench_api.py)
     ]
     api.routes = [(method, path) for path, _, method, _ in routes]
     bodies: list[Route] = []

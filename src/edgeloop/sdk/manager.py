@@ -27,6 +27,7 @@ from edgeloop.sdk.experiments import ExperimentCalls
 from edgeloop.sdk.inputs import as_array, v2_body, v2_outputs
 from edgeloop.sdk.models import EdgeModel, shapes_match
 from edgeloop.sdk.results import (
+    BenchmarkResult,
     DeployResult,
     EdgeStatus,
     FederatedRound,
@@ -221,15 +222,21 @@ class EdgeMLManager(ExperimentCalls):
         return prune(self.control, self._model_row(ModelRef.parse(model_id)), sparsity,
                      data=data, epochs=epochs, runs=runs)  # fmt: skip
 
-    # --- not built yet ------------------------------------------------------------------------
+    # --- on the nodes, through the control plane ----------------------------------------------
 
-    def benchmark_model(self, model_id: str, node_id: str) -> Any:
-        raise ConfigError(
-            f"benchmark_model({model_id!r}, {node_id!r}): benchmarks run on the node are not "
-            "built yet: the agent has no benchmark command and reports no measurement",
-            hint="measure on this machine with `edgeloop bench MODEL --data D`, or on the node "
-            "itself by running `edgeloop bench` there",
-        )
+    def benchmark_model(self, model_id: str, node_id: str, **options: Any) -> BenchmarkResult:
+        """Benchmark ``model_id`` on ``node_id`` by that node's agent (through the control
+        plane); ``options``: ``runs``, ``warmup``, ``batch_size``, ``timeout_s``. See
+        :func:`edgeloop.sdk.benchmark.run_on_node`.
+
+        Raises:
+            NotFoundError: unknown model or node, or the node does not hold that version.
+            TransportError: the node failed or did not answer in time.
+        """
+        from edgeloop.sdk.benchmark import run_on_node
+
+        row = self._model_row(ModelRef.parse(model_id))
+        return run_on_node(self.control, str(row["ref"]), self._node_row(node_id), **options)
 
     def federated_learning_round(
         self, model_id: str, client_nodes: list[str], **options: Any

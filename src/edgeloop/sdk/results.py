@@ -172,6 +172,25 @@ class PruneResult(Keyed):
 
 
 @dataclass(frozen=True, slots=True)
+class BenchmarkResult(Keyed):
+    """A benchmark the node's agent ran on the file it holds (warm-up, then timed runs)."""
+
+    model: str
+    node: str
+    throughput_fps: float  # inferences per second: batch_size * runs / timed seconds
+    power_watts: float | None  # mean over the timed runs, from the node's meter
+    power_reason: str | None  # why power_watts is None (no meter on the node, ...)
+    power_source: str | None  # the meter (rapl, ina3221) when there is a reading
+    latency_p50_ms: float
+    latency_p99_ms: float
+    batch_size: int
+    runs: int
+    peak_rss_mb: float | None
+    cpu: str
+    threads: int
+
+
+@dataclass(frozen=True, slots=True)
 class FederatedRound(Keyed):
     """The last round of a federated task, as the control plane measured it."""
 
