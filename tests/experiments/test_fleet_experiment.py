@@ -5,8 +5,12 @@ The challenger is made the better model on purpose: the ground-truth labels are 
 answers, so it is right on every labelled row and the champion only where the two agree. The
 test starts the experiment, checks the node splits traffic by the configured share (within a
 binomial bound), that the labels arrive per arm in the control plane's figures, that the
-sequential test decides to promote, and that promote rolls the challenger out through the
-guarded rollout. Bad input is refused with the documented status and leaves nothing behind.
+control loop's own look records the decision to promote (nobody reads the status), and that
+promote rolls the challenger out through the guarded rollout. A second experiment (started by
+the CLI with ``--split 50``, percent) puts the worse version beside it with an accuracy
+guardrail: the control loop stops it by itself and reverts to the champion. Bad input (a
+version with other inputs, an offline node, splits outside 0-100 included) is refused with the
+documented status and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from tests.tiny_models import make_linear_onnx
 from typer.testing import CliRunner
 
 from edgeloop.cli.app import app as cli_app
+from edgeloop.core.errors import ConflictError
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import Manifest, TensorSpec
 from edgeloop.registry import Registry
@@ -38,6 +43,8 @@ from edgeloop.sdk.site import Site
 
 MANIFEST = Manifest("lin", "onnx", (TensorSpec("input", (None, 4)),),
                     (TensorSpec("output", (None, 3)),))  # fmt: skip
+WIDER = Manifest("lin", "onnx", (TensorSpec("input", (None, 5)),),
+                 (TensorSpec("output", (None, 3)),))  # fmt: skip
 SPLIT = 0.3
 REQUESTS = 200
 PLAN = {"soak_s": 0, "watch_s": 0.3}
@@ -74,9 +81,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("fleet-exp")
     reference = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float32)
     files = [make_linear_onnx(tmp / f"v{i}.onnx", seed=i) for i in (1, 2)]
+    wider = make_linear_onnx(tmp / "v3.onnx", features=5, seed=3)  # other inputs: no A/B
     with Registry.open(Settings.load(tmp / "local")) as registry:
         local = [registry.publish(f, MANIFEST, profile=profile_model(f, reference)) for f in files]
         profiles = [registry.profile(v.ref)[1] for v in local]
+        local.append(registry.publish(wider, WIDER))
+        profiles.append(None)
+        files.append(wider)
     session = ort.InferenceSession(str(files[1]), providers=["CPUExecutionProvider"])
 
     def truth(row: list[float]) -> int:
@@ -108,7 +119,7 @@ def _start(fleet: Fleet, **changes: Any) -> httpx.Response:
 Served = tuple[Counter[int], Counter[int], list[dict[str, Any]]]
 
 
-def _served(fleet: Fleet, rows: np.ndarray) -> Served:
+def _served(fleet: Fleet, rows: np.ndarray, prefix: str = "r") -> Served:
     """Requests and right answers per version (as each answer names it), and the labels."""
     counts: Counter[int] = Counter()
     right: Counter[int] = Counter()
@@ -116,12 +127,12 @@ def _served(fleet: Fleet, rows: np.ndarray) -> Served:
     for i, row in enumerate(rows):
         features = [float(v) for v in row]
         answer = fleet.agent.http.post("/predict", json={"features": features,
-                                                         "request_id": f"r{i}"})  # fmt: skip
+                                                         "request_id": f"{prefix}{i}"})  # fmt: skip
         assert answer.status_code == 200, answer.text
         version, truth = int(answer.json()["model_version"]), fleet.truth(features)
         counts[version] += 1
         right[version] += int(answer.json()["prediction"] == truth)
-        labels.append({"request_id": f"r{i}", "label": truth})
+        labels.append({"request_id": f"{prefix}{i}", "label": truth})
     return counts, right, labels
 
 
@@ -129,7 +140,9 @@ BAD = [  # (changes to a good start body, status, a word the error names)
     ({"challenger": 9}, 404, "lin:9"),
     ({"champion": 7}, 404, "lin:7"),
     ({"model": "nope"}, 404, "nope"),
+    ({"challenger": 3}, 409, "input 'input': float32 [None, 4] -> float32 [None, 5]"),
     ({"split": 1.5}, 400, "1.5"),
+    ({"split": 50}, 400, "as a fraction"),  # the API takes a share; percent is refused
     ({"split": 0}, 400, "split 0"),
     ({"split": -0.2}, 400, "-0.2"),
     ({"metric": "confidence"}, 400, "confidence"),
@@ -165,6 +178,9 @@ def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
 
     for changes, status, named in BAD:  # refused, and nothing is left half-configured
         _refused(fleet, changes, status, named)
+    for split in ("150", "0", "-5", "100"):  # the CLI's --split is percent, inside 0-100
+        bad = _cli(fleet, "bad", "--champion", "1", "--challenger", "2", "--split", split)
+        assert bad.exit_code != 0 and "outside 0-100" in str(bad.exception), bad.output
     assert fleet.post("/api/v1/experiments/exp-nope/promote", {}).status_code == 404
     early = fleet.post(f"/api/v1/experiments/{exp_id}/promote", {})
     assert early.status_code == 409, early.text  # no decision yet
@@ -184,13 +200,13 @@ def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
     applied = fleet.agent.http.post("/predict/labels", json={"labels": labels}).json()
     assert applied["applied"] == REQUESTS, applied
 
-    def labelled() -> dict[str, Any] | None:
-        doc = fleet.status(exp_id)
-        arms = doc["arms"] or {}
-        both = [arms.get(a, {}).get("labelled") for a in ("champion", "challenger")]
-        return doc if both == [counts[1], counts[2]] else None
+    def decided() -> bool:  # the listing only reads what the control loop's looks stored
+        rows = fleet.client.call("GET", "/api/v1/experiments")["experiments"]
+        return any(r["experiment_id"] == exp_id and r["decision"] for r in rows)
 
-    doc = _wait(labelled, "the labels in the control plane's figures")
+    _wait(decided, "the control loop's look to record a decision")
+    doc = fleet.status(exp_id)
+    assert "decision promote_treatment reached" in [h["detail"] for h in doc["history"]]
     champion, challenger = doc["arms"]["champion"], doc["arms"]["challenger"]
     assert (champion["requests"], challenger["requests"]) == (counts[1], counts[2])
     assert challenger["correct"] == counts[2] == right[2] and challenger["accuracy"] == 1.0
@@ -209,22 +225,46 @@ def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
     after, _, _ = _served(fleet, rows[:20])
     assert after == Counter({2: 20})
 
-    # The CLI starts the next one (version 1 back as the challenger), the SDK reverts it.
-    cli = CliRunner().invoke(cli_app, [
-        "fleet", "experiment", "start", "lin-back", "--model", "lin", "--champion", "2",
-        "--challenger", "1", "--split", "0.5", "--watch-s", "0.3", "--soak-s", "0",
-        "--control", fleet.url, "--token", fleet.token, "--format", "json"])  # fmt: skip
+    # The CLI starts the next one (version 1, worse, back as the challenger) with an accuracy
+    # guardrail; the control loop stops it by itself and reverts to the champion.
+    cli = _cli(fleet, "lin-back", "--champion", "2", "--challenger", "1", "--split", "50",
+               "--metric", "error_rate", "--guardrail", "accuracy:0")  # fmt: skip
     assert cli.exit_code == 0, cli.output
     second = json.loads(cli.stdout)["experiment_id"]
+    assert json.loads(cli.stdout)["split"] == 0.5  # --split 50 is half the traffic
     with EdgeMLManager(Site("test", fleet.url, fleet.token)) as edge:
         _wait(lambda: edge.experiment_status(second).state == "RUNNING", "the CLI's start")
         status = edge.experiment_status(second)
-        assert (status.champion, status.challenger, status["split"]) == (2, 1, 0.5)
-        reverted = edge.revert_experiment(second)
-        assert reverted.state == "REVERTING"
-        _wait(lambda: edge.experiment_status(second).state == "REVERTED", "the revert")
+        assert (status.champion, status.challenger, status["split"]) == (2, 1, 50.0)
+        counts, right, labels = _served(fleet, rows, prefix="b")
+        assert right[1] < counts[1] and right[2] == counts[2]
+        fleet.agent.http.post("/predict/labels", json={"labels": labels}).raise_for_status()
+
+        def stopped() -> bool:  # nobody reads the status: the listing shows stored state only
+            return any(e.experiment_id == second and e.state == "REVERTED"
+                       for e in edge.list_experiments())  # fmt: skip
+
+        _wait(stopped, "the guardrail's stop by the control loop")
+        doc = edge.experiment_status(second)
+        assert doc.decision == "stopped_by_guardrail", doc.raw["evidence"]
+        assert doc.raw["evidence"]["tripped"] == "accuracy"
+        assert any("stopped by the accuracy guardrail" in h["detail"] for h in doc.raw["history"])
+        with pytest.raises(ConflictError):
+            edge.revert_experiment(second)  # it is over
         states = {e.experiment_id: e.state for e in edge.list_experiments()}
     assert states == {exp_id: "PROMOTED", second: "REVERTED"}
     _wait(lambda: "experiment" not in fleet.agent.status()["active"], "the node's split gone")
     after, _, _ = _served(fleet, rows[:20])
     assert after == Counter({2: 20})
+
+    # A node enrolled but never heard from is offline: 409 naming it, nothing configured.
+    enroll = {"enrollment_token": fleet.client.enrollment_token()["token"], "name": "ghost-1"}
+    fleet.post("/api/v1/enroll", enroll).raise_for_status()
+    _refused(fleet, {"nodes": ["ghost-1"], "champion": 2, "challenger": 1}, 409, "ghost-1")
+
+
+def _cli(fleet: Fleet, name: str, *args: str) -> Any:
+    return CliRunner().invoke(cli_app, [
+        "fleet", "experiment", "start", name, "--model", "lin", *args, "--watch-s", "0.3",
+        "--soak-s", "0", "--control", fleet.url, "--token", fleet.token,
+        "--format", "json"])  # fmt: skip

@@ -3,6 +3,7 @@ the state machine, and the agent's refusal of a malformed experiment block (no s
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -26,8 +27,11 @@ def _arm(requests: int, labelled: int, correct: int, slow: int = 0) -> dict[str,
                         "buckets": [fast] * len(LATENCY_BUCKETS)}}  # fmt: skip
 
 
-def _report(exp_id: str, arms: dict[str, Any], state: str = "serving") -> dict[str, Any]:
-    return {"active": {"version": 1, "experiment": {"id": exp_id, "state": state, "arms": arms}}}
+def _report(
+    exp_id: str, arms: dict[str, Any], state: str = "serving", since: str = "t0"
+) -> dict[str, Any]:
+    doc = {"id": exp_id, "state": state, "arms": arms, "since": since}
+    return {"active": {"version": 1, "experiment": doc}}
 
 
 def _exp(**changes: Any) -> store.Experiment:
@@ -68,7 +72,10 @@ def test_a_decision_once_reached_is_kept_at_later_looks() -> None:
     good = [("a", "pi4", _report("exp-1", {"1": _arm(60, 60, 20), "2": _arm(60, 60, 60)}))]
     first, tests = look(_exp(), good)
     assert first["verdict"]["decision"] == "promote_treatment"
-    reversed_ = [("a", "pi4", _report("exp-1", {"1": _arm(600, 600, 600), "2": _arm(600, 600, 0)}))]
+    # counts only grow (a drop would read as a restart): the challenger now right on 60 of 600
+    reversed_ = [
+        ("a", "pi4", _report("exp-1", {"1": _arm(600, 600, 600), "2": _arm(600, 600, 60)}))
+    ]
     later, _ = look(_exp(look=first, tests=tests), reversed_)
     assert later["verdict"] == first["verdict"]
     assert later["arms"]["champion"]["labelled"] == 600  # the figures still move
@@ -122,3 +129,27 @@ def test_a_guardrail_stops_a_challenger_that_fails_more() -> None:
     doc, _ = look(_exp(config=config), [("a", "pi4", _report("exp-1", arms))])
     assert doc["verdict"]["decision"] == "stopped_by_guardrail"
     assert doc["verdict"]["tripped"] == "error_rate"
+
+
+def test_an_agent_restart_never_takes_counts_back() -> None:
+    """A restarted agent reports a new ``since`` and counts from 0 again; a node that reports
+    nothing for a while still adds what it had counted: the fleet's sums only grow."""
+    exp, seen = _exp(), []
+    sequence = [
+        _report("exp-1", {"1": _arm(10, 8, 4), "2": _arm(12, 10, 9)}),
+        _report("exp-1", {"1": _arm(20, 18, 9), "2": _arm(22, 20, 19)}),
+        None,  # restarting: no experiment in the report
+        _report("exp-1", {"1": _arm(3, 2, 1), "2": _arm(4, 4, 4)}, since="t1"),
+        _report("exp-1", {"1": _arm(1, 1, 1), "2": _arm(1, 1, 1)}, since="t1"),  # lower: reset
+        _report("exp-1", {"1": _arm(5, 4, 2), "2": _arm(6, 5, 5)}, since="t1"),
+    ]
+    for report in sequence:
+        doc, tests = look(exp, [("a", "pi4", report)])
+        exp = _exp(look=doc, tests=tests)
+        arms = doc["arms"]
+        seen.append([arms[a][k] for a in ("champion", "challenger")
+                     for k in ("requests", "labelled", "correct")])  # fmt: skip
+    assert all(all(a <= b for a, b in zip(x, y, strict=True)) for x, y in itertools.pairwise(seen))
+    # before the restart 20/22, then 3/4 since it, then 1/1 after another reset, then 5/6
+    assert seen[-1][0] == 20 + 3 + 5 and seen[-1][3] == 22 + 4 + 6
+    assert seen[-1][2] == 9 + 1 + 2 and seen[-1][5] == 19 + 4 + 5

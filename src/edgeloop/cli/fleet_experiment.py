@@ -75,8 +75,9 @@ def start(
     champion: Annotated[int, typer.Option("--champion", help="The version serving now.")],
     challenger: Annotated[int, typer.Option("--challenger", help="The version to try.")],
     split: Annotated[
-        float, typer.Option("--split", help="The challenger's share of traffic, in (0, 1).")
-    ] = 0.5,
+        float,
+        typer.Option("--split", help="Percent of the traffic the challenger gets, in (0, 100)."),
+    ] = 50.0,
     metric: Annotated[
         str, typer.Option("--metric", help="accuracy, error_rate or latency_p99.")
     ] = "accuracy",
@@ -105,9 +106,12 @@ def start(
     format: Format = OutputFormat.TABLE,
 ) -> None:
     """Roll the champion out with the challenger beside it, traffic split by --split."""
+    from edgeloop.sdk.experiments import share_of
+
     body: dict[str, Any] = {
         "name": name, "model": model, "champion": champion, "challenger": challenger,
-        "split": split, "metric": metric, "min_effect": min_effect, "alpha": alpha,
+        "split": share_of(split, "--split"), "metric": metric, "min_effect": min_effect,
+        "alpha": alpha,
         "plan": {"watch_s": watch_s, "soak_s": soak_s}, "mixing": mixing,
         "guardrails": dict(_guardrail(g) for g in guardrail or []),
     }  # fmt: skip

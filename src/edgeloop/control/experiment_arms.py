@@ -11,6 +11,13 @@ sequential test reads (:mod:`edgeloop.experiments`) are Bernoulli summaries of t
   (the tail share; the threshold is rounded up to a histogram bound, as that is what the node
   counts). The treatment's p99 is worse exactly when more than 1 % of its requests are slower
   than the control's p99, so a threshold near the control's p99 tests the p99.
+
+A node's counts start again from 0 when its agent restarts (a new ``since``; the counters of a
+fresh server). So the sums never go backwards, the look keeps a ledger per node: the last
+counts it reported for this experiment and a carry of what it had counted before each restart.
+A report with a new ``since``, or with any count below the last one, moves the last counts into
+the carry; a node that reports nothing for the experiment for a while (restarting, offline)
+still adds its carry and last counts. The node's figure is carry + its report.
 """
 
 from __future__ import annotations
@@ -54,6 +61,24 @@ class ArmTotals:
             self.buckets = [a + _int(b) for a, b in zip(self.buckets, counts, strict=True)]
         self.labelled += _int(doc.get("labelled"))
         self.correct += min(_int(doc.get("correct")), _int(doc.get("labelled")))
+
+    def to_raw(self) -> dict[str, Any]:
+        """These totals in a node report's shape (what :meth:`add` reads)."""
+        return {"requests": self.requests, "errors": self.errors, "labelled": self.labelled,
+                "correct": self.correct, "latency": {"count": self.latency_count,
+                "sum_s": self.latency_sum_s, "buckets": list(self.buckets)}}  # fmt: skip
+
+    def went_below(self, other: ArmTotals) -> bool:
+        """Whether any count here is below ``other``'s (the node's counters were reset)."""
+        pairs = [
+            (self.requests, other.requests),
+            (self.errors, other.errors),
+            (self.latency_count, other.latency_count),
+            (self.labelled, other.labelled),
+            (self.correct, other.correct),
+            *zip(self.buckets, other.buckets, strict=True),
+        ]
+        return any(a < b for a, b in pairs)  # fmt: skip
 
     def slower_than(self, threshold_s: float) -> int:
         """Requests timed above the first histogram bound >= ``threshold_s``."""
@@ -100,42 +125,73 @@ class FleetArms:
     treatment: ArmTotals = field(default_factory=ArmTotals)
     by_class: dict[str, tuple[ArmTotals, ArmTotals]] = field(default_factory=dict)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # node id -> {"since", "last": {version: raw}, "carry": {version: raw}} (module docstring)
+    ledger: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _totals(*docs: Any) -> ArmTotals:
+    totals = ArmTotals()
+    for doc in docs:
+        if isinstance(doc, dict):
+            totals.add(doc)
+    return totals
+
+
+def _entry(
+    versions: tuple[str, str], previous: Mapping[str, Any], since: Any, arms: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A node's new ledger entry from its previous one and this report's arms."""
+    last, carry = _doc(previous.get("last")), _doc(previous.get("carry"))
+    now = {v: _totals(arms.get(v)) for v in versions}
+    reset = bool(previous) and (
+        previous.get("since") != since
+        or any(now[v].went_below(_totals(last.get(v))) for v in versions)
+    )
+    if reset:
+        carry = {v: _totals(carry.get(v), last.get(v)).to_raw() for v in versions}
+    return {"since": since, "last": {v: now[v].to_raw() for v in versions}, "carry": carry}
 
 
 def sum_reports(
     exp_id: str,
     versions: tuple[str, str],
     reports: Iterable[tuple[str, str, Mapping[str, Any] | None]],
+    ledger: Mapping[str, Any] | None = None,
 ) -> FleetArms:
-    """Sum the ``(node_id, device_class, report)`` of the experiment's nodes.
+    """Sum the ``(node_id, device_class, report)`` of the experiment's nodes; ``ledger`` is the
+    previous look's (:attr:`FleetArms.ledger`, see the module docstring).
 
-    A node whose report names another experiment, or none, adds nothing and is listed with
-    its state (``waiting`` or the agent's ``failed`` and why).
+    A node whose report names another experiment, or none, adds what the ledger holds for it
+    and is listed with its state (``waiting`` or the agent's ``failed`` and why).
     """
     fleet = FleetArms()
     champion, challenger = versions
+    before = _doc(ledger)
     for node_id, device_class, report in reports:
         active = _doc(_doc(report).get("active"))
         doc = active.get("experiment")
+        entry = _doc(before.get(node_id))
         if not isinstance(doc, dict) or doc.get("id") != exp_id:
             fleet.nodes[node_id] = {"state": "waiting", "serving": active.get("version")}
-            continue
-        if doc.get("state") != "serving":
+        elif doc.get("state") != "serving":
             fleet.nodes[node_id] = {"state": str(doc.get("state")), "error": doc.get("error")}
+        else:
+            entry = _entry(versions, entry, doc.get("since"), _doc(doc.get("arms")))
+            fleet.nodes[node_id] = {"state": "serving", "device_class": device_class}
+        if not entry:
             continue
-        arms = _doc(doc.get("arms"))
+        fleet.ledger[node_id] = entry
         pair = fleet.by_class.setdefault(device_class, (ArmTotals(), ArmTotals()))
+        requests = {}
         for version, totals, cls in ((champion, fleet.control, pair[0]),
                                      (challenger, fleet.treatment, pair[1])):  # fmt: skip
-            arm = arms.get(version)
-            if isinstance(arm, dict):
-                totals.add(arm)
-                cls.add(arm)
-        fleet.nodes[node_id] = {
-            "state": "serving",
-            "device_class": device_class,
-            "requests": {v: _int(_doc(arms.get(v)).get("requests")) for v in versions},
-        }
+            for part in (_doc(entry["carry"]).get(version), _doc(entry["last"]).get(version)):
+                if isinstance(part, dict):
+                    totals.add(part)
+                    cls.add(part)
+            requests[version] = _totals(_doc(entry["carry"]).get(version),
+                                        _doc(entry["last"]).get(version)).requests  # fmt: skip
+        fleet.nodes[node_id]["requests"] = requests
     return fleet
 
 

@@ -2,8 +2,9 @@
 
 Pure: :func:`look` takes the experiment and its nodes' reports and returns what to store (the
 figures, the verdict with its evidence) and the tests' new state. The mSPRT's p-value is valid
-at any look (docs/experiments.md), so the control plane looks whenever someone asks for the
-status; a look whose counts did not change since the last one leaves the tests as they were.
+at any look (docs/experiments.md), so the control plane looks at every status read and on its
+own clock (control/experiment_tick.py); a look whose counts did not change since the last one
+leaves the tests as they were.
 The first decision other than ``continue`` is kept: looks after it are outside the design.
 """
 
@@ -57,7 +58,8 @@ def look(
     """The look's document and the tests' state after it (see the module docstring)."""
     config = config_of(exp)
     versions = (str(exp.champion), str(exp.challenger))
-    fleet = sum_reports(exp.experiment_id, versions, reports)
+    before = exp.look or {}
+    fleet = sum_reports(exp.experiment_id, versions, reports, before.get("ledger"))
     threshold_s = float(exp.config.get("latency_threshold_ms", 100.0)) / 1000.0
     metric = config.metric
     control = fleet.control.summary(metric, threshold_s)
@@ -73,8 +75,8 @@ def look(
             for name, (c, t) in sorted(fleet.by_class.items())
         },
         "nodes": fleet.nodes,
+        "ledger": fleet.ledger,
     }
-    before = exp.look or {}
     decided = before.get("verdict") or {}
     if decided.get("decision") not in (None, Decision.CONTINUE.value):
         return {**doc, "verdict": decided, "reason": before.get("reason")}, exp.tests

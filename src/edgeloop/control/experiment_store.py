@@ -186,6 +186,17 @@ def move(conn: sa.Connection, exp: Experiment, new: ExpState, detail: str, **val
     )
 
 
+def note(conn: sa.Connection, exp_id: str, detail: str) -> None:
+    """A history entry without a change of state (e.g. a decision reached)."""
+    exp = get(conn, exp_id)
+    history = [*exp.history, {"at": time.time(), "state": exp.state.value, "detail": detail}]
+    conn.execute(
+        experiments.update()
+        .where(experiments.c.experiment_id == exp_id)
+        .values(history=json.dumps(history))
+    )
+
+
 def save_look(
     conn: sa.Connection, exp_id: str, look: Mapping[str, Any], tests: ExperimentState
 ) -> None:

@@ -62,8 +62,10 @@ class StartRequest:
 def _check(req: StartRequest) -> Metric:
     if not (math.isfinite(req.split) and 0.0 < req.split < 1.0):
         raise ConfigError(
-            f"split {req.split} is outside 0..1 (both ends excluded)",
-            hint="split is the challenger's share of the traffic, e.g. 0.5 (half) or 0.1",
+            f"split {req.split} is outside 0..1 (both ends excluded): over the API split is the "
+            "challenger's share of the traffic as a fraction",
+            hint="e.g. 0.5 for half or 0.1 for a tenth (the CLI's --split and the SDK's split "
+            "take percent: 50, 10)",
         )
     if req.champion == req.challenger:
         raise ConfigError(f"champion and challenger are both version {req.champion}",
@@ -210,7 +212,7 @@ _AFTER = {
 }
 
 
-def _refresh(conn: sa.Connection, exp_id: str) -> Experiment:
+def refresh(conn: sa.Connection, exp_id: str) -> Experiment:
     """Follow the current rollout, then take a look while the experiment runs."""
     exp = store.get(conn, exp_id, lock=True)
     outcome = _rollout_state(conn, exp.rollout_id)
@@ -222,6 +224,10 @@ def _refresh(conn: sa.Connection, exp_id: str) -> Experiment:
         reports = _reports(conn, exp.nodes)
         doc, tests = look(exp, reports)
         store.save_look(conn, exp_id, doc, tests)
+        before = ((exp.look or {}).get("verdict") or {}).get("decision")
+        after_ = (doc.get("verdict") or {}).get("decision")
+        if after_ != before and after_ not in (None, Decision.CONTINUE.value):
+            store.note(conn, exp_id, f"decision {after_} reached")
         exp = store.get(conn, exp_id)
     return exp
 
@@ -242,7 +248,7 @@ def status(plane: ControlPlane, exp_id: str) -> dict[str, Any]:
     """
 
     def run(conn: sa.Connection) -> dict[str, Any]:
-        return to_dict(conn, _refresh(conn, exp_id))
+        return to_dict(conn, refresh(conn, exp_id))
 
     return dict(plane.write(f"looking at experiment {exp_id[:64]}", run))
 
@@ -295,7 +301,7 @@ def promote(plane: ControlPlane, exp_id: str, force: bool = False) -> dict[str, 
         ConflictError: not RUNNING, or the decision is not ``promote_treatment`` (``force``
             skips that check), or a node is in another rollout.
     """
-    exp = plane.write(f"looking at experiment {exp_id[:64]}", lambda c: _refresh(c, exp_id))
+    exp = plane.write(f"looking at experiment {exp_id[:64]}", lambda c: refresh(c, exp_id))
     decision = ((exp.look or {}).get("verdict") or {}).get("decision")
     if exp.state is not E.RUNNING:
         raise ConflictError(f"experiment {exp_id} is {exp.state}; only a RUNNING one is promoted",
@@ -310,14 +316,15 @@ def promote(plane: ControlPlane, exp_id: str, force: bool = False) -> dict[str, 
     return _step(plane, exp, E.PROMOTING, f"{exp_id}-promote", ref, f"promote {ref} ({decision})")
 
 
-def revert(plane: ControlPlane, exp_id: str) -> dict[str, Any]:
-    """Roll the champion alone (no experiment) out to the experiment's nodes.
+def revert(plane: ControlPlane, exp_id: str, reason: str | None = None) -> dict[str, Any]:
+    """Roll the champion alone (no experiment) out to the experiment's nodes; ``reason`` goes
+    into the history (the control loop's guardrail stop names the guardrail).
 
     Raises:
         NotFoundError: no such experiment.
         ConflictError: it is over (PROMOTED, REVERTED) or a step's rollout is in progress.
     """
-    exp = plane.write(f"looking at experiment {exp_id[:64]}", lambda c: _refresh(c, exp_id))
+    exp = plane.write(f"looking at experiment {exp_id[:64]}", lambda c: refresh(c, exp_id))
     busy = plane.read("reading the rollout", lambda c: _rollout_state(c, exp.rollout_id))
     if busy in machine.ACTIVE:
         raise ConflictError(
@@ -325,7 +332,8 @@ def revert(plane: ControlPlane, exp_id: str) -> dict[str, Any]:
             hint=f"wait for it, or roll it back: edgeloop fleet rollback {exp.rollout_id}",
         )
     ref = ModelRef(exp.model, exp.champion)
-    return _step(plane, exp, E.REVERTING, f"{exp_id}-revert", ref, f"revert to {ref}")
+    detail = f"{reason}: revert to {ref}" if reason else f"revert to {ref}"
+    return _step(plane, exp, E.REVERTING, f"{exp_id}-revert", ref, detail)
 
 
 def _step(plane: ControlPlane, exp: Experiment, new: ExpState, name: str, ref: ModelRef,

@@ -33,13 +33,17 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class ExperimentBody(schemas._Admin):
-    """``POST /api/v1/experiments``: ``split`` is the challenger's share in (0, 1)."""
+    """``POST /api/v1/experiments``: ``split`` is the challenger's share of the traffic as a
+    fraction in (0, 1) (the CLI and the SDK take percent and divide by 100)."""
 
     name: schemas.Name
     model: schemas.Name
     champion: Annotated[int, Field(ge=1, le=10**9)]
     challenger: Annotated[int, Field(ge=1, le=10**9)]
-    split: Finite
+    split: Annotated[float, Field(
+        allow_inf_nan=False,
+        description="the challenger's share of the traffic as a fraction in (0, 1), e.g. 0.5 "
+        "(not percent: the CLI's --split 50 sends 0.5)")]  # fmt: skip
     metric: Annotated[str, StringConstraints(max_length=32)] = "accuracy"
     nodes: Annotated[list[schemas.Name], Field(min_length=1, max_length=10_000)] | None = None
     selector: schemas.SelectorBody | None = None

@@ -19,6 +19,7 @@ import time
 from starlette.concurrency import run_in_threadpool
 
 from edgeloop.control.alerting import Alerting
+from edgeloop.control.experiment_tick import ExperimentTicker
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import ConfigError, EdgeError
 
@@ -63,6 +64,7 @@ async def run_loop(plane: ControlPlane, tick_s: float, alerting: Alerting | None
     logged and the next tick tries again."""
     refresh_s = refresh_every_s(plane.repo.expiry.timestamp_s)
     refreshed = 0.0
+    experiments = ExperimentTicker()  # looks at open A/B experiments (control/experiment_tick)
     while True:
         try:
             await run_in_threadpool(plane.tick_all)
@@ -73,6 +75,10 @@ async def run_loop(plane: ControlPlane, tick_s: float, alerting: Alerting | None
             log.warning("control loop: %s", exc)
         except Exception:  # the loop outlives any one failure; a dead loop freezes every rollout
             log.exception("control loop: unexpected failure; trying again next tick")
+        try:
+            await run_in_threadpool(experiments.tick, plane)
+        except Exception:  # rollouts keep moving whatever an experiment's look does
+            log.exception("experiments: unexpected failure; trying again next tick")
         if alerting is not None:
             try:
                 await alerting.tick(plane)

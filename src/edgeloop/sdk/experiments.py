@@ -1,7 +1,7 @@
 """Fleet A/B experiments from Python: the calls :class:`~edgeloop.sdk.manager.EdgeMLManager`
 offers over ``/api/v1/experiments`` (control/experiments.py), with typed results.
 
-    exp = edge.start_experiment("lin", champion=1, challenger=2, split=0.3)
+    exp = edge.start_experiment("lin", champion=1, challenger=2, split=30)  # percent
     status = edge.experiment_status(exp.experiment_id)
     status.decision, status.p_value, status["challenger_arm"]["accuracy"]
     if status.decision == "promote_treatment":
@@ -10,6 +10,7 @@ offers over ``/api/v1/experiments`` (control/experiments.py), with typed results
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ class ArmFigures(Keyed):
     """One arm summed over the experiment's nodes (None: nothing measured yet)."""
 
     version: int
-    share: float
+    share: float  # percent of the traffic this arm gets
     requests: int
     errors: int
     error_rate: float | None
@@ -47,7 +48,7 @@ class ExperimentResult(Keyed):
     model: str
     champion: int
     challenger: int
-    split: float
+    split: float  # percent of the traffic the challenger gets (the API's share x 100)
     metric: str
     state: str
     decision: str | None
@@ -71,7 +72,7 @@ def _arm(doc: Any) -> ArmFigures | None:
         return float(value) if isinstance(value, int | float) else None
 
     return ArmFigures(
-        int(doc["version"]), float(doc["share"]), int(doc.get("requests") or 0),
+        int(doc["version"]), float(doc["share"]) * 100.0, int(doc.get("requests") or 0),
         int(doc.get("errors") or 0), opt("error_rate"), opt("latency_mean_ms"),
         opt("latency_p99_ms"), int(doc.get("labelled") or 0), int(doc.get("correct") or 0),
         opt("accuracy"),
@@ -84,11 +85,31 @@ def experiment_result(doc: Mapping[str, Any]) -> ExperimentResult:
     arms = doc.get("arms") or {}
     return ExperimentResult(
         doc["experiment_id"], doc["name"], doc["model"], int(doc["champion"]),
-        int(doc["challenger"]), float(doc["split"]), doc["metric"], doc["state"],
+        int(doc["challenger"]), float(doc["split"]) * 100.0, doc["metric"], doc["state"],
         doc.get("decision"), primary.get("p_value"), primary.get("effect"),
         primary.get("cs_low"), primary.get("cs_high"), _arm(arms.get("champion")),
         _arm(arms.get("challenger")), doc.get("waiting_for"), doc.get("rollout_id"), dict(doc),
     )  # fmt: skip
+
+
+def share_of(percent: float, name: str = "split") -> float:
+    """The API's share (a fraction) of a split given in percent, strictly inside 0..100.
+
+    Raises:
+        ConfigError: not a number strictly between 0 and 100.
+    """
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        raise ConfigError(
+            f"{name} {percent!r} is not a number",
+            hint="the percent of the traffic the challenger gets, e.g. 50",
+        )
+    if not (math.isfinite(percent) and 0 < percent < 100):
+        raise ConfigError(
+            f"{name} {percent:g} is outside 0-100 (percent of the traffic the challenger gets, "
+            "both ends excluded)",
+            hint="e.g. 50 for half, 10 for a tenth; 0 or 100 would leave one arm without traffic",
+        )
+    return float(percent) / 100.0
 
 
 def _version(model: str, value: int | str, role: str) -> int:
@@ -113,14 +134,15 @@ class ExperimentCalls:
         model_id: str,
         champion: int | str,
         challenger: int | str,
-        split: float = 0.5,
+        split: float = 50.0,
         metric: str = "accuracy",
         nodes: Sequence[str] | None = None,
         name: str | None = None,
         **options: Any,
     ) -> ExperimentResult:
         """Start serving ``challenger`` beside ``champion`` on ``nodes`` (names or ids; None:
-        every node), the challenger taking ``split`` (0..1) of the traffic. ``options``: the
+        every node), the challenger taking ``split`` percent (0..100, both ends excluded) of the
+        traffic. ``options``: the
         API's ``alpha``, ``min_effect``, ``horizon_per_arm``, ``latency_threshold_ms``,
         ``selector``, ``plan``.
 
@@ -134,7 +156,7 @@ class ExperimentCalls:
             "model": model_id,
             "champion": _version(model_id, champion, "champion"),
             "challenger": _version(model_id, challenger, "challenger"),
-            "split": split,
+            "split": share_of(split),
             "metric": metric,
             **options,
         }
