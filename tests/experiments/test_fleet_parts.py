@@ -153,3 +153,38 @@ def test_an_agent_restart_never_takes_counts_back() -> None:
     # before the restart 20/22, then 3/4 since it, then 1/1 after another reset, then 5/6
     assert seen[-1][0] == 20 + 3 + 5 and seen[-1][3] == 22 + 4 + 6
     assert seen[-1][2] == 9 + 1 + 2 and seen[-1][5] == 19 + 4 + 5
+
+
+def test_the_loop_looks_at_a_bounded_number_of_experiments_per_tick_in_turn() -> None:
+    """The control loop's look is bounded per tick and every open experiment gets its turn."""
+    import sqlalchemy as sa
+
+    from edgeloop.control.experiment_tick import ExperimentTicker
+
+    engine = sa.create_engine("sqlite://")
+    store.metadata_obj.create_all(engine)
+    with engine.begin() as conn:
+        for i in range(6):
+            exp_id = store.insert(conn, "n", f"m{i}", 1, 2, 0.5, {}, ["a"])
+            if i == 5:  # one over: never looked at
+                conn.execute(store.experiments.update()
+                             .where(store.experiments.c.experiment_id == exp_id)
+                             .values(state=store.ExpState.REVERTED.value))  # fmt: skip
+        ticker, seen = ExperimentTicker(per_tick=2), []
+        for _ in range(5):
+            ids = ticker._next(conn)
+            assert len(ids) == 2
+            ticker.after = ids[-1]
+            seen += ids
+    open_ = sorted(set(seen))
+    assert len(open_) == 5 and seen == open_ * 2  # the 5 open ones in turn, wrapping around
+
+
+def test_the_sdk_takes_the_split_in_percent() -> None:
+    from edgeloop.core.errors import ConfigError
+    from edgeloop.sdk.experiments import share_of
+
+    assert share_of(50) == 0.5 and share_of(0.5) == 0.005
+    for bad in (0, 100, 150, -5, float("nan"), True):
+        with pytest.raises(ConfigError, match="outside 0-100|not a number"):
+            share_of(bad)

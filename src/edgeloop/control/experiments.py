@@ -74,6 +74,13 @@ def _check(req: StartRequest) -> Metric:
         metric = Metric(req.metric)
     except ValueError:
         metric = None
+    if metric is Metric.CONFIDENCE:
+        raise ConfigError(
+            "metric 'confidence' (mean top-1 probability) does not decide an experiment: a "
+            "more confident model is not a better one (an over-confident worse model would win)",
+            hint=f"decide on one of {[m.value for m in SUPPORTED]}; accuracy needs labels "
+            "(POST /predict/labels)",
+        )
     if metric not in SUPPORTED:
         raise ConfigError(
             f"metric {req.metric!r} is not measured per arm on the nodes",
