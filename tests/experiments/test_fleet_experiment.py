@@ -38,6 +38,7 @@ from edgeloop.core.types import Manifest, TensorSpec
 from edgeloop.registry import Registry
 from edgeloop.registry.profiles import profile_model
 from edgeloop.sdk.control_client import ControlClient
+from edgeloop.sdk.experiments import ExperimentResult
 from edgeloop.sdk.manager import EdgeMLManager
 from edgeloop.sdk.site import Site
 
@@ -143,6 +144,9 @@ BAD = [  # (changes to a good start body, status, a word the error names)
     ({"challenger": 3}, 409, "input 'input': float32 [None, 4] -> float32 [None, 5]"),
     ({"split": 1.5}, 400, "1.5"),
     ({"split": 50}, 400, "as a fraction"),  # the API takes a share; percent is refused
+    ({"split": None}, 400, "split is missing"),
+    ({"shadow": True}, 400, "takes no split"),
+    ({"shadow": True, "split": None}, 400, "accuracy is not measured on a shadow"),
     ({"split": 0}, 400, "split 0"),
     ({"split": -0.2}, 400, "-0.2"),
     ({"metric": "confidence"}, 400, "confidence"),
@@ -252,10 +256,33 @@ def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
         with pytest.raises(ConflictError):
             edge.revert_experiment(second)  # it is over
         states = {e.experiment_id: e.state for e in edge.list_experiments()}
-    assert states == {exp_id: "PROMOTED", second: "REVERTED"}
+    assert states == {exp_id: "PROMOTED", second: "REVERTED"}  # before the shadow's
     _wait(lambda: "experiment" not in fleet.agent.status()["active"], "the node's split gone")
     after, _, _ = _served(fleet, rows[:20])
     assert after == Counter({2: 20})
+
+    # A shadow experiment (the SDK): version 2 answers everything, version 1 gets a copy of
+    # each request; the copies are counted as the challenger's arm.
+    with EdgeMLManager(Site("test", fleet.url, fleet.token)) as edge:
+        third = edge.start_experiment("lin", 2, 1, metric="error_rate", shadow=True,
+                                      plan=PLAN, guardrails={}).experiment_id  # fmt: skip
+        _wait(lambda: edge.experiment_status(third).state == "RUNNING", "the shadow's start")
+        _wait(lambda: all(n["state"] == "serving" for n in
+                          (edge.experiment_status(third).raw["node_status"] or {"-": {"state": 0}})
+                          .values()), "the node serving the shadow")  # fmt: skip
+        answered, _, _ = _served(fleet, rows[:20], prefix="s")
+        assert answered == Counter({2: 20})  # the shadow answers nobody
+
+        def copied() -> ExperimentResult | None:
+            doc = edge.experiment_status(third)
+            arms = (doc.champion_arm, doc.challenger_arm)
+            return doc if arms[0] and arms[1] and arms[1].requests == 20 else None
+
+        doc = _wait(copied, "the shadow's copies in the challenger's arm")
+        assert doc.raw["mode"] == "shadow" and doc.champion_arm.requests == 20  # type: ignore[union-attr]
+        assert edge.revert_experiment(third).state == "REVERTING"
+        _wait(lambda: edge.experiment_status(third).state == "REVERTED", "the shadow's revert")
+    _wait(lambda: "experiment" not in fleet.agent.status()["active"], "the shadow gone")
 
     # A node enrolled but never heard from is offline: 409 naming it, nothing configured.
     enroll = {"enrollment_token": fleet.client.enrollment_token()["token"], "name": "ghost-1"}

@@ -118,6 +118,12 @@ def test_the_agent_reads_a_good_block_and_refuses_bad_ones() -> None:
         _block(challenger={**_block()["challenger"], "target": "../etc/passwd"}),
         _block(challenger={**_block()["challenger"], "sha256": "00"}),
     ]
+    shadow = parse_experiment(_doc({**_block(shadow=True), "split": 0.0}), "lin", 1)
+    assert shadow is not None and shadow.shadow and shadow.split == 0.0
+    block = _block(shadow=True)
+    del block["split"]
+    assert parse_experiment(_doc(block), "lin", 1) == shadow
+    bad += [_block(shadow=True), _block(shadow="yes"), {**block, "shadow": 1}]
     for block in bad:
         with pytest.raises(UntrustedArtifactError):
             parse_experiment(_doc(block), "lin", 1)

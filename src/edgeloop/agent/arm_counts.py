@@ -69,8 +69,10 @@ def read_counts(
     outcomes: Mapping[tuple[str, str, bool], int],
     model: str,
     versions: Iterable[str],
+    shadow: str | None = None,
 ) -> dict[str, ArmCounts]:
-    """Each version's counts now (primary answers only: shadow copies answer nobody).
+    """Each version's counts now: primary answers only, but for the ``shadow`` version (a
+    shadow experiment's challenger) its shadow copies, which answer nobody.
 
     ``outcomes`` maps (model, version, correct) to labelled rows (Feedback.outcomes).
     """
@@ -82,7 +84,7 @@ def read_counts(
             v = s.labels.get("version", "")
             if not s.name.endswith("_total") or s.labels.get("model") != model or v not in wanted:
                 continue
-            if s.labels.get("role") != "primary":
+            if s.labels.get("role") != ("shadow" if v == shadow else "primary"):
                 continue
             requests[v] += int(s.value)
             if int(s.labels.get("code", "0")) >= 500:
@@ -96,7 +98,7 @@ def read_counts(
             v = s.labels.get("version", "")
             if s.labels.get("model") != model or v not in wanted:
                 continue
-            if s.labels.get("role") != "primary":
+            if s.labels.get("role") != ("shadow" if v == shadow else "primary"):
                 continue
             if s.name.endswith("_count"):
                 count[v] += int(s.value)

@@ -135,13 +135,17 @@ class ExperimentHost:
             return  # the updater moved on meanwhile: the next sync decides again
         model = self.catalog.model(spec.model)
         champion, challenger = spec.versions
-        model.routing = Routing(Split(((champion, 1.0 - spec.split), (challenger, spec.split))))
+        if spec.shadow:  # the champion answers everything, the challenger gets copies
+            model.routing = Routing(Split(((champion, 1.0),)), shadow=challenger)
+        else:
+            model.routing = Routing(Split(((champion, 1.0 - spec.split), (challenger, spec.split))))
         try:
             await self.catalog.place(Origin(spec.model, root))
         except BaseException:
             model.routing = Routing()
             raise
-        base = read_counts(self.metrics, self.feedback.outcomes, spec.model, spec.versions)
+        base = read_counts(self.metrics, self.feedback.outcomes, spec.model, spec.versions,
+                           _shadow(spec))  # fmt: skip
         self.applied = Applied(spec, active.slot, active.revision, now_iso(), base)
         self.failed = None
         log.info("experiment %s: %s split %s", spec.experiment_id, spec.model, model.routing)
@@ -192,7 +196,8 @@ class ExperimentHost:
         """The report's ``active.experiment``: per-arm counts since applied, or why not."""
         here = self.applied
         if here is not None and here.spec.model == model.name:
-            now = read_counts(self.metrics, self.feedback.outcomes, model.name, here.spec.versions)
+            now = read_counts(self.metrics, self.feedback.outcomes, model.name,
+                              here.spec.versions, _shadow(here.spec))  # fmt: skip
             served = self.catalog.models.get(model.name)
             return {
                 "experiment": {
@@ -200,6 +205,7 @@ class ExperimentHost:
                     "state": "serving",
                     "since": here.since,
                     "split": served.routing.to_dict()["split"] if served else None,
+                    "shadow": served.routing.shadow if served else None,
                     "arms": {v: c.minus(here.base[v]).to_dict() for v, c in now.items()},
                 }
             }
@@ -207,6 +213,10 @@ class ExperimentHost:
             return {"experiment": {"id": self.failed[0], "state": "failed",
                                    "error": self.failed[2][:500]}}  # fmt: skip
         return {}
+
+
+def _shadow(spec: ArmSpec) -> str | None:
+    return str(spec.challenger.version) if spec.shadow else None
 
 
 def _same(here: Applied, want: ArmSpec | None, active: SlotModel) -> bool:

@@ -7,7 +7,9 @@ model entry (target, sha256, length, self-test, profile)::
     "serving": {"experiment": {"id": "exp-...", "model": "lin", "champion": 1,
                                "challenger": {<model entry of version 2>}, "split": 0.3}}
 
-``split`` is the challenger's share of the routed traffic, in (0, 1). The block reaches the agent
+``split`` is the challenger's share of the routed traffic, in (0, 1); instead of it,
+``"shadow": true`` has the champion answer every request and the challenger get a copy of
+each (its answers reach nobody). The block reaches the agent
 inside the signed document, and the challenger's bytes are checked against the signed targets
 like the champion's (:mod:`edgeloop.agent.experiment`).
 """
@@ -40,7 +42,8 @@ class ArmSpec:
     model: str
     champion: int
     challenger: ModelSpec
-    split: float
+    split: float  # 0.0 with ``shadow``
+    shadow: bool = False
 
     @property
     def versions(self) -> tuple[str, str]:
@@ -69,10 +72,15 @@ def parse_experiment(document: bytes, model: str, version: int) -> ArmSpec | Non
         raise _bad("model", doc.get("model"), f"the served model {model!r}")
     if doc.get("champion") != version:
         raise _bad("champion", doc.get("champion"), f"the served version {version}")
-    split = doc.get("split")
+    shadow = doc.get("shadow", False)
+    if not isinstance(shadow, bool):
+        raise _bad("shadow", shadow, "true or false")
+    split = doc.get("split", 0.0 if shadow else None)
+    if shadow and split != 0.0:
+        raise _bad("split", split, "no split with shadow")
     if isinstance(split, bool) or not isinstance(split, int | float):
         raise _bad("split", split, "a number in (0, 1)")
-    if not (math.isfinite(split) and 0.0 < split < 1.0):
+    if not shadow and not (math.isfinite(split) and 0.0 < split < 1.0):
         raise _bad("split", split, "a number in (0, 1)")
     try:
         challenger = parse_model_entry(doc.get("challenger"))
@@ -81,4 +89,4 @@ def parse_experiment(document: bytes, model: str, version: int) -> ArmSpec | Non
     if challenger.name != model or challenger.version == version:
         raise _bad("challenger", f"{challenger.name}:{challenger.version}",
                    f"another version of {model!r}")  # fmt: skip
-    return ArmSpec(exp_id, model, version, challenger, float(split))
+    return ArmSpec(exp_id, model, version, challenger, float(split), shadow)

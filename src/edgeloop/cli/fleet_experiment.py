@@ -26,9 +26,14 @@ def _pct(value: Any) -> str:
 
 def _render(doc: dict[str, Any]) -> Any:
     def render(console: Console) -> None:
+        share = (
+            "a copy of all traffic"
+            if doc.get("mode") == "shadow"
+            else f"{_pct(doc['split'])} of traffic"
+        )
         console.print(
             f"[bold]{doc['experiment_id']}[/] {doc['model']}: champion {doc['champion']} vs "
-            f"challenger {doc['challenger']} ({_pct(doc['split'])} of traffic), "
+            f"challenger {doc['challenger']} ({share}), "
             f"metric {doc['metric']}: [bold]{doc['state']}[/], decision "
             f"[bold]{doc.get('decision') or 'not yet'}[/]"
         )
@@ -75,9 +80,19 @@ def start(
     champion: Annotated[int, typer.Option("--champion", help="The version serving now.")],
     challenger: Annotated[int, typer.Option("--challenger", help="The version to try.")],
     split: Annotated[
-        float,
-        typer.Option("--split", help="Percent of the traffic the challenger gets, in (0, 100)."),
-    ] = 50.0,
+        float | None,
+        typer.Option(
+            "--split", help="Percent of the traffic the challenger gets, in (0, 100) [50]."
+        ),
+    ] = None,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="The challenger gets a copy of every request instead "
+            "(answers nobody; metric error_rate or latency_p99).",
+        ),
+    ] = False,
     metric: Annotated[
         str, typer.Option("--metric", help="accuracy, error_rate or latency_p99.")
     ] = "accuracy",
@@ -110,11 +125,17 @@ def start(
 
     body: dict[str, Any] = {
         "name": name, "model": model, "champion": champion, "challenger": challenger,
-        "split": share_of(split, "--split"), "metric": metric, "min_effect": min_effect,
+        "metric": metric, "min_effect": min_effect,
         "alpha": alpha,
         "plan": {"watch_s": watch_s, "soak_s": soak_s}, "mixing": mixing,
         "guardrails": dict(_guardrail(g) for g in guardrail or []),
     }  # fmt: skip
+    if shadow:
+        body["shadow"] = True
+        if split is not None:
+            body["split"] = share_of(split, "--split")  # refused: a shadow takes no split
+    else:
+        body["split"] = share_of(50.0 if split is None else split, "--split")
     if label:
         pairs = [item.partition("=") for item in label]
         body["selector"] = {"labels": {k.strip(): v.strip() for k, _, v in pairs}}

@@ -41,11 +41,12 @@ def config_from(c: Mapping[str, Any], split: float) -> ExperimentConfig:
     rails = tuple(
         Guardrail(Metric(g["metric"]), float(g["margin"])) for g in c.get("guardrails", ())
     )
+    shadow = c.get("mode") == "shadow"  # both arms see every request: the split says nothing
     return ExperimentConfig(
         Metric(c["metric"]),
         int(c["horizon_per_arm"]),
         float(c["min_effect"]),
-        split * 100.0,
+        50.0 if shadow else split * 100.0,
         float(c["alpha"]),
         guardrails=rails,
         mixing=Mixing(c.get("mixing", Mixing.NORMAL.value)),
@@ -100,7 +101,9 @@ def look(
 
 def _arms(exp: Experiment, fleet: FleetArms) -> dict[str, Any]:
     return {
-        "champion": {"version": exp.champion, "share": 1.0 - exp.split, **fleet.control.to_dict()},
+        "champion": {"version": exp.champion,
+                     "share": 1.0 if exp.config.get("mode") == "shadow" else 1.0 - exp.split,
+                     **fleet.control.to_dict()},
         "challenger": {"version": exp.challenger, "share": exp.split,
                        **fleet.treatment.to_dict()},
     }  # fmt: skip

@@ -46,7 +46,7 @@ class StartRequest:
     model: str
     champion: int
     challenger: int
-    split: float
+    split: float | None  # the challenger's share (a fraction); None with ``shadow``
     metric: str = "accuracy"
     nodes: Sequence[str] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -57,10 +57,21 @@ class StartRequest:
     plan: Mapping[str, Any] = field(default_factory=dict)
     guardrails: Mapping[str, float] = field(default_factory=dict)  # metric -> margin
     mixing: str = "normal"
+    shadow: bool = False  # the challenger gets a copy of every request and answers nobody
 
 
 def _check(req: StartRequest) -> Metric:
-    if not (math.isfinite(req.split) and 0.0 < req.split < 1.0):
+    if req.shadow:
+        if req.split is not None:
+            raise ConfigError(
+                f"a shadow experiment takes no split (got {req.split}): the challenger gets a "
+                "copy of every request",
+                hint="leave split out, or drop shadow for an A/B split",
+            )
+    elif req.split is None:
+        raise ConfigError("split is missing", hint="the challenger's share as a fraction, "
+                          "e.g. 0.5; or shadow: true for a copy of every request")  # fmt: skip
+    elif not (math.isfinite(req.split) and 0.0 < req.split < 1.0):
         raise ConfigError(
             f"split {req.split} is outside 0..1 (both ends excluded): over the API split is the "
             "challenger's share of the traffic as a fraction",
@@ -92,6 +103,12 @@ def _check(req: StartRequest) -> Metric:
         if name not in {m.value for m in SUPPORTED}:
             raise ConfigError(f"guardrail metric {name!r} is not measured per arm on the nodes",
                               hint=f"use one of {[m.value for m in SUPPORTED]}")  # fmt: skip
+    if req.shadow and "accuracy" in {req.metric, *req.guardrails}:
+        raise ConfigError(
+            "accuracy is not measured on a shadow: its answers reach nobody, so no label is "
+            "joined to them",
+            hint="decide a shadow experiment on error_rate or latency_p99",
+        )
     if req.mixing not in {m.value for m in Mixing}:
         raise ConfigError(f"mixing {req.mixing!r} is not known",
                           hint=f"use one of {[m.value for m in Mixing]}")  # fmt: skip
@@ -159,21 +176,24 @@ def start(plane: ControlPlane, req: StartRequest) -> dict[str, Any]:
     config = {"metric": metric.value, "alpha": req.alpha, "min_effect": req.min_effect,
               "horizon_per_arm": req.horizon_per_arm,
               "latency_threshold_ms": req.latency_threshold_ms, "plan": plan.to_dict(),
-              "mixing": req.mixing, "guardrails": [
+              "mixing": req.mixing, "mode": "shadow" if req.shadow else "split",
+              "guardrails": [
                   {"metric": m, "margin": float(v)} for m, v in sorted(req.guardrails.items())
               ]}  # fmt: skip
-    config_from(config, req.split)  # alpha, min_effect, horizon, guardrails: ConfigError
+    split = 1.0 if req.shadow or req.split is None else req.split  # a shadow sees everything
+    config_from(config, split)  # alpha, min_effect, horizon, guardrails: ConfigError
     node_ids = plane.read("selecting nodes", lambda c: _nodes(c, req))
 
     def insert(conn: sa.Connection) -> str:
         return store.insert(conn, req.name, req.model, req.champion, req.challenger,
-                            req.split, config, node_ids)  # fmt: skip
+                            split, config, node_ids)  # fmt: skip
 
     exp_id = plane.write("creating the experiment", insert)
     try:
         entry = plane.publish_artifact(challenger.ref, challenger.ref)
         block = {"id": exp_id, "model": req.model, "champion": req.champion,
-                 "challenger": entry, "split": req.split}  # fmt: skip
+                 "challenger": entry,
+                 **({"shadow": True} if req.shadow else {"split": split})}  # fmt: skip
         spec = _spec(f"{exp_id}-start", champion.ref, node_ids, plan, {"experiment": block})
         rollout = plane.deploy(spec)
     except BaseException:
@@ -277,6 +297,7 @@ def to_dict(conn: sa.Connection, exp: Experiment, short: bool = False) -> dict[s
         "champion": exp.champion,
         "challenger": exp.challenger,
         "split": exp.split,
+        "mode": exp.config.get("mode", "split"),
         "metric": exp.config["metric"],
         "state": exp.state.value,
         "decision": verdict.get("decision"),

@@ -32,6 +32,12 @@ V1 = "/api/v1/experiments"
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
+SplitShare = Annotated[float, Field(
+    allow_inf_nan=False,
+    description="the challenger's share of the traffic as a fraction in (0, 1), e.g. 0.5 "
+    "(not percent: the CLI's --split 50 sends 0.5); left out with shadow")]  # fmt: skip
+
+
 class ExperimentBody(schemas._Admin):
     """``POST /api/v1/experiments``: ``split`` is the challenger's share of the traffic as a
     fraction in (0, 1) (the CLI and the SDK take percent and divide by 100)."""
@@ -40,10 +46,7 @@ class ExperimentBody(schemas._Admin):
     model: schemas.Name
     champion: Annotated[int, Field(ge=1, le=10**9)]
     challenger: Annotated[int, Field(ge=1, le=10**9)]
-    split: Annotated[float, Field(
-        allow_inf_nan=False,
-        description="the challenger's share of the traffic as a fraction in (0, 1), e.g. 0.5 "
-        "(not percent: the CLI's --split 50 sends 0.5)")]  # fmt: skip
+    split: SplitShare | None = None
     metric: Annotated[str, StringConstraints(max_length=32)] = "accuracy"
     nodes: Annotated[list[schemas.Name], Field(min_length=1, max_length=10_000)] | None = None
     selector: schemas.SelectorBody | None = None
@@ -56,6 +59,8 @@ class ExperimentBody(schemas._Admin):
     guardrails: Annotated[dict[Annotated[str, StringConstraints(max_length=32)], Finite],
                           Field(max_length=8)] | None = None  # fmt: skip
     mixing: Annotated[str, StringConstraints(max_length=16)] = "normal"
+    # the challenger gets a copy of every request and answers nobody (no split; no accuracy)
+    shadow: bool = False
 
 
 class PromoteBody(schemas._Admin):
@@ -124,7 +129,7 @@ class ExperimentRoutes:
             min_effect=body.min_effect, horizon_per_arm=body.horizon_per_arm,
             latency_threshold_ms=body.latency_threshold_ms,
             plan=body.plan.model_dump() if body.plan else {},
-            guardrails=body.guardrails or {}, mixing=body.mixing,
+            guardrails=body.guardrails or {}, mixing=body.mixing, shadow=body.shadow,
         )  # fmt: skip
         return json_answer(await run_in_threadpool(experiments.start, self.api.plane, req), 201)
 

@@ -134,15 +134,17 @@ class ExperimentCalls:
         model_id: str,
         champion: int | str,
         challenger: int | str,
-        split: float = 50.0,
+        split: float | None = None,
         metric: str = "accuracy",
         nodes: Sequence[str] | None = None,
         name: str | None = None,
+        shadow: bool = False,
         **options: Any,
     ) -> ExperimentResult:
         """Start serving ``challenger`` beside ``champion`` on ``nodes`` (names or ids; None:
-        every node), the challenger taking ``split`` percent (0..100, both ends excluded) of the
-        traffic. ``options``: the
+        every node), the challenger taking ``split`` percent (0..100, both ends excluded; 50 when
+        not given) of the traffic; with ``shadow`` it gets a copy of every request instead
+        (answering nobody; no split, and error_rate or latency_p99 as the metric). ``options``: the
         API's ``alpha``, ``min_effect``, ``horizon_per_arm``, ``latency_threshold_ms``,
         ``selector``, ``plan``.
 
@@ -156,10 +158,15 @@ class ExperimentCalls:
             "model": model_id,
             "champion": _version(model_id, champion, "champion"),
             "challenger": _version(model_id, challenger, "challenger"),
-            "split": share_of(split),
             "metric": metric,
             **options,
         }
+        if shadow:
+            body["shadow"] = True
+            if split is not None:
+                body["split"] = share_of(split)  # refused: a shadow takes no split
+        else:
+            body["split"] = share_of(50.0 if split is None else split)
         if nodes is not None:
             body["nodes"] = list(nodes)
         return experiment_result(self.control.call("POST", "/api/v1/experiments", json=body))
