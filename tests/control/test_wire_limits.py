@@ -50,6 +50,14 @@ ROUTES = [
     ("GET", "/api/v1/monitoring", "admin", 0),
     ("GET", "/api/v1/alerts", "admin", 0),
     ("GET", "/metrics", "admin", 0),
+    ("GET", "/api/v1/fl/nodes/{node_id}/assignment", "node", 0),
+    ("GET", "/api/v1/fl/tasks/{tid}/rounds/{r:int}/model", "node", 0),
+    ("POST", "/api/v1/fl/tasks/{tid}/rounds/{r:int}/updates/{node_id}", "node", 8 * MIB),
+    ("POST", "/api/v1/fl/tasks", "admin", 1 * MIB),
+    ("GET", "/api/v1/fl/tasks", "admin", 0),
+    ("GET", "/api/v1/fl/tasks/{tid}", "admin", 0),
+    ("POST", "/api/v1/fl/tasks/{tid}/stop", "admin", 0),
+    ("GET", "/api/v1/fl/clients", "admin", 0),
 ]
 MULTIPART = (
     b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n'

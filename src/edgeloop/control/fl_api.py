@@ -133,7 +133,7 @@ class FlRoutes:
             (f"{v}/tasks", self.create, "POST", Body.JSON),
             (f"{v}/tasks", self.list, "GET", Body.NONE),
             (f"{v}/tasks/{{tid}}", self.get, "GET", Body.NONE),
-            (f"{v}/tasks/{{tid}}/stop", self.stop, "POST", Body.SMALL),
+            (f"{v}/tasks/{{tid}}/stop", self.stop, "POST", Body.NONE),
             (f"{v}/clients", self.clients, "GET", Body.NONE),
         ]
 
