@@ -76,8 +76,8 @@ class Plane:
         return {} if token is None else {"Authorization": f"Bearer {token}"}
 
     def path(self, template: str) -> str:
-        template = template.replace("{path:path}", "artifacts/0.x.onnx")
-        return template.format(node_id=self.node_id, rid="r-1", file="1.root.json")
+        template = template.replace("{path:path}", "artifacts/0.x.onnx").replace("{r:int}", "1")
+        return template.format(node_id=self.node_id, rid="r-1", file="1.root.json", tid="t-1")
 
 
 @pytest.fixture(scope="module")
