@@ -157,8 +157,8 @@ def test_calls_the_fleet_cannot_do_yet_say_what_is_missing() -> None:
     edge = EdgeMLManager(Site("s", "http://127.0.0.1:9", "t"))
     with pytest.raises(ConfigError, match="client_nodes is empty"):  # before any call
         edge.federated_learning_round("digits-mlp", [])
-    with pytest.raises(ConfigError, match="on-device training on the node is not built"):
-        OnDeviceTraining().incremental_train("lin", np.zeros((2, 4)), epochs=1)
+    with pytest.raises(ConfigError, match="must carry labels"):
+        OnDeviceTraining(edge).incremental_train("lin", np.zeros((2, 4)), epochs=1)
     edge.close()
 
 

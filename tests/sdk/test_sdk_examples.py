@@ -99,4 +99,7 @@ def test_every_example_of_the_sdk_page_runs_in_order(
     assert sorted(r["participants"]) == ["node-camera-1", "node-gateway-1"]  # type: ignore[index]
     for node in nodes["nodes"].values():  # type: ignore[index]
         assert 0 < node["memory_available"] <= node["memory_total"]
+    t = namespace["t"]
+    assert t["new_holdout_samples"] == 30 and 0 <= t["accuracy_after"] <= 1  # type: ignore[index]
+    assert (t["ref"] is not None) == t["accepted"]  # type: ignore[index]
     namespace["edge"].close()  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from edgeloop.sdk.results import (
     DeployResult,
     EdgeStatus,
     FederatedRound,
+    IncrementalResult,
     InferenceResult,
     ModelList,
     NodeCounts,
@@ -329,15 +330,31 @@ class EdgeMLManager(ExperimentCalls):
 
 
 class OnDeviceTraining:
-    """On-device (incremental) training on a node; not built on the fleet yet."""
+    """Incremental training of a fleet model with the on-device training library.
+
+    ``manager``: the site's manager (default: the one saved site profile). See
+    :mod:`edgeloop.sdk.on_device` for what runs where.
+    """
 
     def __init__(self, manager: EdgeMLManager | None = None) -> None:
         self.manager = manager
 
-    def incremental_train(self, model_id: str, new_data: Any, epochs: int = 1) -> Any:
-        raise ConfigError(
-            f"incremental_train({model_id!r}, epochs={epochs}): on-device training on the node "
-            "is not built yet: the agent has no local-training worker (issue 'closing the "
-            "loop')",
-            hint="train here with `edgeloop train` on the new data and publish the result",
-        )
+    def incremental_train(
+        self, model_id: str, new_data: Any, epochs: int = 1, **options: Any
+    ) -> IncrementalResult:
+        """Fine-tune ``model_id``'s registered checkpoint on ``new_data`` ((x, y) or a
+        Dataset) for ``epochs``; ``options`` go to ``IncrementalConfig`` (lr, replay_size,
+        max_forgetting_pp, ...). An accepted run is registered with lineage.
+
+        Raises:
+            ConfigError: unlabelled data, no checkpoint or data set registered, no site.
+            DataError: data that does not fit the model.
+        """
+        from edgeloop.sdk.on_device import default_manager, train
+
+        edge = self.manager if self.manager is not None else default_manager()
+        try:
+            return train(edge, model_id, new_data, epochs, **options)
+        finally:
+            if self.manager is None:
+                edge.close()

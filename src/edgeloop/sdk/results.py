@@ -191,6 +191,26 @@ class BenchmarkResult(Keyed):
 
 
 @dataclass(frozen=True, slots=True)
+class IncrementalResult(Keyed):
+    """An incremental (on-device library) run on new labelled samples."""
+
+    accuracy_before: float  # on the new data's held-out part, before training
+    accuracy_after: float
+    old_accuracy_before: float | None  # on the registered data set's test split
+    old_accuracy_after: float | None
+    forgetting_pp: float | None
+    accepted: bool  # rejected: forgot too much, or no gain on the new data
+    reason: str
+    ref: str | None  # the registered result when accepted
+    parent: str
+    new_train_samples: int
+    new_holdout_samples: int
+    epochs_run: int
+    wall_seconds: float
+    ran_on: str
+
+
+@dataclass(frozen=True, slots=True)
 class FederatedRound(Keyed):
     """The last round of a federated task, as the control plane measured it."""
 

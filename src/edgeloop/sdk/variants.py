@@ -53,7 +53,7 @@ def quantize(
             f"precision {precision!r} is not known; expected one of {', '.join(PRECISIONS)}"
         )
     method = PRECISIONS[precision]
-    data_name = data or _registered_data(row, f"quantize_model({row['ref']!r})")
+    data_name = data or registered_data(row, f"quantize_model({row['ref']!r})")
     dataset = load_data(data_name)
     splits = stratified_split(dataset, val=0.15, test=0.15, seed=seed)
     with tempfile.TemporaryDirectory(prefix="edgeloop-quantize-") as work:
@@ -113,7 +113,7 @@ def prune(
     if not 0.0 < sparsity < 1.0:
         raise ConfigError(f"sparsity {sparsity!r} is outside (0, 1); e.g. 0.3 removes 30 %")
     stored = registered_checkpoint(row)
-    data_name = data or _registered_data(row, f"prune_model({row['ref']!r})")
+    data_name = data or registered_data(row, f"prune_model({row['ref']!r})")
     dataset = load_data(data_name)
     splits = stratified_split(dataset, val=0.15, test=0.15, seed=seed)
     with tempfile.TemporaryDirectory(prefix="edgeloop-prune-") as work:
@@ -152,7 +152,7 @@ def prune(
     )
 
 
-def registered_checkpoint(row: dict[str, Any]) -> dict[str, str]:
+def registered_checkpoint(row: dict[str, Any], what: str | None = None) -> dict[str, str]:
     """The sha256s of the torch checkpoint the model's manifest names (``recipe.checkpoint``).
 
     Raises:
@@ -162,17 +162,19 @@ def registered_checkpoint(row: dict[str, Any]) -> dict[str, str]:
     found = recipe.get("checkpoint")
     if isinstance(found, dict) and {"weights", "config"} <= set(found):
         return {"weights": str(found["weights"]), "config": str(found["config"])}
+    label = what or f"prune_model({row['ref']!r})"
     raise ConfigError(
-        f"prune_model({row['ref']!r}): the model has no torch checkpoint registered (its "
-        "manifest names no recipe.checkpoint); pruning removes channels from the torch weights "
-        "and fine-tunes them, and an ONNX file (batch norms folded) cannot give them back",
+        f"{label}: the model has no torch "
+        "checkpoint registered (its manifest names no recipe.checkpoint); pruning and "
+        "incremental training change the torch weights, and an ONNX file (batch norms folded) "
+        "cannot give them back",
         hint="publish the model with the folder `edgeloop train --out DIR` wrote: `edgeloop "
         "fleet publish MODEL.onnx --name NAME --checkpoint DIR`, or "
         "ControlClient.publish_model(file, manifest, checkpoint=DIR)",
     )
 
 
-def _registered_data(row: dict[str, Any], what: str) -> str:
+def registered_data(row: dict[str, Any], what: str) -> str:
     manifest = row.get("manifest")
     name = None if manifest is None else manifest.get("dataset")
     if name:
@@ -218,3 +220,29 @@ def _publish(
         parent=ModelRef.parse(str(row["ref"])),
     )
     return control.publish_model(variant.path, manifest)
+
+
+def publish_checkpointed(
+    control: ControlClient,
+    row: dict[str, Any],
+    onnx: Path,
+    checkpoint: Path,
+    dataset: Any,
+    name: str,
+) -> dict[str, Any]:
+    """Register ``onnx`` as ``name`` with ``row`` as parent and its checkpoint stored."""
+    from edgeloop.core.types import Manifest, ModelRef
+    from edgeloop.formats.onnx_info import inspect_onnx
+
+    info = inspect_onnx(onnx)
+    manifest = Manifest(
+        name=name,
+        format="onnx",
+        inputs=info.inputs,
+        outputs=info.outputs,
+        source_data_hash=dataset.content_hash,
+        dataset=dataset.name,
+        recipe={"on_device": "incremental (edgeloop.training.on_device)"},
+        parent=ModelRef.parse(str(row["ref"])),
+    )
+    return control.publish_model(onnx, manifest, checkpoint=checkpoint)
