@@ -19,20 +19,25 @@ from edgeloop.core.errors import NotFoundError
 from edgeloop.core.types import ModelRef
 
 DRIFT_ROWS = 200  # the monitoring page's drift table; a node's own page shows all its rows
+# Pages whose feature the control plane has (its API, its CLI) but the dashboard does not show
+# yet: they say so and point at what works today.
 PLANNED = {
     "experiments": (
-        "A/B experiments: per-arm metrics with confidence intervals, the decision "
-        "and its evidence.",
-        "The experiments API is not part of the control plane "
-        "yet; this page fills in when it lands.",
+        "The dashboard does not show A/B experiments yet (per-arm metrics with confidence "
+        "intervals, the decision and its evidence).",
+        "The control plane runs them: GET /api/v1/experiments and `edgeloop fleet experiment` "
+        "(docs/experiments.md).",
     ),
     "federated": (
-        "Federated tasks: accuracy and loss per round, participants and dropouts, epsilon so far.",
-        "The control plane does not run federated rounds yet.",
+        "The dashboard does not show federated tasks yet (accuracy and loss per round, "
+        "participants and dropouts, epsilon so far).",
+        "The control plane runs them: GET /api/v1/fl/tasks and `edgeloop fl` (docs/federated.md).",
     ),
     "jobs": (
-        "Retraining jobs, data sets and the label queue: progress, log, cancel.",
-        "The control plane does not start retraining jobs yet.",
+        "The dashboard does not show retraining jobs, data sets or the label queue yet "
+        "(progress, log, cancel).",
+        "The control plane runs retraining jobs: GET /api/v1/jobs and `edgeloop jobs` "
+        "(docs/retraining.md).",
     ),
 }
 
