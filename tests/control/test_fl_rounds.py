@@ -50,7 +50,7 @@ def test_a_round_closes_with_updates_sent_before_and_after_a_restart(tmp_path: P
     now = time.time()
     with db.write() as c:
         for node in ("n1", "n2", "n3"):
-            fl_rounds.heard(c, node, 100, 10, now)
+            fl_wire.heard(c, node, 100, 10, now)
         task = fl_rounds.create(c, spec, np.zeros(PARAMS), now)
         fl_rounds.advance(c, task, now)
     assert json.loads(_task(db).selected) and _task(db).phase == "training"
@@ -79,8 +79,8 @@ def test_the_wire_refuses_what_a_node_may_not_send(tmp_path: Path) -> None:
     spec = TaskSpec(model="digits-mlp", rounds=1, clients_per_round=2, min_clients=2)
     now = time.time()
     with db.write() as c:
-        fl_rounds.heard(c, "n1", 100, 10, now)
-        fl_rounds.heard(c, "n2", 100, 10, now)
+        fl_wire.heard(c, "n1", 100, 10, now)
+        fl_wire.heard(c, "n2", 100, 10, now)
         task = fl_rounds.create(c, spec, np.zeros(PARAMS), now)
         fl_rounds.advance(c, task, now)
     good = np.zeros(PARAMS, dtype="<f4").tobytes()
@@ -107,8 +107,8 @@ def test_a_round_short_of_answers_at_its_deadline_fails_and_keeps_the_model(
                     deadline_s=1.0)  # fmt: skip
     now = time.time()
     with db.write() as c:
-        fl_rounds.heard(c, "n1", 100, 10, now)
-        fl_rounds.heard(c, "n2", 100, 10, now)
+        fl_wire.heard(c, "n1", 100, 10, now)
+        fl_wire.heard(c, "n2", 100, 10, now)
         task = fl_rounds.create(c, spec, np.ones(PARAMS), now)
         fl_rounds.advance(c, task, now)
     _update(db, task, "n1", 7.0, 10)

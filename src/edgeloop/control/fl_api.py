@@ -31,38 +31,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edgeloop.control import auth, fl_rounds, fl_store, fl_wire, fleet
+from edgeloop.control import auth, fl_export, fl_rounds, fl_store, fl_wire, fleet
 from edgeloop.control.answers import json_answer
-from edgeloop.control.fl_export import write_onnx
 from edgeloop.control.fl_store import DpOptions, LocalTraining, TaskSpec
 from edgeloop.control.limits import Body
 from edgeloop.control.schemas import parse
 from edgeloop.core.errors import ConfigError, DataError, EdgeError
-from edgeloop.core.types import Manifest
-from edgeloop.federated.update import Vector, as_vector
+from edgeloop.federated.update import Vector
 
 if TYPE_CHECKING:
     from edgeloop.control.app import Api, Endpoint
 
 log = logging.getLogger("edgeloop.control.fl")
 MAX_WAIT_S, RECHECK_S, TICK_S, HEARD_EVERY_S = 10.0, 0.25, 0.5, 2.0
-INIT_TIMEOUT_S = 300.0
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 
 
@@ -190,7 +181,7 @@ class FlRoutes:
         spec = parse(TaskBody, await request.body()).spec()
         key = (spec.model, spec.seed)
         if key not in self._initial:  # the same (model, seed) always gives the same weights
-            self._initial[key] = await run_in_threadpool(_initial_weights, spec)
+            self._initial[key] = await run_in_threadpool(fl_export.initial_weights, spec)
         initial = self._initial[key]
 
         def run(conn: Any) -> dict[str, Any]:
@@ -229,7 +220,7 @@ class FlRoutes:
         tid = request.path_params["tid"]
 
         def run(conn: Any) -> dict[str, Any]:
-            fl_rounds.stop(conn, tid, time.time())
+            fl_wire.stop(conn, tid, time.time())
             return fl_wire.to_dict(conn, tid)
 
         doc = await run_in_threadpool(self._write, f"stopping task {tid}", run)
@@ -281,7 +272,7 @@ class FlRoutes:
             return found  # type: ignore[no-any-return]
 
         def run(conn: Any) -> dict[str, Any] | None:
-            fl_rounds.heard(conn, node_id, train, test, now)
+            fl_wire.heard(conn, node_id, train, test, now)
             self._advance_all(conn, now)  # a new candidate may be what a selection waits for
             return fl_wire.assignment(conn, node_id)
 
@@ -338,7 +329,7 @@ class FlRoutes:
                 fl_wire.claim_registration(c, task_id)))  # fmt: skip
             if status is None:
                 return
-            value = _publish(self.api, status)
+            value = fl_export.publish(self.api.plane.registry, status)
         except EdgeError as exc:
             value = {"state": "failed", "reason": str(exc)}
         except Exception as exc:  # a failed registration is reported, never a dead thread
@@ -362,56 +353,3 @@ def _poll_query(params: dict[str, str]) -> tuple[int, int, float]:
     if train < 0 or test < 0 or not 0 <= wait <= MAX_WAIT_S:
         raise ConfigError(f"assignment query needs train, test >= 0 and 0 <= wait <= {MAX_WAIT_S}")
     return train, test, wait
-
-
-def _worker(args: list[str], timeout_s: float) -> dict[str, Any]:
-    """Run ``edgeloop.training.federated_worker ARGS``; its JSON line. Raises ConfigError."""
-    cmd = [sys.executable, "-m", "edgeloop.training.federated_worker", *args]
-    try:
-        done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(f"the federated worker ({' '.join(args[:1])}) failed: {exc}") from exc
-    lines = done.stdout.decode(errors="replace").strip().splitlines()
-    try:
-        answer: dict[str, Any] = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        answer = {"message": done.stderr.decode(errors="replace").strip()[-400:]}
-    if done.returncode != 0 or "error" in answer or "message" in answer:
-        raise ConfigError(
-            f"the federated worker ({args[0]}) failed: {answer.get('message')}",
-            hint="it needs torch where the control plane runs (pip install 'edgeloop[train]')",
-        )
-    return answer
-
-
-def _initial_weights(spec: TaskSpec) -> Vector:
-    """The seeded initial model, made by the worker process (torch.manual_seed(spec.seed))."""
-    with tempfile.TemporaryDirectory(prefix="edgeloop-fl-") as tmp:
-        out = Path(tmp) / "init.npy"
-        _worker(["init", "--model", spec.model, "--seed", str(spec.seed), "--out", str(out)],
-                INIT_TIMEOUT_S)  # fmt: skip
-        return as_vector(np.load(out))
-
-
-def _publish(api: Api, status: dict[str, Any]) -> dict[str, Any]:
-    """Write the task's final model as ONNX and publish it; the registration record."""
-    spec = TaskSpec.from_dict(status["spec"])
-    done = [h for h in status["history"] if h.get("participants")]
-    final = next((h for h in reversed(status["history"]) if h.get("accuracy") is not None), None)
-    with tempfile.TemporaryDirectory(prefix="edgeloop-fl-") as tmp:
-        onnx = Path(tmp) / f"{spec.name}.onnx"
-        spec_in, spec_out = write_onnx(spec.model, fl_store.as_float64(status["weights"]), onnx)
-        manifest = Manifest(
-            name=spec.name, format="onnx", inputs=(spec_in,), outputs=(spec_out,),
-            recipe={"federated": {
-                "task_id": status["task_id"], "model": spec.model, "strategy": spec.strategy,
-                "rounds": len(done), "participants": sorted({n for h in done
-                                                             for n in h["participants"]}),
-                "epsilon": status["epsilon"], "delta": spec.dp.delta if spec.dp else None,
-                "spec": status["spec"]}},
-            metrics={} if final is None else {"federated_accuracy": float(final["accuracy"])},
-            labels=("federated",),
-        )  # fmt: skip
-        version = api.plane.registry.publish(onnx, manifest)
-    return {"state": "registered", "ref": str(version.ref), "lineage": {
-        "federated_task": status["task_id"], "rounds": len(done)}}  # fmt: skip

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from edgeloop.control import fl_secagg
 from edgeloop.control import fl_store as st
 from edgeloop.control.fl_store import TaskSpec, TaskState
-from edgeloop.core.errors import ConflictError, EdgeError, NotFoundError
+from edgeloop.core.errors import EdgeError, NotFoundError
 from edgeloop.federated.accountant import PrivacyAccountant, check_next_round
 from edgeloop.federated.convergence import record_round
 from edgeloop.federated.dp import DpConfig, DpFedAvg
@@ -63,14 +63,6 @@ def create(conn: sa.Connection, spec: TaskSpec, initial: Vector, now: float) -> 
     return task_id
 
 
-def heard(conn: sa.Connection, node_id: str, train: int, test: int, now: float) -> None:
-    """Record a worker's poll (it is a candidate for ELIGIBLE_S seconds)."""
-    t = st.clients
-    values = {"last_poll": now, "train_samples": train, "test_samples": test}
-    if conn.execute(t.update().where(t.c.node_id == node_id).values(values)).rowcount == 0:
-        conn.execute(t.insert().values(node_id=node_id, **values))
-
-
 def running(conn: sa.Connection) -> list[str]:
     t = st.tasks
     q = sa.select(t.c.task_id).where(t.c.state == TaskState.RUNNING.value)
@@ -82,7 +74,7 @@ def ids(conn: sa.Connection) -> list[str]:
     return [str(r[0]) for r in conn.execute(sa.select(t.c.task_id).order_by(t.c.created_at))]
 
 
-def _row(conn: sa.Connection, task_id: str, lock: bool = False) -> Any:
+def task_row(conn: sa.Connection, task_id: str, lock: bool = False) -> Any:
     q = sa.select(st.tasks).where(st.tasks.c.task_id == task_id)
     row = conn.execute(q.with_for_update() if lock else q).first()
     if row is None:
@@ -90,7 +82,7 @@ def _row(conn: sa.Connection, task_id: str, lock: bool = False) -> Any:
     return row
 
 
-def _save(conn: sa.Connection, task_id: str, now: float, **values: Any) -> None:
+def save_task(conn: sa.Connection, task_id: str, now: float, **values: Any) -> None:
     t = st.tasks
     conn.execute(t.update().where(t.c.task_id == task_id).values(updated_at=now, **values))
 
@@ -103,7 +95,7 @@ def advance(conn: sa.Connection, task_id: str, now: float) -> None:
 
 
 def _step(conn: sa.Connection, task_id: str, now: float) -> bool:
-    row = _row(conn, task_id, lock=True)
+    row = task_row(conn, task_id, lock=True)
     if row.state != TaskState.RUNNING.value:
         return False
     spec = TaskSpec.from_dict(json.loads(row.spec))
@@ -114,7 +106,7 @@ def _step(conn: sa.Connection, task_id: str, now: float) -> bool:
     late = now - row.phase_started_at >= spec.deadline_s
     if spec.secagg and phase is not S.EVALUATING:
         return _secagg_step(conn, row, spec, late, now)
-    answered = _answered(conn, task_id, row.round)
+    answered = answered_by(conn, task_id, row.round)
     if not (set(selected) <= answered or late):
         return False
     if phase is S.TRAINING:
@@ -124,7 +116,7 @@ def _step(conn: sa.Connection, task_id: str, now: float) -> bool:
     return True
 
 
-def _answered(conn: sa.Connection, task_id: str, round: int) -> set[str]:
+def answered_by(conn: sa.Connection, task_id: str, round: int) -> set[str]:
     m = st.messages
     q = sa.select(m.c.node_id).where(
         m.c.task_id == task_id, m.c.round == round, m.c.kind == "update"
@@ -150,7 +142,7 @@ def _select(conn: sa.Connection, row: Any, spec: TaskSpec, now: float) -> bool:
     if len(eligible) < spec.min_clients:
         if now - row.phase_started_at < spec.deadline_s:
             return False
-        return _end(conn, row, TaskState.FAILED, now, (
+        return end_task(conn, row, TaskState.FAILED, now, (
             f"round {row.round}: {len(eligible)} eligible clients (federated workers that polled "
             f"in the last {ELIGIBLE_S:.0f} s with training data), the task needs "
             f"{spec.min_clients}; start agents with a data partition (edgeloop fleet up "
@@ -165,7 +157,7 @@ def _select(conn: sa.Connection, row: Any, spec: TaskSpec, now: float) -> bool:
         if spec.dp.target_epsilon is not None:
             check = check_next_round(accountant, row.round - 1, spec.dp.target_epsilon)
             if not check.allowed:
-                return _end(conn, row, TaskState.DONE, now, (
+                return end_task(conn, row, TaskState.DONE, now, (
                     f"round {row.round} refused: epsilon would reach {check.epsilon_after:.3f} > "
                     f"target {check.target_epsilon} (now {check.epsilon_now:.3f})"
                 ))  # fmt: skip
@@ -188,7 +180,7 @@ def _select(conn: sa.Connection, row: Any, spec: TaskSpec, now: float) -> bool:
         "num_samples": 0, "bytes_up": 0, "bytes_down": 0,
     })  # fmt: skip
     secagg = fl_secagg.start(selection.chosen, spec.min_clients) if spec.secagg else None
-    _save(conn, row.task_id, now, phase=transition(S.SELECTING, S.TRAINING).value,
+    save_task(conn, row.task_id, now, phase=transition(S.SELECTING, S.TRAINING).value,
           phase_started_at=now, selected=json.dumps(list(selection.chosen)),
           history=json.dumps(history), secagg=secagg and json.dumps(secagg))  # fmt: skip
     return True
@@ -268,8 +260,8 @@ def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], n
         m.update().where(m.c.task_id == row.task_id, m.c.round == row.round).values(payload=None)
     )
     if outcome.aggregate is None:
-        _save(conn, row.task_id, now, history=json.dumps(history), result=json.dumps(result))
-        _end(conn, _row(conn, row.task_id), TaskState.FAILED, now, f"round {row.round} "
+        save_task(conn, row.task_id, now, history=json.dumps(history), result=json.dumps(result))
+        end_task(conn, task_row(conn, row.task_id), TaskState.FAILED, now, f"round {row.round} "
              f"failed: {outcome.reason}")  # fmt: skip
         return
     new = outcome.aggregate.weights
@@ -303,7 +295,7 @@ def _commit(
         tested = {r.node_id for r in _eligible(conn, now) if r.test_samples > 0}
         selected_next = json.dumps([n for n in answered if n in tested])
         _put_model(conn, row.task_id, round_next, st.as_float32_bytes(new))
-    _save(conn, row.task_id, now, round=round_next, phase=phase.value, phase_started_at=now,
+    save_task(conn, row.task_id, now, round=round_next, phase=phase.value, phase_started_at=now,
           selected=selected_next, weights=np.asarray(new, dtype="<f8").tobytes(),
           server_state=st.pack_state(aggregate.state), history=json.dumps(history),
           result=json.dumps(result), secagg=None)  # fmt: skip
@@ -314,12 +306,12 @@ def _secagg_step(conn: sa.Connection, row: Any, spec: TaskSpec, late: bool, now:
     state = json.loads(row.secagg)
     new, failure, moved = fl_secagg.advance(conn, row, state, late)
     if failure is not None:
-        return _end(conn, row, TaskState.FAILED, now, f"round {row.round} failed: {failure}")
+        return end_task(conn, row, TaskState.FAILED, now, f"round {row.round} failed: {failure}")
     if not moved:
         return False
     if state["step"] != "unmask":
         phase = S.MASKING if new["step"] == "unmask" else S.TRAINING
-        _save(
+        save_task(
             conn,
             row.task_id,
             now,
@@ -359,8 +351,8 @@ def _close_secagg(
     try:
         mean, count = fl_secagg.unmask(conn, row, state)
     except EdgeError as exc:
-        _save(conn, row.task_id, now, history=json.dumps(history), result=json.dumps(result))
-        _end(conn, _row(conn, row.task_id), TaskState.FAILED, now,
+        save_task(conn, row.task_id, now, history=json.dumps(history), result=json.dumps(result))
+        end_task(conn, task_row(conn, row.task_id), TaskState.FAILED, now,
              f"round {row.round} failed: {exc.message}")  # fmt: skip
         return
     finally:  # masked inputs and shares are kept no longer than the round
@@ -378,37 +370,20 @@ def _close_secagg(
 def _finish_evaluation(conn: sa.Connection, row: Any, selected: list[str], now: float) -> None:
     history: list[dict[str, Any]] = json.loads(row.history)
     history[-1].update(_evaluation(_messages(conn, row.task_id, row.round)))
-    answered = _answered(conn, row.task_id, row.round)
+    answered = answered_by(conn, row.task_id, row.round)
     history[-1]["final_evaluation_missing"] = sorted(set(selected) - answered)
-    _save(conn, row.task_id, now, history=json.dumps(history))
-    _end(conn, _row(conn, row.task_id), TaskState.DONE, now, None)
+    save_task(conn, row.task_id, now, history=json.dumps(history))
+    end_task(conn, task_row(conn, row.task_id), TaskState.DONE, now, None)
 
 
-def _end(conn: sa.Connection, row: Any, state: TaskState, now: float, reason: str | None) -> bool:
+def end_task(
+    conn: sa.Connection, row: Any, state: TaskState, now: float, reason: str | None
+) -> bool:
     result = json.loads(row.result)
     result["reason"] = reason
     if state is TaskState.DONE:
         result["registration"] = {"state": "pending"}
-    _save(conn, row.task_id, now, state=state.value, phase=(
+    save_task(conn, row.task_id, now, state=state.value, phase=(
         S.DONE if state is TaskState.DONE else S.FAILED).value, selected="[]",
         result=json.dumps(result))  # fmt: skip
     return True
-
-
-def stop(conn: sa.Connection, task_id: str, now: float) -> None:
-    """Stop a running task; the model of its last finished round stays (and is registered).
-
-    Raises:
-        ConflictError: the task already ended.
-    """
-    row = _row(conn, task_id, lock=True)
-    if row.state != TaskState.RUNNING.value:
-        raise ConflictError(
-            f"federated task {task_id} already ended ({row.state})", hint="nothing to stop"
-        )
-    _end(conn, row, TaskState.STOPPED, now, "stopped by the admin")
-    result = json.loads(_row(conn, task_id).result)
-    done = json.loads(row.history)
-    if any(h.get("closed_at") and h.get("participants") for h in done):
-        result["registration"] = {"state": "pending"}
-        _save(conn, task_id, now, result=json.dumps(result))

@@ -45,7 +45,7 @@ def assignment(conn: sa.Connection, node_id: str) -> dict[str, Any] | None:
             secagg = fl_secagg.assignment(conn, row, node_id)
             if secagg is None:
                 continue
-        elif node_id in fl_rounds._answered(conn, row.task_id, row.round):
+        elif node_id in fl_rounds.answered_by(conn, row.task_id, row.round):
             continue
         spec = TaskSpec.from_dict(json.loads(row.spec))
         sha = conn.execute(
@@ -112,7 +112,7 @@ def put_update(
         asked, or it answered already. DataError: a body that is not float32 values, or
         metrics that are not numbers.
     """
-    row = fl_rounds._row(conn, task_id, lock=True)
+    row = fl_rounds.task_row(conn, task_id, lock=True)
     phase = RoundState(row.phase)
     if row.state != TaskState.RUNNING.value or round != row.round or phase not in (
         RoundState.TRAINING, RoundState.MASKING, RoundState.EVALUATING
@@ -130,7 +130,7 @@ def put_update(
     if row.secagg is not None and phase is not RoundState.EVALUATING:
         fl_secagg.put(conn, row, node_id, header, body, fl_model(spec.model).num_params, now)
         return
-    if node_id in fl_rounds._answered(conn, task_id, round):
+    if node_id in fl_rounds.answered_by(conn, task_id, round):
         raise ConflictError(f"node {node_id} already answered round {round} of {task_id}")
     evaluate = phase is RoundState.EVALUATING
     if len(body) % 4 or (evaluate and body):
@@ -162,7 +162,7 @@ def _header(header: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
 
 
 def to_dict(conn: sa.Connection, task_id: str) -> dict[str, Any]:
-    row = fl_rounds._row(conn, task_id)
+    row = fl_rounds.task_row(conn, task_id)
     history = json.loads(row.history)
     result = json.loads(row.result)
     done = [h for h in history if h.get("closed_at") is not None]
@@ -199,7 +199,7 @@ def summary(conn: sa.Connection, task_id: str) -> dict[str, Any]:
 
 
 def set_registration(conn: sa.Connection, task_id: str, value: dict[str, Any]) -> None:
-    row = fl_rounds._row(conn, task_id, lock=True)
+    row = fl_rounds.task_row(conn, task_id, lock=True)
     result = json.loads(row.result)
     result["registration"] = value
     conn.execute(st.tasks.update().where(st.tasks.c.task_id == task_id).values(
@@ -209,7 +209,7 @@ def set_registration(conn: sa.Connection, task_id: str, value: dict[str, Any]) -
 def claim_registration(conn: sa.Connection, task_id: str) -> dict[str, Any] | None:
     """The task's status if its registration was pending (now marked running), else None:
     one caller among concurrent ones exports and registers the model."""
-    row = fl_rounds._row(conn, task_id, lock=True)
+    row = fl_rounds.task_row(conn, task_id, lock=True)
     result = json.loads(row.result)
     if (result.get("registration") or {}).get("state") != "pending":
         return None
@@ -227,3 +227,30 @@ def pending_registrations(conn: sa.Connection) -> list[str]:
         if (json.loads(result).get("registration") or {}).get("state") == "pending":
             out.append(str(task_id))
     return out
+
+
+def heard(conn: sa.Connection, node_id: str, train: int, test: int, now: float) -> None:
+    """Record a worker's poll (it is a candidate for ELIGIBLE_S seconds)."""
+    t = st.clients
+    values = {"last_poll": now, "train_samples": train, "test_samples": test}
+    if conn.execute(t.update().where(t.c.node_id == node_id).values(values)).rowcount == 0:
+        conn.execute(t.insert().values(node_id=node_id, **values))
+
+
+def stop(conn: sa.Connection, task_id: str, now: float) -> None:
+    """Stop a running task; the model of its last finished round stays (and is registered).
+
+    Raises:
+        ConflictError: the task already ended.
+    """
+    row = fl_rounds.task_row(conn, task_id, lock=True)
+    if row.state != TaskState.RUNNING.value:
+        raise ConflictError(
+            f"federated task {task_id} already ended ({row.state})", hint="nothing to stop"
+        )
+    fl_rounds.end_task(conn, row, TaskState.STOPPED, now, "stopped by the admin")
+    result = json.loads(fl_rounds.task_row(conn, task_id).result)
+    done = json.loads(row.history)
+    if any(h.get("closed_at") and h.get("participants") for h in done):
+        result["registration"] = {"state": "pending"}
+        fl_rounds.save_task(conn, task_id, now, result=json.dumps(result))

@@ -453,6 +453,7 @@ def _wait_enrolled(
 def _stop(proc: FleetProcess) -> dict[str, Any]:
     """SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``; never signals a reused pid."""
     if not proc.alive():
+        _reap(proc.pid)  # one killed from outside is a zombie of ours until collected
         return {"name": proc.name, "pid": proc.pid, "stopped": "was not running"}
     os.kill(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
