@@ -58,6 +58,12 @@ ROUTES = [
     ("GET", "/api/v1/fl/tasks/{tid}", "admin", 0),
     ("POST", "/api/v1/fl/tasks/{tid}/stop", "admin", 0),
     ("GET", "/api/v1/fl/clients", "admin", 0),
+    ("POST", "/api/v1/artifacts", "admin", MODEL_CAP),
+    ("GET", "/api/v1/artifacts/{sha}", "admin", 0),
+    ("POST", "/api/v1/benchmarks", "admin", 1 * MIB),
+    ("GET", "/api/v1/benchmarks/{bid}", "admin", 0),
+    ("GET", "/api/v1/nodes/{node_id}/benchmarks/next", "node", 0),
+    ("POST", "/api/v1/nodes/{node_id}/benchmarks/{bid}", "node", 1 * MIB),
 ]
 MULTIPART = (
     b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n'
@@ -77,7 +83,8 @@ class Plane:
 
     def path(self, template: str) -> str:
         template = template.replace("{path:path}", "artifacts/0.x.onnx").replace("{r:int}", "1")
-        return template.format(node_id=self.node_id, rid="r-1", file="1.root.json", tid="t-1")
+        return template.format(node_id=self.node_id, rid="r-1", file="1.root.json", tid="t-1",
+                               sha="0" * 64, bid="b-1")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +126,13 @@ def test_a_chunked_body_is_cut_off_at_the_cap(
     plane: Plane, method: str, template: str, who: str, cap: int
 ) -> None:
     headers = {**plane.credentials(who), "Transfer-Encoding": "chunked"}
-    if template.endswith("/models"):
+    multipart = template.endswith(("/models", "/artifacts"))
+    if multipart:
         headers["Content-Type"] = "multipart/form-data; boundary=b"
     with wire.connect(plane.proc.url, timeout_s=10) as sock:
         sock.sendall(wire.head(method, plane.path(template), headers))
         if cap:
-            first = MULTIPART if template.endswith("/models") else b""
+            first = MULTIPART if multipart else b""
             sock.sendall(f"{len(first):x}\r\n".encode() + first + b"\r\n" if first else b"")
             wire.stream_chunked(sock, cap + 64 * KIB, chunk=64 * KIB)
         status, answer, body = wire.read_answer(sock)
