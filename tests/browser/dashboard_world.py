@@ -100,7 +100,10 @@ def world(folder: Path, executable: str) -> Iterator[World]:
     from playwright.sync_api import sync_playwright
 
     env = {READONLY_ENV: READER_TOKEN}
-    with up(folder, 2, agent_args=["--poll-s", "0.5"], env=env) as fleet, fleet.admin() as admin:
+    with (
+        up(folder, 2, agent_args=["--poll-s", "0.5", "--metrics-every-s", "1"], env=env) as fleet,
+        fleet.admin() as admin,
+    ):
         v1 = admin.publish_model(make_linear_onnx(folder / "v1.onnx", seed=1), manifest("lin"))
         v2 = admin.publish_model(make_linear_onnx(folder / "v2.onnx", seed=2), manifest("lin"))
         plan = {"waves": ["100%"], "soak_s": 0, "watch_s": 0, "wave_timeout_s": 120}

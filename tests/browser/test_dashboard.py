@@ -79,6 +79,10 @@ def admin_rolls_out_from_the_page_and_rolls_back(running: World) -> None:
     _shot(page, "fleet")
     page.get_by_role("link", name="node-1").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Node node-1")
+    # The chart is drawn by app.js from the node's metrics (agents report every second here),
+    # under the page's CSP: a uPlot canvas, or the note that none came in the last hour.
+    chart = page.locator("div.chart")
+    expect(chart.locator("canvas, p.note:has-text('No metrics report')").first).to_be_visible()
     _shot(page, "node")
 
     page.get_by_role("navigation", name="Dashboard sections").get_by_role(
@@ -173,6 +177,8 @@ def html_in_a_node_name_and_labels_is_shown_as_text(running: World) -> None:
 
 def every_page_works_by_keyboard_with_labelled_controls(running: World) -> None:
     page = running.admin_page()
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
     for key in PAGES:
         answer = page.goto(f"{running.url}/ui/{key}")
         assert answer is not None and answer.status == 200
@@ -207,6 +213,11 @@ def every_page_works_by_keyboard_with_labelled_controls(running: World) -> None:
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Model {running.v1['ref']}")
     _shot(page, "model")
+    node = running.fleet.agents[0].name
+    page.goto(f"{running.url}/ui/fleet")
+    page.get_by_role("link", name=node).click()
+    expect(page.locator("div.chart canvas, div.chart p.note").first).to_be_visible()
+    assert refused == [], refused  # nothing the page or its scripts did broke the policy
     page.close()
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 
 from edgeloop.control import fleet as fleet_rows
-from edgeloop.control import monitoring, tables
+from edgeloop.control import monitoring, tables, telemetry
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.ui import fleet_view
 from edgeloop.control.ui.fleet_view import FleetPage, FleetQuery, Seen
@@ -32,6 +35,7 @@ from edgeloop.control.ui.widgets import (
 
 # The device classes change when a new kind of device enrolls: a minute-old list is fine.
 CLASSES_S = 60.0
+SERIES_S = 3600.0  # the node page's chart: the last hour
 HEADERS = (
     "Node",
     "Health",
@@ -95,6 +99,31 @@ class FleetPages:
             results=results(query, found),
         )
         return View("Fleet", "fleet", content)
+
+    async def series(self, request: Request, session: Session) -> Response:
+        """The node's metrics reports of the last ``SERIES_S`` seconds as columns for the chart:
+        ``{"t": [unix s], "p99_ms": [...], "requests": [...], "errors": [...]}``."""
+        node_id = request.path_params["node_id"]
+        since = fleet_rows.iso(time.time() - SERIES_S) or ""
+        params = {"node": node_id, "kind": "metrics", "since": since, "limit": "5000"}
+
+        def run(conn: sa.Connection) -> list[dict[str, Any]]:
+            fleet_rows.get(conn, node_id)  # NotFoundError for an unknown node
+            return telemetry.query(conn, params)
+
+        items = await run_in_threadpool(self.plane.read, f"reading node {node_id}'s metrics", run)
+        cols: dict[str, list[Any]] = {"t": [], "p99_ms": [], "requests": [], "errors": []}
+        for item in items:
+            payload = item.get("payload")
+            if not isinstance(payload, dict) or item.get("created_at") is None:
+                continue
+            cols["t"].append(datetime.fromisoformat(item["created_at"]).timestamp())
+            for key in ("p99_ms", "requests", "errors"):
+                value = payload.get(key)
+                cols[key].append(value if isinstance(value, int | float) else None)
+        return Response(
+            orjson.dumps(cols), media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
 
     async def node(self, request: Request, session: Session) -> View:
         node_id = request.path_params["node_id"]
@@ -226,12 +255,22 @@ def node_content(node: dict[str, Any], mon: list[Any]) -> Html:
             ),
             "monitoring",
         ),
+        section("Metrics over the last hour", chart(node["node_id"]), "chart"),
         section(
             "Outbox backlog", note("n/a: agents do not report their outbox backlog yet"), "outbox"
         ),
         section("Capabilities", code(node["capabilities"]), "capabilities"),
     ]
     return join(parts)
+
+
+def chart(node_id: str) -> Html:
+    """A uPlot chart that app.js fills from the node's series (no inline script: CSP)."""
+    return Html(
+        f'<div class="chart" data-series="{url("nodes", node_id, "metrics.json")}" role="img" '
+        'aria-label="p99 latency (ms) and requests of each metrics report, last hour">'
+        '<p class="note">Loading the metrics...</p></div>'
+    )
 
 
 def _drift(drifting: bool | None) -> str:

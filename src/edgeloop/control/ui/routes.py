@@ -177,6 +177,7 @@ def routes(plane: ControlPlane) -> list[BaseRoute]:
                 Route("/sign-out", ui.sign_out, methods=["POST"]),
                 Route("/fleet", g(fleet.fleet), methods=["GET"]),
                 Route("/nodes/{node_id}", g(fleet.node), methods=["GET"]),
+                Route("/nodes/{node_id}/metrics.json", g(fleet.series), methods=["GET"]),
                 Route("/rollouts", g(rollouts.list), methods=["GET"]),
                 Route("/rollouts", g(rollouts.deploy), methods=["POST"]),
                 Route("/rollouts/{rid}", g(rollouts.detail), methods=["GET"]),

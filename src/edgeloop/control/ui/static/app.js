@@ -9,3 +9,34 @@ document.addEventListener("submit", function (event) {
     event.preventDefault();
   }
 }, true);
+
+// <div class="chart" data-series="URL">: a uPlot chart of the JSON columns at URL
+// ({"t": [unix s], "p99_ms": [...], "requests": [...]}), fetched with the page's session.
+function drawChart(box) {
+  fetch(box.getAttribute("data-series"), {credentials: "same-origin"})
+    .then(function (answer) {
+      if (!answer.ok) { throw new Error("HTTP " + answer.status); }
+      return answer.json();
+    })
+    .then(function (cols) {
+      box.textContent = "";
+      if (!cols.t.length) {
+        var none = document.createElement("p");
+        none.className = "note";
+        none.textContent = "No metrics report in the last hour.";
+        box.appendChild(none);
+        return;
+      }
+      var options = {
+        width: Math.min(box.clientWidth || 800, 1000), height: 260,
+        series: [{}, {label: "p99 ms", stroke: "#0b5cad", scale: "ms"},
+                 {label: "requests", stroke: "#116329", scale: "n"}],
+        axes: [{}, {scale: "ms", label: "p99 ms"}, {scale: "n", side: 1, label: "requests"}],
+      };
+      new uPlot(options, [cols.t, cols.p99_ms, cols.requests], box);
+    })
+    .catch(function (err) { box.textContent = "The metrics could not be read: " + err.message; });
+}
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("[data-series]").forEach(drawChart);
+});
