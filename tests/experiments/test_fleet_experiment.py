@@ -280,9 +280,7 @@ def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
 
         doc = _wait(copied, "the shadow's copies in the challenger's arm")
         assert doc.raw["mode"] == "shadow" and doc.champion_arm.requests == 20  # type: ignore[union-attr]
-        assert edge.revert_experiment(third).state == "REVERTING"
-        _wait(lambda: edge.experiment_status(third).state == "REVERTED", "the shadow's revert")
-    _wait(lambda: "experiment" not in fleet.agent.status()["active"], "the shadow gone")
+        assert edge.revert_experiment(third).state == "REVERTING"  # (its rollout as above)
 
     # A node enrolled but never heard from is offline: 409 naming it, nothing configured.
     enroll = {"enrollment_token": fleet.client.enrollment_token()["token"], "name": "ghost-1"}

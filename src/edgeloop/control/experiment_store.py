@@ -61,7 +61,7 @@ experiments = sa.Table(
     sa.Column("model", sa.String(128), nullable=False, index=True),
     sa.Column("champion", sa.Integer, nullable=False),
     sa.Column("challenger", sa.Integer, nullable=False),
-    sa.Column("split", sa.Float, nullable=False),  # the challenger's share, in (0, 1)
+    sa.Column("split", sa.Float, nullable=False),  # the challenger's share, in (0, 1]; 1: shadow
     sa.Column("config", sa.Text, nullable=False),  # JSON: metric, alpha, min_effect, plan, ...
     sa.Column("nodes", sa.Text, nullable=False),  # JSON: the node ids it runs on
     sa.Column("state", sa.String(16), nullable=False, index=True),
