@@ -37,6 +37,17 @@ function drawChart(box) {
     })
     .catch(function (err) { box.textContent = "The metrics could not be read: " + err.message; });
 }
+// uPlot (vendored, 50 kB) is loaded only by a page that has a chart.
+var UPLOT = "/ui/static/uPlot-1.6.32";
 document.addEventListener("DOMContentLoaded", function () {
-  document.querySelectorAll("[data-series]").forEach(drawChart);
+  var boxes = document.querySelectorAll("[data-series]");
+  if (!boxes.length) { return; }
+  var css = document.createElement("link");
+  css.rel = "stylesheet";
+  css.href = UPLOT + ".min.css";
+  document.head.appendChild(css);
+  var js = document.createElement("script");
+  js.src = UPLOT + ".iife.min.js";
+  js.onload = function () { boxes.forEach(drawChart); };
+  document.head.appendChild(js);
 });
