@@ -122,3 +122,35 @@ def test_a_round_short_of_answers_at_its_deadline_fails_and_keeps_the_model(
     assert np.allclose(fl_store.as_float64(row.weights), 1.0)  # never half-applied
     assert json.loads(row.history)[0]["dropouts"] == ["n2"]
     db.engine.dispose()
+
+
+def test_secagg_messages_of_the_wrong_step_or_form_are_refused(tmp_path: Path) -> None:
+    db = _open(tmp_path / "control.db")
+    spec = TaskSpec(model="digits-mlp", rounds=1, clients_per_round=2, min_clients=2, secagg=True)
+    now = time.time()
+    with db.write() as c:
+        fl_wire.heard(c, "n1", 100, 10, now)
+        fl_wire.heard(c, "n2", 100, 10, now)
+        task = fl_rounds.create(c, spec, np.zeros(PARAMS), now)
+        fl_rounds.advance(c, task, now)
+
+    def send(node: str, step: str, body: bytes) -> None:
+        with db.write() as c:
+            fl_wire.put_update(c, task, 1, node, {"secagg": step}, body, now)
+            fl_rounds.advance(c, task, now)
+
+    with pytest.raises(ConflictError, match="step 'advertise'"):
+        send("n1", "share", b"{}")
+    with pytest.raises(DataError, match="64 bytes"):
+        send("n1", "advertise", b"\0" * 63)
+    send("n1", "advertise", b"\1" * 64)
+    send("n2", "advertise", b"\2" * 64)
+    assert json.loads(_task(db).secagg)["step"] == "share"  # both advertised: next step
+    for bad in (b"[1]", b'{"x": "AAAA"}', b'{"1": 5}'):
+        with pytest.raises(DataError, match="client index"):
+            send("n1", "share", bad)
+    send("n1", "share", b'{"1": "AAAA", "2": "AAAA"}')
+    with pytest.raises(ConflictError, match="already sent"):
+        send("n1", "share", b'{"1": "AAAA", "2": "AAAA"}')
+    assert _task(db).state == "running"  # nothing refused moved or broke the task
+    db.engine.dispose()

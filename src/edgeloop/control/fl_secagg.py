@@ -137,7 +137,10 @@ def put(conn: sa.Connection, row: Any, node_id: str, header: Mapping[str, Any], 
     if node_id in answered(conn, row.task_id, row.round, step):
         raise ConflictError(f"node {node_id} already sent step {step!r} of this round")
     _check_body(step, body, num_params)
-    metrics = {str(k): float(v) for k, v in dict(header.get("metrics") or {}).items()}
+    try:
+        metrics = {str(k): float(v) for k, v in dict(header.get("metrics") or {}).items()}
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"SecAgg message metrics must be numbers ({exc})") from exc
     conn.execute(st.messages.insert().values(
         task_id=row.task_id, round=row.round, node_id=node_id, kind=step, received_at=now,
         num_samples=0, bytes=len(body), payload=body, metrics=json.dumps(metrics),
@@ -153,10 +156,23 @@ def _check_body(step: str, body: bytes, num_params: int) -> None:
             f"{len(body)}"
         )
     if step in ("share", "unmask"):
+        what = "base64 sealed shares" if step == "share" else "decimal share"
         try:
-            json.loads(body)
-        except ValueError as exc:
-            raise DataError(f"a SecAgg {step!r} message is a JSON object: {exc}") from exc
+            doc = json.loads(body)
+            maps = [doc] if step == "share" else [doc.get(k, {}) for k in _UNMASK_KEYS]
+            if not isinstance(doc, dict) or (step == "unmask" and set(doc) - set(_UNMASK_KEYS)):
+                raise TypeError("not the expected object")
+            for part in maps:
+                for k, v in dict(part).items():
+                    int(k)
+                    _ = base64.b64decode(v, validate=True) if step == "share" else int(v)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise DataError(
+                f"a SecAgg {step!r} message is a JSON object of client index -> {what}: {exc}"
+            ) from exc
+
+
+_UNMASK_KEYS = ("self_mask_shares", "key_shares")
 
 
 def advance(
