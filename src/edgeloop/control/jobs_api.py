@@ -114,7 +114,7 @@ class JobRoutes:
             (f"{V1}/jobs/retrain", self.retrain, "POST", Body.JSON),
             (f"{V1}/jobs", self.jobs, "GET", Body.NONE),
             (f"{V1}/jobs/{{job_id}}", self.job, "GET", Body.NONE),
-            (f"{V1}/jobs/{{job_id}}/cancel", self.cancel, "POST", Body.SMALL),
+            (f"{V1}/jobs/{{job_id}}/cancel", self.cancel, "POST", Body.NONE),
         ]
 
     async def retrain(self, request: Request) -> Response:
