@@ -25,6 +25,7 @@ route                                      auth       answer
 ``GET  /api/v1/openapi.json``              admin      the OpenAPI document (control/openapi.py)
 ``GET  /api/v1/monitoring|alerts``         admin      fleet monitoring (control/monitoring_api)
 ``POST /api/v1/datasets/captures``         admin      captures -> data set (control/captures_api)
+``GET|POST /api/v1/jobs[/{id}[/cancel]]``  admin      retraining jobs (control/jobs_api)
 ``GET  /metrics``                          admin      fleet gauges, Prometheus text
 ``GET|POST /ui/...``                       session    the dashboard (control/ui, docs/ui.md)
 =========================================  =========  ========================================
