@@ -33,13 +33,16 @@ def test_probe_reports_this_machine() -> None:
                          "accelerators", "engines", "providers"}  # fmt: skip
 
 
-def test_resources_read_memavailable_or_say_why_not(tmp_path: Path) -> None:
+def test_resources_read_memavailable_and_load_or_say_why_not(tmp_path: Path) -> None:
     (tmp_path / "meminfo").write_text("MemTotal: 8192000 kB\nMemAvailable: 2048000 kB\n")
-    assert resources(tmp_path) == {"memory_available_mb": 2000.0}
+    (tmp_path / "loadavg").write_text("0.52 0.40 0.30 1/123 4567\n")
+    assert resources(tmp_path) == {"memory_available_mb": 2000.0, "load_1m": 0.52}
     (tmp_path / "meminfo").write_text("MemTotal: 8192000 kB\n")
     assert resources(tmp_path)["memory_available_mb"] is None
     assert "no MemAvailable" in resources(tmp_path)["reason"]
-    assert "cannot read" in resources(tmp_path / "absent")["reason"]
+    gone = resources(tmp_path / "absent")
+    assert gone["load_1m"] is None and "cannot read /proc/meminfo" in gone["reason"]
+    assert resources()["memory_available_mb"] > 0  # this machine's /proc
 
 
 def test_accelerators_come_from_device_nodes(tmp_path: Path) -> None:

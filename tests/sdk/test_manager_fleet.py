@@ -88,6 +88,7 @@ def test_edge_and_node_status_are_what_the_control_plane_lists(edge: EdgeMLManag
         assert info.memory_available == pytest.approx(free_mb / 1024, abs=1e-3)
         assert 0 < info.memory_available <= info.memory_total
         assert "memory_available" not in info.reasons
+        assert info.cpu_load_1m is not None and info.cpu_load_1m >= 0
 
 
 def test_deploy_to_one_node_then_infer_there(

@@ -69,18 +69,27 @@ def providers() -> list[str]:
 
 def resources(proc_root: Path = Path("/proc")) -> dict[str, Any]:
     """What the node has free now, for each report: ``MemAvailable`` of ``/proc/meminfo``
-    (the kernel's estimate of memory a new workload can take without swapping), in MiB;
-    None with the reason where the kernel does not give it."""
+    (the kernel's estimate of memory a new workload can take without swapping), in MiB, and
+    the 1-minute load average of ``/proc/loadavg``; None with the reason where the kernel does
+    not give them."""
+    found: dict[str, Any] = {"memory_available_mb": None, "load_1m": None}
+    reasons = []
     try:
         text = (proc_root / "meminfo").read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        return {"memory_available_mb": None, "reason": f"cannot read /proc/meminfo: {exc}"}
+        text, reasons = "", [f"cannot read /proc/meminfo: {exc}"]
     for line in text.splitlines():
         key, _, value = line.partition(":")
         parts = value.split()
         if key.strip() == "MemAvailable" and parts and parts[0].isdigit():
-            return {"memory_available_mb": round(int(parts[0]) / 1024.0, 1)}
-    return {"memory_available_mb": None, "reason": "/proc/meminfo has no MemAvailable line"}
+            found["memory_available_mb"] = round(int(parts[0]) / 1024.0, 1)
+    if text and found["memory_available_mb"] is None:
+        reasons.append("/proc/meminfo has no MemAvailable line")
+    try:
+        found["load_1m"] = float((proc_root / "loadavg").read_text().split()[0])
+    except (OSError, IndexError, ValueError) as exc:
+        reasons.append(f"no 1-minute load from /proc/loadavg: {exc}")
+    return {**found, "reason": "; ".join(reasons)} if reasons else found
 
 
 def probe() -> dict[str, Any]:

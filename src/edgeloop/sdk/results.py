@@ -101,6 +101,7 @@ class NodeInfo(Keyed):
     memory_available: float | None  # GB (GiB), MemAvailable as the node's last report read it
     cpu: str | None
     cpu_count: int | None
+    cpu_load_1m: float | None  # the node's 1-minute load average, from its last report
     active_models: list[str]
     drift: Any
     agent_url: str | None
@@ -242,6 +243,9 @@ def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
             or "the node's last report carries no memory reading (an agent "
             "older than the resources field, or no report yet)"
         )
+    load = free.get("load_1m")
+    if load is None:
+        reasons["cpu_load_1m"] = str(free.get("reason") or "the node's last report carries no load")
     memory_mb = caps.get("memory_mb")
     if memory_mb is None:
         reasons["memory_total"] = "the agent could not read its memory size (/proc/meminfo)"
@@ -263,6 +267,7 @@ def node_info(row: dict[str, Any], window_s: float, now: float) -> NodeInfo:
         memory_available=None if available_mb is None else round(float(available_mb) / 1024.0, 3),
         cpu=caps.get("cpu_model"),
         cpu_count=caps.get("cpu_count"),
+        cpu_load_1m=None if load is None else float(load),
         active_models=[f"{active['name']}:{active['version']}"] if active.get("name") else [],
         drift=drift,
         agent_url=row.get("agent_url"),
