@@ -68,6 +68,12 @@ ROUTES = [
     ("GET", "/api/v1/jobs", "admin", 0),
     ("GET", "/api/v1/jobs/{job_id}", "admin", 0),
     ("POST", "/api/v1/jobs/{job_id}/cancel", "admin", 0),
+    ("POST", "/api/v1/experiments", "admin", 1 * MIB),
+    ("GET", "/api/v1/experiments", "admin", 0),
+    ("GET", "/api/v1/experiments/{eid}", "admin", 0),
+    ("POST", "/api/v1/experiments/{eid}/promote", "admin", 1 * MIB),
+    ("POST", "/api/v1/experiments/{eid}/revert", "admin", 1 * MIB),
+    ("POST", "/api/v1/datasets/captures", "admin", 1 * MIB),
 ]
 MULTIPART = (
     b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n'
@@ -88,7 +94,7 @@ class Plane:
     def path(self, template: str) -> str:
         template = template.replace("{path:path}", "artifacts/0.x.onnx").replace("{r:int}", "1")
         return template.format(node_id=self.node_id, rid="r-1", file="1.root.json", tid="t-1",
-                               sha="0" * 64, bid="b-1", job_id="j-1")  # fmt: skip
+                               sha="0" * 64, bid="b-1", job_id="j-1", eid="e-1")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
