@@ -1,10 +1,11 @@
 """The node's benchmark worker: measure a model version it holds when the control plane asks.
 
-It polls ``GET /api/v1/nodes/{id}/benchmarks/next`` with the node token (the node takes admin
-commands only through the control plane: control/bench_api.py), finds the version in one of its
-two slots (nothing is downloaded), runs :func:`edgeloop.bench.measure.benchmark` on the file in
-a fresh process (``isolate``: the server's threads keep serving; the figures are the model's
-alone) and posts the measurement, or the error that stopped it, back.
+It polls ``GET /api/v1/nodes/{id}/benchmarks/next`` every ``--poll-s`` with the node token
+(the node takes admin commands only through the control plane: control/bench_api.py), finds
+the version in one of its two slots (nothing is downloaded), runs
+:func:`edgeloop.bench.measure.benchmark` on the file in a fresh process (``isolate``: the
+server's threads keep serving; the figures are the model's alone) and posts the measurement,
+or the error that stopped it, back.
 """
 
 from __future__ import annotations
