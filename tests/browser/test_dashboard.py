@@ -4,7 +4,8 @@ Sign in, see the running fleet, start a rollout from the page and watch it compl
 back from the page and see the agents return to the old version; a read-only sign-in sees and
 cannot act; a post without the CSRF token changes nothing; HTML in a node's name and labels is
 shown as text, never run; every page is reachable by keyboard and its controls are labelled.
-Each page's screenshot is written to docs/ui/ (docs/ui.md shows them).
+Each page's screenshot is taken; with EDGELOOP_UI_SHOTS=docs/ui it is written there (docs/ui.md
+shows them), else to a temporary folder.
 """
 
 from __future__ import annotations
