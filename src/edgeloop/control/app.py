@@ -65,6 +65,7 @@ from edgeloop.control.bench_api import BenchRoutes
 from edgeloop.control.captures_api import CaptureRoutes
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.experiments_api import ExperimentRoutes
+from edgeloop.control.fl_api import FlRoutes
 from edgeloop.control.fleet_metrics import FleetMetrics
 from edgeloop.control.jobs_api import JobRoutes
 from edgeloop.control.limits import Body, BodyLimits, Route, RouteBodies, WireLimits
@@ -504,6 +505,7 @@ def create_app(
         ("/metrics", mon.prometheus, "GET", Body.NONE),
         (f"{v1}/datasets/captures", CaptureRoutes(api).make_dataset, "POST", Body.JSON),
         *ExperimentRoutes(api).routes(),  # fleet A/B experiments (control/experiments_api.py)
+        *FlRoutes(api).routes(),  # federated learning (control/fl_api.py)
         *JobRoutes(api).routes(),  # retraining jobs (control/jobs_api.py)
         *ArtifactRoutes(api).routes(),  # checkpoints by sha256 (control/artifacts_api.py)
         *BenchRoutes(api).routes(),  # benchmarks run on a node (control/bench_api.py)
