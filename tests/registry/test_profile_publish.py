@@ -55,11 +55,56 @@ def test_publish_with_checkpoint_ships_a_profile(trained: Path, home: Path, tmp_
     assert profile.sample_shape == (6,) and profile.n == 168
     assert profile.outputs is not None and profile.outputs.num_classes == 3
     assert profile.outputs.reference_accuracy is not None  # the labels were used
+    assert profile.source == "train" and profile.outputs.source == "val"
     shown = _run("registry", "show", "six:1")
     assert shown["manifest"]["profile"]["sha256"] == record.sha256
     written = _run("registry", "profile", "six:1", "--out", str(tmp_path / "p.npz"))
     assert written["sha256"] == record.sha256
     assert (tmp_path / "p.npz").read_bytes() == data
+
+
+def test_registration_profiles_the_outputs_on_the_validation_split(
+    trained: Path, home: Path
+) -> None:
+    """The pipeline's register(): inputs from the training split, the model's outputs (priors,
+    confidence reference, accuracy) from the validation split, not from the rows it fitted."""
+    import onnxruntime as ort
+
+    from edgeloop.data import load_data, stratified_split
+    from edgeloop.formats.onnx_info import inspect_onnx
+    from edgeloop.monitoring.profile import QUANTILES
+    from edgeloop.pipeline.register import register
+    from edgeloop.registry.profiles import profile_model
+
+    model = trained / "m.onnx"
+    splits = stratified_split(load_data(str(trained / "six.npz")), val=0.15, test=0.15, seed=0)
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+
+    def answers(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0], np.float64)
+
+    val, train = answers(splits.val.x), answers(splits.train.x)
+    info = inspect_onnx(model)
+    manifest = Manifest("six", "onnx", info.inputs, info.outputs)
+    done = register(model, manifest, Settings.load(home), reference=splits.train,
+                    held_out=splits.val)  # fmt: skip
+    with Registry.open(Settings.load(home)) as registry:
+        path = registry.profile(done.ref)[1]
+        assert path is not None
+        profile = ReferenceProfile.from_bytes(path.read_bytes())
+    out = profile.outputs
+    assert out is not None and profile.source == "train" and out.source == "val"
+    assert profile.n == len(splits.train) == 168  # the inputs: the training split
+    held = np.quantile(val.max(axis=1), QUANTILES)
+    assert np.allclose(out.confidence_quantiles, held, atol=1e-6)
+    assert not np.allclose(out.confidence_quantiles, np.quantile(train.max(axis=1), QUANTILES))
+    predicted = val.argmax(axis=1)
+    assert out.reference_accuracy == pytest.approx(float((predicted == splits.val.y).mean()))
+    assert np.allclose(out.class_priors, np.bincount(predicted, minlength=3) / len(predicted))
+    # No validation rows (a split with val=0): the outputs come from the training rows.
+    x, y = splits.train.x, splits.train.y
+    alone = ReferenceProfile.from_bytes(profile_model(model, x, y, held_out=(x[:0], y[:0])))
+    assert alone.outputs is not None and alone.outputs.source == "train"
 
 
 def test_a_profile_of_another_shape_is_refused(home: Path, linear_onnx: Path) -> None:

@@ -355,8 +355,9 @@ def _register(
         data_hash=dataset.content_hash,
         seed=seed,
     )
-    # The training split (the same seeded split tune measures on) is the drift reference.
-    train = stratified_split(dataset, val=0.15, test=0.15, seed=seed).train
+    # The training split (the same seeded split tune measures on) is the drift reference;
+    # the model's outputs are profiled on the validation split.
+    splits = stratified_split(dataset, val=0.15, test=0.15, seed=seed)
     chosen = Path(result.row(result.chosen.recipe)["output"])
     settings = Settings.load(home).ensure()
-    return str(publish(chosen, manifest, settings, reference=train).ref)
+    return str(publish(chosen, manifest, settings, reference=splits.train, held_out=splits.val).ref)

@@ -140,8 +140,9 @@ def publish(
 
     Without --manifest the file must be ONNX: it is checked, and its inputs and outputs are
     read from its graph. --checkpoint, --export-report and --bench-report add what training,
-    export and bench found out about it; with --checkpoint the training split is profiled
-    (inputs, the model's outputs, labels) for the node's drift monitor.
+    export and bench found out about it; with --checkpoint the training split's inputs and
+    the model's outputs on the validation split (with its labels) are profiled for the node's
+    drift monitor.
     """
     from edgeloop.registry.evidence import with_evidence
 
@@ -192,10 +193,11 @@ def _profile_bytes(
             raise NotFoundError(f"profile file {str(given)!r} does not exist") from exc
     if checkpoint is None or manifest.format != "onnx":
         return None
-    from edgeloop.registry.profiles import profile_dataset, reference_of_checkpoint
+    from edgeloop.registry.profiles import profile_dataset, splits_of_checkpoint
 
-    with err_console.status("profiling the training split for the drift monitor"):
-        return profile_dataset(model_file, reference_of_checkpoint(checkpoint))
+    with err_console.status("profiling the training and validation splits for the monitor"):
+        splits = splits_of_checkpoint(checkpoint)
+        return profile_dataset(model_file, splits.train, splits.val)
 
 
 def build_manifest(model_file: Path, name: str | None, manifest: Path | None) -> Manifest:

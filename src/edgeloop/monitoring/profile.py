@@ -33,7 +33,8 @@ QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 class OutputProfile:
     """The model's outputs on the reference: class priors, confidences and their statistics.
 
-    ``atc_threshold`` and ``reference_accuracy`` are ``None`` when no labels were given.
+    ``atc_threshold`` and ``reference_accuracy`` are ``None`` when no labels were given;
+    ``source`` names the rows they were computed on (``"val"`` at registration), when known.
     """
 
     class_priors: F64
@@ -42,6 +43,7 @@ class OutputProfile:
     confidence: CalibratedStatistic
     atc_threshold: float | None
     reference_accuracy: float | None
+    source: str | None = None
 
     def __post_init__(self) -> None:
         k = self.class_priors.shape
@@ -63,7 +65,8 @@ class ReferenceProfile:
 
     ``low``/``high`` are the reference range of each flattened input value; ``sketch`` holds
     the :data:`QUANTILES` of each monitored feature; ``n`` is the reference size the thresholds
-    were calibrated for.
+    were calibrated for; ``source`` names the rows the input part was computed on (``"train"``
+    at registration), when known.
     """
 
     detector: str
@@ -76,6 +79,7 @@ class ReferenceProfile:
     input: CalibratedStatistic
     outputs: OutputProfile | None = None
     version: int = PROFILE_VERSION
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.version != PROFILE_VERSION:
@@ -161,6 +165,25 @@ def build_profile(
     )
 
 
+def build_output_profile(
+    outputs: npt.ArrayLike,
+    labels: npt.ArrayLike | None = None,
+    *,
+    config: MonitorConfig | None = None,
+    detector: str = DEFAULT_DETECTOR,
+) -> OutputProfile:
+    """The output part of a profile from the model's probabilities ``(m, classes)`` on rows of
+    its own (held-out rows, which need not be the input reference), with labels ``(m,)``.
+
+    Raises:
+        DataError: outputs that are not probabilities, a single predicted class, constant
+            confidence, labels outside the model's classes.
+        NotFoundError: an unknown detector name.
+    """
+    config = config or MonitorConfig()
+    return _output_profile(outputs, labels, None, config, get_detector(detector).fit)
+
+
 def _float32_bound(values: F64, outward: float) -> npt.NDArray[np.float32]:
     """``values`` in float32 (ranges ship to every node), rounded away from the range's inside
     so a reference value is never counted out of its own range."""
@@ -198,14 +221,14 @@ def as_reference(reference_x: npt.ArrayLike) -> F64:
 def _output_profile(
     outputs: npt.ArrayLike,
     labels: npt.ArrayLike | None,
-    n: int,
+    n: int | None,
     config: MonitorConfig,
     fit: Callable[[F64, MonitorConfig], CalibratedStatistic],
 ) -> OutputProfile:
     from edgeloop.monitoring.outputs import as_labels, as_probabilities, output_rows
 
     probs = as_probabilities(outputs, rows=n)
-    k = probs.shape[1]
+    n, k = probs.shape
     predicted = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
     onehot, conf_rows = output_rows(probs)

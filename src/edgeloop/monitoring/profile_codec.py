@@ -44,7 +44,11 @@ def encode(profile: ReferenceProfile) -> bytes:
         arrays["outputs.confidence_quantiles"] = out.confidence_quantiles
         stats["prediction"] = _put_stat(arrays, "prediction", out.prediction)
         stats["confidence"] = _put_stat(arrays, "confidence", out.confidence)
-        outputs = {"atc_threshold": out.atc_threshold, "reference_accuracy": out.reference_accuracy}
+        outputs = {
+            "atc_threshold": out.atc_threshold,
+            "reference_accuracy": out.reference_accuracy,
+            "source": out.source,
+        }
     header = {
         "version": profile.version,
         "detector": profile.detector,
@@ -53,6 +57,7 @@ def encode(profile: ReferenceProfile) -> bytes:
         "sample_shape": list(profile.sample_shape),
         "stats": stats,
         "outputs": outputs,
+        "source": profile.source,
     }
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -91,6 +96,7 @@ def _build(header: dict[str, Any], arrays: dict[str, np.ndarray[Any, Any]]) -> R
             confidence=_get_stat(arrays, "confidence", stats["confidence"]),
             atc_threshold=header["outputs"]["atc_threshold"],
             reference_accuracy=header["outputs"]["reference_accuracy"],
+            source=header["outputs"].get("source"),
         )
     return ReferenceProfile(
         detector=str(header["detector"]),
@@ -103,6 +109,7 @@ def _build(header: dict[str, Any], arrays: dict[str, np.ndarray[Any, Any]]) -> R
         input=_get_stat(arrays, "input", stats["input"]),
         outputs=outputs,
         version=version,
+        source=header.get("source"),
     )
 
 

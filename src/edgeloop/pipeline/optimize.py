@@ -53,7 +53,8 @@ class Optimized:
 @dataclass(frozen=True, slots=True)
 class Parent:
     """The model the variants derive from, as the optimize stage needs to know it;
-    ``reference`` (its training split) profiles the chosen variant for the drift monitor."""
+    ``reference`` (its training split) profiles the chosen variant for the drift monitor, its
+    outputs on ``held_out`` (the validation split) when given."""
 
     onnx: Path
     ref: ModelRef | None
@@ -61,6 +62,7 @@ class Parent:
     data_hash: str | None
     checkpoint: Path | None
     reference: Dataset | None = None
+    held_out: Dataset | None = None
 
 
 def optimize(
@@ -127,7 +129,9 @@ def _publish(
         seed=seed,
     )
     source = Path(tuned.row(chosen.recipe)["output"])
-    registered = register(source, manifest, settings, reference=parent.reference)
+    registered = register(
+        source, manifest, settings, reference=parent.reference, held_out=parent.held_out
+    )
     edge_file = out_dir / f"{name}.onnx"
     shutil.copyfile(source, edge_file)
     return Edge(registered.ref, registered.manifest, edge_file)

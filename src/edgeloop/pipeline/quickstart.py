@@ -196,8 +196,10 @@ def _register(env: _Env, done: Outcomes) -> Registered:
         done.need(Benched).measurements,
         split_seed=env.cfg.seed,
     )
-    train = done.need(Split).splits.train
-    return register(exported.onnx, manifest, env.settings, reference=train)
+    splits = done.need(Split).splits
+    return register(
+        exported.onnx, manifest, env.settings, reference=splits.train, held_out=splits.val
+    )
 
 
 def _optimize(env: _Env, done: Outcomes) -> Optimized:
@@ -209,6 +211,7 @@ def _optimize(env: _Env, done: Outcomes) -> Optimized:
         data_hash=done.need(Cleaned).dataset.content_hash,
         checkpoint=done.need(Trained).checkpoint,
         reference=done.need(Split).splits.train,
+        held_out=done.need(Split).splits.val,
     )
     return optimize(
         parent,

@@ -63,10 +63,17 @@ def model_manifest(
 
 
 def register(
-    model: Path, manifest: Manifest, settings: Settings, *, reference: Dataset | None = None
+    model: Path,
+    manifest: Manifest,
+    settings: Settings,
+    *,
+    reference: Dataset | None = None,
+    held_out: Dataset | None = None,
 ) -> Registered:
     """Publish ``model`` under ``manifest.name`` as its next version; with ``reference`` (the
-    training split) an ONNX model ships a reference profile for the node's drift monitor.
+    training split) an ONNX model ships a reference profile for the node's drift monitor: the
+    inputs from ``reference``, the model's outputs from ``held_out`` (the validation split;
+    on its training rows a model is over-confident) when given, else from ``reference``.
 
     Raises:
         EdgeError: from the registry (an artifact that fails its checks, a store error) or
@@ -77,7 +84,7 @@ def register(
 
     profile = None
     if reference is not None and manifest.format == "onnx":
-        profile = profile_dataset(model, reference)
+        profile = profile_dataset(model, reference, held_out)
     with Registry.open(settings) as registry:
         version = registry.publish(model, manifest, profile=profile)
     return Registered(ModelRef(version.name, version.version), version.manifest)

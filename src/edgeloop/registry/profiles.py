@@ -1,13 +1,15 @@
 """The reference profile of a model version: made at registration, checked, stored beside it.
 
 A profile (:mod:`edgeloop.monitoring`) summarises the training inputs, and the model's outputs
-on them, so a node can monitor drift without holding training data. It is made here from the
-training split, the model run on it with onnxruntime (class probabilities and confidences) and
-the true labels; it is refused when its sample shape is not the model's input shape.
+on held-out rows, so a node can monitor drift without holding training data. It is made here
+from the training split (inputs) and the validation split, the model run on it with
+onnxruntime (class probabilities, confidences) and its true labels; it is refused when its
+sample shape is not the model's input shape.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,34 +17,84 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edgeloop.core.errors import ConfigError, EdgeError
+from edgeloop.core.errors import ConfigError, DataError, EdgeError
 from edgeloop.core.types import Manifest, ProfileRecord, shape_str
 
 if TYPE_CHECKING:
-    from edgeloop.data.dataset import Dataset
+    from edgeloop.data.dataset import Dataset, Splits
     from edgeloop.monitoring import ReferenceProfile
 
 # The profile's size does not grow with the reference (see docs/monitoring.md); its build time
 # and the model run over it do, so a huge training split is subsampled (seeded) to this many.
 MAX_REFERENCE_ROWS = 20_000
+# The split each part of a registration profile is computed on (its ``source``).
+TRAIN, HELD_OUT = "train", "val"
 FILE_SUFFIX = ".profile.npz"
 
 
 def profile_model(
-    model_file: Path, x: npt.ArrayLike, labels: npt.ArrayLike | None = None, *, seed: int = 0
+    model_file: Path,
+    x: npt.ArrayLike,
+    labels: npt.ArrayLike | None = None,
+    *,
+    held_out: tuple[npt.ArrayLike, npt.ArrayLike | None] | None = None,
+    seed: int = 0,
 ) -> bytes:
     """The profile bytes of reference ``x`` (the training inputs) for the ONNX ``model_file``.
 
-    The model's outputs on ``x`` are profiled too when they are class probabilities (rows of
-    ``>= 2`` shares summing to 1), with ``labels`` for the accuracy estimate; an output that is
-    a score (the autoencoder) leaves the profile on inputs alone.
+    The model's outputs are profiled too when they are class probabilities (rows of ``>= 2``
+    shares summing to 1), with their labels for the accuracy estimate: on the ``held_out``
+    rows and labels (the validation split; on its training rows a model is over-confident),
+    else on ``x``. The profile names the split of each part (``source``: ``"train"`` or
+    ``"val"``). An output that is a score (the autoencoder) leaves the profile on inputs alone.
 
     Raises:
         DataError: a reference the monitor refuses (NaN/inf, one row, constant features).
         ConfigError: the model cannot be run on ``x``.
     """
     from edgeloop.monitoring import build_profile
+    from edgeloop.monitoring.profile import build_output_profile
 
+    rows, y = _subsample(x, labels, seed)
+    profile = dataclasses.replace(build_profile(rows), source=TRAIN)
+    parts = [(rows, y, TRAIN)]
+    if held_out is not None:
+        held_rows, held_y = _subsample(*held_out, seed)
+        if held_rows.shape[0] >= 2:  # else (no validation split) the outputs on train's rows
+            parts.insert(0, (held_rows, held_y, HELD_OUT))
+    for out_rows, out_y, source in parts:
+        outputs = _probabilities(model_file, out_rows)
+        if outputs is None:
+            return profile.to_bytes()
+        try:
+            made = build_output_profile(outputs, out_y)
+        except DataError:  # held-out rows too few to profile (one predicted class): train's
+            if source == TRAIN:
+                raise
+            continue
+        made = dataclasses.replace(made, source=source)
+        return dataclasses.replace(profile, outputs=made).to_bytes()
+    raise AssertionError("unreachable: the training rows either profile or raise")
+
+
+def profile_dataset(
+    model_file: Path, train: Dataset, held_out: Dataset | None = None, *, seed: int = 0
+) -> bytes:
+    """:func:`profile_model` on a training split, the outputs on ``held_out`` (the validation
+    split) when given (labels only for a classifier's splits)."""
+    from edgeloop.data.dataset import Task
+
+    def labelled(part: Dataset) -> tuple[npt.ArrayLike, npt.ArrayLike | None]:
+        return part.x, part.y if part.task == Task.CLASSIFICATION else None
+
+    rest = None if held_out is None else labelled(held_out)
+    return profile_model(model_file, *labelled(train), held_out=rest, seed=seed)
+
+
+def _subsample(
+    x: npt.ArrayLike, labels: npt.ArrayLike | None, seed: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any] | None]:
+    """``x`` as float32 and its labels, a seeded subsample of :data:`MAX_REFERENCE_ROWS`."""
     rows = np.asarray(x, dtype=np.float32)
     y = None if labels is None else np.asarray(labels)
     if rows.shape[0] > MAX_REFERENCE_ROWS:
@@ -50,18 +102,7 @@ def profile_model(
             np.random.default_rng(seed).choice(rows.shape[0], MAX_REFERENCE_ROWS, replace=False)
         )
         rows, y = rows[pick], None if y is None else y[pick]
-    outputs = _probabilities(model_file, rows)
-    if outputs is None:
-        return build_profile(rows).to_bytes()
-    return build_profile(rows, outputs, y).to_bytes()
-
-
-def profile_dataset(model_file: Path, train: Dataset, *, seed: int = 0) -> bytes:
-    """:func:`profile_model` on a training split (labels only for a classifier's split)."""
-    from edgeloop.data.dataset import Task
-
-    labels = train.y if train.task == Task.CLASSIFICATION else None
-    return profile_model(model_file, train.x, labels, seed=seed)
+    return rows, y
 
 
 def check_profile(data: bytes, manifest: Manifest) -> ProfileRecord:
@@ -100,8 +141,9 @@ def _check_shape(profile: ReferenceProfile, manifest: Manifest) -> None:
         )
 
 
-def reference_of_checkpoint(folder: Path) -> Dataset:
-    """The training split of the data ``edgeloop train`` recorded in checkpoint ``folder``:
+def splits_of_checkpoint(folder: Path) -> Splits:
+    """The splits of the data ``edgeloop train`` recorded in checkpoint ``folder`` (its
+    training split is the profile's input reference, its validation split the outputs'):
     read with the same loader options, cleaned if it was, split with the same seed.
 
     Raises:
@@ -127,7 +169,7 @@ def reference_of_checkpoint(folder: Path) -> Dataset:
             hint="train with `edgeloop train --data D --out DIR`, which records it",
         )
     seed = 0 if info.fit is None else info.fit.seed
-    return stratified_split(dataset, val=0.15, test=0.15, seed=seed).train
+    return stratified_split(dataset, val=0.15, test=0.15, seed=seed)
 
 
 def _probabilities(model_file: Path, x: npt.NDArray[np.float32]) -> npt.NDArray[Any] | None:
