@@ -1,13 +1,15 @@
-"""Models (versions with manifest and measurements), monitoring (drift, alerts), and the pages
-of features not built yet."""
+"""Models (versions with manifest and measurements), monitoring (drift, alerts), the routes of
+the experiment, federated-task and job pages, and the pages of features not built yet."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
 
 from edgeloop.control import alert_store, monitoring, tables
 from edgeloop.control.plane import ControlPlane
@@ -19,27 +21,28 @@ from edgeloop.core.errors import NotFoundError
 from edgeloop.core.types import ModelRef
 
 DRIFT_ROWS = 200  # the monitoring page's drift table; a node's own page shows all its rows
-# Pages whose feature the control plane has (its API, its CLI) but the dashboard does not show
-# yet: they say so and point at what works today.
-PLANNED = {
-    "experiments": (
-        "The dashboard does not show A/B experiments yet (per-arm metrics with confidence "
-        "intervals, the decision and its evidence).",
-        "The control plane runs them: GET /api/v1/experiments and `edgeloop fleet experiment` "
-        "(docs/experiments.md).",
-    ),
-    "federated": (
-        "The dashboard does not show federated tasks yet (accuracy and loss per round, "
-        "participants and dropouts, epsilon so far).",
-        "The control plane runs them: GET /api/v1/fl/tasks and `edgeloop fl` (docs/federated.md).",
-    ),
-    "jobs": (
-        "The dashboard does not show retraining jobs, data sets or the label queue yet "
-        "(progress, log, cancel).",
-        "The control plane runs retraining jobs: GET /api/v1/jobs and `edgeloop jobs` "
-        "(docs/retraining.md).",
-    ),
-}
+# Pages of features the dashboard does not show yet (none now: experiments, federated tasks and
+# retraining jobs have their own pages, see :func:`work_routes`); an unknown name is a 404.
+PLANNED: dict[str, tuple[str, str]] = {}
+
+
+def work_routes(plane: ControlPlane, guarded: Callable[[Any], Any]) -> list[BaseRoute]:
+    """The experiments, federated-task and retraining-job pages (control/ui/pages_*.py)."""
+    from edgeloop.control.ui.pages_experiments import ExperimentPages
+    from edgeloop.control.ui.pages_federated import FederatedPages
+    from edgeloop.control.ui.pages_jobs import JobPages
+
+    exps, fl, jobs, g = ExperimentPages(plane), FederatedPages(plane), JobPages(plane), guarded
+    return [
+        Route("/experiments", g(exps.list), methods=["GET"]),
+        Route("/experiments/{eid}", g(exps.detail), methods=["GET"]),
+        Route("/federated", g(fl.list), methods=["GET"]),
+        Route("/federated/{tid}", g(fl.detail), methods=["GET"]),
+        Route("/federated/{tid}/rounds.json", g(fl.rounds), methods=["GET"]),
+        Route("/jobs", g(jobs.list), methods=["GET"]),
+        Route("/jobs/{job_id}", g(jobs.detail), methods=["GET"]),
+        Route("/jobs/{job_id}/cancel", g(jobs.cancel), methods=["POST"]),
+    ]
 
 
 class RegistryPages:

@@ -186,6 +186,7 @@ def routes(plane: ControlPlane) -> list[BaseRoute]:
                 Route("/models", g(registry.models), methods=["GET"]),
                 Route("/models/{name}/{version}", g(registry.version), methods=["GET"]),
                 Route("/monitoring", g(registry.monitoring), methods=["GET"]),
+                *pages_registry.work_routes(plane, g),  # experiments, federated, jobs
                 Route("/{planned}", g(pages_registry.planned), methods=["GET"]),
                 Mount("/static", StaticFiles(directory=static_folder()), name="ui-static"),
             ],

@@ -12,6 +12,11 @@ document.addEventListener("submit", function (event) {
 
 // <div class="chart" data-series="URL">: a uPlot chart of the JSON columns at URL
 // ({"t": [unix s], "p99_ms": [...], "requests": [...]}), fetched with the page's session.
+// Columns may name their own series: "chart": {"time": false, "x": "round", "empty": "...",
+// "series": [[column, label, colour, scale], ...]} (the federated task page's rounds).
+var NODE_CHART = {time: true, empty: "No metrics report in the last hour.",
+                  series: [["p99_ms", "p99 ms", "#0b5cad", "ms"],
+                           ["requests", "requests", "#116329", "n"]]};
 function drawChart(box) {
   fetch(box.getAttribute("data-series"), {credentials: "same-origin"})
     .then(function (answer) {
@@ -19,21 +24,26 @@ function drawChart(box) {
       return answer.json();
     })
     .then(function (cols) {
+      var chart = cols.chart || NODE_CHART;
       box.textContent = "";
       if (!cols.t.length) {
         var none = document.createElement("p");
         none.className = "note";
-        none.textContent = "No metrics report in the last hour.";
+        none.textContent = chart.empty;
         box.appendChild(none);
         return;
       }
+      var series = [chart.x ? {label: chart.x} : {}], axes = [{}], data = [cols.t];
+      chart.series.forEach(function (s, i) {
+        series.push({label: s[1], stroke: s[2], scale: s[3]});
+        axes.push(i ? {scale: s[3], side: 1, label: s[1]} : {scale: s[3], label: s[1]});
+        data.push(cols[s[0]]);
+      });
       var options = {
         width: Math.min(box.clientWidth || 800, 1000), height: 260,
-        series: [{}, {label: "p99 ms", stroke: "#0b5cad", scale: "ms"},
-                 {label: "requests", stroke: "#116329", scale: "n"}],
-        axes: [{}, {scale: "ms", label: "p99 ms"}, {scale: "n", side: 1, label: "requests"}],
+        scales: {x: {time: chart.time}}, series: series, axes: axes,
       };
-      new uPlot(options, [cols.t, cols.p99_ms, cols.requests], box);
+      new uPlot(options, data, box);
     })
     .catch(function (err) { box.textContent = "The metrics could not be read: " + err.message; });
 }
