@@ -106,7 +106,8 @@ class JobRoutes:
         self.api = api
         self.settings = api.plane.settings
         self.executor = executor or LocalProcessExecutor()
-        self.store = JobStore(self.settings.db_url)
+        self.store = JobStore(self.settings.db_url)  # its own engine: closed with the plane
+        api.plane.on_close(self.store.close)
         recover(self.store, self.executor, self.settings)
 
     def routes(self) -> list[tuple[str, Endpoint, str, Body]]:

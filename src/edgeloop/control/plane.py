@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,12 @@ class ControlPlane:
     repo: UpdateRepository
     admin_hash: str
     _hot: tuple[hotpath.KeptReads, hotpath.GroupCommit] | None = field(default=None, repr=False)
+    # What parts of the app opened over this plane and must close with it (their own engines).
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Call ``close`` (first) when the plane closes."""
+        self._closers.append(close)
 
     @property
     def hot(self) -> tuple[hotpath.KeptReads, hotpath.GroupCommit]:
@@ -66,6 +72,8 @@ class ControlPlane:
         return cls(settings, db, registry, repo, auth.token_hash(token)), token
 
     def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
         if self._hot is not None:
             self._hot[1].close()
             self._hot[0].close()

@@ -31,7 +31,8 @@ LOG_TAIL = 200  # the last lines of a job's log on its page
 class JobPages:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
-        self.store = JobStore(plane.settings.db_url)
+        self.store = JobStore(plane.settings.db_url)  # its own engine: closed with the plane
+        plane.on_close(self.store.close)
         # The executor the jobs API uses by default: it finds a job's process by pid and start.
         self.executor = LocalProcessExecutor()
 
