@@ -82,7 +82,13 @@ def start(
     target_epsilon: Annotated[
         float | None, typer.Option(help="Refuse a round that would pass this epsilon.")
     ] = None,
-    secagg: Annotated[bool, typer.Option(help="Secure aggregation (not wired yet).")] = False,
+    secagg: Annotated[
+        bool,
+        typer.Option(
+            help="Secure aggregation (Bonawitz et al.): the control plane sees masked updates "
+            "and their sum only; not with --dp, median or trimmed-mean; at least 2 clients.",
+        ),
+    ] = False,
     register_as: Annotated[
         str | None, typer.Option(help="Registry name of the result [fl-MODEL].")
     ] = None,
