@@ -313,7 +313,7 @@ def main() -> None:
             "models": "/ui/models",
             "model version": f"/ui/models/lin/{facts['ref'].version}",
             "monitoring": "/ui/monitoring",
-            "experiments (not built)": "/ui/experiments",
+            "experiments": "/ui/experiments",
         }
         with control_process(home, None, *QUIET, admin_token=ADMIN) as cp:
             servers = server_times(cp.url, paths, args.runs, cp.proc.pid)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from edgeloop.control.ui.html import Html, escape, join, render
 from edgeloop.control.ui.sessions import Session
 
-# (path segment, label): the navigation, in the order; the last three are planned.
+# (path segment, label): the navigation, in the order (each a page: control/ui/pages_*.py).
 SECTIONS = (
     ("fleet", "Fleet"),
     ("rollouts", "Rollouts"),
