@@ -112,9 +112,16 @@ class SqlDatasetStore:
 
     def _create_tables(self) -> None:
         try:
-            _metadata.create_all(self._db.engine)
+            self._create_all()
         except sa_exc.DBAPIError:  # another process created it between check and CREATE
-            _metadata.create_all(self._db.engine)
+            self._create_all()
+
+    def _create_all(self) -> None:
+        # In a write transaction: on SQLite it takes the write lock first and waits for other
+        # writers (busy timeout); a read that upgrades to a write fails at once instead
+        # ("database is locked", seen while agents' telemetry was being committed).
+        with self._db.write() as conn:
+            _metadata.create_all(conn)
 
     def add(self, entry: DatasetEntry) -> DatasetVersion:
         """Store the next version of ``entry.name`` in one transaction.

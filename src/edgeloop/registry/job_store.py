@@ -74,9 +74,16 @@ class JobStore:
 
     def _create_tables(self) -> None:
         try:
-            _metadata.create_all(self._db.engine)
+            self._create_all()
         except sa_exc.DBAPIError:  # another process created them between check and CREATE
-            _metadata.create_all(self._db.engine)
+            self._create_all()
+
+    def _create_all(self) -> None:
+        # In a write transaction: on SQLite it takes the write lock first and waits for other
+        # writers (busy timeout); a read that upgrades to a write fails at once instead
+        # ("database is locked", seen while agents' telemetry was being committed).
+        with self._db.write() as conn:
+            _metadata.create_all(conn)
 
     def close(self) -> None:
         self._db.engine.dispose()
