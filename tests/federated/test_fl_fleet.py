@@ -14,12 +14,12 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from tests.federated.fl_fleet_helpers import wait_clients, wait_task
 from typer.testing import CliRunner
 
 from edgeloop.cli.app import app
@@ -48,29 +48,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
 @pytest.fixture(scope="module")
 def admin(fleet: LocalFleet) -> Iterator[ControlClient]:
     with fleet.admin(timeout_s=120) as client:
-        _wait_clients(client, 3)
+        wait_clients(client, 3)
         yield client
-
-
-def _wait_clients(client: ControlClient, n: int, timeout_s: float = 90) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = [c for c in client.call("GET", "/api/v1/fl/clients")["clients"] if c["eligible"]]
-        if len(found) >= n:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"fewer than {n} federated workers polled within {timeout_s} s")
-
-
-def _wait_task(client: ControlClient, task_id: str, timeout_s: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        doc: dict[str, Any] = client.call("GET", f"/api/v1/fl/tasks/{task_id}")
-        registering = (doc["registration"] or {}).get("state") in ("pending", "running")
-        if doc["state"] != "running" and not registering:
-            return doc
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not end within {timeout_s} s: {doc}")
 
 
 def _names(admin: ControlClient) -> dict[str, str]:
@@ -87,7 +66,7 @@ def test_a_task_trains_across_three_agents_and_registers_its_model(
                                   "--deadline-s", "60", "--lr", "0.1", *args])  # fmt: skip
     assert started.exit_code == 0, (started.output, started.exception)
     task_id = json.loads(started.stdout)["task_id"]
-    doc = _wait_task(admin, task_id)
+    doc = wait_task(admin, task_id)
     assert doc["state"] == "done" and doc["reason"] is None, doc
     history = doc["history"]
     assert [h["round"] for h in history] == [1, 2, 3]
@@ -177,7 +156,7 @@ def test_secure_aggregation_holds_masked_inputs_only_and_survives_a_silent_clien
     for payload in masked:  # read as the fixed-point numbers they would be: far from n * x
         values = np.frombuffer(payload, dtype="<i8").astype(np.float64) / 2**24
         assert np.median(np.abs(values)) > 1e6
-    doc = _wait_task(admin, task_id)
+    doc = wait_task(admin, task_id)
     hook.unlink()
     names = _names(admin)
     first = doc["history"][0]
@@ -198,7 +177,7 @@ def test_dp_reports_epsilon_and_refuses_the_round_past_the_target(
     body = {"model": "digits-mlp", "rounds": 3, "clients_per_round": 2, "min_clients": 2,
             "deadline_s": 30.0, "dp": {"noise_multiplier": 1.0, "clip_norm": 1.0,
                                        "target_epsilon": target}}  # fmt: skip
-    doc = _wait_task(admin, admin.call("POST", "/api/v1/fl/tasks", json=body)["task_id"])
+    doc = wait_task(admin, admin.call("POST", "/api/v1/fl/tasks", json=body)["task_id"])
     assert doc["state"] == "done" and "round 3 refused" in doc["reason"], doc
     assert [h["epsilon"] for h in doc["history"]] == pytest.approx(
         [accountant.epsilon(1), accountant.epsilon(2)]
@@ -222,7 +201,7 @@ def test_an_agent_killed_mid_round_is_a_dropout_and_the_round_completes(
         assert time.monotonic() < deadline, "the victim never received round 1"
         time.sleep(0.1)
     os.kill(victim.pid, signal.SIGKILL)  # mid-round: it holds the model, never answers
-    doc = _wait_task(admin, task_id)
+    doc = wait_task(admin, task_id)
     names = _names(admin)
     first = doc["history"][0]
     assert doc["state"] == "done", doc
@@ -240,7 +219,7 @@ def test_a_round_with_fewer_answers_than_min_clients_fails_the_task(
     body = {"model": "digits-mlp", "rounds": 2, "clients_per_round": 3, "min_clients": 3,
             "deadline_s": 3.0}  # fmt: skip
     doc = admin.call("POST", "/api/v1/fl/tasks", json=body)
-    doc = _wait_task(admin, doc["task_id"])
+    doc = wait_task(admin, doc["task_id"])
     assert doc["state"] == "failed"
     assert "round 1" in doc["reason"] and (
         "eligible" in doc["reason"] or "needs 3" in doc["reason"]
