@@ -20,6 +20,7 @@ recovered: failed with the reason, their registered versions removed.
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -30,18 +31,20 @@ from starlette.responses import Response
 from edgeloop.control import openapi
 from edgeloop.control.answers import json_answer
 from edgeloop.control.limits import Body
+from edgeloop.control.schedule_tick import ScheduleTicker
 from edgeloop.control.schemas import parse
 from edgeloop.core.errors import ConfigError, EdgeError
 from edgeloop.core.settings import Settings
 from edgeloop.pipeline.retrain_executor import Executor, LocalProcessExecutor
 from edgeloop.pipeline.retrain_job import cancel, recover, submit
 from edgeloop.pipeline.retrain_policy import RetrainPolicy, specs_for
-from edgeloop.pipeline.retrain_spec import RetrainSpec
+from edgeloop.pipeline.retrain_spec import RetrainSpec, Trigger
 from edgeloop.registry.job_store import JobStore
 from edgeloop.registry.jobs import JobRunningError
 
 if TYPE_CHECKING:
     from edgeloop.control.app import Api, Endpoint
+    from edgeloop.control.plane import ControlPlane
 
 V1 = "/api/v1"
 log = logging.getLogger("edgeloop.control.jobs")
@@ -157,10 +160,12 @@ class JobRoutes:
 
 
 class PolicyTrigger:
-    """The :class:`~edgeloop.control.alerting.Alerting` hook that starts the jobs retraining
-    policies ask for when alerts open. A job already running for the model (409) means it is
-    being handled; a refused request (a data set without labels) is logged, never raised: the
-    alert loop must go on."""
+    """The retraining policies at run time. Called by
+    :class:`~edgeloop.control.alerting.Alerting` with the alerts each evaluation opened, it
+    starts the jobs the policies ask for; :meth:`tick` (each control tick,
+    control/loop.py) starts the jobs of due schedule slots (control/schedule_tick.py). A job
+    already running for the model (409) means it is being handled; a refused request (a data
+    set without labels) is logged, never raised: the loops must go on."""
 
     def __init__(
         self,
@@ -172,22 +177,40 @@ class PolicyTrigger:
         self.settings = settings
         self.executor = executor or LocalProcessExecutor()
         self.started: list[str] = []  # job ids, for the operator's log and the tests
+        self.schedules = ScheduleTicker(policies, self)
 
     def __call__(self, opened: tuple[Any, ...]) -> None:
-        store = JobStore(self.settings.db_url)
-        try:
-            for spec in specs_for(opened, self.policies):
-                try:
-                    job = submit(spec, self.settings, store, self.executor)
-                except JobRunningError as exc:
-                    log.info("retrain policy for %s: job %s runs already", spec.model, exc.job_id)
-                except EdgeError as exc:
-                    log.warning("retrain policy for %s: not started: %s", spec.model, exc)
-                else:
-                    log.info("retrain policy for %s: job %s started", spec.model, job.id)
-                    self.started.append(job.id)
-        finally:
-            store.close()
+        for spec in specs_for(opened, self.policies):
+            self.start(spec)
+
+    def tick(self, plane: ControlPlane) -> None:
+        """Start the jobs of the schedule slots due now."""
+        self.schedules.tick(plane)
+
+    def start(self, spec: RetrainSpec) -> tuple[str | None, str]:
+        """Submit ``spec``: the new job's id (None when none was created) and the outcome."""
+        with closing(JobStore(self.settings.db_url)) as store:
+            try:
+                job = submit(spec, self.settings, store, self.executor)
+            except JobRunningError as exc:
+                outcome, job_id = f"job {exc.job_id} runs already (409)", None
+            except EdgeError as exc:
+                log.warning("retrain policy for %s: not started: %s", spec.model, exc)
+                return None, f"not started: {exc}"
+            else:
+                outcome, job_id = f"job {job.id} started", job.id
+                self.started.append(job.id)
+        log.info("retrain policy for %s (%s): %s", spec.model, spec.trigger.value, outcome)
+        return job_id, outcome
+
+    def started_since(self, model: str, since: float) -> str | None:
+        with closing(JobStore(self.settings.db_url)) as store:
+            for job in store.list(model):  # newest first
+                if job.created_at.timestamp() < since:
+                    return None
+                if job.spec.get("trigger") == Trigger.SCHEDULE.value:
+                    return job.id
+        return None
 
 
 def _known(params: dict[str, str], allowed: set[str]) -> None:

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgeloop.control.alerting import Alerting
 from edgeloop.control.experiment_tick import ExperimentTicker
+from edgeloop.control.jobs_api import PolicyTrigger
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import ConfigError, EdgeError
 
@@ -60,8 +61,9 @@ def check_settings(timestamp_s: float, tick_s: float) -> None:
 
 async def run_loop(plane: ControlPlane, tick_s: float, alerting: Alerting | None = None) -> None:
     """Tick every rollout every ``tick_s``; re-sign metadata nearing expiry; evaluate the alert
-    rules (their webhook sends from a task of its own). Runs until cancelled; a failure is
-    logged and the next tick tries again."""
+    rules (their webhook sends from a task of its own); start the retraining jobs of due
+    schedule slots (the :class:`PolicyTrigger` on ``alerting.on_opened``). Runs until
+    cancelled; a failure is logged and the next tick tries again."""
     refresh_s = refresh_every_s(plane.repo.expiry.timestamp_s)
     refreshed = 0.0
     experiments = ExperimentTicker()  # looks at open A/B experiments (control/experiment_tick)
@@ -86,4 +88,12 @@ async def run_loop(plane: ControlPlane, tick_s: float, alerting: Alerting | None
                 log.warning("alert rules: %s", exc)
             except Exception:  # rollouts keep moving whatever the alerting does
                 log.exception("alert rules: unexpected failure; trying again next tick")
+        policies = alerting.on_opened if alerting is not None else None
+        if isinstance(policies, PolicyTrigger):  # --retrain-policies: schedules due by the clock
+            try:
+                await run_in_threadpool(policies.tick, plane)
+            except EdgeError as exc:
+                log.warning("retrain schedules: %s", exc)
+            except Exception:  # rollouts keep moving whatever a schedule does
+                log.exception("retrain schedules: unexpected failure; trying again next tick")
         await asyncio.sleep(tick_s)
