@@ -67,6 +67,7 @@ _PRIORITY = {
     ItemKind.DROPPED: 3,
     ItemKind.CAPTURE: 4,
 }
+_PRIO_OF = {k.value: p for k, p in _PRIORITY.items()}
 _DROP_ORDER = (ItemKind.SAMPLE, ItemKind.CAPTURE, ItemKind.METRICS, ItemKind.EVENT)
 
 _SCHEMA = """
@@ -181,6 +182,39 @@ class OutboxStats:
     @property
     def total_items(self) -> int:
         return sum(self.items.values())
+
+
+@dataclass(frozen=True, slots=True)
+class KindBacklog:
+    rows: int
+    bytes: int
+    oldest_created_at: float | None  # the node's clock, Unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits in the outbox now, per kind (kinds with no row are left out)."""
+
+    kinds: dict[str, KindBacklog]
+
+    def to_report(self, now: float) -> dict[str, Any]:
+        """``{"rows", "bytes", "oldest_age_s", "kinds": {kind: {"rows", "bytes",
+        "oldest_age_s"}}}``, ages in seconds at ``now`` (None: nothing waits)."""
+
+        def age(t: float | None) -> float | None:
+            return None if t is None else round(max(0.0, now - t), 3)
+
+        kinds = {
+            k: {"rows": v.rows, "bytes": v.bytes, "oldest_age_s": age(v.oldest_created_at)}
+            for k, v in sorted(self.kinds.items())
+        }
+        times = [v.oldest_created_at for v in self.kinds.values() if v.oldest_created_at]
+        return {
+            "rows": sum(v.rows for v in self.kinds.values()),
+            "bytes": sum(v.bytes for v in self.kinds.values()),
+            "oldest_age_s": age(min(times)) if times else None,
+            "kinds": kinds,
+        }
 
 
 class Outbox:
@@ -410,6 +444,29 @@ class Outbox:
             max_bytes=self.max_bytes,
             oldest_created_at=oldest,
         )
+
+    def backlog(self) -> Backlog:
+        """Rows and bytes waiting per kind and each kind's oldest ``created_at`` (what the
+        agent's report carries as ``outbox``: docs/fleet-protocol.md). A few indexed reads.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        with self._tx() as conn:
+            totals = conn.execute(
+                "SELECT kind, items, bytes FROM totals WHERE items > 0"
+            ).fetchall()
+            oldest = {}
+            for kind, _, _ in totals:
+                prio = _PRIO_OF.get(kind)
+                if prio is None:
+                    continue
+                row = conn.execute(  # the index (prio, seq): the first row of the kind
+                    "SELECT created_at FROM items WHERE prio = ? ORDER BY seq LIMIT 1", (prio,)
+                ).fetchone()
+                if row is not None:
+                    oldest[kind] = float(row[0])
+        return Backlog({str(k): KindBacklog(int(n), int(b), oldest.get(k)) for k, n, b in totals})
 
 
 def _victim(conn: sqlite3.Connection, now: float) -> tuple[int, str, int] | None:

@@ -160,6 +160,7 @@ async def _main(
     runner = routes.runner(service, _label_sink(app.state.server)) if routes else None
     reconciler = Reconciler(home, updater, options, recorder, url)
     reconciler.parent = tier.parent
+    reconciler.backlog = tel.backlog_report
     arms = ExperimentHost(home, catalog, service.metrics, app.state.server.feedback, reconciler)
     reconciler.serving = lambda model: {**serving_state(catalog, model), **arms.report(model)}
     cascade = None

@@ -101,6 +101,8 @@ class Reconciler:
         # server here). What the slot pointer names is what this node serves.
         self.repair: Callable[[SlotModel], Awaitable[bool]] | None = None
         self.repairs = 0
+        # What waits in the telemetry outbox (the report's ``outbox``); None: no outbox here.
+        self.backlog: Callable[[], dict[str, Any] | None] | None = None
 
     async def run_forever(self) -> None:
         rng = random.Random()
@@ -269,6 +271,7 @@ class Reconciler:
             "health": figures,
             "events": [e.to_dict() for e in record.events],
             "resources": resources(),  # memory available now, measured here
+            "outbox": self.backlog() if self.backlog is not None else None,
         }
 
     def _active(self, active: SlotModel | None) -> dict[str, Any] | None:

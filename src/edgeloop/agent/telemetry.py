@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeloop.agent.health import HealthRecorder, nearest_rank
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity
-from edgeloop.agent.outbox import FILENAME, ItemKind, Outbox
+from edgeloop.agent.outbox import FILENAME, Backlog, ItemKind, Outbox
 from edgeloop.agent.shipper import Shipper, ShipperConfig
 from edgeloop.agent.update_state import UpdateState
 from edgeloop.agent.updater import Updater
@@ -93,6 +93,7 @@ class Telemetry:
         self.monitor_events_dropped = 0
         self.captures: list[Kept] = []
         self.captures_dropped = 0
+        self.backlog: Backlog | None = None  # read at each flush: the report's ``outbox``
 
     # -- putting ---------------------------------------------------------------------------
 
@@ -141,6 +142,18 @@ class Telemetry:
         if self.monitor_events:
             events, self.monitor_events = self.monitor_events, []
             await asyncio.to_thread(self.put_now, ItemKind.EVENT, events)
+        await asyncio.to_thread(self.read_backlog)
+
+    def read_backlog(self) -> None:
+        """Read what waits in the outbox (kept for the next report; a failure keeps the last)."""
+        try:
+            self.backlog = self.outbox.backlog()
+        except EdgeError as exc:
+            log.warning("telemetry outbox backlog: %s", exc.message)
+
+    def backlog_report(self) -> dict[str, Any] | None:
+        """The report's ``outbox`` (docs/fleet-protocol.md); None before the first read."""
+        return None if self.backlog is None else self.backlog.to_report(time.time())
 
     def snapshot(self, recorder: HealthRecorder, since: float) -> dict[str, Any]:
         """The metrics of requests that ended at or after ``since`` (``time.monotonic()``)."""

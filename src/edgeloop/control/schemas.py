@@ -125,6 +125,20 @@ class HealthReport(_FromNode):
     p99_ms: Annotated[float, _finite(0, 1e9)] | None = None
 
 
+class KindBacklog(_FromNode):
+    rows: Count
+    bytes: Annotated[int, Field(ge=0, le=2**53)]
+    oldest_age_s: Annotated[float, _finite(0, 1e10)] | None = None
+
+
+class OutboxReport(KindBacklog):
+    """What waits in the node's telemetry outbox (the fleet and node pages show it)."""
+
+    kinds: Annotated[
+        dict[Annotated[str, StringConstraints(max_length=16)], KindBacklog], Field(max_length=16)
+    ] = {}
+
+
 class ReportBody(_FromNode):
     """``POST /api/v1/nodes/{id}/report``: the fields the health guard reads are checked."""
 
@@ -135,6 +149,7 @@ class ReportBody(_FromNode):
     self_test: SelfTestReport | None = None
     health: HealthReport | None = None
     events: Annotated[list[Doc], Field(max_length=1000)] | None = None
+    outbox: OutboxReport | None = None
 
 
 class GuardBody(_Admin):

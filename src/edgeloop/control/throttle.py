@@ -112,6 +112,10 @@ class Throttled:
             refusal = self.limit.refusal(source_of(scope))
             if refusal is not None:
                 response = error_response(refusal)
+                from edgeloop.control.ui import refusal as ui  # lazy: paid by a refused source
+
+                if ui.wanted(scope):  # a browser asked for a page: HTML, not the API's JSON
+                    response = ui.answer(scope, refusal, refusal.retry_after_s)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

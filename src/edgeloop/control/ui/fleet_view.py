@@ -20,6 +20,7 @@ import orjson
 import sqlalchemy as sa
 
 from edgeloop.control import monitoring, tables
+from edgeloop.control.ui import backlog as backlog_view
 from edgeloop.core.errors import ConfigError
 
 # A node reports at every poll (5 s by default): a minute without one is 12 missed polls.
@@ -40,6 +41,7 @@ class FleetQuery:
     seen: Seen | None = None
     after: tuple[str, str] | None = None  # (name, node_id) of the previous page's last node
     limit: int = 50
+    backlog: bool = False  # only nodes whose last report says their outbox holds rows
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> FleetQuery:
@@ -66,6 +68,7 @@ class FleetQuery:
             None if seen is None else Seen(seen),
             (name, node_id) if name is not None and node_id else None,
             int(limit),
+            params.get("backlog") == backlog_view.WAITING,
         )
 
 
@@ -84,6 +87,7 @@ class NodeLine:
     drift: str
     tier: int | None
     parent: str | None
+    report: dict[str, Any] | None = None  # the last report (the outbox backlog cell reads it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +151,8 @@ def read(conn: sa.Connection, query: FleetQuery, now: float | None = None) -> Fl
     now = time.time() if now is None else now
     n = tables.nodes.c
     conds = _where(query, now)
+    if query.backlog:
+        conds.append(backlog_view.waiting(conn.dialect.name))
     rows_q = sa.select(
         n.node_id, n.name, n.device_class, n.last_seen, n.reported, n.tier, n.parent
     ).order_by(n.name, n.node_id)
@@ -179,6 +185,7 @@ def read(conn: sa.Connection, query: FleetQuery, now: float | None = None) -> Fl
                 drift.get(r.node_id, "no data"),
                 r.tier,
                 r.parent,
+                report,
             )
         )
     last = (rows[-1].name, rows[-1].node_id) if more and rows else None

@@ -16,6 +16,8 @@ SECTIONS = (
     ("monitoring", "Monitoring"),
     ("experiments", "Experiments"),
     ("federated", "Federated tasks"),
+    ("datasets", "Data sets"),
+    ("labels", "Label queue"),
     ("jobs", "Retraining jobs"),
 )
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from edgeloop.control import fleet as fleet_rows
 from edgeloop.control import monitoring, tables, telemetry
 from edgeloop.control.plane import ControlPlane
+from edgeloop.control.ui import backlog as backlog_view
 from edgeloop.control.ui import fleet_view
 from edgeloop.control.ui.fleet_view import FleetPage, FleetQuery, Seen
 from edgeloop.control.ui.html import Html, escape, join, render, url
@@ -26,7 +27,6 @@ from edgeloop.control.ui.widgets import (
     figure,
     labels,
     link,
-    note,
     pairs,
     section,
     table,
@@ -45,6 +45,7 @@ HEADERS = (
     "Last seen",
     "Drift",
     "Tier / parent",
+    "Outbox backlog",
 )
 
 
@@ -95,6 +96,10 @@ class FleetPages:
             ),
             limit_options=_options(
                 [(str(n), str(n)) for n in fleet_view.PAGE_SIZES], str(query.limit)
+            ),
+            backlog_options=_options(
+                [("", "any"), (backlog_view.WAITING, "rows waiting (> 0)")],
+                backlog_view.WAITING if query.backlog else None,
             ),
             results=results(query, found),
         )
@@ -150,6 +155,7 @@ def results(query: FleetQuery, found: FleetPage) -> Html:
                 when(n.last_seen, now),
                 badge(n.drift),
                 where,
+                backlog_view.cell(n.report),
             )
         )
     shown = f"{len(found.lines)} of {found.matching} matching nodes ({found.total} in the fleet)"
@@ -159,6 +165,7 @@ def results(query: FleetQuery, found: FleetPage) -> Html:
         "device_class": query.device_class,
         "seen": None if query.seen is None else query.seen.value,
         "limit": query.limit if query.limit != 50 else None,
+        "backlog": backlog_view.WAITING if query.backlog else None,
     }
     links = []
     if query.after is not None:
@@ -256,9 +263,7 @@ def node_content(node: dict[str, Any], mon: list[Any]) -> Html:
             "monitoring",
         ),
         section("Metrics over the last hour", chart(node["node_id"]), "chart"),
-        section(
-            "Outbox backlog", note("n/a: agents do not report their outbox backlog yet"), "outbox"
-        ),
+        section("Outbox backlog", backlog_view.section_body(report), "outbox"),
         section("Capabilities", code(node["capabilities"]), "capabilities"),
     ]
     return join(parts)

@@ -17,7 +17,7 @@ from edgeloop.control import schemas, tables
 from edgeloop.control.deployments import DeploymentSpec
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.rollout import State
-from edgeloop.control.ui import rollout_view, security
+from edgeloop.control.ui import rollout_view, security, timeline
 from edgeloop.control.ui.html import Html, escape, join, url
 from edgeloop.control.ui.layout import View
 from edgeloop.control.ui.rollout_view import WAVE_NAMES, RolloutView
@@ -111,18 +111,22 @@ class RolloutPages:
         )
 
     async def detail(self, request: Request, session: Session) -> View:
-        view = await self._view(request)
-        return View(f"Rollout {view.name}", "rollouts", live_part(view, session))
+        view, line = await self._view(request)
+        return View(f"Rollout {view.name}", "rollouts", live_part(view, session, line))
 
     async def live(self, request: Request, session: Session) -> Html:
         """The rollout's state part alone: htmx re-reads it every 2 s while the rollout moves."""
-        return live_part(await self._view(request), session)
+        view, line = await self._view(request)
+        return live_part(view, session, line)
 
-    async def _view(self, request: Request) -> RolloutView:
+    async def _view(self, request: Request) -> tuple[RolloutView, timeline.Timeline]:
         rid = request.path_params["rid"]
-        return await run_in_threadpool(
-            self.plane.read, f"reading rollout {rid}", lambda c: rollout_view.read(c, rid)
-        )
+
+        def run(conn: sa.Connection) -> tuple[RolloutView, timeline.Timeline]:
+            view = rollout_view.read(conn, rid)
+            return view, timeline.read(conn, view)
+
+        return await run_in_threadpool(self.plane.read, f"reading rollout {rid}", run)
 
     async def act(self, request: Request, session: Session) -> Response:
         rid, action = request.path_params["rid"], request.path_params["action"]
@@ -165,7 +169,7 @@ def _summaries(conn: sa.Connection) -> list[tuple[Any, ...]]:
     ]
 
 
-def live_part(view: RolloutView, session: Session) -> Html:
+def live_part(view: RolloutView, session: Session, line: timeline.Timeline | None = None) -> Html:
     rid, state = view.rollout_id, view.state
     poll = (
         f' hx-get="{url("rollouts", rid, "live")}" hx-trigger="every 2s" hx-swap="outerHTML"'
@@ -210,6 +214,7 @@ def live_part(view: RolloutView, session: Session) -> Html:
                 facts,
                 actions,
                 section("Waves", Html(f'<ol class="waves">{join(waves)}</ol>'), "waves"),
+                section("Timeline", timeline.part(line), "timeline") if line else Html(""),
                 section(
                     "Guard decisions per node",
                     table(

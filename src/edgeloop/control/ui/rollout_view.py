@@ -108,7 +108,7 @@ def read(conn: sa.Connection, rollout_id: str) -> RolloutView:
         waves,
         counts,
         lines[:SHOWN],
-        len(lines),
+        len(info),
         events,
         names,
     )

@@ -161,6 +161,7 @@ def static_folder() -> Path:
 def routes(plane: ControlPlane) -> list[BaseRoute]:
     """The dashboard's routes (see :func:`edgeloop.control.ui.mount`)."""
     from edgeloop.control.ui import pages_fleet, pages_registry, pages_rollouts
+    from edgeloop.control.ui.datasets import data_routes
 
     ui = Dashboard(plane)
     fleet = pages_fleet.FleetPages(plane)
@@ -187,6 +188,7 @@ def routes(plane: ControlPlane) -> list[BaseRoute]:
                 Route("/models/{name}/{version}", g(registry.version), methods=["GET"]),
                 Route("/monitoring", g(registry.monitoring), methods=["GET"]),
                 *pages_registry.work_routes(plane, g),  # experiments, federated, jobs
+                *data_routes(plane, g),  # data sets, the label queue (control/ui/datasets.py)
                 Route("/{planned}", g(pages_registry.planned), methods=["GET"]),
                 Mount("/static", StaticFiles(directory=static_folder()), name="ui-static"),
             ],

@@ -61,3 +61,18 @@ document.addEventListener("DOMContentLoaded", function () {
   js.onload = function () { boxes.forEach(drawChart); };
   document.head.appendChild(js);
 });
+
+// A refused htmx request (429 with Retry-After: control/ui/refusal.py; htmx swaps nothing on
+// a 4xx) says so in a status line at the top of the page instead of failing silently.
+document.addEventListener("htmx:responseError", function (event) {
+  var xhr = event.detail && event.detail.xhr;
+  if (!xhr || xhr.status !== 429) { return; }
+  var main = document.getElementById("main");
+  var line = document.getElementById("refused") || document.createElement("p");
+  line.id = "refused";
+  line.className = "error";
+  line.setAttribute("role", "status");
+  line.textContent = "Refused (HTTP 429): try again in " +
+    (xhr.getResponseHeader("Retry-After") || "a few") + " s.";
+  if (main && !line.parentNode) { main.insertBefore(line, main.firstChild); }
+});
