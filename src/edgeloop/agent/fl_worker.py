@@ -20,6 +20,14 @@ kills the agent mid-round, or removes the file to let it go on.
 
 Under secure aggregation (the assignment's ``secagg`` step) the node exchanges keys, trains at
 the ``mask`` step and sends only its masked input (:mod:`edgeloop.agent.fl_secagg`).
+
+The node's policy (:mod:`edgeloop.agent.fl_policy`, ``fl/policy.json``): every poll carries
+the power state the kernel shows (``power``, ``battery``) for the resource-aware selector; a
+training round the policy refuses (on battery, an unreadable policy) is declined with the
+reason (``X-Fl-Update: {"decline": REASON}``, no body), which the control plane records as a
+decline, not a dropout; under SecAgg the node stays silent instead (a dropout SecAgg
+tolerates). The CPU budget and the time left before the deadline go to the training worker
+(``budget``), which stops between minibatches and reports ``cpu_s`` and the samples used.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,15 +47,17 @@ from typing import Any
 import httpx
 import numpy as np
 
+from edgeloop.agent.fl_policy import NodePolicy, PowerState, load_policy, read_power
 from edgeloop.agent.fl_secagg import SecAggClient
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity
-from edgeloop.core.errors import DataError, TransportError
+from edgeloop.core.errors import ConfigError, DataError, TransportError
 from edgeloop.core.tls import client_verify
 
 log = logging.getLogger("edgeloop.agent.fl")
 WAIT_S = 5.0  # the long poll's wait (the control plane answers at once when a round opens)
 RETRY_S = 2.0
+UPLOAD_MARGIN_S = 1.0  # of the round's time left, kept for the upload
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +137,21 @@ class FlWorker:
         self.folder = home.root / "fl"
         self.identity = identity
         self.rounds = 0
+        self.declined = 0
         self.last_error: str | None = None
         self.secagg = SecAggClient()
+        self._silent: set[tuple[str, int]] = set()  # SecAgg rounds declined by not answering
+
+    def policy(self) -> tuple[NodePolicy | None, PowerState, str | None]:
+        """The node's policy (None when unreadable), its power state now, and the reason this
+        node declines a training round now (None: it trains)."""
+        try:
+            policy = load_policy(self.folder / "policy.json")
+        except ConfigError as exc:
+            power = read_power()
+            return None, power, f"the node's federated policy is unusable: {exc.message}"
+        power = read_power(policy.power_supply)
+        return policy, power, policy.refusal(power)
 
     def _stall_at(self) -> tuple[int, str] | None:
         """The test hook's (round, step): ``fl/stall-at-round`` holds ``N`` (stall once round
@@ -179,12 +203,20 @@ class FlWorker:
             base_url=who.control, headers=headers, timeout=timeout, verify=client_verify()
         ) as http:
             while True:
-                params = {"train": share.train, "test": share.test, "wait": WAIT_S}
-                got = await http.get(f"/api/v1/fl/nodes/{who.node_id}/assignment", params=params)
+                _, power, _ = self.policy()
+                params: dict[str, Any] = {"train": share.train, "test": share.test}
+                params["wait"] = WAIT_S
+                got = await http.get(
+                    f"/api/v1/fl/nodes/{who.node_id}/assignment", params=params | power.query()
+                )
                 _check(got)
                 if got.status_code == 204:
                     continue
-                await self._round(http, who, share, trainer, got.json())
+                task = got.json()
+                if (str(task["task_id"]), int(task["round"])) in self._silent:
+                    await asyncio.sleep(WAIT_S)  # a declined SecAgg round: wait for its end
+                    continue
+                await self._round(http, who, share, trainer, task)
 
     async def _round(
         self,
@@ -199,12 +231,21 @@ class FlWorker:
         key = (str(task["task_id"]), int(task["round"]))
         await self._maybe_stall(task["round"], step)
         header: dict[str, Any] = {"secagg": step}
-        if secagg is not None and step != "mask":  # key exchange: no model, no training
+        policy, _, refusal = self.policy()
+        if refusal is not None and task["kind"] == "train":
+            log.info("declining round %s of %s: %s", task["round"], task["task_id"], refusal)
+            self.declined += 1
+            if secagg is not None:
+                self._silent.add(key)
+                return
+            header, body = {"decline": refusal}, b""
+        elif secagg is not None and step != "mask":  # key exchange: no model, no training
             make = {"advertise": self.secagg.advertise, "share": self.secagg.share,
                     "unmask": self.secagg.unmask}[str(step)]  # fmt: skip
             body = make(key, secagg)
         else:
-            answer, body = await self._train(http, share, trainer, task)
+            cpu_s = None if policy is None else policy.cpu_seconds_per_round
+            answer, body = await self._train(http, share, trainer, task, cpu_s)
             header.update(num_samples=answer["num_samples"], metrics=answer["metrics"])
             if secagg is not None:  # the server sees y = [n x, n] + masks, never x or n
                 weights = np.frombuffer(body, dtype="<f4").astype(np.float64)
@@ -216,12 +257,18 @@ class FlWorker:
                                          "Content-Type": "application/octet-stream"},
         )  # fmt: skip
         _check(sent)
-        self.rounds += step in (None, "unmask")
+        self.rounds += step in (None, "unmask") and "decline" not in header
 
     async def _train(
-        self, http: httpx.AsyncClient, share: Share, trainer: Trainer, task: dict[str, Any]
+        self,
+        http: httpx.AsyncClient,
+        share: Share,
+        trainer: Trainer,
+        task: dict[str, Any],
+        cpu_s: float | None,
     ) -> tuple[dict[str, Any], bytes]:
         """Download the round's model, check it, score and train it: (answer, float32 body)."""
+        started = time.monotonic()
         got = await http.get(task["model_path"])
         _check(got)
         if hashlib.sha256(got.content).hexdigest() != task["model_sha256"]:
@@ -231,10 +278,14 @@ class FlWorker:
         weights.write_bytes(got.content)
         if self._stall_at() == (task["round"], "train") and task["kind"] == "train":
             await self._stall(task["round"])
+        wall_s = None
+        if task.get("deadline_in_s") is not None:  # the control plane's clock, as time left
+            left = float(task["deadline_in_s"]) - (time.monotonic() - started)
+            wall_s = max(left - UPLOAD_MARGIN_S, 0.0)
         answer = await trainer.ask({
             "kind": task["kind"], "model": task["model"], "weights": str(weights),
             "round": task["round"], "client_id": share.client_id, "local": task["local"],
-            "out": str(out),
+            "out": str(out), "budget": {"cpu_s": cpu_s, "wall_s": wall_s},
         })  # fmt: skip
         if "error" in answer:
             raise DataError(f"the federated worker refused round {task['round']}: {answer}")

@@ -34,17 +34,25 @@ def _render(doc: dict[str, Any]) -> Any:
             f" of {spec['rounds']} ({doc['phase']}), epsilon {na(doc.get('epsilon'), '{:.3f}')}"
         )
         t = Table(title="rounds")
-        for col in ("round", "selected", "answered", "dropouts", "rejected", "client loss",
-                    "accuracy", "epsilon", "s", "bytes up", "bytes down"):  # fmt: skip
+        for col in ("round", "selected", "answered", "declined", "dropouts", "rejected",
+                    "client loss", "accuracy", "epsilon", "s", "client cpu s", "bytes up",
+                    "bytes down"):  # fmt: skip
             t.add_column(col)
         for h in doc["history"]:
             took = None if h.get("closed_at") is None else h["closed_at"] - h["started_at"]
+            cpu = sum((h.get("client_cpu_s") or {}).values()) if h.get("client_cpu_s") else None
             t.add_row(str(h["round"]), str(len(h["selected"])), str(len(h["participants"])),
-                      str(len(h["dropouts"])), str(len(h["rejected"])),
-                      na(h.get("client_loss"), "{:.4f}"), na(h.get("accuracy"), "{:.4f}"),
-                      na(h.get("epsilon"), "{:.3f}"), na(took, "{:.2f}"), str(h["bytes_up"]),
+                      str(len(h.get("declined") or {})), str(len(h["dropouts"])),
+                      str(len(h["rejected"])), na(h.get("client_loss"), "{:.4f}"),
+                      na(h.get("accuracy"), "{:.4f}"), na(h.get("epsilon"), "{:.3f}"),
+                      na(took, "{:.2f}"), na(cpu, "{:.3f}"), str(h["bytes_up"]),
                       str(h["bytes_down"]))  # fmt: skip
         console.print(t)
+        last = doc["history"][-1] if doc["history"] else None
+        if last and last.get("why"):
+            detail = last.get("why_detail") or {}
+            why = "; ".join(f"{n} {w} {detail.get(n, '')}".rstrip() for n, w in last["why"].items())
+            console.print(f"round {last['round']} selection ({doc['spec']['selector']}): {why}")
         if doc.get("reason"):
             console.print(f"reason: {doc['reason']}")
         reg = doc.get("registration")
@@ -68,7 +76,17 @@ def start(
     param: Annotated[
         list[str], typer.Option("--param", help="Strategy parameter KEY=VALUE (repeatable).")
     ] = [],  # noqa: B006 (typer reads the default, never mutates it)
-    selector: Annotated[str, typer.Option(help="uniform, fairness, resource, ...")] = "uniform",
+    selector: Annotated[
+        str, typer.Option(help="uniform, fairness, resource, power-of-choice.")
+    ] = "uniform",
+    selector_param: Annotated[
+        list[str],
+        typer.Option(
+            "--selector-param",
+            help="Selector parameter KEY=VALUE (repeatable), e.g. for resource: min_battery=0.3, "
+            "max_load=1.5, min_memory_mb=256, min_samples=50, device_classes=x86_64-cpu,...",
+        ),
+    ] = [],  # noqa: B006 (typer reads the default, never mutates it)
     seed: Annotated[int, typer.Option(help="Initial model and selection seed.")] = 0,
     lr: Annotated[float, typer.Option(help="Local SGD learning rate.")] = 0.05,
     epochs: Annotated[int, typer.Option(help="Local epochs per round.")] = 1,
@@ -111,10 +129,22 @@ def start(
             raise ConfigError(
                 f"--param {item!r} is not KEY=NUMBER", hint="e.g. --param mu=0.01"
             ) from None
+    selector_params: dict[str, float | str] = {}
+    for item in selector_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"--selector-param {item!r} is not KEY=VALUE", hint="e.g. min_battery=0.3"
+            )
+        try:
+            selector_params[key] = float(value)
+        except ValueError:
+            selector_params[key] = value
     body: dict[str, Any] = {
         "model": model, "strategy": strategy, "strategy_params": params, "rounds": rounds,
         "clients_per_round": clients_per_round, "min_clients": min_clients,
-        "deadline_s": deadline_s, "selector": selector, "seed": seed,
+        "deadline_s": deadline_s, "selector": selector, "selector_params": selector_params,
+        "seed": seed,
         "local": {"lr": lr, "epochs": epochs, "batch_size": batch_size, "mu": mu},
         "secagg": secagg, "register_as": register_as,
     }  # fmt: skip
@@ -136,6 +166,7 @@ def _wait(client: Any, task_id: str) -> dict[str, Any]:
         for h in closed[seen:]:
             err_console.print(
                 f"round {h['round']}: {len(h['participants'])} answered, "
+                f"{len(h.get('declined') or {})} declined, "
                 f"{len(h['dropouts'])} dropouts, client loss {na(h.get('client_loss'), '{:.4f}')}"
             )
         seen = len(closed)

@@ -10,6 +10,8 @@ route                                               auth       answer
 ``GET  /api/v1/fl/clients``                         admin      ``{"clients": [...]}`` (workers)
 ``GET  /api/v1/fl/nodes/{node}/assignment``         that node  the round to work on, or 204;
                                                                ``?train=N&test=M&wait=S``
+                                                               ``&power=mains|battery|unknown``
+                                                               ``&battery=0..1`` (optional)
 ``GET  /api/v1/fl/tasks/{id}/rounds/{r}/model``     node/admin float32 weights, ``X-Sha256``
 ``POST /api/v1/fl/tasks/{id}/rounds/{r}/updates/{node}``  that node  204; the body: float32
                                                       weights, header ``X-Fl-Update``: JSON
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -43,10 +46,12 @@ from starlette.responses import Response
 
 from edgeloop.control import auth, fl_export, fl_rounds, fl_store, fl_wire, fleet
 from edgeloop.control.answers import json_answer
+from edgeloop.control.fl_candidates import ELIGIBLE_S
 from edgeloop.control.fl_store import DpOptions, LocalTraining, TaskSpec
 from edgeloop.control.limits import Body
 from edgeloop.control.schemas import parse
 from edgeloop.core.errors import ConfigError, DataError, EdgeError
+from edgeloop.federated.selection import PowerSource
 from edgeloop.federated.update import Vector
 
 if TYPE_CHECKING:
@@ -85,6 +90,9 @@ class TaskBody(BaseModel):
     min_clients: int = Field(2, ge=1, le=100_000)
     deadline_s: float = Field(60.0, gt=0, le=86_400)
     selector: Name = "uniform"
+    selector_params: dict[Name, float | Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=dict, max_length=16
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
     local: _Local | None = None
     dp: _Dp | None = None
@@ -106,7 +114,7 @@ class FlRoutes:
         fl_store.create_tables(api.plane.db)
         self._changed: asyncio.Event | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._heard: dict[str, tuple[float, int, int]] = {}
+        self._heard: dict[str, tuple[float, Poll]] = {}
         self._registering: set[str] = set()
         self._initial: dict[tuple[str, int], Vector] = {}
 
@@ -233,9 +241,13 @@ class FlRoutes:
 
         def run(conn: Any) -> list[dict[str, Any]]:
             rows = conn.execute(fl_store.clients.select().order_by(fl_store.clients.c.node_id))
+            p = fl_store.power
+            power = {r.node_id: (r.source, r.battery) for r in conn.execute(p.select())}
             return [{"node_id": r.node_id, "last_poll": r.last_poll, "train_samples":
                      r.train_samples, "test_samples": r.test_samples, "eligible":
-                     r.last_poll >= now - fl_rounds.ELIGIBLE_S and r.train_samples > 0}
+                     r.last_poll >= now - ELIGIBLE_S and r.train_samples > 0,
+                     "power": power.get(r.node_id, (None, None))[0],
+                     "battery": power.get(r.node_id, (None, None))[1]}
                     for r in rows]  # fmt: skip
 
         return json_answer({"clients": await run_in_threadpool(self.api.plane.read, "fl", run)})
@@ -245,11 +257,11 @@ class FlRoutes:
     async def assignment(self, request: Request) -> Response:
         node_id = request.path_params["node_id"]
         await self.api.node(request, node_id)
-        train, test, wait = _poll_query(dict(request.query_params))
+        poll = _poll_query(dict(request.query_params))
         changed = self._start()
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + poll.wait
         while True:
-            found = await run_in_threadpool(self._poll, node_id, train, test)
+            found = await run_in_threadpool(self._poll, node_id, poll)
             remaining = deadline - time.monotonic()
             if found is not None or remaining <= 0:
                 break
@@ -260,24 +272,26 @@ class FlRoutes:
             return Response(status_code=204)
         return json_answer(found)
 
-    def _poll(self, node_id: str, train: int, test: int) -> dict[str, Any] | None:
-        """The node's assignment; a write only to note the poll (every HEARD_EVERY_S): tasks
-        are moved by uploads, creation, status reads and the ticker, not by every poll."""
+    def _poll(self, node_id: str, poll: Poll) -> dict[str, Any] | None:
+        """The node's assignment; a write only to note the poll (every HEARD_EVERY_S, or when
+        what it says changed): tasks are moved by uploads, creation, status reads and the
+        ticker, not by every poll."""
         now = time.time()
         last = self._heard.get(node_id)
-        if not (last is None or now - last[0] >= HEARD_EVERY_S or last[1:] != (train, test)):
+        said = poll.said()
+        if not (last is None or now - last[0] >= HEARD_EVERY_S or last[1].said() != said):
             found = self.api.plane.read(
                 f"polling for {node_id}", lambda c: fl_wire.assignment(c, node_id)
             )
             return found  # type: ignore[no-any-return]
 
         def run(conn: Any) -> dict[str, Any] | None:
-            fl_wire.heard(conn, node_id, train, test, now)
+            fl_wire.heard(conn, node_id, poll.train, poll.test, now, poll.power)
             self._advance_all(conn, now)  # a new candidate may be what a selection waits for
             return fl_wire.assignment(conn, node_id)
 
         found = self._write(f"polling for {node_id}", run)
-        self._heard[node_id] = (now, train, test)
+        self._heard[node_id] = (now, poll)
         return found  # type: ignore[no-any-return]
 
     async def model(self, request: Request) -> Response:
@@ -341,15 +355,37 @@ class FlRoutes:
             fl_wire.set_registration(c, task_id, value)))  # fmt: skip
 
 
-def _poll_query(params: dict[str, str]) -> tuple[int, int, float]:
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """What a worker's assignment poll says: its data sizes, power state, how long to wait."""
+
+    train: int
+    test: int
+    wait: float
+    power: tuple[PowerSource, float | None] | None  # None: the poll did not say
+
+    def said(self) -> tuple[Any, ...]:
+        return self.train, self.test, self.power
+
+
+def _poll_query(params: dict[str, str]) -> Poll:
     try:
         train = int(params.get("train", "0"))
         test = int(params.get("test", "0"))
         wait = float(params.get("wait", "0"))
+        battery = float(params["battery"]) if "battery" in params else None
     except ValueError:
         raise ConfigError(
-            f"assignment query {params} is not train=INT&test=INT&wait=SECONDS"
+            f"assignment query {params} is not train=INT&test=INT&wait=SECONDS[&power=SOURCE"
+            "&battery=FRACTION]"
         ) from None
     if train < 0 or test < 0 or not 0 <= wait <= MAX_WAIT_S:
         raise ConfigError(f"assignment query needs train, test >= 0 and 0 <= wait <= {MAX_WAIT_S}")
-    return train, test, wait
+    sources = {p.value: p for p in PowerSource}
+    source = params.get("power")
+    if source is not None and source not in sources:
+        raise ConfigError(f"assignment query power={source!r} is not one of {sorted(sources)}")
+    if battery is not None and not 0.0 <= battery <= 1.0:
+        raise ConfigError(f"assignment query battery={battery} is not a fraction in [0, 1]")
+    power = None if source is None else (sources[source], battery)
+    return Poll(train, test, wait, power)

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from edgeloop.control import fl_secagg
 from edgeloop.control import fl_store as st
+from edgeloop.control.fl_candidates import ELIGIBLE_S, candidates
 from edgeloop.control.fl_store import TaskSpec, TaskState
 from edgeloop.core.errors import EdgeError, NotFoundError
 from edgeloop.federated.accountant import PrivacyAccountant, check_next_round
@@ -39,11 +40,10 @@ from edgeloop.federated.convergence import record_round
 from edgeloop.federated.dp import DpConfig, DpFedAvg
 from edgeloop.federated.models import fl_model
 from edgeloop.federated.round import Participation, RoundState, close_round, transition
-from edgeloop.federated.selection import SELECTORS, Candidate, Selector
+from edgeloop.federated.selection import Selection
 from edgeloop.federated.strategy import STRATEGIES, Aggregate, ServerState, Strategy
 from edgeloop.federated.update import ClientUpdate, UpdateLimits, Vector
 
-ELIGIBLE_S = 15.0  # a worker that polled this recently is a candidate (it polls every <= 2 s)
 S = RoundState
 
 
@@ -117,9 +117,10 @@ def _step(conn: sa.Connection, task_id: str, now: float) -> bool:
 
 
 def answered_by(conn: sa.Connection, task_id: str, round: int) -> set[str]:
+    """The nodes that answered ``round``: with an update, or by declining it."""
     m = st.messages
     q = sa.select(m.c.node_id).where(
-        m.c.task_id == task_id, m.c.round == round, m.c.kind == "update"
+        m.c.task_id == task_id, m.c.round == round, m.c.kind.in_(("update", "decline"))
     )
     return {str(r[0]) for r in conn.execute(q)}
 
@@ -130,24 +131,19 @@ def _eligible(conn: sa.Connection, now: float) -> list[Any]:
     return list(conn.execute(q.order_by(c.c.node_id)))
 
 
-def _selector(spec: TaskSpec) -> Selector:
-    if spec.selector == "uniform":
-        return SELECTORS.create("uniform", seed=spec.seed)
-    return SELECTORS.create(spec.selector)
-
-
 def _select(conn: sa.Connection, row: Any, spec: TaskSpec, now: float) -> bool:
     history: list[dict[str, Any]] = json.loads(row.history)
     eligible = _eligible(conn, now)
-    if len(eligible) < spec.min_clients:
+    everyone = candidates(conn, now, history)
+    selection = None
+    if len(eligible) >= spec.min_clients:
+        k = min(spec.clients_per_round, len(eligible))
+        selection = spec.make_selector().select(everyone, k, row.round)
+    if selection is None or len(selection.chosen) < spec.min_clients:
         if now - row.phase_started_at < spec.deadline_s:
             return False
-        return end_task(conn, row, TaskState.FAILED, now, (
-            f"round {row.round}: {len(eligible)} eligible clients (federated workers that polled "
-            f"in the last {ELIGIBLE_S:.0f} s with training data), the task needs "
-            f"{spec.min_clients}; start agents with a data partition (edgeloop fleet up "
-            f"--fl-data digits) or lower --min-clients"
-        ))  # fmt: skip
+        return end_task(conn, row, TaskState.FAILED, now, _too_few(row.round, spec, selection,
+                                                                   len(eligible)))  # fmt: skip
     epsilon = None
     if spec.dp is not None:
         q_clients = min(spec.clients_per_round, len(eligible))
@@ -162,20 +158,15 @@ def _select(conn: sa.Connection, row: Any, spec: TaskSpec, now: float) -> bool:
                     f"target {check.target_epsilon} (now {check.epsilon_now:.3f})"
                 ))  # fmt: skip
         epsilon = accountant.epsilon(row.round)
-    last = {n: h["round"] for h in history for n in h["selected"]}
-    candidates = [
-        Candidate(r.node_id, num_samples=r.train_samples, last_selected=last.get(r.node_id))
-        for r in eligible
-    ]
-    k = min(spec.clients_per_round, len(eligible))
-    selection = _selector(spec).select(candidates, k, row.round)
     weights = st.as_float32_bytes(st.as_float64(row.weights))
     _put_model(conn, row.task_id, row.round, weights)
     history.append({
         "round": row.round, "selected": list(selection.chosen), "eligible": len(eligible),
         "why": {d.node_id: d.why.value for d in selection.decisions},
+        "why_detail": {d.node_id: d.detail for d in selection.decisions},
         "started_at": now, "closed_at": None, "participants": [], "dropouts": [],
-        "rejected": {}, "epsilon": epsilon, "accuracy": None, "loss": None,
+        "declined": {}, "rejected": {}, "client_cpu_s": {}, "client_samples": {},
+        "epsilon": epsilon, "accuracy": None, "loss": None,
         "eval_samples": 0, "client_loss": None, "update_norm": None, "divergence": None,
         "num_samples": 0, "bytes_up": 0, "bytes_down": 0,
     })  # fmt: skip
@@ -184,6 +175,21 @@ def _select(conn: sa.Connection, row: Any, spec: TaskSpec, now: float) -> bool:
           phase_started_at=now, selected=json.dumps(list(selection.chosen)),
           history=json.dumps(history), secagg=secagg and json.dumps(secagg))  # fmt: skip
     return True
+
+
+def _too_few(round: int, spec: TaskSpec, selection: Selection | None, eligible: int) -> str:
+    if selection is None:
+        return (
+            f"round {round}: {eligible} eligible clients (federated workers that polled in the "
+            f"last {ELIGIBLE_S:.0f} s with training data), the task needs {spec.min_clients}; "
+            f"start agents with a data partition (edgeloop fleet up --fl-data digits) or lower "
+            f"--min-clients"
+        )
+    why = "; ".join(f"{d.node_id}: {d.why.value} {d.detail}".strip() for d in selection.decisions)
+    return (
+        f"round {round}: selector {spec.selector!r} chose {len(selection.chosen)} clients, the "
+        f"task needs {spec.min_clients} ({why})"
+    )
 
 
 def _put_model(conn: sa.Connection, task_id: str, round: int, data: bytes) -> None:
@@ -239,16 +245,22 @@ def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], n
         for r in rows
         if r.kind == "update" and r.payload is not None
     ]
+    declined = {r.node_id: json.loads(r.metrics).get("reason", "") for r in rows
+                if r.kind == "decline"}  # fmt: skip
+    asked = [n for n in selected if n not in declined]  # a decline is an answer, no dropout
     old = st.as_float64(row.weights)
     limits = UpdateLimits(row.round, model.num_params, model.num_params * 8, frozenset(selected))
     participation = Participation(min_clients=spec.min_clients, min_available=spec.min_clients)
     state = st.unpack_state(row.server_state)
     outcome = close_round(
         round=row.round, strategy=_strategy(spec), global_weights=old, state=state,
-        selected=selected, updates=updates, limits=limits, participation=participation,
+        selected=asked, updates=updates, limits=limits, participation=participation,
     )  # fmt: skip
+    accepted = outcome.screening.accepted
     record.update(
-        closed_at=now, dropouts=list(outcome.dropouts),
+        closed_at=now, dropouts=list(outcome.dropouts), declined=declined,
+        client_cpu_s={u.node_id: u.metrics["cpu_s"] for u in accepted if "cpu_s" in u.metrics},
+        client_samples={u.node_id: u.num_samples for u in accepted},
         participants=[u.node_id for u in outcome.screening.accepted],
         rejected={v.node_id: f"{v.reason.value if v.reason else ''}: {v.detail}"
                   for v in outcome.screening.rejected},
@@ -261,8 +273,9 @@ def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], n
     )
     if outcome.aggregate is None:
         save_task(conn, row.task_id, now, history=json.dumps(history), result=json.dumps(result))
+        also = f"; {len(declined)} declined ({', '.join(sorted(declined))})" if declined else ""
         end_task(conn, task_row(conn, row.task_id), TaskState.FAILED, now, f"round {row.round} "
-             f"failed: {outcome.reason}")  # fmt: skip
+             f"failed: {outcome.reason}{also}")  # fmt: skip
         return
     new = outcome.aggregate.weights
     figures = record_round(row.round, old, new, outcome.screening.accepted)

@@ -7,6 +7,8 @@
 ``control_fl_messages``    what a client sent (or fetched) in a round: its update, its
                            evaluation, a model download; one row per (task, round, node, kind)
 ``control_fl_clients``     nodes whose federated worker polls: when last, and their data sizes
+``control_fl_power``       the power state each worker sent with its last poll (mains,
+                           battery and its charge, or unknown)
 =========================  ==================================================================
 
 A client's raw update is kept only until its round closes (then deleted): what stays are the
@@ -26,9 +28,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from edgeloop.control import tables
 from edgeloop.core.errors import ConfigError
 from edgeloop.federated.models import fl_model
-from edgeloop.federated.selection import SELECTORS
+from edgeloop.federated.selection import SELECTORS, Selector
 from edgeloop.federated.strategy import STRATEGIES, ServerState
 from edgeloop.federated.update import Vector
 from edgeloop.registry import tuf_store
@@ -88,6 +91,16 @@ clients = sa.Table(
 )
 
 
+power = sa.Table(
+    "control_fl_power",
+    metadata_obj,
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(16), nullable=False),  # a PowerSource value
+    sa.Column("battery", sa.Float, nullable=True),  # 0..1
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+
 class TaskState(enum.Enum):
     RUNNING = "running"
     DONE = "done"
@@ -140,6 +153,7 @@ class TaskSpec:
     min_clients: int = 2
     deadline_s: float = 60.0
     selector: str = "uniform"
+    selector_params: dict[str, float | str] = field(default_factory=dict)
     seed: int = 0
     local: LocalTraining = LocalTraining()
     dp: DpOptions | None = None
@@ -155,7 +169,7 @@ class TaskSpec:
             )
         # NotFoundError listing the known names; ConfigError naming a parameter not taken
         STRATEGIES.create(self.strategy, **self.strategy_params)
-        SELECTORS.create(self.selector)
+        self.make_selector()  # NotFoundError / ConfigError naming the bad name or parameter
         if not 1 <= self.rounds <= 10_000:
             raise ConfigError(f"rounds must be in 1..10000, got {self.rounds}")
         if not 1 <= self.min_clients <= self.clients_per_round:
@@ -195,6 +209,27 @@ class TaskSpec:
     @property
     def name(self) -> str:
         return self.register_as or f"fl-{self.model}"
+
+    def make_selector(self) -> Selector:
+        """The task's client selector: ``selector_params`` (``device_classes``: a comma list;
+        whole numbers as integers), and the task's seed where the selector takes one."""
+        params: dict[str, Any] = {}
+        for key, value in self.selector_params.items():
+            if key == "device_classes":
+                params[key] = frozenset(filter(None, str(value).split(",")))
+            elif isinstance(value, float) and value.is_integer() and key in ("d", "min_samples"):
+                params[key] = int(value)
+            else:
+                params[key] = value
+        if self.selector in ("uniform", "power-of-choice"):
+            params.setdefault("seed", self.seed)
+        try:
+            return SELECTORS.create(self.selector, **params)
+        except TypeError as exc:  # a word where the selector compares a number
+            raise ConfigError(
+                f"selector {self.selector!r} parameters {self.selector_params}: {exc}",
+                hint="give numbers, e.g. --selector-param min_battery=0.3",
+            ) from exc
 
 
 def pack_state(state: ServerState) -> bytes:
@@ -236,5 +271,7 @@ def create_tables(db: Database) -> None:
             metadata_obj.create_all(db.engine)
         except sa_exc.DBAPIError:
             metadata_obj.create_all(db.engine)
+        # Candidates join the fleet's nodes (device class, reported load and memory).
+        tables.metadata_obj.create_all(db.engine, tables=[tables.nodes])
 
     tuf_store.guarded(db, "creating the federated tables", run)

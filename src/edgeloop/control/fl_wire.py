@@ -7,7 +7,9 @@ The client's side of a round, as its worker sees it (:mod:`edgeloop.agent.fl_wor
 2. ``model(task, round)``: the round's global model, float32 little-endian (the worker checks
    the sha256 the assignment named), recorded as a download with its size;
 3. ``put_update``: its weights (float32, the same layout) and metrics, or only metrics for an
-   evaluation. A node may answer only a round it was selected for, once, while it is open.
+   evaluation, or a decline with the node's reason (``{"decline": REASON}``, no body: its
+   power policy refuses to train now). A node may answer only a round it was selected for,
+   once, while it is open.
 
 Status documents (:func:`to_dict`) are what ``GET /api/v1/fl/tasks/{id}`` and
 ``edgeloop fl status`` show.
@@ -16,6 +18,7 @@ Status documents (:func:`to_dict`) are what ``GET /api/v1/fl/tasks/{id}`` and
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,14 +27,20 @@ import sqlalchemy as sa
 
 from edgeloop.control import fl_rounds, fl_secagg
 from edgeloop.control import fl_store as st
+from edgeloop.control.fl_candidates import record_power
 from edgeloop.control.fl_store import TaskSpec, TaskState
 from edgeloop.core.errors import ConflictError, DataError, NotFoundError
 from edgeloop.federated.models import fl_model
 from edgeloop.federated.round import RoundState
+from edgeloop.federated.selection import PowerSource
 
 
-def assignment(conn: sa.Connection, node_id: str) -> dict[str, Any] | None:
-    """The round ``node_id`` should work on now (the oldest running task first), or None."""
+def assignment(
+    conn: sa.Connection, node_id: str, now: float | None = None
+) -> dict[str, Any] | None:
+    """The round ``node_id`` should work on now (the oldest running task first), or None;
+    ``deadline_in_s``: the seconds left before its deadline (clocks of nodes may differ)."""
+    now = time.time() if now is None else now
     t = st.tasks
     q = sa.select(t).where(t.c.state == TaskState.RUNNING.value).order_by(t.c.created_at)
     for row in conn.execute(q):
@@ -63,6 +72,7 @@ def assignment(conn: sa.Connection, node_id: str) -> dict[str, Any] | None:
             "model_path": f"/api/v1/fl/tasks/{row.task_id}/rounds/{row.round}/model",
             "local": spec.to_dict()["local"],
             "deadline_at": row.phase_started_at + spec.deadline_s,
+            "deadline_in_s": max(row.phase_started_at + spec.deadline_s - now, 0.0),
         }
     return None
 
@@ -132,6 +142,9 @@ def put_update(
         return
     if node_id in fl_rounds.answered_by(conn, task_id, round):
         raise ConflictError(f"node {node_id} already answered round {round} of {task_id}")
+    if "decline" in header:
+        _decline(conn, (task_id, round, node_id), header["decline"], body, now)
+        return
     evaluate = phase is RoundState.EVALUATING
     if len(body) % 4 or (evaluate and body):
         raise DataError(
@@ -146,6 +159,22 @@ def put_update(
         task_id=task_id, round=round, node_id=node_id, kind="update", received_at=now,
         num_samples=samples, bytes=len(body), payload=None if evaluate else body,
         metrics=json.dumps(metrics),
+    ))  # fmt: skip
+
+
+def _decline(
+    conn: sa.Connection, key: tuple[str, int, str], reason: Any, body: bytes, now: float
+) -> None:
+    """Record a node's decline of a round (its reason, a non-empty text, and no body)."""
+    if not isinstance(reason, str) or not 0 < len(reason) <= 500 or body:
+        raise DataError(
+            f"a decline carries its reason (text of 1-500 characters) and no body; got "
+            f"{str(reason)[:80]!r} and {len(body)} bytes"
+        )
+    task_id, round, node_id = key
+    conn.execute(st.messages.insert().values(
+        task_id=task_id, round=round, node_id=node_id, kind="decline", received_at=now,
+        num_samples=0, bytes=0, payload=None, metrics=json.dumps({"reason": reason}),
     ))  # fmt: skip
 
 
@@ -229,12 +258,22 @@ def pending_registrations(conn: sa.Connection) -> list[str]:
     return out
 
 
-def heard(conn: sa.Connection, node_id: str, train: int, test: int, now: float) -> None:
-    """Record a worker's poll (it is a candidate for ELIGIBLE_S seconds)."""
+def heard(
+    conn: sa.Connection,
+    node_id: str,
+    train: int,
+    test: int,
+    now: float,
+    power: tuple[PowerSource, float | None] | None = None,
+) -> None:
+    """Record a worker's poll (it is a candidate for ELIGIBLE_S seconds) and the power state
+    it sent (kept as sent: ``power`` None leaves the last one)."""
     t = st.clients
     values = {"last_poll": now, "train_samples": train, "test_samples": test}
     if conn.execute(t.update().where(t.c.node_id == node_id).values(values)).rowcount == 0:
         conn.execute(t.insert().values(node_id=node_id, **values))
+    if power is not None:
+        record_power(conn, node_id, power[0], power[1], now)
 
 
 def stop(conn: sa.Connection, task_id: str, now: float) -> None:

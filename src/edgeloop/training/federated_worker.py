@@ -8,14 +8,25 @@ imports torch for federated learning.
 node's data once, then answers one JSON line on stdin with one JSON line on stdout:
 
     {"kind": "train"|"evaluate", "model", "weights": PATH (float32), "round", "client_id",
-     "local": {"lr", "epochs", "batch_size", "mu"}, "out": PATH}
-    -> {"num_samples", "metrics": {"loss", "eval_loss", "eval_accuracy", "eval_samples"}}
+     "local": {"lr", "epochs", "batch_size", "mu"}, "out": PATH,
+     "budget": {"cpu_s": S|null, "wall_s": S|null}}
+    -> {"num_samples", "metrics": {"loss", "eval_loss", "eval_accuracy", "eval_samples",
+        "cpu_s", "samples_seen", "stopped_by_cpu_budget", "stopped_by_deadline"}}
 
 It first scores the received model on the node's held-out share (``x_test``/``y_test``), then
 (for ``train``) runs :func:`~edgeloop.training.federated_client.train_local` with the shuffle
 seed ``round * 1000 + client_id`` (issue 14's protocol) and writes the new weights (float32) to
 ``out``. An error is answered as ``{"error", "message"}`` and the worker goes on. It exits
 when stdin closes (its agent ended, even by SIGKILL).
+
+The budget (:mod:`edgeloop.agent.fl_policy`; ``wall_s``: the time left before the round's
+deadline, less the upload's margin) is checked before every minibatch: once this request's CPU
+time (``time.process_time``: the worker's user+sys seconds, all threads) reached ``cpu_s``, or
+``wall_s`` passed, training stops after the batches done (at least one), and the answer says
+so. ``num_samples`` is then the number of distinct examples the update saw (what FedAvg
+weighs it by) and ``loss`` the mean loss of the stopped model on them. ``RLIMIT_CPU`` is set
+to twice the budget past what the worker used so far (+5 s), a backstop against one batch
+that never ends: the kernel ends the worker, the agent starts another, the round is a dropout.
 
 ``init`` writes the seeded initial model (``torch.manual_seed(S)`` then the constructor, as
 the reference loop does) and prints one JSON line; the control plane runs it as a process and
@@ -26,7 +37,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +132,102 @@ class Node:
             )
         if ask["kind"] == "evaluate":
             return {"num_samples": 0, "metrics": metrics}
+        budget = ask.get("budget") or {}
+        meter = Meter(budget.get("cpu_s"), budget.get("wall_s"))
         round_, client = int(ask["round"]), int(ask["client_id"])
-        update = train_local(
-            model, weights, self.x, self.y, node_id=str(client), round=round_,
-            seed=round_ * 1000 + client, config=LocalSGD(**ask["local"]),
-        )  # fmt: skip
-        np.asarray(update.weights, dtype="<f4").tofile(ask["out"])
-        return {"num_samples": update.num_samples, "metrics": {**metrics, **update.metrics}}
+        config = LocalSGD(**ask["local"])
+        seed = round_ * 1000 + client
+        try:
+            update = train_local(
+                Budgeted(model, meter), weights, self.x, self.y, node_id=str(client),
+                round=round_, seed=seed, config=config,
+            )  # fmt: skip
+            trained, samples, loss = update.weights, update.num_samples, update.metrics["loss"]
+        except BudgetSpentError:  # the model holds the weights after the batches done
+            used = _used(len(self.y), meter.seen, seed)
+            samples = len(used)
+            loss, _ = evaluate(model, self.x[used], self.y[used])
+            trained = get_weights(model)
+        np.asarray(trained, dtype="<f4").tofile(ask["out"])
+        return {"num_samples": samples, "metrics": {**metrics, "loss": loss, **meter.figures()}}
+
+
+class BudgetSpentError(Exception):
+    """Raised before a minibatch once the round's budget is spent (caught in ``answer``)."""
+
+
+class Meter:
+    """A request's CPU and wall-clock budget; counts the examples that went through."""
+
+    def __init__(self, cpu_s: float | None, wall_s: float | None) -> None:
+        self.cpu_s = None if cpu_s is None else float(cpu_s)
+        self.wall_s = None if wall_s is None else float(wall_s)
+        self.cpu0, self.wall0 = time.process_time(), time.monotonic()
+        self.seen = 0
+        self.stopped = ""
+        _cpu_backstop(self.cpu_s)
+
+    def check(self, batch: int) -> None:
+        """Raises BudgetSpentError when the budget is spent (never before the first batch)."""
+        if self.seen and self.cpu_s is not None and self.used() >= self.cpu_s:
+            self.stopped = "cpu"
+        elif self.seen and self.wall_s is not None and time.monotonic() - self.wall0 >= self.wall_s:
+            self.stopped = "deadline"
+        if self.stopped:
+            raise BudgetSpentError(self.stopped)
+        self.seen += batch
+
+    def used(self) -> float:
+        return time.process_time() - self.cpu0
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "cpu_s": self.used(),
+            "samples_seen": float(self.seen),
+            "stopped_by_cpu_budget": float(self.stopped == "cpu"),
+            "stopped_by_deadline": float(self.stopped == "deadline"),
+        }
+
+
+class Budgeted(nn.Module):
+    """The model, checking the meter before each minibatch's forward pass (train_local calls
+    ``model(x[batch])`` once per minibatch); same parameters, same order."""
+
+    def __init__(self, inner: nn.Module, meter: Meter) -> None:
+        super().__init__()
+        self.inner = inner
+        self.meter = meter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.meter.check(len(x))
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+def _used(n: int, seen: int, seed: int) -> torch.Tensor:
+    """The distinct examples among the first ``seen`` train_local drew: its shuffle is
+    ``torch.randperm(n, generator=manual_seed(seed))`` per epoch."""
+    if seen >= n:
+        return torch.arange(n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return torch.sort(order[:seen]).values
+
+
+_SOFT_AT_START = resource.getrlimit(resource.RLIMIT_CPU)[0]
+
+
+def _cpu_backstop(cpu_s: float | None) -> None:
+    """RLIMIT_CPU at twice the budget past the CPU used so far (+5 s); without a budget, the
+    limit the worker started with."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = _SOFT_AT_START
+    if cpu_s is not None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        soft = math.ceil(usage.ru_utime + usage.ru_stime + 2 * cpu_s + 5)
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def serve(data: Path) -> None:

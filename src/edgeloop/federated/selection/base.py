@@ -34,6 +34,8 @@ class Candidate:
     num_samples: int = 0
     local_loss: float | None = None  # last reported loss of the current global model
     last_selected: int | None = None  # round it last trained in; None: never
+    load_per_core: float | None = None  # 1-minute load average / logical cores; None: unknown
+    memory_available_mb: float | None = None  # None: unknown
 
     def __post_init__(self) -> None:
         if self.battery is not None and not 0.0 <= self.battery <= 1.0:
@@ -51,6 +53,8 @@ class Why(enum.Enum):
     DEVICE_CLASS = "device_class_excluded"
     LOW_BATTERY = "low_battery"
     TOO_LITTLE_DATA = "too_little_data"
+    BUSY = "busy"
+    LOW_MEMORY = "low_memory"
     RANKED_IN = "ranked_in"
     RANKED_OUT = "ranked_out"
     NOT_IN_CANDIDATE_SET = "not_in_candidate_set"
