@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeloop.cli.fleet import ControlUrl, Folder, Format, Home, Token, _client
+from edgeloop.cli.fleet_options import ControlUrl, Folder, Format, Home, Token, admin_client
 from edgeloop.cli.output import OutputFormat, emit, na
 
 app: typer.Typer = typer.Typer(
@@ -141,7 +141,7 @@ def start(
         body["selector"] = {"labels": {k.strip(): v.strip() for k, _, v in pairs}}
     if nodes:
         body["nodes"] = [n.strip() for n in nodes.split(",") if n.strip()]
-    with _client(control, token, folder, home) as client:
+    with admin_client(control, token, folder, home) as client:
         doc = client.call("POST", "/api/v1/experiments", json=body)
     emit(doc, format, _render(doc))
 
@@ -156,7 +156,7 @@ def status(
     format: Format = OutputFormat.TABLE,
 ) -> None:
     """Per-arm figures, the sequential decision and its evidence (a fresh look)."""
-    with _client(control, token, folder, home) as client:
+    with admin_client(control, token, folder, home) as client:
         doc = client.call("GET", f"/api/v1/experiments/{experiment}")
     emit(doc, format, _render(doc))
 
@@ -174,7 +174,7 @@ def promote(
     format: Format = OutputFormat.TABLE,
 ) -> None:
     """Roll the challenger out to the experiment's nodes (the guarded rollout)."""
-    with _client(control, token, folder, home) as client:
+    with admin_client(control, token, folder, home) as client:
         path = f"/api/v1/experiments/{experiment}/promote"
         doc = client.call("POST", path, json={"force": force})
     emit(doc, format, _render(doc))
@@ -190,7 +190,7 @@ def revert(
     format: Format = OutputFormat.TABLE,
 ) -> None:
     """Roll the champion alone back out; the experiment ends."""
-    with _client(control, token, folder, home) as client:
+    with admin_client(control, token, folder, home) as client:
         doc = client.call("POST", f"/api/v1/experiments/{experiment}/revert", json={})
     emit(doc, format, _render(doc))
 
@@ -207,7 +207,7 @@ def listing(
     format: Format = OutputFormat.TABLE,
 ) -> None:
     """Every experiment: model, arms, split, state, decision."""
-    with _client(control, token, folder, home) as client:
+    with admin_client(control, token, folder, home) as client:
         rows = client.call("GET", "/api/v1/experiments")["experiments"]
 
     def render(console: Console) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgeloop.cli.fleet_options import ControlUrl, Folder, Format, Home, Token, admin_client
 from edgeloop.cli.output import OutputFormat, emit, na
 
 
@@ -39,7 +40,7 @@ def fleet_monitor(
     """Per model version and node: drift state, quality, windowed and estimated accuracy,
     latency, error rate, last seen."""
     params = {k: v for k, v in (("model", model), ("version", version), ("node", node)) if v}
-    with _client(control, token, folder, home) as client:
+    with admin_client(control, token, folder, home) as client:
         rows = client.call("GET", "/api/v1/monitoring", params=params)["rows"]
 
     def render(console: Console) -> None:
@@ -77,7 +78,7 @@ def fleet_alerts(
 ) -> None:
     """The control plane's alerts, firing first: rule, subject, since when, the figures."""
     params = {"state": state} if state else {}
-    with _client(control, token, folder, home) as client:
+    with admin_client(control, token, folder, home) as client:
         alerts = client.call("GET", "/api/v1/alerts", params=params)["alerts"]
 
     def render(console: Console) -> None:
@@ -91,7 +92,3 @@ def fleet_alerts(
         console.print(t)
 
     emit({"alerts": alerts}, format, render)
-
-
-# Last: cli/fleet.py registers these commands at its own end, so either module may load first.
-from edgeloop.cli.fleet import ControlUrl, Folder, Format, Home, Token, _client  # noqa: E402
