@@ -8,7 +8,7 @@ import pytest
 from tests.browser.dashboard_world import World, chromium, world
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # shared by the browser test files
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     executable = chromium()
     with world(tmp_path_factory.mktemp("ui-fleet"), executable) as w:

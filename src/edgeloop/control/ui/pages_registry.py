@@ -13,12 +13,14 @@ from starlette.routing import BaseRoute, Route
 
 from edgeloop.control import alert_store, monitoring, tables
 from edgeloop.control.plane import ControlPlane
-from edgeloop.control.ui.html import join, render, url
+from edgeloop.control.ui import drift, lineage, pages_drift, pareto
+from edgeloop.control.ui.html import Html, join, render, url
 from edgeloop.control.ui.layout import SECTIONS, View
 from edgeloop.control.ui.sessions import Session
 from edgeloop.control.ui.widgets import badge, code, figure, link, note, pairs, section, table, when
 from edgeloop.core.errors import NotFoundError
 from edgeloop.core.types import ModelRef
+from edgeloop.registry.store import ModelVersion
 
 DRIFT_ROWS = 200  # the monitoring page's drift table; a node's own page shows all its rows
 # Pages of features the dashboard does not show yet (none now: experiments, federated tasks and
@@ -28,12 +30,16 @@ PLANNED: dict[str, tuple[str, str]] = {}
 
 def work_routes(plane: ControlPlane, guarded: Callable[[Any], Any]) -> list[BaseRoute]:
     """The experiments, federated-task and retraining-job pages (control/ui/pages_*.py)."""
+    from edgeloop.control.ui.pages_drift import DriftPages
     from edgeloop.control.ui.pages_experiments import ExperimentPages
     from edgeloop.control.ui.pages_federated import FederatedPages
     from edgeloop.control.ui.pages_jobs import JobPages
 
     exps, fl, jobs, g = ExperimentPages(plane), FederatedPages(plane), JobPages(plane), guarded
+    drifts = DriftPages(plane)
     return [
+        Route("/monitoring/{model}/{version}", g(drifts.page), methods=["GET"]),
+        Route("/monitoring/{model}/{version}/drift.json", g(drifts.columns), methods=["GET"]),
         Route("/experiments", g(exps.list), methods=["GET"]),
         Route("/experiments/{eid}", g(exps.detail), methods=["GET"]),
         Route("/federated", g(fl.list), methods=["GET"]),
@@ -83,6 +89,7 @@ class RegistryPages:
             )
         ref = ModelRef(name, int(text))
         v = await run_in_threadpool(self.plane.registry.show, ref)
+        everything = await run_in_threadpool(self.plane.registry.list)
         m = v.manifest
         facts = pairs(
             [
@@ -135,13 +142,15 @@ class RegistryPages:
             [
                 section("Version", facts, "version"),
                 section("Measurements", measured, "measurements"),
+                section("Lineage", _lineage(everything, str(v.ref)), "lineage"),
+                section("Variants (Pareto plot)", _variants(everything, str(v.ref)), "variants"),
                 section("Manifest", code(m.to_dict()), "manifest"),
             ]
         )
         return View(f"Model {v.ref}", "models", content)
 
     async def monitoring(self, request: Request, session: Session) -> View:
-        rows, drifting, total, alerts = await run_in_threadpool(
+        rows, drifting, total, alerts, charted = await run_in_threadpool(
             self.plane.read, "reading monitoring", _monitoring
         )
         drift = [_drift_row(r) for r in rows]
@@ -194,6 +203,7 @@ class RegistryPages:
                     ),
                     "drift",
                 ),
+                pages_drift.overview(charted),
             ]
         )
         return View("Monitoring", "monitoring", content)
@@ -206,7 +216,7 @@ def _drift_row(r: monitoring.FleetRow) -> tuple[Any, ...]:
         link(url("nodes", r.node_id), r.node_id),
         f"{r.model}:{r.version}",
         badge(word),
-        figure(r.figures.get("drift_ratio")),
+        figure(drift.ratio(r.figures)),  # the largest of the checks (input, prediction...)
         figure(r.figures.get("samples_seen")),
         figure(r.estimated_accuracy),
         figure(r.error_rate),
@@ -214,10 +224,46 @@ def _drift_row(r: monitoring.FleetRow) -> tuple[Any, ...]:
     )
 
 
-def _monitoring(conn: sa.Connection) -> tuple[list[monitoring.FleetRow], int, int, list[Any]]:
+def _lineage(versions: list[ModelVersion], ref: str) -> Html:
+    graph = lineage.build(versions, ref)
+    shown = len(graph.nodes)
+    parts = [
+        note(
+            "Its ancestors and descendants in the registry (parent links); each edge says what "
+            "made the child, from its recipe. Each box is a link to that version."
+        ),
+        lineage.svg(graph, f"Lineage of {ref}: {shown} boxes, {len(graph.edges)} edges"),
+        lineage.listing(graph),
+    ]
+    if graph.left_out:
+        parts.append(note(f"{graph.left_out} more descendants are not drawn or listed."))
+    return join(parts)
+
+
+def _variants(versions: list[ModelVersion], ref: str) -> Html:
+    found = [pareto.variant(v) for v in pareto.family(versions, ref)]
+    plotted = sum(1 for x in found if x.point is not None)
+    return join(
+        [
+            note(
+                "The versions of this lineage tree by the registry's measurement of each: "
+                "latency p50 against accuracy, the point's area the artifact's size. Filled: on "
+                "the Pareto front (no other variant is as accurate, faster and smaller at once); "
+                "ringed: chosen by a search under its budget. A figure not measured is n/a and "
+                "its variant is left off the plot."
+            ),
+            pareto.plot(found, ref, f"Variants of {ref}: {plotted} of {len(found)} plotted"),
+            pareto.listing(found),
+        ]
+    )
+
+
+def _monitoring(
+    conn: sa.Connection,
+) -> tuple[list[monitoring.FleetRow], int, int, list[Any], list[tuple[str, str, int, int]]]:
     """At most ``DRIFT_ROWS`` monitoring rows, drifting ones first (decided in SQL as
     :func:`monitoring.to_row` does: the stored snapshot says so, or a drift event came after
-    it), the number drifting, the number of rows, and the alerts."""
+    it), the number drifting, the number of rows, the alerts, and the versions to chart."""
     t = tables.monitoring
     drifting = sa.or_(
         t.c.snapshot.like('%"drifting":true%'),
@@ -230,7 +276,8 @@ def _monitoring(conn: sa.Connection) -> tuple[list[monitoring.FleetRow], int, in
     rows = [monitoring.to_row(r) for r in conn.execute(q.limit(DRIFT_ROWS))]
     counts = sa.select(sa.func.count(), sa.func.sum(sa.case((drifting, 1), else_=0)))
     total, found = conn.execute(counts.select_from(t)).one()
-    return rows, int(found or 0), int(total), alert_store.read(conn)
+    charted = pages_drift.versions(conn)
+    return rows, int(found or 0), int(total), alert_store.read(conn), charted
 
 
 async def planned(request: Request, session: Session) -> View:

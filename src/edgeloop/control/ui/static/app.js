@@ -13,7 +13,8 @@ document.addEventListener("submit", function (event) {
 // <div class="chart" data-series="URL">: a uPlot chart of the JSON columns at URL
 // ({"t": [unix s], "p99_ms": [...], "requests": [...]}), fetched with the page's session.
 // Columns may name their own series: "chart": {"time": false, "x": "round", "empty": "...",
-// "series": [[column, label, colour, scale], ...]} (the federated task page's rounds).
+// "series": [[column, label, colour, scale], ...]} (the federated task page's rounds); a series
+// may end in "points" (marks only), and "spanGaps": true joins values across nulls (drift).
 var NODE_CHART = {time: true, empty: "No metrics report in the last hour.",
                   series: [["p99_ms", "p99 ms", "#0b5cad", "ms"],
                            ["requests", "requests", "#116329", "n"]]};
@@ -33,10 +34,19 @@ function drawChart(box) {
         box.appendChild(none);
         return;
       }
-      var series = [chart.x ? {label: chart.x} : {}], axes = [{}], data = [cols.t];
+      var series = [chart.x ? {label: chart.x} : {}], axes = [{}], data = [cols.t], scales = {};
       chart.series.forEach(function (s, i) {
-        series.push({label: s[1], stroke: s[2], scale: s[3]});
-        axes.push(i ? {scale: s[3], side: 1, label: s[1]} : {scale: s[3], label: s[1]});
+        // A fifth item "points": marks only, no line (the drift chart's alarms).
+        var one = {label: s[1], stroke: s[2], scale: s[3], spanGaps: !!chart.spanGaps};
+        if (s[4] === "points") {
+          one.paths = function () { return null; };
+          one.points = {show: true, size: 11, fill: s[2]};
+        }
+        series.push(one);
+        if (!scales[s[3]]) {  // one axis per scale
+          scales[s[3]] = true;
+          axes.push(i ? {scale: s[3], side: 1, label: s[1]} : {scale: s[3], label: s[1]});
+        }
         data.push(cols[s[0]]);
       });
       var options = {

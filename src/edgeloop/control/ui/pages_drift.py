@@ -1,0 +1,122 @@
+"""Drift over time per model version: the monitoring page's charts, their JSON, and the
+version's own page with the same figures as tables (control/ui/drift.py reads and bins them)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edgeloop.control import tables
+from edgeloop.control.plane import ControlPlane
+from edgeloop.control.ui import drift
+from edgeloop.control.ui.drift import drawable
+from edgeloop.control.ui.html import Html, join, url
+from edgeloop.control.ui.layout import View
+from edgeloop.control.ui.sessions import Session
+from edgeloop.control.ui.widgets import link, note, pairs, section
+from edgeloop.core.errors import NotFoundError
+
+MAX_CHARTS = 4  # versions charted on the monitoring page (most drifting first)
+
+
+def versions(conn: sa.Connection) -> list[tuple[str, str, int, int]]:
+    """``(model, version, nodes, drifting snapshots)`` of the monitoring table, the versions
+    with the most drifting nodes first (drifting as the newest snapshot says)."""
+    t = tables.monitoring
+    drifting = sa.func.sum(sa.case((t.c.snapshot.like('%"drifting":true%'), 1), else_=0))
+    q = (
+        sa.select(t.c.model, t.c.model_version, sa.func.count(), drifting)
+        .group_by(t.c.model, t.c.model_version)
+        .order_by(drifting.desc(), t.c.model, t.c.model_version)
+    )
+    return [(m, v, int(n), int(d or 0)) for m, v, n, d in conn.execute(q)]
+
+
+def overview(found: list[tuple[str, str, int, int]]) -> Html:
+    """The monitoring page's "Drift over time" section: a chart per version (at most
+    ``MAX_CHARTS``), each with a link to its figures as tables."""
+    parts = [
+        note(
+            "Per version, from the nodes' stored metrics reports and alarms of the last 24 hours "
+            f"(the {drift.MAX_ITEMS:,} newest items at most): the largest drift ratio over the "
+            "nodes, the nodes drifting, the alarms (points) and the mean accuracy."
+        )
+    ]
+    for model, version, nodes, _ in found[:MAX_CHARTS]:
+        ref = f"{model}:{version}"
+        parts.append(
+            Html(
+                f"<h3>{link(url('monitoring', model, version), ref)} "
+                f"<small>({nodes} node{'s' if nodes != 1 else ''})</small></h3>"
+            )
+        )
+        parts.append(drift.chart(model, version))
+    if len(found) > MAX_CHARTS:
+        rest = ", ".join(f"{m}:{v}" for m, v, _, _ in found[MAX_CHARTS:])
+        parts.append(note(f"Not charted here (each has its own page): {rest}."))
+    if not found:
+        parts.append(note("No node has reported a monitored version yet."))
+    return section("Drift over time", join(parts), "drift-over-time")
+
+
+class DriftPages:
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def _columns(self, request: Request) -> tuple[str, str, dict[str, Any]]:
+        model, version = request.path_params["model"], request.path_params["version"]
+        now = time.time()
+
+        def run(conn: sa.Connection) -> dict[str, Any]:
+            t = tables.monitoring
+            known = sa.select(t.c.node_id).where(t.c.model == model, t.c.model_version == version)
+            if conn.execute(known.limit(1)).first() is None:
+                raise NotFoundError(
+                    f"no node has reported model {model[:60]!r} version {version[:32]!r}",
+                    hint="open a version from the monitoring page",
+                )
+            snaps, marks, capped = drift.read(conn, model, version, now)
+            cols = drift.series(snaps, marks)
+            cols.update(
+                chart=drift.CHART, reports=len(snaps), capped=capped,
+                window_s=drift.WINDOW_S,
+            )  # fmt: skip
+            return cols
+
+        cols = await run_in_threadpool(self.plane.read, f"reading drift of {model}", run)
+        return model, version, cols
+
+    async def columns(self, request: Request, session: Session) -> Response:
+        """``{"t": [...], "drift_ratio_max": [...], ..., "alarm_list": [...], "chart": ...}``."""
+        _, _, cols = await self._columns(request)
+        if not drawable(cols):  # app.js shows the chart's "empty" words instead of a blank plot
+            empty = drift.UNWATCHED if cols["reports"] else drift.CHART["empty"]
+            cols.update(t=[], chart={**drift.CHART, "empty": empty})
+        return Response(
+            orjson.dumps(cols), media_type="application/json", headers={"Cache-Control": "no-store"}
+        )
+
+    async def page(self, request: Request, session: Session) -> View:
+        model, version, cols = await self._columns(request)
+        facts = pairs(
+            [
+                ("Version", f"{model}:{version}"),
+                ("Metrics reports read", cols["reports"]),
+                ("Alarms", len(cols["alarm_list"])),
+                ("Window", "last 24 hours"
+                 + (f" (cut to the newest {drift.MAX_ITEMS:,} items)" if cols["capped"] else "")),
+            ]
+        )  # fmt: skip
+        content = join(
+            [
+                section("Drift over time", join([facts, drift.chart(model, version)]), "chart"),
+                section("The figures", drift.listing(cols), "figures"),
+            ]
+        )
+        return View(f"Drift of {model}:{version}", "monitoring", content)
