@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -29,6 +30,8 @@ from edgeloop.core.settings import Settings
 from edgeloop.federated.accountant import PrivacyAccountant
 from edgeloop.federated.models import fl_model
 from edgeloop.federated.partition import Partition
+from edgeloop.pipeline.federated_stage import FederatedStageResult, federated_stage
+from edgeloop.pipeline.federated_stage_report import federated_html
 from edgeloop.sdk.control_client import ControlClient
 from edgeloop.sdk.fl_data import FlData
 from edgeloop.sdk.local_fleet import LocalFleet, up
@@ -184,6 +187,29 @@ def test_dp_reports_epsilon_and_refuses_the_round_past_the_target(
     )
     assert doc["epsilon"] == pytest.approx(accountant.epsilon(2))
     assert doc["registration"]["state"] == "registered"
+
+
+def test_the_quickstart_stage_reports_each_round_across_the_three_agents(
+    fleet: LocalFleet, admin: ControlClient, tmp_path: Path
+) -> None:
+    # The quickstart's federated stage on this fleet (the quickstart's own fleet is the same
+    # shape: 3 agents, digits IID shares); 2 rounds of the tiny model keep it to seconds.
+    result = federated_stage(fleet, "digits", tmp_path, rounds=2, model="digits-mlp")
+    assert isinstance(result, FederatedStageResult), result
+    body = result.to_dict()["federated"]
+    assert body["state"] == "done" and body["reason"] is None, body
+    assert body["data"]["held_out_samples"] == 360
+    assert sum(s["train"] for s in body["data"]["shares"].values()) == 1437
+    assert [r["round"] for r in body["rounds_table"]] == [1, 2]
+    for row in body["rounds_table"]:
+        assert row["participants"] == ["node-1", "node-2", "node-3"] and row["dropouts"] == []
+        assert row["eval_samples"] == 360 and 0.0 <= row["accuracy"] <= 1.0
+        assert row["bytes_up"] == row["bytes_down"] == 3 * 4 * PARAMS and row["seconds"] > 0
+    assert body["final_accuracy"] == body["rounds_table"][-1]["accuracy"]
+    ref = body["registration"]["ref"]
+    assert body["registration"]["state"] == "registered" and ref.startswith("fl-digits-mlp:")
+    assert ref in {m["ref"] for m in admin.models()}
+    assert Path(body["plot"]).read_bytes()[:4] == b"\x89PNG" and ref in federated_html(body)
 
 
 def test_an_agent_killed_mid_round_is_a_dropout_and_the_round_completes(

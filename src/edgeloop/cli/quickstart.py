@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeloop.cli.output import OutputFormat, emit, err_console, na
+from edgeloop.pipeline.federated_stage_report import federated_rows
 
 
 def quickstart(
@@ -39,6 +40,13 @@ def quickstart(
             help="Stream the held-out split through one fleet node with a shift injected.",
         ),
     ] = True,
+    federated: Annotated[
+        bool,
+        typer.Option(
+            "--federated/--no-federated",
+            help="5 FedAvg rounds across the fleet's agents, each on its share of the data.",
+        ),
+    ] = True,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json")
     ] = OutputFormat.TABLE,
@@ -53,7 +61,9 @@ def quickstart(
     result = run_quickstart(
         out,
         settings,
-        QuickstartConfig(seed=seed, epochs=epochs, fleet=fleet, monitor=monitor),
+        QuickstartConfig(
+            seed=seed, epochs=epochs, fleet=fleet, monitor=monitor, federated=federated
+        ),
         progress=format is OutputFormat.TABLE,
         on_stage=lambda s: err_console.print(f"[bold cyan]▸[/] {s}"),
     )
@@ -85,8 +95,10 @@ def _figures_table(body: dict[str, Any], total: float) -> Table:
     _serve_rows(t, body["serve"])
     _fleet_rows(t, body["fleet"])
     _monitor_rows(t, body.get("monitor"))
+    for figure, value in federated_rows(body.get("federated")):
+        t.add_row("federated", figure, value)
     for stage, reason in body["skipped"].items():
-        if stage not in ("convert", "serve", "fleet", "monitor"):  # they say so in their rows
+        if stage not in ("convert", "serve", "fleet", "monitor", "federated"):  # in their rows
             t.add_row(stage, "skipped", reason)
     return t
 

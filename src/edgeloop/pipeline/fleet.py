@@ -25,6 +25,7 @@ from edgeloop.data.dataset import Dataset
 from edgeloop.pipeline.stage import Skipped
 
 if TYPE_CHECKING:
+    from edgeloop.sdk.fl_data import FlData
     from edgeloop.sdk.local_fleet import LocalFleet
 
 NODES = 3
@@ -59,6 +60,7 @@ def fleet_stage(
     folder: Path,
     profile: Path | None = None,
     hold: ExitStack | None = None,
+    fl_data: FlData | None = None,
 ) -> FleetStageResult | Skipped:
     """:func:`run_fleet_stage` in a fresh ``folder``; Skipped when the fleet extras are missing.
 
@@ -72,7 +74,7 @@ def fleet_stage(
         return Skipped(f"not installed: {', '.join(missing)} (pip install 'edgeloop[control]')")
     if folder.exists():
         shutil.rmtree(folder)
-    return run_fleet_stage(model, manifest, test, folder, profile, hold)
+    return run_fleet_stage(model, manifest, test, folder, profile, hold, fl_data=fl_data)
 
 
 def run_fleet_stage(
@@ -82,9 +84,11 @@ def run_fleet_stage(
     folder: Path,
     profile: Path | None = None,
     hold: ExitStack | None = None,
+    fl_data: FlData | None = None,
 ) -> FleetStageResult:
     """Roll ``model`` out to a fresh local fleet under ``folder``, then a broken v2; stop it,
     or, given ``hold``, leave it running until ``hold`` closes (the result's ``live``).
+    ``fl_data``: each agent's share for the federated stage, written before the agents start.
 
     Raises:
         EdgeError: a process did not start, or a rollout did not finish in time.
@@ -92,7 +96,7 @@ def run_fleet_stage(
     from edgeloop.sdk.control_client import ControlClient
     from edgeloop.sdk.local_fleet import up
 
-    started = up(folder, NODES, agent_args=AGENT_ARGS)
+    started = up(folder, NODES, agent_args=AGENT_ARGS, fl_data=fl_data)
     with (
         started if hold is None else nullcontext(hold.enter_context(started)) as fleet,
         ControlClient(fleet.control_url, fleet.admin_token) as admin,

@@ -31,6 +31,7 @@ CONVERT_SAYS = "convert: every edge target the installed converters make, each o
 SERVE_SAYS = "serve: the model and its chosen variant in an `edgeloop serve` process, 2 s of load"
 FLEET_SAYS = "fleet: control plane + 3 agents, staged rollout of the chosen variant, broken v2"
 MONITOR_SAYS = "monitor: the held-out split through one node, shift injected, labels posted back"
+FEDERATED_SAYS = "federated: FedAvg rounds across the fleet's agents, each on its own data share"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class QuickstartConfig:
     fleet: bool = True
     # Stream the held-out split through one node of that fleet with a shift (issue 12).
     monitor: bool = True
+    # A few federated rounds across that fleet's agents, each on its share of the data (issue 14).
+    federated: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ def quickstart_stages(
         Stage("serve", partial(_serve, env), needs=("optimize",), says=SERVE_SAYS),
         Stage("fleet", partial(_fleet, env), needs=("optimize",), says=FLEET_SAYS),
         Stage("monitor", partial(_monitor, env), needs=("fleet",), says=MONITOR_SAYS),
+        Stage("federated", partial(_federated, env), needs=("fleet",), says=FEDERATED_SAYS),
     ]
 
 
@@ -255,6 +259,7 @@ def _serve(env: _Env, done: Outcomes) -> StageResult | Skipped:
 
 
 def _fleet(env: _Env, done: Outcomes) -> StageResult | Skipped:
+    from edgeloop.pipeline.federated_stage import fleet_share
     from edgeloop.pipeline.fleet import fleet_stage
 
     if not env.cfg.fleet:
@@ -275,7 +280,9 @@ def _fleet(env: _Env, done: Outcomes) -> StageResult | Skipped:
     with Registry.open(env.settings) as registry:  # the reference profile made at registration
         profile = registry.profile(edge.ref)[1]
     test = done.need(Split).splits.test
-    return fleet_stage(edge.file, manifest, test, env.out_dir / "fleet", profile, env.hold)
+    shares = fleet_share(env.cfg.dataset, env.cfg.federated)  # the federated stage's data
+    folder = env.out_dir / "fleet"
+    return fleet_stage(edge.file, manifest, test, folder, profile, env.hold, fl_data=shares)
 
 
 def _monitor(env: _Env, done: Outcomes) -> StageResult | Skipped:
@@ -288,3 +295,13 @@ def _monitor(env: _Env, done: Outcomes) -> StageResult | Skipped:
     test = done.need(Split).splits.test
     model = fleet.rollout["ref"].rpartition(":")[0]
     return monitor_stage(fleet.live, model, test, env.out_dir, seed=env.cfg.seed)
+
+
+def _federated(env: _Env, done: Outcomes) -> StageResult | Skipped:
+    from edgeloop.pipeline.federated_stage import federated_stage
+    from edgeloop.pipeline.fleet import FleetStageResult
+
+    if not env.cfg.federated:
+        return Skipped("turned off (--no-federated)")
+    fleet = done.need(FleetStageResult).live
+    return federated_stage(fleet, env.cfg.dataset, env.out_dir)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeloop.core.files import write_atomic
+from edgeloop.pipeline.federated_stage_report import federated_html
 from edgeloop.pipeline.monitor_report import monitor_html
 from edgeloop.pipeline.quickstart import QuickstartResult
 
@@ -137,6 +138,7 @@ this run on <b>{html.escape(str(body["dataset"]["name"]))}</b>
 {_conversion_html(body.get("convert"))}
 {_fleet_html(body.get("fleet"))}
 {monitor_html(body.get("monitor"))}
+{federated_html(body.get("federated"))}
 {_skipped_html(body.get("skipped") or {})}
 <h2>Training</h2>{img("training_curve")}
 <h2>Latency</h2>{img("latency")}
