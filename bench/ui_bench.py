@@ -26,6 +26,8 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,13 @@ def _report(i: int, now: float) -> dict[str, Any]:
             {"at": "2026-12-07T00:00:00+00:00", "state": s, "detail": "seeded"}
             for s in ("DOWNLOAD", "VERIFY", "ACTIVATE", "COMMIT")
         ],
+        # Every 9th node has telemetry waiting to ship (the fleet's "backlog > 0" filter).
+        "outbox": {
+            "rows": 12 if i % 9 == 0 else 0,
+            "bytes": 4096 if i % 9 == 0 else 0,
+            "oldest_age_s": 30.0 if i % 9 == 0 else None,
+            "kinds": {},
+        },
     }
 
 
@@ -164,6 +173,7 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
         rollouts[name] = plane.deploy(spec)["rollout_id"]
         if name == "canary":  # the nodes of the first are busy until it ends: end it
             plane.rollback(rollouts[name], None)
+    _timeline_and_datasets(plane, home, rollouts["everywhere"])
     with plane.db.engine.connect() as conn:
         middle = conn.execute(
             sa.select(tables.nodes.c.name, tables.nodes.c.node_id)
@@ -179,6 +189,47 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
         "middle": tuple(middle),
         "node": node_rows[nodes // 3]["node_id"],
     }
+
+
+def _timeline_and_datasets(plane: ControlPlane, home: Path, rollout_id: str) -> None:
+    """The rollout page's timeline (eight updater events for each node of the rollout's first
+    wave, after it started, as agents ship them) and the data set pages' store (20 data sets of
+    3 versions each, 2,000 tabular samples a version, half unlabelled; 100 nodes named)."""
+    import numpy as np
+
+    from edgeloop.data.dataset import Modality
+    from edgeloop.data.samples import UNLABELLED, SampleSet
+    from edgeloop.registry.dataset_library import DatasetLibrary
+    from edgeloop.registry.datasets import Provenance
+
+    r = tables.rollouts.c
+    with plane.db.engine.connect() as conn:
+        row = conn.execute(sa.select(r.created_at, r.waves).where(r.rollout_id == rollout_id)).one()
+    steps = ("DOWNLOAD", "VERIFY", "STAGE", "SELF_TEST", "ACTIVATE", "WATCH", "COMMIT", "IDLE")
+    items = [
+        {"node_id": node_id, "item_id": str(uuid.uuid4()), "kind": "event",
+         "created_at": row.created_at + 0.5 * k, "received_at": row.created_at + 0.5 * k,
+         "content_type": "application/json", "model": None, "model_version": None,
+         "payload": json.dumps({"at": "seeded", "state": s, "detail": "seeded", "revision": 1})}
+        for node_id in json.loads(row.waves)[0]
+        for k, s in enumerate(steps)
+    ]  # fmt: skip
+    with plane.db.write() as conn:
+        conn.execute(tables.telemetry.insert(), items)
+    rng = np.random.default_rng(0)
+    node_ids = tuple(f"node-{i:012x}" for i in range(100))
+    span = (datetime(2026, 12, 7, 1, tzinfo=UTC), datetime(2026, 12, 7, 2, tzinfo=UTC))
+    with DatasetLibrary.open(plane.settings) as library:
+        for d in range(20):
+            for v in range(3):
+                n = 2000
+                y = rng.integers(0, 3, n)
+                y[rng.random(n) < 0.5] = UNLABELLED
+                samples = SampleSet(rng.random((n, 4), np.float32), y.astype(np.int64),
+                                    tuple(f"req-{d}-{v}-{i}" for i in range(n)), ("a", "b", "c"),
+                                    Modality.TABULAR)  # fmt: skip
+                prov = Provenance(node_ids, "lin:1", ("uncertain", "random"), span)
+                library.add(f"caps-{d:02d}", samples, prov)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -314,6 +365,11 @@ def main() -> None:
             "model version": f"/ui/models/lin/{facts['ref'].version}",
             "monitoring": "/ui/monitoring",
             "experiments": "/ui/experiments",
+            "fleet (outbox backlog > 0)": "/ui/fleet?backlog=waiting",
+            "data sets (60 versions)": "/ui/datasets",
+            "data set version (2,000 samples)": "/ui/datasets/caps-07/2",
+            "label queue": "/ui/labels",
+            "label tasks download (CSV, 1,000 tasks)": "/ui/datasets/caps-07/2/tasks?format=csv",
         }
         with control_process(home, None, *QUIET, admin_token=ADMIN) as cp:
             servers = server_times(cp.url, paths, args.runs, cp.proc.pid)

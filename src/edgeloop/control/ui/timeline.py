@@ -50,6 +50,7 @@ COLOURS = {
 UPDATER = frozenset(
     ("DOWNLOAD", "VERIFY", "STAGE", "SELF_TEST", "ACTIVATE", "WATCH", "COMMIT", "ROLLBACK", "IDLE")
 )
+ROLLOUT = frozenset(("PENDING", "WAVE", "SOAKING", "PAUSED", "COMPLETED", "HALTED", "ROLLED_BACK"))
 WIDTH, LABEL_W, LANE_H, AXIS_H = 960, 170, 24, 24
 
 
@@ -189,15 +190,25 @@ def svg(line: Timeline) -> Html:
 
 
 def legend() -> Html:
-    items = [
-        Html(
-            f'<li><svg width="12" height="12" aria-hidden="true"><rect width="12" height="12" '
-            f'fill="{colour}"/></svg> {escape(state.lower().replace("_", "-"))}</li>'
+    """The fill colours by name (each step's ``<title>`` and the table name it too)."""
+    groups = []
+    for label, states in (("Node steps", UPDATER), ("Rollout", ROLLOUT)):
+        items = [
+            Html(
+                f'<li><svg width="12" height="12" aria-hidden="true"><rect width="12" '
+                f'height="12" fill="{colour}"/></svg> {escape(state.lower().replace("_", "-"))}'
+                "</li>"
+            )
+            for state, colour in COLOURS.items()
+            if state in states
+        ]
+        groups.append(
+            Html(
+                f'<ul class="legend" aria-label="{escape(label)} colours">'
+                f"<li><strong>{escape(label)}:</strong></li>{join(items)}</ul>"
+            )
         )
-        for state, colour in COLOURS.items()
-        if state in UPDATER
-    ]
-    return Html(f'<ul class="legend" aria-label="Node step colours">{join(items)}</ul>')
+    return join(groups)
 
 
 def steps_table(line: Timeline) -> Html:
