@@ -34,6 +34,8 @@ from edgeloop.federated.models import fl_model
 from edgeloop.federated.round import RoundState
 from edgeloop.federated.selection import PowerSource
 
+REGISTER_LEASE_S = 600.0  # a registration claimed longer ago than this is taken up again
+
 
 def assignment(
     conn: sa.Connection, node_id: str, now: float | None = None
@@ -235,27 +237,39 @@ def set_registration(conn: sa.Connection, task_id: str, value: dict[str, Any]) -
         result=json.dumps(result)))  # fmt: skip
 
 
-def claim_registration(conn: sa.Connection, task_id: str) -> dict[str, Any] | None:
-    """The task's status if its registration was pending (now marked running), else None:
-    one caller among concurrent ones exports and registers the model."""
+def _due(registration: dict[str, Any] | None, now: float) -> bool:
+    """Pending, or claimed by a process that did not finish within REGISTER_LEASE_S (a
+    control plane killed while it registered: the restarted one takes it up again)."""
+    state = (registration or {}).get("state")
+    if state == "pending":
+        return True
+    since = (registration or {}).get("since")
+    return state == "running" and isinstance(since, int | float) and since < now - REGISTER_LEASE_S
+
+
+def claim_registration(
+    conn: sa.Connection, task_id: str, now: float | None = None
+) -> dict[str, Any] | None:
+    """The task's status if its registration is due (now marked running), else None: one
+    caller among concurrent ones exports and registers the model."""
+    now = time.time() if now is None else now
     row = fl_rounds.task_row(conn, task_id, lock=True)
     result = json.loads(row.result)
-    if (result.get("registration") or {}).get("state") != "pending":
+    if not _due(result.get("registration"), now):
         return None
-    result["registration"] = {"state": "running"}
+    result["registration"] = {"state": "running", "since": now}
     conn.execute(st.tasks.update().where(st.tasks.c.task_id == task_id).values(
         result=json.dumps(result)))  # fmt: skip
     return to_dict(conn, task_id) | {"weights": bytes(row.weights)}
 
 
-def pending_registrations(conn: sa.Connection) -> list[str]:
+def pending_registrations(conn: sa.Connection, now: float | None = None) -> list[str]:
+    """Ended tasks whose registration is due (pending, or its claim's lease ran out)."""
+    now = time.time() if now is None else now
     t = st.tasks
     q = sa.select(t.c.task_id, t.c.result).where(t.c.state != TaskState.RUNNING.value)
-    out = []
-    for task_id, result in conn.execute(q):
-        if (json.loads(result).get("registration") or {}).get("state") == "pending":
-            out.append(str(task_id))
-    return out
+    return [str(task_id) for task_id, result in conn.execute(q)
+            if _due(json.loads(result).get("registration"), now)]  # fmt: skip
 
 
 def heard(
