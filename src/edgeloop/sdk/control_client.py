@@ -25,40 +25,21 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from edgeloop.core.errors import (
-    ConfigError,
     ConflictError,
-    DataError,
-    EdgeError,
     NotFoundError,
-    StoreError,
     TransportError,
     UntrustedArtifactError,
 )
 from edgeloop.core.tls import TlsConfig, client_context
-from edgeloop.core.types import Manifest, ModelRef
+from edgeloop.core.types import Manifest
+from edgeloop.sdk.control_errors import answer_error
+from edgeloop.sdk.publish_plan import ALREADY_THERE, publish_plan
 
 if TYPE_CHECKING:  # the registry package pulls SQLAlchemy; only its value type is named here
     from edgeloop.registry.store import ModelVersion
 
-_ERRORS: dict[str, type[EdgeError]] = {
-    cls.__name__: cls
-    for cls in (
-        ConfigError,
-        DataError,
-        NotFoundError,
-        ConflictError,
-        UntrustedArtifactError,
-        StoreError,
-    )
-}
-_BY_STATUS: dict[int, type[EdgeError]] = {
-    400: ConfigError,
-    404: NotFoundError,
-    409: ConflictError,
-    422: DataError,
-    503: StoreError,
-}
-
+# Names tests and callers import from here; the pure publish check is sdk/publish_plan.py.
+__all__ = ["ALREADY_THERE", "CHECKPOINT_FILES", "ControlClient", "publish_plan"]
 
 # a checkpoint folder's files (training/checkpoint.py), by their key in recipe.checkpoint
 CHECKPOINT_FILES = {"weights": "model.pt", "config": "model.json"}
@@ -115,7 +96,7 @@ class ControlClient:
                 hint="check that `edgeloop control` runs there and the URL is right",
             ) from exc
         if response.status_code >= 400:
-            raise _error(response, f"{method} {path}")
+            raise answer_error(response, f"{method} {path}")
         return response.json() if response.content else None
 
     def health(self) -> dict[str, Any]:
@@ -255,7 +236,7 @@ class ControlClient:
             ):
                 if response.status_code >= 400:
                     response.read()
-                    raise _error(response, f"GET artifact {row['ref']}")
+                    raise answer_error(response, f"GET artifact {row['ref']}")
                 for chunk in response.iter_bytes():
                     digest.update(chunk)
                     fh.write(chunk)
@@ -310,7 +291,7 @@ class ControlClient:
             except httpx.HTTPError as exc:
                 raise TransportError(f"control plane {self.url} did not send {sha}: {exc}") from exc
             if response.status_code >= 400:
-                raise _error(response, f"GET checkpoint file {leaf}")
+                raise answer_error(response, f"GET checkpoint file {leaf}")
             if hashlib.sha256(response.content).hexdigest() != sha:
                 raise UntrustedArtifactError(
                     f"the checkpoint's {leaf} from {self.url} does not hash to {sha[:12]}...; "
@@ -360,93 +341,3 @@ class ControlClient:
                     f"of {sorted(states)}; last events: {events}"
                 )
             time.sleep(0.2)
-
-
-ALREADY_THERE = "already on the fleet"
-
-
-def publish_plan(
-    version: ModelVersion, parent_sha256: str | None, fleet: list[dict[str, Any]]
-) -> str:
-    """Whether local ``version`` can go to a control plane listing ``fleet`` (its
-    ``/api/v1/models`` rows) and keep its ref: ``"publish"``, or :data:`ALREADY_THERE` when the
-    same bytes are there under the same ref. Pure: no I/O.
-
-    Raises:
-        ConflictError: another model holds the ref there; the fleet's parent is another model;
-            the control plane would number the version differently.
-        NotFoundError: the parent is not on the fleet.
-    """
-    by_ref = {(str(row["name"]), int(row["version"])): str(row["sha256"]) for row in fleet}
-    ref = version.ref
-    there = by_ref.get((version.name, version.version))
-    if there is not None:
-        if there == version.artifact_sha256:
-            return ALREADY_THERE
-        raise ConflictError(
-            f"{ref} on the fleet is another model (sha256 {there[:12]}... there, "
-            f"{version.artifact_sha256[:12]}... here); nothing was published",
-            hint=f"the fleet's {ref} stays; publish this model locally as a new version of "
-            f"{version.name!r} and publish that, or deploy the fleet's {ref}",
-        )
-    parent = version.manifest.parent
-    if parent is not None:
-        _check_parent(ref, parent, parent_sha256, by_ref)
-    versions = sorted(v for name, v in by_ref if name == version.name)
-    upcoming = (versions[-1] if versions else 0) + 1
-    if upcoming != version.version:
-        listed = ", ".join(map(str, versions)) or "none"
-        hint = (
-            f"publish {version.name}:{upcoming} .. {version.name}:{version.version - 1} first "
-            f"(`edgeloop fleet publish {version.name}:{upcoming}`; --with-parents publishes "
-            "ancestors), so the numbers line up"
-            if upcoming < version.version
-            else f"{ref} was removed from the fleet and cannot get its number back; publish "
-            "the model locally as a new version and publish that"
-        )
-        raise ConflictError(
-            f"the control plane numbers versions itself and would publish {ref} as "
-            f"{version.name}:{upcoming} (its versions of {version.name!r}: {listed}); "
-            "nothing was published",
-            hint=hint,
-        )
-    return "publish"
-
-
-def _check_parent(
-    ref: ModelRef, parent: ModelRef, sha256: str | None, by_ref: dict[tuple[str, int], str]
-) -> None:
-    there = by_ref.get((parent.name, parent.version or 0))
-    if there is None:
-        raise NotFoundError(
-            f"the parent {parent} of {ref} is not on the fleet, so its lineage would break; "
-            "nothing was published",
-            hint=f"publish the parent first (`edgeloop fleet publish {parent}`), or pass "
-            "--with-parents",
-        )
-    if sha256 is not None and there != sha256:
-        raise ConflictError(
-            f"the fleet's {parent} (parent of {ref}) is another model than the local {parent} "
-            f"(sha256 {there[:12]}... there, {sha256[:12]}... here); nothing was published",
-            hint="the two registries diverged: publish the local lineage under new versions",
-        )
-
-
-def _error(response: httpx.Response, what: str) -> EdgeError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict) or "error" not in body:
-        return TransportError(
-            f"{what} answered {response.status_code}: {response.text[:200]}",
-            hint="is that URL an edgeloop control plane?",
-        )
-    message, hint = str(body["error"]), body.get("hint")
-    cls = _ERRORS.get(str(body.get("type")))
-    if cls is None:
-        cls = _BY_STATUS.get(response.status_code, TransportError)
-    if response.status_code in (401, 403):
-        cls = ConfigError
-        message = f"{what} was refused ({response.status_code}): {message}"
-    return cls(message, hint=hint)
