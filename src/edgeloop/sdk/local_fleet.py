@@ -21,16 +21,10 @@ taken in between by any other process, and a health check would then ask the wro
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import os
 import re
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,7 +33,17 @@ from typing import TYPE_CHECKING, Any
 
 from edgeloop.core.errors import ConfigError, NotFoundError, TransportError
 from edgeloop.core.files import write_atomic
-from edgeloop.core.tls import TlsConfig, client_context
+from edgeloop.core.tls import TlsConfig
+from edgeloop.sdk.fleet_process import (
+    READY_TIMEOUT_S,
+    FleetProcess,
+    free_port,
+    spawn,
+    stop,
+    tail,
+    wait_http,
+    wait_ready,
+)
 from edgeloop.sdk.fleet_tls import FleetTls, make_fleet_tls
 
 if TYPE_CHECKING:
@@ -48,50 +52,11 @@ if TYPE_CHECKING:
 
 STATE_FILE = "fleet.json"
 _NODE_NAME = re.compile(r"^(?!control$|tls$)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a folder too
-READY_TIMEOUT_S = 90.0
-STOP_TIMEOUT_S = 15.0
 ADMIN_TOKEN_ENV = "EDGELOOP_ADMIN_TOKEN"
 ENROLL_TOKEN_ENV = "EDGELOOP_ENROLL_TOKEN"  # the agent CLI reads it (edgeloop.cli.agent)
-# The processes this interpreter started, kept so they are reaped by the Popen that made them
-# (and not garbage-collected while they run) when the fleet is stopped from the same process.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-
-
-@dataclass(frozen=True, slots=True)
-class FleetProcess:
-    """One process of the fleet: what it is, where it listens, where it keeps its state."""
-
-    role: str  # "control" or "agent"
-    name: str
-    pid: int
-    url: str
-    home: Path
-    log: Path
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "name": self.name,
-            "pid": self.pid,
-            "url": self.url,
-            "home": str(self.home),
-            "log": str(self.log),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FleetProcess:
-        return cls(d["role"], d["name"], int(d["pid"]), d["url"], Path(d["home"]), Path(d["log"]))
-
-    def alive(self) -> bool:
-        """True while the process runs and is still an edgeloop process (pids get reused)."""
-        try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
-        except OSError:
-            return _pid_exists(self.pid)
-        if _is_zombie(self.pid):
-            return False
-        # The command line reads empty for a moment while the kernel sets up a fresh exec.
-        return not cmdline or b"edgeloop" in cmdline
+# Names tests import from here; the processes themselves are sdk/fleet_process.py.
+__all__ = ["ADMIN_TOKEN_ENV", "FleetProcess", "LocalFleet", "free_port", "node_names_for", "up"]
+_spawn, _stop, _wait_ready = spawn, stop, wait_ready
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +132,7 @@ class LocalFleet:
 
     def down(self) -> list[dict[str, Any]]:
         """Stop every process (agents first, then the control plane); return what happened."""
-        stopped = [_stop(p) for p in (*self.agents, self.control)]
+        stopped = [stop(p) for p in (*self.agents, self.control)]
         (self.folder / STATE_FILE).unlink(missing_ok=True)
         return stopped
 
@@ -227,13 +192,13 @@ def up(
     control_cmd = ["control", "--port", "0", "--home", str(folder / "control"), *control_tls]
     control_cmd += control_args
     control_cmd += ["--format", "json"]
-    control, control_start = _spawn(
+    control, control_start = spawn(
         "control", "control", folder / "control", control_cmd, {**base_env, ADMIN_TOKEN_ENV: token}
     )
     started: list[FleetProcess] = [control]
     try:
-        control = _wait_ready(control, control_start)
-        _wait_http(control, "/healthz", client_tls)
+        control = wait_ready(control, control_start)
+        wait_http(control, "/healthz", client_tls)
         say(f"control plane up at {control.url}")
         with ControlClient(control.url, token, tls=client_tls) as client:
             enrolls = [
@@ -248,7 +213,7 @@ def up(
             fl_data.write([folder / name for name in node_names])
         for name, enroll in zip(node_names, enrolls, strict=True):
             home = folder / name
-            agent, start = _spawn(
+            agent, start = spawn(
                 "agent",
                 name,
                 home,
@@ -270,15 +235,15 @@ def up(
             started.append(agent)
             agents.append(agent)
             starts.append(start)
-        agents = [_wait_ready(agent, start) for agent, start in zip(agents, starts, strict=True)]
+        agents = [wait_ready(agent, start) for agent, start in zip(agents, starts, strict=True)]
         for agent in agents:
-            _wait_http(agent, "/v2/health/live", client_tls)
+            wait_http(agent, "/v2/health/live", client_tls)
             say(f"{agent.name} up at {agent.url}")
         _wait_enrolled(control, token, agents, client_tls)
         say(f"{len(agents)} node(s) enrolled")
     except BaseException:
         for proc in reversed(started):
-            _stop(proc)
+            stop(proc)
         raise
     fleet = LocalFleet(folder, token, control, tuple(agents), certs, mutual_tls)
     fleet.save()
@@ -322,98 +287,6 @@ def _tls_args(certs: FleetTls | None, mutual: bool) -> tuple[list[str], list[str
     return control, agent
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _spawn(
-    role: str, name: str, home: Path, args: list[str], env: dict[str, str]
-) -> tuple[FleetProcess, int]:
-    """Start one process; returns it (``url`` empty until :func:`_wait_ready` reads it) and
-    where its lines begin in its log (which may hold earlier runs' lines)."""
-    home.mkdir(parents=True, exist_ok=True)
-    log = home / f"{role}.log"
-    with log.open("ab") as out:
-        start = out.tell()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeloop.cli.app", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # outlives `fleet up`; `fleet down` stops it
-        )
-    _CHILDREN[proc.pid] = proc
-    return FleetProcess(role, name, proc.pid, "", home, log), start
-
-
-def _wait_ready(proc: FleetProcess, start: int) -> FleetProcess:
-    """``proc`` with its URL, read from the JSON ready line it writes once it listens."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        url = _ready_url(proc, start)
-        if url is not None:
-            return dataclasses.replace(proc, url=url)
-        if not proc.alive():
-            raise TransportError(
-                f"{proc.role} {proc.name!r} exited while starting: {_tail(proc.log)}",
-                hint=f"read its log: {proc.log}",
-            )
-        time.sleep(0.2)
-    raise TransportError(
-        f"{proc.role} {proc.name!r} did not start listening within {READY_TIMEOUT_S:.0f} s: "
-        f"{_tail(proc.log)}",
-        hint=f"read its log: {proc.log}",
-    )
-
-
-def _ready_url(proc: FleetProcess, start: int) -> str | None:
-    try:
-        with proc.log.open("rb") as fh:
-            fh.seek(start)
-            lines = fh.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if not line.startswith(b"{"):
-            continue
-        try:
-            ready = json.loads(line)
-        except ValueError:
-            continue  # a line still being written
-        if isinstance(ready, dict) and ready.get("pid") == proc.pid and ready.get("url"):
-            return str(ready["url"])
-    return None
-
-
-def _wait_http(proc: FleetProcess, path: str, tls: TlsConfig | None = None) -> None:
-    import httpx
-
-    verify = client_context(tls or TlsConfig())
-
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise TransportError(
-                f"{proc.role} {proc.name!r} exited while starting: {_tail(proc.log)}",
-                hint=f"read its log: {proc.log}",
-            )
-        try:
-            if httpx.get(proc.url + path, timeout=2.0, verify=verify).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TransportError(
-        f"{proc.role} {proc.name!r} did not answer {proc.url + path} within "
-        f"{READY_TIMEOUT_S:.0f} s: {_tail(proc.log)}",
-        hint=f"read its log: {proc.log}",
-    )
-
-
 def _wait_enrolled(
     control: FleetProcess,
     token: str,
@@ -438,7 +311,7 @@ def _wait_enrolled(
             for agent in agents:
                 if agent.name not in seen and not agent.alive():
                     raise TransportError(
-                        f"agent {agent.name!r} exited before it enrolled: {_tail(agent.log)}",
+                        f"agent {agent.name!r} exited before it enrolled: {tail(agent.log)}",
                         hint=f"read its log: {agent.log}",
                     )
             time.sleep(0.2)
@@ -448,57 +321,3 @@ def _wait_enrolled(
         f"{READY_TIMEOUT_S:.0f} s",
         hint="read their logs under " + str(agents[0].home.parent),
     )
-
-
-def _stop(proc: FleetProcess) -> dict[str, Any]:
-    """SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``; never signals a reused pid."""
-    if not proc.alive():
-        _reap(proc.pid)  # one killed from outside is a zombie of ours until collected
-        return {"name": proc.name, "pid": proc.pid, "stopped": "was not running"}
-    os.kill(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        _reap(proc.pid)
-        if not proc.alive():
-            return {"name": proc.name, "pid": proc.pid, "stopped": "terminated"}
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    _reap(proc.pid)
-    return {"name": proc.name, "pid": proc.pid, "stopped": "killed after the timeout"}
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when ``pid`` is our child (else the zombie lingers)."""
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            del _CHILDREN[pid]
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
-
-
-def _tail(log: Path, lines: int = 3) -> str:
-    try:
-        text = log.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "no log"
-    return " | ".join(text[-lines:]) or "no output"
