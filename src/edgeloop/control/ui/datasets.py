@@ -116,9 +116,10 @@ class DatasetPages:
         body = join(
             [
                 table(f"Data sets: {shown}", heads, rows, "no data set stored yet"),
-                note(
-                    "Versions are immutable: labelling makes a new version whose parent is the "
-                    "old one. `edgeloop data capture` turns the fleet's captures into a version."
+                Html(
+                    '<p class="note">Versions are immutable: labelling makes a new version whose '
+                    "parent is the old one. <code>edgeloop data capture</code> turns the fleet's "
+                    "captures into a version.</p>"
                 ),
             ]
         )
@@ -156,7 +157,7 @@ class DatasetPages:
         if classes is None:
             per_class = note(
                 f"n/a: the samples ({e.size_bytes} bytes) are over the "
-                f"{CLASS_COUNTS_BYTES >> 20} MiB a page reads; `edgeloop data show {v.ref}` counts"
+                f"{CLASS_COUNTS_BYTES >> 20} MiB a page reads (edgeloop data show {v.ref} counts)"
             )
         else:
             per_class = table(
@@ -227,9 +228,9 @@ class DatasetPages:
                     ),
                     "per-model",
                 ),
-                note(
-                    "Answers come back with `edgeloop data label import NAME:VERSION FILE` "
-                    "(a new version holds them)."
+                Html(
+                    '<p class="note">Answers come back with <code>edgeloop data label import '
+                    "NAME:VERSION FILE</code> (a new version holds them).</p>"
                 ),
             ]
         )

@@ -55,7 +55,7 @@ class JobPages:
         body = join(
             [
                 table("Retraining jobs, newest first", heads, rows, "no job started yet"),
-                note("Data sets and the label queue are not shown here yet: see docs/data.md."),
+                note("A job's data sets and the label queue have pages of their own."),
             ]
         )
         return View("Retraining jobs", "jobs", body)

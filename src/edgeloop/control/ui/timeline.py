@@ -212,19 +212,15 @@ def legend() -> Html:
 
 
 def steps_table(line: Timeline) -> Html:
-    rows = [
-        (
-            lane.label
-            if lane.node_id is None
-            else Html(f'<a href="{url("nodes", lane.node_id)}">{escape(lane.label)}</a>'),
-            s.state,
-            _offset(s.start - line.start),
-            f"{s.end - s.start:.1f} s",
-            s.detail,
-        )
-        for lane in line.lanes
-        for s in lane.steps
-    ]
+    rows = []
+    for lane in line.lanes:
+        name: Html | str = lane.label
+        if lane.node_id is not None:  # one link a lane, shared by its rows
+            name = Html(f'<a href="{url("nodes", lane.node_id)}">{escape(lane.label)}</a>')
+        for s in lane.steps:
+            rows.append(
+                (name, s.state, _offset(s.start - line.start), f"{s.end - s.start:.1f} s", s.detail)
+            )
     return table(
         "Every step of the timeline (times from the rollout's start)",
         ("Lane", "State", "Started", "Lasted", "Detail"),
