@@ -7,7 +7,8 @@ One `edgeloop control` on a fixed port and two `edgeloop agent`s (`fleet up --fl
   machine has no battery; node-1's says mains online, node-2's a battery discharging at 20%).
   The resource selector asks node-1 only and logs node-2 as ``low_battery``; a selector that
   asks node-2 anyway gets a decline with the node's reason, recorded as a decline, not a
-  dropout. node-1's CPU budget (1 us a round) stops its training after one minibatch: 32
+  dropout; allowed on battery but idle-only, it declines once it served an inference
+  request. node-1's CPU budget (1 us a round) stops its training after one minibatch: 32
   samples used, its CPU seconds reported.
 - Restart (part 8): a 3-round task runs once undisturbed (the reference), then again while the
   control plane is SIGKILLed in the middle of round 2 (node-1 holds round 2's model, node-2
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.federated.fl_fleet_helpers import wait_clients, wait_task
 from typer.testing import CliRunner
@@ -111,6 +113,16 @@ def test_resource_selection_power_declines_and_the_cpu_budget(fleet: LocalFleet)
         assert first["participants"] == [ids["node-1"]] and first["dropouts"] == []
         assert list(first["declined"]) == [ids["node-2"]]
         assert "on battery (battery at 20%)" in first["declined"][ids["node-2"]]
+        # Allowed on battery now, but idle only: one inference request makes node-2 busy.
+        _policy(fleet, 1, {"power_supply": str(battery), "train_on_battery": True,
+                           "min_battery": 0.1, "idle_s": 120})  # fmt: skip
+        httpx.post(fleet.agents[1].url + "/v2/models/none/infer", json={"inputs": []})
+        doc = wait_task(admin, admin.call("POST", "/api/v1/fl/tasks", json=body)["task_id"])
+        first = doc["history"][0]
+        assert first["participants"] == [ids["node-1"]] and first["dropouts"] == []
+        assert first["declined"][ids["node-2"]].startswith(
+            "serving traffic: 1 inference requests in the last 120 s"
+        )
     _policy(fleet, 0, None)
     _policy(fleet, 1, None)
 

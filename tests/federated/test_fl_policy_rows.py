@@ -64,11 +64,16 @@ def test_the_policy_declines_on_battery_and_refuses_a_bad_file(tmp_path: Path) -
     assert "trains on mains only" in str(NodePolicy().refusal(high))
     tolerant = NodePolicy(train_on_battery=True, min_battery=0.5)
     assert tolerant.refusal(high) is None and "below" in str(tolerant.refusal(low))
+    idle = NodePolicy(idle_s=30)
+    assert idle.refusal(PowerState(MAINS), served=0) is None
+    assert "3 inference requests in the last 30 s" in str(idle.refusal(PowerState(MAINS), 3))
+    assert NodePolicy().refusal(PowerState(MAINS), served=3) is None  # no idle rule
     path.write_text('{"train_on_battery": true, "cpu_seconds_per_round": 2.5}')
     assert load_policy(path) == NodePolicy(train_on_battery=True, cpu_seconds_per_round=2.5)
     for bad, words in (('{"budget": 1}', "object of"), ('{"min_battery": 3}', "min_battery"),
                        ('{"train_on_battery": "yes"}', "true or false"), ("[", "not JSON"),
-                       ('{"cpu_seconds_per_round": 0}', "must be > 0")):  # fmt: skip
+                       ('{"cpu_seconds_per_round": 0}', "must be > 0"),
+                       ('{"idle_s": -1}', "idle_s")):  # fmt: skip
         path.write_text(bad)
         with pytest.raises(ConfigError, match=words):
             load_policy(path)

@@ -1,4 +1,4 @@
-"""The node's own rules for federated training: its power state and a CPU-time budget.
+"""The node's own rules for federated training: power state, serving idleness, CPU-time budget.
 
 The node's owner writes ``HOME/agent/fl/policy.json`` (every key optional; the file is read
 again before each round, so a change needs no restart)::
@@ -6,6 +6,8 @@ again before each round, so a change needs no restart)::
     {"train_on_battery": false,        # on battery: decline every round (default)
      "min_battery": 0.5,               # ... or, when true, decline below this charge (0..1)
      "cpu_seconds_per_round": 20.0,    # the training's CPU budget per round (null: none)
+     "idle_s": 30.0,                   # train only after this long without an inference
+                                       # request on this node (null: whatever the traffic)
      "power_supply": "/sys/class/power_supply"}   # where the kernel shows the power state
 
 The power state is read from the kernel's power-supply class (``type``, ``online``,
@@ -14,7 +16,9 @@ battery discharging with no supply online means BATTERY with its charge; a machi
 power supply there (most servers, this project's CI) is UNKNOWN with that reason, and counts
 as not on battery. The worker sends the state with every poll (the resource-aware selector
 reads it) and declines a training round the policy refuses, with the reason, which the
-control plane records as a decline, not a dropout. The CPU budget is enforced in the training
+control plane records as a decline, not a dropout. Idleness is measured by the agent's own
+health recorder: the inference requests its server answered (any status) in the last
+``idle_s`` seconds. The CPU budget is enforced in the training
 worker (:mod:`edgeloop.training.federated_worker`), measured there as the process's user+sys
 seconds.
 """
@@ -30,7 +34,7 @@ from edgeloop.core.errors import ConfigError
 from edgeloop.federated.selection import PowerSource
 
 POWER_SUPPLY = Path("/sys/class/power_supply")
-_KEYS = {"train_on_battery", "min_battery", "cpu_seconds_per_round", "power_supply"}
+_KEYS = {"train_on_battery", "min_battery", "cpu_seconds_per_round", "idle_s", "power_supply"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,7 @@ class NodePolicy:
     train_on_battery: bool = False
     min_battery: float = 0.5
     cpu_seconds_per_round: float | None = None
+    idle_s: float | None = None
     power_supply: Path = POWER_SUPPLY
 
     def __post_init__(self) -> None:
@@ -70,9 +75,20 @@ class NodePolicy:
                 f"policy cpu_seconds_per_round {cpu} must be > 0",
                 hint="null for no budget, e.g. 20.0 for 20 CPU seconds a round",
             )
+        if self.idle_s is not None and not self.idle_s > 0:
+            raise ConfigError(
+                f"policy idle_s {self.idle_s} must be > 0",
+                hint="null to train whatever the traffic, e.g. 30 for 30 s without requests",
+            )
 
-    def refusal(self, power: PowerState) -> str | None:
-        """Why this node declines a training round now, or None."""
+    def refusal(self, power: PowerState, served: int = 0) -> str | None:
+        """Why this node declines a training round now, or None; ``served``: the inference
+        requests this node answered in the last ``idle_s`` seconds."""
+        if self.idle_s is not None and served > 0:
+            return (
+                f"serving traffic: {served} inference requests in the last {self.idle_s:g} s; "
+                f"the node's policy trains when idle"
+            )
         if power.source is not PowerSource.BATTERY:
             return None
         if not self.train_on_battery:
@@ -107,11 +123,12 @@ def load_policy(path: Path) -> NodePolicy:
             hint='e.g. {"train_on_battery": false, "cpu_seconds_per_round": 20}',
         )
     try:
-        cpu = doc.get("cpu_seconds_per_round")
+        cpu, idle = doc.get("cpu_seconds_per_round"), doc.get("idle_s")
         return NodePolicy(
             train_on_battery=_bool(doc.get("train_on_battery", False)),
             min_battery=float(doc.get("min_battery", 0.5)),
             cpu_seconds_per_round=None if cpu is None else float(cpu),
+            idle_s=None if idle is None else float(idle),
             power_supply=Path(str(doc.get("power_supply", POWER_SUPPLY))),
         )
     except (TypeError, ValueError) as exc:

@@ -23,11 +23,12 @@ the ``mask`` step and sends only its masked input (:mod:`edgeloop.agent.fl_secag
 
 The node's policy (:mod:`edgeloop.agent.fl_policy`, ``fl/policy.json``): every poll carries
 the power state the kernel shows (``power``, ``battery``) for the resource-aware selector; a
-training round the policy refuses (on battery, an unreadable policy) is declined with the
-reason (``X-Fl-Update: {"decline": REASON}``, no body), which the control plane records as a
-decline, not a dropout; under SecAgg the node stays silent instead (a dropout SecAgg
-tolerates). The CPU budget and the time left before the deadline go to the training worker
-(``budget``), which stops between minibatches and reports ``cpu_s`` and the samples used.
+training round the policy refuses (on battery, serving traffic, an unreadable policy) is
+declined with the reason (``X-Fl-Update: {"decline": REASON}``, no body), which the control
+plane records as a decline, not a dropout; under SecAgg the node stays silent instead (a
+dropout SecAgg tolerates). The CPU budget and the time left before the deadline go to the
+training worker (``budget``), which stops between minibatches and reports ``cpu_s`` and the
+samples used.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import numpy as np
 
 from edgeloop.agent.fl_policy import NodePolicy, PowerState, load_policy, read_power
 from edgeloop.agent.fl_secagg import SecAggClient
+from edgeloop.agent.health import HealthRecorder
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity
 from edgeloop.core.errors import ConfigError, DataError, TransportError
@@ -131,11 +133,18 @@ class Trainer:
 
 
 class FlWorker:
-    """The polling loop of one node (``identity`` gives the node's credentials once enrolled)."""
+    """The polling loop of one node (``identity`` gives the node's credentials once enrolled;
+    ``health``: the server's request recorder, for the idle policy)."""
 
-    def __init__(self, home: AgentHome, identity: Callable[[], Identity | None]) -> None:
+    def __init__(
+        self,
+        home: AgentHome,
+        identity: Callable[[], Identity | None],
+        health: HealthRecorder | None = None,
+    ) -> None:
         self.folder = home.root / "fl"
         self.identity = identity
+        self.health = health
         self.rounds = 0
         self.declined = 0
         self.last_error: str | None = None
@@ -151,7 +160,10 @@ class FlWorker:
             power = read_power()
             return None, power, f"the node's federated policy is unusable: {exc.message}"
         power = read_power(policy.power_supply)
-        return policy, power, policy.refusal(power)
+        served = 0
+        if policy.idle_s is not None and self.health is not None:
+            served = self.health.figures(time.monotonic() - policy.idle_s).requests
+        return policy, power, policy.refusal(power, served)
 
     def _stall_at(self) -> tuple[int, str] | None:
         """The test hook's (round, step): ``fl/stall-at-round`` holds ``N`` (stall once round

@@ -254,7 +254,7 @@ async def _main(
         asyncio.ensure_future(_watchdog(reconciler)),
         asyncio.ensure_future(Sweeper(server.server_state.connections, limits).run()),
         asyncio.ensure_future(arms.run(options.poll_s)),  # fleet A/B experiments
-        asyncio.ensure_future(FlWorker(home, lambda: reconciler.identity).run()),  # federated
+        asyncio.ensure_future(FlWorker(home, lambda: reconciler.identity, recorder).run()),
         asyncio.ensure_future(
             BenchWorker(updater.slots, lambda: reconciler.identity).run(options.poll_s)
         ),
