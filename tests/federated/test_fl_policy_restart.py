@@ -43,7 +43,7 @@ from edgeloop.sdk.local_fleet import ADMIN_TOKEN_ENV, LocalFleet, free_port, up
 pytestmark = pytest.mark.slow
 
 TASK = {"model": "digits-mlp", "rounds": 3, "clients_per_round": 2, "min_clients": 2,
-        "deadline_s": 90.0, "selector": "fairness", "local": {"lr": 0.1}}  # fmt: skip
+        "deadline_s": 300.0, "selector": "fairness", "local": {"lr": 0.1}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +79,10 @@ def test_resource_selection_power_declines_and_the_cpu_budget(fleet: LocalFleet)
     _policy(fleet, 0, {"power_supply": str(mains), "cpu_seconds_per_round": 1e-6})
     _policy(fleet, 1, {"power_supply": str(battery)})
     with fleet.admin(timeout_s=60) as admin:
-        wait_clients(admin, 2)
+        wait_clients(admin, 2, timeout_s=180)
         names = {n["node_id"]: n["name"] for n in admin.nodes()}
         ids = {v: k for k, v in names.items()}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:  # each worker sends its power state with its next poll
             said = {names[c["node_id"]]: (c["power"], c["battery"])
                     for c in admin.call("GET", "/api/v1/fl/clients")["clients"]}  # fmt: skip
@@ -106,7 +106,7 @@ def test_resource_selection_power_declines_and_the_cpu_budget(fleet: LocalFleet)
         assert first["client_cpu_s"][ids["node-1"]] > 0
         # A selector blind to power asks node-2 too: it declines, with its reason.
         body = {"model": "digits-mlp", "rounds": 1, "clients_per_round": 2, "min_clients": 1,
-                "selector": "fairness", "deadline_s": 60.0}  # fmt: skip
+                "selector": "fairness", "deadline_s": 120.0}  # fmt: skip
         doc = wait_task(admin, admin.call("POST", "/api/v1/fl/tasks", json=body)["task_id"])
         first = doc["history"][0]
         assert doc["state"] == "done" and sorted(first["selected"]) == sorted(ids.values()), doc
@@ -140,7 +140,7 @@ def _start_control(fleet: LocalFleet) -> subprocess.Popen[bytes]:
 
 
 def _wait_marker(path: Path, what: str) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while not path.exists():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
@@ -157,7 +157,7 @@ def _figures(doc: dict[str, Any]) -> list[float]:
 
 def test_a_task_survives_a_control_plane_restart_mid_round(fleet: LocalFleet) -> None:
     with fleet.admin(timeout_s=60) as admin:
-        wait_clients(admin, 2)
+        wait_clients(admin, 2, timeout_s=180)
         reference = wait_task(admin, admin.call("POST", "/api/v1/fl/tasks", json=TASK)["task_id"])
         assert reference["state"] == "done", reference
         hook = fleet.agents[0].home / "agent" / "fl" / "stall-at-round"
@@ -169,7 +169,7 @@ def test_a_task_survives_a_control_plane_restart_mid_round(fleet: LocalFleet) ->
     try:
         hook.unlink()  # node-1 trains round 2 and uploads to whichever plane listens now
         with ControlClient(fleet.control_url, fleet.admin_token, 60) as admin:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while True:
                 try:
                     admin.call("GET", "/healthz")
@@ -177,7 +177,7 @@ def test_a_task_survives_a_control_plane_restart_mid_round(fleet: LocalFleet) ->
                 except Exception:
                     assert time.monotonic() < deadline and restarted.poll() is None
                     time.sleep(0.2)
-            doc = wait_task(admin, task_id)
+            doc = wait_task(admin, task_id, timeout_s=240)
     finally:
         restarted.send_signal(signal.SIGTERM)
         try:
