@@ -19,6 +19,7 @@ the database; they are inputs, not readings, and the bench reports only times it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -157,6 +158,7 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
         (TensorSpec("output", (None, 3), "float32"),),
     )
     ref = plane.registry.publish(model, manifest).ref
+    _lineage_and_drift(plane, home, ref, [r["node_id"] for r in node_rows], now)
     rollouts = {}
     for name, selector, waves in (
         ("canary", {"labels": {"group": "canary"}}, ["10%", "100%"]),
@@ -189,6 +191,52 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
         "middle": tuple(middle),
         "node": node_rows[nodes // 3]["node_id"],
     }
+
+
+def _lineage_and_drift(
+    plane: ControlPlane, home: Path, ref: Any, node_ids: list[str], now: float
+) -> None:
+    """The model page's lineage and variants (lin:1 -> lin-int8:1 -> lin-int8-tflite:1, each
+    with a made-up measurement) and 5,000 more metrics items of lin:1 over the last hour than
+    the drift chart reads (it reads its cap ``MAX_ITEMS``: the worst case)."""
+    from edgeloop.control.ui.drift import MAX_ITEMS
+    from edgeloop.core.types import Latency, Measurement
+
+    def measured(latency: float, accuracy: float) -> Measurement:
+        return Measurement("lin", "onnxruntime", "cpu", 1, 100, Latency(latency, latency,
+                           latency), 1000 / latency, None, 1, accuracy, "seeded", None,
+                           "no meter", "bench", 1)  # fmt: skip
+
+    parent = ref
+    for name, recipe, ms in (("lin-int8", {"recipe": "static-int8"}, 1.0),
+                             ("lin-int8-tflite", {"target": "tflite-int8"}, 0.8)):  # fmt: skip
+        child = dataclasses.replace(
+            manifest_of(name), recipe=recipe, parent=parent, measurements=(measured(ms, 0.9),)
+        )
+        parent = plane.registry.publish(make_linear_onnx(home / f"{name}.onnx"), child).ref
+    items = MAX_ITEMS + 5000
+    rows = []
+    for k in range(items):
+        node_id = node_ids[k % len(node_ids)]
+        payload = {"model": "lin", "model_version": "1", "requests": 100, "errors": 0,
+                   "monitoring": {"lin": {"version": "1", "drifting": k % 20 == 0,
+                                          "drift_ratio": {"input": 0.3 + (k % 20 == 0)},
+                                          "performance": {"accuracy": 0.9}}}}  # fmt: skip
+        rows.append({"node_id": node_id, "item_id": str(uuid.UUID(int=k + 1)), "kind": "metrics",
+                     "created_at": now - 3600 + 3600 * k / items, "received_at": now,
+                     "content_type": "application/json", "payload": json.dumps(payload),
+                     "model": "lin", "model_version": "1"})  # fmt: skip
+    with plane.db.write() as conn:
+        conn.execute(tables.telemetry.insert(), rows)
+
+
+def manifest_of(name: str) -> Manifest:
+    return Manifest(
+        name,
+        "onnx",
+        (TensorSpec("input", (None, 4), "float32"),),
+        (TensorSpec("output", (None, 3), "float32"),),
+    )
 
 
 def _timeline_and_datasets(plane: ControlPlane, home: Path, rollout_id: str) -> None:
@@ -364,6 +412,8 @@ def main() -> None:
             "models": "/ui/models",
             "model version": f"/ui/models/lin/{facts['ref'].version}",
             "monitoring": "/ui/monitoring",
+            "monitoring drift chart (JSON, capped read)": "/ui/monitoring/lin/1/drift.json",
+            "monitoring drift of lin:1 (tables)": "/ui/monitoring/lin/1",
             "experiments": "/ui/experiments",
             "fleet (outbox backlog > 0)": "/ui/fleet?backlog=waiting",
             "data sets (60 versions)": "/ui/datasets",

@@ -26,7 +26,7 @@ from edgeloop.control.ui.html import Html, escape, url
 from edgeloop.control.ui.widgets import figure, link, table
 
 WINDOW_S = 24 * 3600
-MAX_ITEMS = 2_000  # newest items a chart reads: its time grows with them (docs/ui.md)
+MAX_ITEMS = 1_000  # newest items a chart reads: its time grows with them (docs/ui.md)
 MAX_BINS = 120
 SERIES: tuple[tuple[str, ...], ...] = (
     ("drift_ratio_max", "largest drift ratio (>1: drifting)", "#a40e26", "ratio"),

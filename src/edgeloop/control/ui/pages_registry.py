@@ -274,10 +274,10 @@ def _monitoring(
     )
     q = sa.select(t).order_by(sa.case((drifting, 0), else_=1), t.c.model, t.c.node_id)
     rows = [monitoring.to_row(r) for r in conn.execute(q.limit(DRIFT_ROWS))]
-    counts = sa.select(sa.func.count(), sa.func.sum(sa.case((drifting, 1), else_=0)))
-    total, found = conn.execute(counts.select_from(t)).one()
-    charted = pages_drift.versions(conn)
-    return rows, int(found or 0), int(total), alert_store.read(conn), charted
+    # The counts per version (one scan): the drift charts' order, and the page's totals.
+    charted = pages_drift.versions(conn, drifting)
+    total, found = sum(n for _, _, n, _ in charted), sum(d for _, _, _, d in charted)
+    return rows, found, total, alert_store.read(conn), charted
 
 
 async def planned(request: Request, session: Session) -> View:
