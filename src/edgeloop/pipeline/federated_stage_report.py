@@ -48,13 +48,12 @@ def federated_html(block: dict[str, Any] | None) -> str:
     )
     plot = Path(block["plot"])
     data = base64.b64encode(plot.read_bytes()).decode() if plot.is_file() else ""
-    reg = block["registration"]
     return (
         f"<h2>Federated ({html.escape(block['model'])}, {html.escape(block['strategy'])}, "
         f"{len(block['data']['shares'])} agents)</h2>"
         f"<p>Task {html.escape(block['task_id'])}: {html.escape(block['state'])} in "
         f"{block['seconds_parts']['task']} s; initial accuracy {_pct(block['initial_accuracy'])}"
-        f"; registered {html.escape(str(reg['ref'] or reg['reason'] or reg['state']))}.</p>"
+        f"; registered: {html.escape(_registered(block))}.</p>"
         "<table><tr><th>round</th><th>held-out accuracy</th><th>participants</th><th>s</th>"
         f"<th>bytes up / down</th></tr>{cells}</table>"
         f'<p><a href="{html.escape(plot.name)}">{html.escape(plot.name)}</a></p>'
@@ -72,8 +71,7 @@ def federated_rows(block: dict[str, Any] | None) -> list[tuple[str, str]]:
     out = [(f"task {block['task_id']}: {block['model']}, {block['strategy']}", block["state"])]
     out += [(f"round {r['round']}: accuracy / participants / s / bytes up+down",
              " / ".join(_row_text(r)[1:])) for r in block["rounds_table"]]  # fmt: skip
-    reg = block["registration"]
-    out.append(("registered (fleet's control plane)", str(reg["ref"] or reg["reason"])))
+    out.append(("registered (fleet's control plane)", _registered(block)))
     out.append(("stage wall time", f"{block['seconds']} s"))
     return out
 
@@ -82,6 +80,12 @@ def _row_text(r: dict[str, Any]) -> list[str]:
     return [str(r["round"]), f"{_pct(r['accuracy'])} of {r['eval_samples']}",
             ", ".join(r["participants"]) or "none", f"{r['seconds']:.2f}",
             f"{r['bytes_up']:,} / {r['bytes_down']:,}"]  # fmt: skip
+
+
+def _registered(block: dict[str, Any]) -> str:
+    """The registered model's ref, or why there is none."""
+    reg = block["registration"]
+    return str(reg["ref"] or reg["reason"] or f"nothing (the task ended {block['state']})")
 
 
 def _pct(value: float | None) -> str:
