@@ -110,4 +110,8 @@ def test_the_curve_the_page_and_the_cli_rows_show_what_the_task_measured(tmp_pat
         federated_html({"skipped": "turned off"}) == "<h2>Federated</h2><p>skipped: turned off</p>"
     )
     assert federated_rows({"skipped": "turned off"}) == [("skipped", "turned off")]
+    failed = {**block, "state": "failed", "registration": {"ref": None, "reason": None}}
+    assert ("registered (fleet's control plane)", "nothing (the task ended failed)") in (
+        federated_rows(failed)
+    )
     assert federated_html(None) == "" and federated_rows(None) == []
