@@ -158,12 +158,13 @@ def test_timeline_steps_last_until_the_next_and_every_label_is_escaped() -> None
         ("STAGE", 10.0, 12.0), ("WATCH", 12.0, 15.0), ("COMMIT", 15.0, 15.5),
     ]  # fmt: skip
     line = timeline.Timeline(
-        9.0, 40.0, [timeline.Lane("Rollout", None, []), timeline.Lane(EVIL, "id-1", steps)], 1
+        9.0, 40.0, [timeline.Lane("Rollout", None, []), timeline.Lane(EVIL, "id-1", steps, 2)], 1
     )
     html = timeline.part(line)
     assert EVIL not in html and "<svg" in html and html.count("<rect ") >= 3
     assert "<script" not in html.lower().replace("&lt;script", "")
     assert "+3.0 s" in html  # WATCH started 3 s after the rollout
+    assert "· w2</text>" in html and "(wave 2): WATCH at +3.0 s for 3.0 s" in html
 
 
 def _asgi(

@@ -67,6 +67,7 @@ class Lane:
     label: str
     node_id: str | None  # None: the rollout's own lane
     steps: list[Step]
+    wave: int | None = None  # the node's wave, from 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,8 @@ def read(conn: sa.Connection, view: RolloutView, now: float | None = None) -> Ti
                 detail = str(doc.get("detail") or "")[:300]
                 found[item.node_id].append((float(item.created_at), state, detail))
     for n in shown:
-        lanes.append(Lane(n.name, n.node_id, _steps(found[n.node_id], end, skip=("IDLE",))))
+        steps = _steps(found[n.node_id], end, skip=("IDLE",))
+        lanes.append(Lane(n.name, n.node_id, steps, n.wave + 1))
     return Timeline(start, max(end, start + 1.0), lanes, len(reached))
 
 
@@ -166,11 +168,13 @@ def svg(line: Timeline) -> Html:
         )
     for i, lane in enumerate(line.lanes):
         y = AXIS_H + i * LANE_H
-        parts.append(f'<text x="4" y="{y + 16}" font-size="12">{escape(lane.label[:24])}</text>')
+        name = lane.label[:18] + ("" if lane.wave is None else f" · w{lane.wave}")
+        parts.append(f'<text x="4" y="{y + 16}" font-size="12">{escape(name)}</text>')
         for s in lane.steps:
             left = x(s.start)
             width = max(3.0, x(s.end) - left)
-            title = f"{lane.label}: {s.state} at {_offset(s.start - line.start)}"
+            wave = "" if lane.wave is None else f" (wave {lane.wave})"
+            title = f"{lane.label}{wave}: {s.state} at {_offset(s.start - line.start)}"
             title += f" for {s.end - s.start:.1f} s" if s.end > s.start else ""
             title += f": {s.detail}" if s.detail else ""
             parts.append(
@@ -218,12 +222,13 @@ def steps_table(line: Timeline) -> Html:
         if lane.node_id is not None:  # one link a lane, shared by its rows
             name = Html(f'<a href="{url("nodes", lane.node_id)}">{escape(lane.label)}</a>')
         for s in lane.steps:
+            took = f"{s.end - s.start:.1f} s"
             rows.append(
-                (name, s.state, _offset(s.start - line.start), f"{s.end - s.start:.1f} s", s.detail)
+                (name, lane.wave or "", s.state, _offset(s.start - line.start), took, s.detail)
             )
     return table(
         "Every step of the timeline (times from the rollout's start)",
-        ("Lane", "State", "Started", "Lasted", "Detail"),
+        ("Lane", "Wave", "State", "Started", "Lasted", "Detail"),
         rows,
         "nothing recorded yet",
     )
