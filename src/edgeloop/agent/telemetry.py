@@ -42,7 +42,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgeloop.agent.health import HealthRecorder, nearest_rank
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity
-from edgeloop.agent.outbox import FILENAME, Backlog, ItemKind, Outbox
+from edgeloop.agent.outbox import FILENAME, ItemKind, Outbox
+from edgeloop.agent.outbox_backlog import Backlog
 from edgeloop.agent.shipper import Shipper, ShipperConfig
 from edgeloop.agent.update_state import UpdateState
 from edgeloop.agent.updater import Updater
