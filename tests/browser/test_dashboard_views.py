@@ -114,8 +114,8 @@ def test_lineage_pareto_and_drift_views(running: World) -> None:
     labels = graph.locator("g.edge text")
     for made in ("static-int8", "fp16", "retrain job feedbeef", "convert to tflite-int8"):
         expect(labels.filter(has_text=made)).to_have_count(1)
-    lineage = page.get_by_role("table", name="Lineage, parent to child")
-    expect(lineage.locator("tbody tr")).to_have_count(4)
+    lineage = page.get_by_role("table", name="Lineage, each version with its parent")
+    expect(lineage.locator("tbody tr")).to_have_count(5)
     expect(lineage.get_by_role("link", name="retrain job feedbeef")).to_have_attribute(
         "href", "/ui/jobs/feedbeef00000000"
     )

@@ -102,7 +102,15 @@ def test_the_svg_links_every_version_and_escapes_every_label() -> None:
     assert sorted(hrefs) == sorted(f"/ui/models/{n.key.replace(':', '/')}" for n in graph.nodes)
     assert svg.count('aria-current="page"') == 1
     table = lineage.listing(graph)
-    assert table.count("<tr>") == 1 + len(graph.edges) and "<script>" not in table
+    assert table.count("<tr>") == 1 + len(graph.nodes) and "<script>" not in table
+
+
+def test_the_table_names_the_data_each_version_was_made_from() -> None:
+    retrained = version("kws:3", "kws:1", {"retrain": {"job_id": "j1", "datasets": ["kws-cap:4"]}})
+    graph = lineage.build([*tree(), retrained], "kws:3")
+    table = lineage.listing(graph)
+    assert '<a href="/ui/datasets/kws-cap/4">kws-cap:4</a>' in table
+    assert '<a href="/ui/jobs/j1">retrain job j1</a>' in table
 
 
 def test_a_federated_result_is_drawn_under_its_task() -> None:

@@ -33,6 +33,7 @@ class Node:
     href: Html | None
     current: bool = False
     detail: str = ""  # format, data set: shown under the name
+    data: tuple[tuple[str, Html | None], ...] = ()  # the data it was made from (table only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,24 @@ def made_by(recipe: Mapping[str, Any]) -> tuple[str, Html | None]:
 def _node(v: ModelVersion, current: bool) -> Node:
     m = v.manifest
     detail = m.format + (f", data {m.dataset}" if m.dataset else "")
-    return Node(str(v.ref), str(v.ref), url("models", v.name, v.version), current, detail)
+    href = url("models", v.name, v.version)
+    return Node(str(v.ref), str(v.ref), href, current, detail, data_of(m.recipe, m.dataset))
+
+
+def data_of(recipe: Mapping[str, Any], dataset: str | None) -> tuple[tuple[str, Html | None], ...]:
+    """The data a version was made from: a retrain's data set versions (``name:version``, each
+    linked to its page), else the manifest's data set name."""
+    retrain = recipe.get("retrain")
+    found = retrain.get("datasets") if isinstance(retrain, Mapping) else None
+    out: list[tuple[str, Html | None]] = []
+    for ref in found if isinstance(found, list) else ():
+        name, _, version = str(ref).rpartition(":")
+        out.append(
+            (str(ref), url("datasets", name, version) if name and version.isdigit() else None)
+        )
+    if not out and dataset:
+        out.append((dataset, None))
+    return tuple(out)
 
 
 def build(versions: Iterable[ModelVersion], ref: str) -> Graph:
@@ -236,17 +254,24 @@ def svg(graph: Graph, title: str) -> Html:
 
 
 def listing(graph: Graph) -> Html:
-    """The graph as a table (the text form of the SVG): each edge, parent to child, and how."""
+    """The graph as a table (the text form of the SVG): each box, its parent, what made it and
+    the data it was made from."""
     names = {n.key: n for n in graph.nodes}
+    made = {e.child: e for e in graph.edges}
 
     def cell(key: str) -> Html:
         n = names[key]
         return link(n.href, n.text) if n.href is not None else escape(n.text)
 
-    rows = [
-        (cell(e.parent), cell(e.child), link(e.href, e.label) if e.href else e.label)
-        for e in graph.edges
-    ]
+    rows = []
+    for n in graph.nodes:
+        e = made.get(n.key)
+        how: Any = "" if e is None else link(e.href, e.label) if e.href else e.label
+        data = join((link(h, t) if h else escape(t) for t, h in n.data), ", ") or "n/a"
+        rows.append((cell(n.key), "none" if e is None else cell(e.parent), how, data))
     return table(
-        "Lineage, parent to child", ("From", "To", "Made by"), rows, "no parent and no child"
+        "Lineage, each version with its parent",
+        ("Version", "Parent", "Made by", "Data it was made from"),
+        rows,
+        "no version",
     )
