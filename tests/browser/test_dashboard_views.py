@@ -137,7 +137,12 @@ def test_lineage_pareto_and_drift_views(running: World) -> None:
     )
     expect(variants.get_by_role("row", name="kws-int8:1")).to_contain_text("objective latency")
     page.screenshot(path=str(_shots() / "model-lineage.png"), full_page=True)
-    # A box is reached and followed by keyboard.
+    # The boxes are in the Tab order (one Tab from a box to the next); one is followed by Enter.
+    boxes.first.focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.getAttribute('href')") == (
+        boxes.nth(1).get_attribute("href")
+    )
     graph.locator('a[href="/ui/models/kws-int8/1"]').focus()
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text("Model kws-int8:1")
