@@ -25,15 +25,19 @@ pytest.importorskip("sklearn")
 def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, home: Path) -> None:
     out = tmp_path / "out"
     # The federated stage runs across an FL fleet in tests/federated/test_fl_fleet.py: off here
-    # (here its fleet would start three more torch processes, one per agent, for it).
-    args = ["quickstart", "--out", str(out), "--format", "json", "--no-federated"]
+    # (here its fleet would start three more torch processes, one per agent, for it). The
+    # retrain stage runs end to end in tests/pipeline/test_quickstart_retrain.py: off here too.
+    args = ["quickstart", "--out", str(out), "--format", "json", "--no-federated", "--no-retrain"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
 
-    assert body["stages"] == [s for s in LOOP if s != "federated"]  # the loop, in order
+    assert body["stages"] == [s for s in LOOP if s not in ("federated", "retrain")]  # in order
     # Every stage ran (nothing skipped here: the extras are installed), each one timed.
-    assert body["skipped"] == {"federated": "turned off (--no-federated)"}
+    assert body["skipped"] == {
+        "retrain": "turned off (--no-retrain)",
+        "federated": "turned off (--no-federated)",
+    }
     assert list(body["stage_seconds"]) == body["stages"]
     assert body["stage_seconds"]["train"] > 0 and min(body["stage_seconds"].values()) >= 0
     assert body["checkpoint"] == str(out / "checkpoint")

@@ -31,6 +31,7 @@ LOOP = [
     "serve",
     "fleet",
     "monitor",
+    "retrain",
     "federated",
 ]
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edgeloop.cli.output import OutputFormat, emit, err_console, na
 from edgeloop.pipeline.federated_stage_report import federated_rows
+from edgeloop.pipeline.retrain_stage_report import retrain_rows
 
 
 def quickstart(
@@ -47,6 +48,13 @@ def quickstart(
             help="5 FedAvg rounds across the fleet's agents, each on its share of the data.",
         ),
     ] = True,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain/--no-retrain",
+            help="Capture the shifted field, make a data set, retrain, roll the challenger out.",
+        ),
+    ] = True,
     format: Annotated[
         OutputFormat, typer.Option("--format", help="table or json")
     ] = OutputFormat.TABLE,
@@ -62,7 +70,12 @@ def quickstart(
         out,
         settings,
         QuickstartConfig(
-            seed=seed, epochs=epochs, fleet=fleet, monitor=monitor, federated=federated
+            seed=seed,
+            epochs=epochs,
+            fleet=fleet,
+            monitor=monitor,
+            federated=federated,
+            retrain=retrain,
         ),
         progress=format is OutputFormat.TABLE,
         on_stage=lambda s: err_console.print(f"[bold cyan]▸[/] {s}"),
@@ -95,10 +108,12 @@ def _figures_table(body: dict[str, Any], total: float) -> Table:
     _serve_rows(t, body["serve"])
     _fleet_rows(t, body["fleet"])
     _monitor_rows(t, body.get("monitor"))
+    for figure, value in retrain_rows(body.get("retrain")):
+        t.add_row("retrain", figure, value)
     for figure, value in federated_rows(body.get("federated")):
         t.add_row("federated", figure, value)
     for stage, reason in body["skipped"].items():
-        if stage not in ("convert", "serve", "fleet", "monitor", "federated"):  # in their rows
+        if stage not in ("convert", "serve", "fleet", "monitor", "federated", "retrain"):
             t.add_row(stage, "skipped", reason)
     return t
 

@@ -11,6 +11,7 @@ never receive it. Every figure is timed or counted in this run.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from contextlib import ExitStack, nullcontext
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeloop.core.types import Manifest
+from edgeloop.core.types import Manifest, ModelRef
 from edgeloop.data.dataset import Dataset
 from edgeloop.pipeline.stage import Skipped
 
@@ -36,9 +37,22 @@ PLAN: dict[str, Any] = {
     "wave_timeout_s": 180,
     "guard": {"require_self_test": True, "max_error_rate": 0.0},
 }
+# Every node keeps the rows it answers within 10 min after a drift alarm of its monitor: the
+# retrain stage makes its data set of them (docs/data.md#capture, docs/retraining.md).
+CAPTURE: dict[str, Any] = {"policy": "drift:600", "max_bytes": 4 << 20}
 ROLLOUT_TIMEOUT_S = 240.0
 # A metrics snapshot each second: the monitor stage reads the fleet's table right after its stream.
 AGENT_ARGS = ("--poll-s", "0.5", "--metrics-every-s", "1")
+
+
+@dataclass(frozen=True)
+class FleetParent:
+    """The model the rolled-out variant was made from: published first, with its checkpoint,
+    so the fleet's registry holds the lineage a retraining job follows."""
+
+    file: Path
+    manifest: Manifest
+    checkpoint: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ def fleet_stage(
     profile: Path | None = None,
     hold: ExitStack | None = None,
     fl_data: FlData | None = None,
+    parent: FleetParent | None = None,
 ) -> FleetStageResult | Skipped:
     """:func:`run_fleet_stage` in a fresh ``folder``; Skipped when the fleet extras are missing.
 
@@ -74,7 +89,9 @@ def fleet_stage(
         return Skipped(f"not installed: {', '.join(missing)} (pip install 'edgeloop[control]')")
     if folder.exists():
         shutil.rmtree(folder)
-    return run_fleet_stage(model, manifest, test, folder, profile, hold, fl_data=fl_data)
+    return run_fleet_stage(
+        model, manifest, test, folder, profile, hold, fl_data=fl_data, parent=parent
+    )
 
 
 def run_fleet_stage(
@@ -85,10 +102,12 @@ def run_fleet_stage(
     profile: Path | None = None,
     hold: ExitStack | None = None,
     fl_data: FlData | None = None,
+    parent: FleetParent | None = None,
 ) -> FleetStageResult:
     """Roll ``model`` out to a fresh local fleet under ``folder``, then a broken v2; stop it,
     or, given ``hold``, leave it running until ``hold`` closes (the result's ``live``).
     ``fl_data``: each agent's share for the federated stage, written before the agents start.
+    ``parent``: published first, the variant linked to it (for the retrain stage's job).
 
     Raises:
         EdgeError: a process did not start, or a rollout did not finish in time.
@@ -101,6 +120,9 @@ def run_fleet_stage(
         started if hold is None else nullcontext(hold.enter_context(started)) as fleet,
         ControlClient(fleet.control_url, fleet.admin_token) as admin,
     ):
+        if parent is not None:  # the variant becomes its child in the fleet's registry
+            up_ref = admin.publish_model(parent.file, parent.manifest, checkpoint=parent.checkpoint)
+            manifest = dataclasses.replace(manifest, parent=ModelRef.parse(up_ref["ref"]))
         v1 = admin.publish_model(model, manifest, profile=profile)  # the node monitors with it
         rollout = _roll_out(admin, manifest.name, v1["ref"])
         by_id = {n["node_id"]: n["name"] for n in admin.nodes()}
@@ -109,7 +131,7 @@ def run_fleet_stage(
 
         broken_file = folder / f"{manifest.name}-v2-broken.onnx"
         broken_file.write_bytes(b"this is deliberately not a model\n" * 64)
-        v2 = admin.publish_model(broken_file, manifest)
+        v2 = admin.publish_model(broken_file, dataclasses.replace(manifest, parent=None))
         broken = _roll_out(admin, manifest.name, v2["ref"])
 
         after = {n["name"]: n for n in admin.nodes()}
@@ -127,9 +149,10 @@ def run_fleet_stage(
                 }
             )
         reached = [by_id[i] for i, n in broken["nodes"].items() if n.get("wave") == 0]
+        parent_ref = None if manifest.parent is None else str(manifest.parent)
         return FleetStageResult(
             nodes=tuple(nodes),
-            rollout={**_summary(rollout, by_id), "ref": v1["ref"]},
+            rollout={**_summary(rollout, by_id), "ref": v1["ref"], "parent": parent_ref},
             broken={
                 **_summary(broken, by_id),
                 "ref": v2["ref"],
@@ -142,7 +165,9 @@ def run_fleet_stage(
 
 def _roll_out(admin: Any, name: str, ref: str) -> dict[str, Any]:
     start = time.perf_counter()
-    rollout = admin.deploy({"name": f"{name}-quickstart", "model": ref, "plan": PLAN})
+    spec = {"name": f"{name}-quickstart", "model": ref, "plan": PLAN,
+            "serving": {"capture": CAPTURE}}  # fmt: skip
+    rollout = admin.deploy(spec)
     end = admin.wait_rollout(
         rollout["rollout_id"], {"COMPLETED", "ROLLED_BACK", "HALTED"}, ROLLOUT_TIMEOUT_S
     )

@@ -31,6 +31,7 @@ CONVERT_SAYS = "convert: every edge target the installed converters make, each o
 SERVE_SAYS = "serve: the model and its chosen variant in an `edgeloop serve` process, 2 s of load"
 FLEET_SAYS = "fleet: control plane + 3 agents, staged rollout of the chosen variant, broken v2"
 MONITOR_SAYS = "monitor: the held-out split through one node, shift injected, labels posted back"
+RETRAIN_SAYS = "retrain: the shifted field captured and labelled, a job, its challenger in waves"
 FEDERATED_SAYS = "federated: FedAvg rounds across the fleet's agents, each on its own data share"
 
 
@@ -59,6 +60,8 @@ class QuickstartConfig:
     fleet: bool = True
     # Stream the held-out split through one node of that fleet with a shift (issue 12).
     monitor: bool = True
+    # Captures of the shifted field -> a data set -> a retraining job -> waves (issue 13).
+    retrain: bool = True
     # A few federated rounds across that fleet's agents, each on its share of the data (issue 14).
     federated: bool = True
 
@@ -148,6 +151,7 @@ def quickstart_stages(
         Stage("serve", partial(_serve, env), needs=("optimize",), says=SERVE_SAYS),
         Stage("fleet", partial(_fleet, env), needs=("optimize",), says=FLEET_SAYS),
         Stage("monitor", partial(_monitor, env), needs=("fleet",), says=MONITOR_SAYS),
+        Stage("retrain", partial(_retrain, env), needs=("monitor",), says=RETRAIN_SAYS),
         Stage("federated", partial(_federated, env), needs=("fleet",), says=FEDERATED_SAYS),
     ]
 
@@ -260,7 +264,7 @@ def _serve(env: _Env, done: Outcomes) -> StageResult | Skipped:
 
 def _fleet(env: _Env, done: Outcomes) -> StageResult | Skipped:
     from edgeloop.pipeline.federated_stage import fleet_share
-    from edgeloop.pipeline.fleet import fleet_stage
+    from edgeloop.pipeline.fleet import FleetParent, fleet_stage
 
     if not env.cfg.fleet:
         return Skipped("turned off (--no-fleet)")
@@ -280,9 +284,15 @@ def _fleet(env: _Env, done: Outcomes) -> StageResult | Skipped:
     with Registry.open(env.settings) as registry:  # the reference profile made at registration
         profile = registry.profile(edge.ref)[1]
     test = done.need(Split).splits.test
+    # The fp32 parent goes first, with its checkpoint: the fleet's registry then links the
+    # variant to it, and the retrain stage's job rebuilds the variant from a retrained parent.
+    up = FleetParent(done.need(Exported).onnx, done.need(Registered).manifest,
+                     done.need(Trained).checkpoint)  # fmt: skip
     shares = fleet_share(env.cfg.dataset, env.cfg.federated)  # the federated stage's data
     folder = env.out_dir / "fleet"
-    return fleet_stage(edge.file, manifest, test, folder, profile, env.hold, fl_data=shares)
+    return fleet_stage(
+        edge.file, manifest, test, folder, profile, env.hold, fl_data=shares, parent=up
+    )
 
 
 def _monitor(env: _Env, done: Outcomes) -> StageResult | Skipped:
@@ -295,6 +305,18 @@ def _monitor(env: _Env, done: Outcomes) -> StageResult | Skipped:
     test = done.need(Split).splits.test
     model = fleet.rollout["ref"].rpartition(":")[0]
     return monitor_stage(fleet.live, model, test, env.out_dir, seed=env.cfg.seed)
+
+
+def _retrain(env: _Env, done: Outcomes) -> StageResult | Skipped:
+    from edgeloop.pipeline.fleet import FleetStageResult
+    from edgeloop.pipeline.retrain_stage import Champion, field_split, retrain_stage
+
+    if not env.cfg.retrain:
+        return Skipped("turned off (--no-retrain)")
+    fleet, splits = done.need(FleetStageResult), done.need(Split).splits
+    champion = Champion(fleet.rollout.get("parent"), fleet.rollout["ref"])
+    field = field_split(splits)  # train + validation: the test split stays unseen
+    return retrain_stage(fleet.live, champion, field, splits.test, seed=env.cfg.seed)
 
 
 def _federated(env: _Env, done: Outcomes) -> StageResult | Skipped:

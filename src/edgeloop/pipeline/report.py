@@ -13,6 +13,7 @@ from edgeloop.core.files import write_atomic
 from edgeloop.pipeline.federated_stage_report import federated_html
 from edgeloop.pipeline.monitor_report import monitor_html
 from edgeloop.pipeline.quickstart import QuickstartResult
+from edgeloop.pipeline.retrain_stage_report import retrain_html
 
 
 def write_report(result: QuickstartResult, out_dir: Path) -> dict[str, Path]:
@@ -138,6 +139,7 @@ this run on <b>{html.escape(str(body["dataset"]["name"]))}</b>
 {_conversion_html(body.get("convert"))}
 {_fleet_html(body.get("fleet"))}
 {monitor_html(body.get("monitor"))}
+{retrain_html(body.get("retrain"))}
 {federated_html(body.get("federated"))}
 {_skipped_html(body.get("skipped") or {})}
 <h2>Training</h2>{img("training_curve")}
