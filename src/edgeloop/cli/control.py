@@ -99,8 +99,9 @@ def control(
         Path | None,
         typer.Option(
             "--retrain-policies",
-            help="A JSON file of retraining policies: an alert that opens starts a retraining "
-            "job (docs/retraining.md).",
+            help="A JSON file of retraining policies: an alert that opens, or a schedule "
+            "('every': '24h', 'at': '02:00' UTC) that comes due, starts a retraining job "
+            "(docs/retraining.md).",
         ),
     ] = None,
     format: Annotated[
