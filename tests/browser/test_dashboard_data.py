@@ -39,7 +39,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def fleet_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]]:
     """One agent, a completed rollout, a stored data set version; (world, database kind). The
-    world's browser is None without Debian's chromium or playwright (the browser test skips)."""
+    world's browser is None without Debian's chromium or playwright (the test then skips after
+    checking the report)."""
     folder = tmp_path_factory.mktemp("ui-data")
     schema = fresh_schema("edgeloop_ui") if os.environ.get(PG_ENV) else None
     db_url = next(schema) if schema is not None else None
@@ -58,7 +59,7 @@ def fleet_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worl
             try:
                 executable = chromium()
             except pytest.skip.Exception:
-                yield world, kind  # the report test runs; the browser test skips
+                yield world, kind  # the test checks the report, then skips
                 return
             from playwright.sync_api import sync_playwright
 
@@ -96,10 +97,13 @@ def _reported(world: World) -> dict[str, Any]:
     return dict(node.get("reported") or {})
 
 
-def test_the_agent_reports_its_outbox_backlog_and_the_plane_stores_it(
-    fleet_world: tuple[World, str],
+def test_the_backlog_report_then_timeline_data_sets_and_label_queue_in_chromium(
+    fleet_world: tuple[World, str], tmp_path: Path
 ) -> None:
+    """One test, not two: under ``pytest -n 2`` two tests of a module may land on both workers
+    and start a fleet each. The report is checked first, with or without a browser."""
     world, kind = fleet_world
+    # The agent's report carries its outbox backlog; the control plane stores it as sent.
     deadline = time.monotonic() + 30
     while not isinstance((outbox := _reported(world).get("outbox")), dict):
         assert time.monotonic() < deadline, f"no outbox in the stored report ({kind})"
@@ -112,13 +116,8 @@ def test_the_agent_reports_its_outbox_backlog_and_the_plane_stores_it(
     ages = [k["oldest_age_s"] for k in outbox["kinds"].values()]
     assert outbox["oldest_age_s"] == (max(ages) if ages else None)
 
-
-def test_timeline_backlog_data_sets_and_label_queue_in_chromium(
-    fleet_world: tuple[World, str], tmp_path: Path
-) -> None:
-    world, _ = fleet_world
     if world.browser is None:
-        chromium()  # skips, saying what is missing
+        chromium()  # skips here, saying what is missing (the report was checked above)
     expect = pytest.importorskip("playwright.sync_api").expect
     context, page = world.sign_in(world.fleet.admin_token)
     expect(page.get_by_role("columnheader", name="Outbox backlog")).to_be_visible()
