@@ -74,6 +74,11 @@ ROUTES = [
     ("POST", "/api/v1/experiments/{eid}/promote", "admin", 1 * MIB),
     ("POST", "/api/v1/experiments/{eid}/revert", "admin", 1 * MIB),
     ("POST", "/api/v1/datasets/captures", "admin", 1 * MIB),
+    ("POST", "/api/v1/node-trainings", "admin", 1 * MIB),
+    ("GET", "/api/v1/node-trainings/{tid}", "admin", 0),
+    ("GET", "/api/v1/nodes/{node_id}/trainings/next", "node", 0),
+    ("GET", "/api/v1/nodes/{node_id}/trainings/{tid}/files/{key}", "node", 0),
+    ("POST", "/api/v1/nodes/{node_id}/trainings/{tid}", "node", 1 * MIB),
 ]
 MULTIPART = (
     b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n'
@@ -94,7 +99,8 @@ class Plane:
     def path(self, template: str) -> str:
         template = template.replace("{path:path}", "artifacts/0.x.onnx").replace("{r:int}", "1")
         return template.format(node_id=self.node_id, rid="r-1", file="1.root.json", tid="t-1",
-                               sha="0" * 64, bid="b-1", job_id="j-1", eid="e-1")  # fmt: skip
+                               sha="0" * 64, bid="b-1", job_id="j-1", eid="e-1",
+                               key="weights")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -27,17 +27,21 @@ POLL_S = 1.0
 TIMEOUT_S = 30.0
 
 
-class BenchWorker:
-    """The polling loop of one node (``identity``: the node's credentials once enrolled)."""
+class NodeJobPoller:
+    """Poll ``GET /api/v1/nodes/{id}/{kind}/next`` with the node token (``identity``: the
+    node's credentials once enrolled), answer each job with :meth:`answer` and post it to
+    ``/api/v1/nodes/{id}/{kind}/{job_id}`` (benchmarks here; trainings: train_worker.py)."""
 
-    def __init__(self, slots: Slots, identity: Callable[[], Identity | None]) -> None:
-        self.slots = slots
+    kind = "benchmarks"
+    timeout_s = TIMEOUT_S
+
+    def __init__(self, identity: Callable[[], Identity | None]) -> None:
         self.identity = identity
         self.done = 0
         self.last_error: str | None = None
 
     async def run(self, poll_s: float = POLL_S) -> None:
-        """Poll and measure until cancelled."""
+        """Poll and answer until cancelled."""
         while True:
             who = self.identity()
             if who is not None:
@@ -45,14 +49,14 @@ class BenchWorker:
                     await self._once(who)
                 except (httpx.HTTPError, EdgeError) as exc:
                     self.last_error = str(exc)
-                    log.warning("benchmark poll failed: %s", exc)
+                    log.warning("%s poll failed: %s", self.kind, exc)
             await asyncio.sleep(poll_s)
 
     async def _once(self, who: Identity) -> None:
         headers = {"Authorization": f"Bearer {who.node_token}"}
-        base = f"/api/v1/nodes/{who.node_id}/benchmarks"
+        base = f"/api/v1/nodes/{who.node_id}/{self.kind}"
         client = httpx.AsyncClient(
-            base_url=who.control, headers=headers, timeout=TIMEOUT_S, verify=client_verify()
+            base_url=who.control, headers=headers, timeout=self.timeout_s, verify=client_verify()
         )
         async with client as http:
             got = await http.get(f"{base}/next")
@@ -60,10 +64,36 @@ class BenchWorker:
                 return
             got.raise_for_status()
             job = got.json()
-            body = await asyncio.to_thread(self.measure, job)
-            sent = await http.post(f"{base}/{job['job_id']}", json=body)
+            url = f"{base}/{job['job_id']}"
+            try:
+                body = await self.answer(http, url, job, who)
+            except EdgeError as exc:
+                body = {"error": f"{type(exc).__name__}: {exc.message}"}
+            except Exception as exc:  # never leave a job claimed without an answer
+                log.exception("%s job %s failed", self.kind, job.get("job_id"))
+                body = {"error": f"{type(exc).__name__}: {exc}"}
+            sent = await http.post(url, json=body)
             sent.raise_for_status()
             self.done += 1
+
+    async def answer(
+        self, http: httpx.AsyncClient, url: str, job: dict[str, Any], who: Identity
+    ) -> dict[str, Any]:
+        """The body posted back for ``job`` (``url``: the job's own route)."""
+        raise NotImplementedError
+
+
+class BenchWorker(NodeJobPoller):
+    """The benchmark jobs of one node."""
+
+    def __init__(self, slots: Slots, identity: Callable[[], Identity | None]) -> None:
+        super().__init__(identity)
+        self.slots = slots
+
+    async def answer(
+        self, http: httpx.AsyncClient, url: str, job: dict[str, Any], who: Identity
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self.measure, job)
 
     def measure(self, job: dict[str, Any]) -> dict[str, Any]:
         """``{"measurement": ...}`` of the job's model file, or ``{"error": ...}``."""

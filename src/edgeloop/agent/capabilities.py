@@ -4,12 +4,16 @@ Sent at enrollment (docs/fleet-protocol.md); the control plane derives the devic
 (``<arch>-<accel>``) from it. CPU model, flags and memory come from ``/proc`` through
 :func:`edgeloop.bench.machine.describe_machine`; accelerators from device nodes the kernel
 drivers create; engines from the installed packages' metadata (not imported: OpenVINO takes
-seconds to import); providers from ONNX Runtime itself.
+seconds to import); providers from ONNX Runtime itself; ``train`` (on-device incremental
+training, :mod:`edgeloop.agent.train_worker`) from whether ``torch`` can be found, without
+importing it (the agent's process never imports torch).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,32 @@ _ENGINE_PACKAGES = {
     "openvino": ("openvino",),
     "litert": ("ai-edge-litert", "tflite-runtime"),
 }
+
+
+# Set to 1 to keep training off this node although torch is installed (also how a test starts
+# an agent that cannot train): the capability says so, and training jobs are answered with it.
+NO_TRAIN_ENV = "EDGELOOP_AGENT_NO_TRAIN"
+
+
+def training() -> dict[str, Any]:
+    """``{"train": bool, "torch": version or None, "train_reason"?}``: whether this node can run the
+    incremental-training worker. torch is looked up (``importlib.util.find_spec`` and its
+    package metadata), never imported."""
+    if os.environ.get(NO_TRAIN_ENV, "").strip() not in ("", "0"):
+        why = f"training is turned off on this node ({NO_TRAIN_ENV} is set)"
+        return {"train": False, "torch": None, "train_reason": why}
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        why = "torch is not installed here (pip install 'edgeloop[train]')"
+        return {"train": False, "torch": None, "train_reason": why}
+    try:
+        version: str | None = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"train": True, "torch": version}
 
 
 def accelerators(root: Path = Path("/")) -> list[str]:
@@ -105,4 +135,5 @@ def probe() -> dict[str, Any]:
         "accelerators": accelerators(),
         "engines": engine_versions(),
         "providers": providers(),
+        **training(),
     }

@@ -41,12 +41,15 @@ from edgeloop.agent.tier import ChildService, TierCollector, TierSettings
 from edgeloop.agent.tier_auth import ChildAuth
 from edgeloop.agent.tier_cache import TierCache
 from edgeloop.agent.tier_cascade import ParentCascade
+from edgeloop.agent.train_data import lineage_of
+from edgeloop.agent.train_worker import CAPTURE_LOG_MB, TrainWorker
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, require
 from edgeloop.core.logs import server_logging
 from edgeloop.core.tls import TlsConfig, server_context
 from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.app import Server, create_app
+from edgeloop.serving.capture_sink import CaptureLog
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.connections import Sweeper, httptools_protocol
@@ -153,6 +156,8 @@ async def _main(
     service = app.state.server.service
     catalog.monitor_sinks.append(tel.monitor_event)  # drift alarms -> outbox events
     service.capture.sinks.append(tel.capture)  # captured rows -> outbox capture items
+    local_captures = CaptureLog(home.root / "captures", CAPTURE_LOG_MB * 2**20)
+    service.capture.sinks.append(local_captures)  # and a capped local copy (train_worker.py)
     tel.monitoring = lambda: monitoring_status(catalog)  # in each metrics snapshot
     recorder = HealthRecorder(Sampler(app, tel))
     updater.health = recorder
@@ -162,7 +167,11 @@ async def _main(
     reconciler.parent = tier.parent
     reconciler.backlog = tel.backlog_report
     arms = ExperimentHost(home, catalog, service.metrics, app.state.server.feedback, reconciler)
-    reconciler.serving = lambda model: {**serving_state(catalog, model), **arms.report(model)}
+    reconciler.serving = lambda model: {
+        **serving_state(catalog, model),
+        **arms.report(model),
+        **lineage_of(model),
+    }
     cascade = None
     if tier.cascade_threshold is not None:
         cascade = ParentCascade(tier, service.escalator, catalog, base.cascade_timeout_s)
@@ -258,6 +267,16 @@ async def _main(
         asyncio.ensure_future(
             BenchWorker(updater.slots, lambda: reconciler.identity).run(options.poll_s)
         ),
+        asyncio.ensure_future(
+            TrainWorker(
+                home,
+                updater,
+                lambda: reconciler.identity,
+                local_captures,
+                options.name,
+                lambda: reconciler.updating,
+            ).run(options.poll_s)
+        ),
     ]
     stop_routes = asyncio.Event()
     if runner is not None:
@@ -280,6 +299,7 @@ async def _main(
             acceptor.stop()
         await app.state.server.service.drain()
         await catalog.stop()
+        local_captures.close()  # what the last second captured
 
 
 def _children(tier: TierSettings, home: AgentHome, reconciler: Reconciler) -> ChildService:

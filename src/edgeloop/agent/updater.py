@@ -30,12 +30,13 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from tuf.api.metadata import TargetFile
 
 from edgeloop.agent.activator import serving_config
-from edgeloop.agent.deployment import Deployment, Guard, parse_deployment
+from edgeloop.agent.deployment import Deployment, Guard, ModelSpec, parse_deployment
 from edgeloop.agent.health import HealthFigures, HealthRecorder
 from edgeloop.agent.home import AgentHome
 from edgeloop.agent.self_test import SelfTestResult, run_self_test
@@ -87,6 +88,7 @@ class Updater:
         self.active_since: str | None = None
         self.last_figures: HealthFigures | None = None
         self._pause_at = os.environ.get(PAUSE_ENV)
+        self._busy = asyncio.Lock()  # one update at a time: a deployment or a node-local one
 
     # -- the record -----------------------------------------------------------------------
 
@@ -192,6 +194,10 @@ class Updater:
         Transport failures before ACTIVATE end the attempt as INTERRUPTED (retried later, the
         download continuing); everything else that fails rolls back.
         """
+        async with self._busy:  # a node-local install in progress ends first
+            return await self._run(deployment, document, tuf)
+
+    async def _run(self, deployment: Deployment, document: bytes, tuf: TufSession) -> Outcome:
         spec = deployment.model
         from_slot = self.slots.active_name()
         what = f"{spec.target} ({spec.length} B)" if spec else "no model"
@@ -255,16 +261,31 @@ class Updater:
         try:
             if profile_info is not None:
                 profile = await asyncio.to_thread(tuf.verify, profile_info)
-            to_slot = self.record.to_slot or "a"
-            self._move(S.STAGE, f"length and sha256 verified by TUF; staging into slot {to_slot}")
-            await self._boundary(S.STAGE)
-            model = await asyncio.to_thread(
-                self.slots.stage, to_slot, path, document, deployment, profile
-            )
+            await self._install(deployment, document, path, engine, profile, "verified by TUF")
         finally:
             path.unlink(missing_ok=True)
             if profile is not None:
                 profile.unlink(missing_ok=True)
+
+    async def _install(
+        self,
+        deployment: Deployment,
+        document: bytes,
+        path: Path,
+        engine: str | None,
+        profile: Path | None,
+        how: str,
+    ) -> None:
+        """STAGE -> SELF_TEST -> ACTIVATE -> WATCH -> COMMIT of a checked file (raises on a
+        failure; the caller rolls back)."""
+        spec = deployment.model
+        assert spec is not None  # the callers stage a model
+        to_slot = self.record.to_slot or "a"
+        self._move(S.STAGE, f"length and sha256 {how}; staging into slot {to_slot}")
+        await self._boundary(S.STAGE)
+        model = await asyncio.to_thread(
+            self.slots.stage, to_slot, path, document, deployment, profile
+        )
         if not self.slots.intact(model):
             raise UpdateFailedError(
                 f"slot {to_slot}: the staged copy does not hash to {spec.sha256}"
@@ -296,6 +317,57 @@ class Updater:
         self._move(S.COMMIT, "health window passed; committing")
         await self._boundary(S.COMMIT)
 
+    async def run_local(
+        self, deployment: Deployment, document: bytes, file: Path, profile: Path | None = None
+    ) -> Outcome:
+        """Install a node-local version (``file``: the training worker's ONNX, ``document``:
+        the active slot's document with this model entry, agent/train_worker.py) through the
+        same states as a downloaded one: DOWNLOAD and VERIFY only record that the file is
+        local and its sha256; then STAGE -> SELF_TEST -> ACTIVATE -> WATCH -> COMMIT, or
+        ROLLBACK to the slot that served. The deployment revision acted on is not changed (the
+        node still follows its desired state: a newer revision replaces this version) and a
+        rollback here never marks that revision failed.
+
+        Raises:
+            ConfigError: another update is in progress (the record is not IDLE).
+        """
+        spec = deployment.model
+        if self._busy.locked() or self.record.state is not S.IDLE or spec is None:
+            raise ConfigError(
+                f"the updater is in {self.record.state.value}; a node-local version is installed "
+                "only while it is IDLE",
+                hint="wait for the running update to end, then train again",
+            )
+        async with self._busy:
+            return await self._run_local(deployment, document, (file, profile), spec)
+
+    async def _run_local(
+        self,
+        deployment: Deployment,
+        document: bytes,
+        files: tuple[Path, Path | None],
+        spec: ModelSpec,
+    ) -> Outcome:
+        from_slot = self.slots.active_name()
+        lineage = spec.raw.get("lineage", spec.name)
+        self._move(S.DOWNLOAD, f"node-local version {lineage}: trained here, nothing to download",
+                   target_revision=None, from_slot=from_slot, to_slot=self.slots.other(from_slot),
+                   outcome=None, error=None)  # fmt: skip
+        try:
+            self._move(S.VERIFY, f"{spec.length} B sha256 {spec.sha256[:12]} (the training "
+                       "worker's output, checked against its parity test there)")  # fmt: skip
+            engine = serving_config(ServerConfig(), document)[0].engine
+            model, profile = files
+            await self._install(deployment, document, model, engine, profile, "of the local file")
+        except EdgeError as exc:
+            return await self._rollback(exc.message, local=True)
+        except Exception as exc:  # a full disk, a library's own error: the install is over
+            log.exception("install of node-local version %s failed", lineage)
+            return await self._rollback(f"{type(exc).__name__}: {exc}", local=True)
+        self._move(S.IDLE, f"node-local version {lineage} committed in slot "
+                   f"{self.record.to_slot}", outcome=Outcome.COMMITTED)  # fmt: skip
+        return Outcome.COMMITTED
+
     async def _serve_nothing(self) -> None:
         """The same states, for a deployment naming no model: only ACTIVATE does anything."""
         for state in (S.VERIFY, S.STAGE, S.SELF_TEST):
@@ -318,14 +390,19 @@ class Updater:
                    revision=self.record.target_revision or self.record.revision,
                    target_revision=None)  # fmt: skip
 
-    async def _rollback(self, reason: str) -> Outcome:
+    async def _rollback(self, reason: str, *, local: bool = False) -> Outcome:
         self._move(S.ROLLBACK, reason, error=reason)
         await self._boundary(S.ROLLBACK)
         switched = self._restore_pointer()
         if switched and self.activator is not None:
             await self.activator.show(self.slots.read(self.slots.active_name()))
             self.active_since = now_iso()
-        self._finish_rollback()
+        if local:  # the revision acted on stays; no deployment revision failed
+            back = self.record.from_slot or "(none)"
+            self._move(S.IDLE, f"node-local version rolled back to slot {back}",
+                       outcome=Outcome.ROLLED_BACK)  # fmt: skip
+        else:
+            self._finish_rollback()
         return Outcome.ROLLED_BACK
 
     def _restore_pointer(self) -> bool:

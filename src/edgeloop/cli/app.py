@@ -23,6 +23,7 @@ from edgeloop.cli import (
     export,
     fl,
     fleet,
+    fleet_train,
     optimize,
     quickstart,
     registry,
@@ -71,6 +72,7 @@ app.command("agent", help="Run the edge agent: enroll, update models safely, ser
 app.add_typer(
     fleet.app, name="fleet", help="A local fleet: control plane + N agents as OS processes."
 )
+fleet.app.command("train")(fleet_train.fleet_train)  # on-device training on a node
 app.add_typer(fl.app, name="fl", help="Federated learning across the fleet's agents.")
 app.add_typer(site.app, name="site", help="Site profiles the SDK connects to: add, list, rm.")
 app.command("quickstart", help="Run the loop end to end on a bundled data set.")(

@@ -74,6 +74,7 @@ from edgeloop.control.monitoring_api import MonitoringRoutes
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.schemas import parse
 from edgeloop.control.throttle import FailureLimit, Throttled
+from edgeloop.control.train_api import TrainRoutes
 from edgeloop.core.errors import (
     ConflictError,
     DataError,
@@ -509,6 +510,7 @@ def create_app(
         *JobRoutes(api).routes(),  # retraining jobs (control/jobs_api.py)
         *ArtifactRoutes(api).routes(),  # checkpoints by sha256 (control/artifacts_api.py)
         *BenchRoutes(api).routes(),  # benchmarks run on a node (control/bench_api.py)
+        *TrainRoutes(api).routes(),  # incremental training on a node (control/train_api.py)
     ]
     api.routes = [(method, path) for path, _, method, _ in routes]
     bodies: list[Route] = []

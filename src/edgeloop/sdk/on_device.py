@@ -2,11 +2,20 @@
 
 What runs: :func:`edgeloop.training.on_device.incremental_train` (fine-tuning with experience
 replay, rejected when it forgets more than ``max_forgetting_pp`` points of the old data) on the
-model's registered torch checkpoint, fetched from the control plane, and the new labelled
-samples given. It runs in this process, not on a node: the node-side path (the agent training
-on its own captured and labelled samples, issue 13 part 5) is not built. Forgetting is measured
-on the test split of the data set the model's manifest names. An accepted run is registered as
-``NAME-incremental`` with the parent as lineage parent and its new checkpoint.
+model's registered torch checkpoint and the new labelled samples given.
+
+- ``node="NAME"``: on that node (:mod:`edgeloop.sdk.node_training`, control/train_api.py): the
+  node's agent runs the training worker on the version it serves, installs an accepted result
+  as a node-local version (``NAME:V+NODE.N``, through its updater's states) and reports the
+  figures; ``new_data="captures"`` trains on the node's own labelled captures. The result's
+  ``ref`` is that node-local lineage label (not a registry ref); nothing is registered.
+- no ``node``: in this process (a workstation with torch), the checkpoint fetched from the
+  control plane; an accepted run is registered as ``NAME-incremental`` with the parent as
+  lineage parent and its new checkpoint.
+
+Forgetting is measured on the test split of the data set the model's manifest names (on a node
+too: the split is sent with the job, with a share of the training split to start the node's
+replay buffer).
 """
 
 from __future__ import annotations
@@ -51,13 +60,17 @@ def train(
     from edgeloop.sdk.variants import publish_checkpointed, registered_checkpoint, registered_data
     from edgeloop.training.on_device import IncrementalConfig, incremental_train
 
-    if not isinstance(new_data, tuple) and not hasattr(new_data, "y"):
+    captures = isinstance(new_data, str) and new_data == "captures"
+    if not captures and not isinstance(new_data, tuple) and not hasattr(new_data, "y"):
         raise ConfigError(
             f"incremental_train({model_id!r}): new_data must carry labels: (x, y) arrays or a "
             f"Dataset, not {type(new_data).__name__}",
             hint="label the samples first (`edgeloop data label`), then pass (x, y)",
         )
     row = edge._model_row(ModelRef.parse(model_id))
+    if options.get("node") is not None:
+        return on_node(edge, row, str(options.pop("node")), new_data, epochs, options)
+    options.pop("node", None)
     stored = registered_checkpoint(row, f"incremental_train({row['ref']!r})")
     dataset = load_data(registered_data(row, f"incremental_train({row['ref']!r})"))
     old = stratified_split(dataset, val=0.15, test=0.15, seed=0).test
@@ -87,5 +100,47 @@ def train(
         new_holdout_samples=result.new_holdout_samples,
         epochs_run=result.epochs_run,
         wall_seconds=result.wall_seconds,
-        ran_on="this machine (the node-side training path is not built)",
+        ran_on="this machine (no node named: the library ran in this process)",
+    )
+
+
+def on_node(
+    edge: EdgeMLManager,
+    row: dict[str, Any],
+    node: str,
+    new_data: Any,
+    epochs: int,
+    options: dict[str, Any],
+) -> IncrementalResult:
+    """The run on ``node`` (module doc). Raises what :func:`node_training.raise_failed` does."""
+    from edgeloop.sdk import node_training as nt
+
+    timeout_s = float(options.pop("timeout_s", 600.0))
+    if "train_last_layers" in options:  # IncrementalConfig's name -> the job's option
+        options["last_layers"] = options.pop("train_last_layers")
+    control = edge.control
+    data = "captures"
+    if not (isinstance(new_data, str) and new_data == "captures"):
+        x, y = (new_data.x, new_data.y) if hasattr(new_data, "y") else new_data
+        data = nt.put_npz(control, x, y, "new.npz")
+    files = nt.reference_data(control, row)
+    job = nt.start(control, node, str(row["ref"]), epochs, data, files=files, options=options)
+    job = nt.wait(control, job, timeout_s)
+    nt.raise_failed(job)
+    r = job["result"]
+    return IncrementalResult(
+        accuracy_before=r["new_accuracy_before"],
+        accuracy_after=r["new_accuracy_after"],
+        old_accuracy_before=r["old_accuracy_before"],
+        old_accuracy_after=r["old_accuracy_after"],
+        forgetting_pp=r["forgetting_pp"],
+        accepted=bool(r["accepted"]) and bool(r["installed"]),
+        reason=f"{r['reason']}; {r['outcome']}",
+        ref=r["lineage"] if r["installed"] else None,
+        parent=str(row["ref"]),
+        new_train_samples=r["new_train_samples"],
+        new_holdout_samples=r["new_holdout_samples"],
+        epochs_run=r["epochs_run"],
+        wall_seconds=r["worker_wall_s"],
+        ran_on=f"node {node} (its agent's training worker; peak RSS {r['peak_rss_mb']} MiB)",
     )

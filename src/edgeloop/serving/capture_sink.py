@@ -305,3 +305,44 @@ class CaptureFile:
         """Write what is buffered now (at shutdown)."""
         lines, self._buffer = self._buffer, []
         self._write(lines)
+
+
+class CaptureLog(CaptureFile):
+    """A byte-capped :class:`CaptureFile` kept on a node beside its outbox (the agent's local
+    copy of its own captured rows and their labels, which its training worker reads,
+    :mod:`edgeloop.agent.train_worker`).
+
+    Two files, ``captures.jsonl`` and ``captures.1.jsonl``: when a write would take the
+    current one past half of ``max_bytes``, it becomes ``.1`` (the older ``.1`` is dropped) and
+    a new one starts, so the log holds at most ``max_bytes`` (plus one batch of a second's
+    rows) and always the newest records. A label whose sample was rotated out joins nothing.
+    """
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 2:
+            raise ValueError(f"capture log max_bytes {max_bytes!r} is not valid; expected >= 2")
+        folder.mkdir(parents=True, exist_ok=True)
+        super().__init__(folder / "captures.jsonl")
+        self.older = folder / "captures.1.jsonl"
+        self.max_bytes = max_bytes
+        self.rotations = 0
+
+    def files(self) -> list[Path]:
+        """The log's files, oldest first (those that exist)."""
+        return [p for p in (self.older, self.path) if p.is_file()]
+
+    def _write(self, kept: list[Kept]) -> None:
+        if not kept:
+            return
+        with self._lock:
+            try:
+                size = self.path.stat().st_size
+            except OSError:
+                size = 0
+            if size and size + sum(k.size + 1 for k in kept) > self.max_bytes // 2:
+                try:
+                    self.path.replace(self.older)
+                    self.rotations += 1
+                except OSError as exc:
+                    log.warning("capture log %s: %s", self.path, exc)
+        super()._write(kept)

@@ -20,6 +20,8 @@ from edgeloop.training.on_device_result import IncrementalConfig
 from edgeloop.training.zoo import ArchConfig, deployable
 
 Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+SELF_TEST = "selftest.npz"  # sample inputs and the trained module's outputs for them
+SELF_TEST_ROWS = 4
 
 
 def write_output(
@@ -54,6 +56,7 @@ def write_output(
                 wrapped, np.ascontiguousarray(new[0][:64]), tmp / "model.onnx", split="new data"
             )
             onnx, diff = str(target / "model.onnx"), done.parity.max_abs_diff
+            write_self_test(tmp / SELF_TEST, wrapped, tmp / "model.onnx", new[0][:SELF_TEST_ROWS])
         tmp.rename(target)
     except OSError as exc:
         raise ConfigError(
@@ -62,6 +65,24 @@ def write_output(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(target), onnx, diff
+
+
+def write_self_test(
+    path: Path, wrapped: nn.Module, onnx_file: Path, sample: npt.NDArray[np.float32]
+) -> None:
+    """``selftest.npz``: ``input:NAME`` (real new samples) and ``output:NAME`` (what the
+    trained torch module answers for them), named as the ONNX graph names its tensors: the
+    reference an agent's self-test checks the exported file against on its own engine
+    (agent/train_worker.py), as the control plane's deployment documents carry one."""
+    import onnx
+    import torch
+
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    with torch.no_grad():
+        out = wrapped(torch.from_numpy(np.ascontiguousarray(sample))).numpy()
+    arrays = {f"input:{graph.input[0].name}": sample, f"output:{graph.output[0].name}": out}
+    with path.open("wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def peak_rss_mb() -> float | None:

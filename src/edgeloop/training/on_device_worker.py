@@ -1,8 +1,8 @@
 """The incremental-training worker: one process, one run, one JSON line on stdout.
 
     python -m edgeloop.training.on_device_worker --checkpoint DIR --data NEW.npz --out DIR \\
-        [--old-data OLD.npz] [--replay FILE.npz] [--epochs N] [--last-layers N] \\
-        [--max-seconds S] [--max-memory-mb M] [--threads T] ...
+        [--old-data OLD.npz] [--replay FILE.npz] [--replay-seed SEED.npz] [--epochs N] \\
+        [--last-layers N] [--max-seconds S] [--max-memory-mb M] [--threads T] ...
 
 The agent starts it as a process of its own so the serving path never imports torch, and gives
 it a CPU budget (``--threads``, torch's intra-op threads; ``--max-seconds`` stops training
@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--old-data", help=".npz of old samples to measure forgetting on")
     p.add_argument("--new-test", help=".npz of held-out new samples (default: a share of --data)")
     p.add_argument("--replay", help=".npz replay buffer file (created when missing)")
+    p.add_argument(
+        "--replay-seed",
+        help=".npz (x, y) of earlier samples that start the replay buffer when --replay does "
+        "not exist yet (e.g. a share of the training split; ignored once the buffer exists)",
+    )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
@@ -179,6 +184,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     from edgeloop.training.on_device import incremental_train
 
     torch.set_num_threads(config.threads)
+    if args.replay_seed is not None and args.replay is not None and config.replay_size > 0:
+        _seed_replay(args.replay, _read(args.replay_seed, "--replay-seed"), config)
     result = incremental_train(
         args.checkpoint,
         new,
@@ -193,6 +200,25 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         export=not args.no_onnx,
     )
     return result.to_dict()
+
+
+def _seed_replay(path: str, seed: Any, config: Any) -> None:
+    """Start the buffer at ``path`` from ``seed``'s samples when it does not exist yet."""
+    from edgeloop.training.replay import ReplayBuffer
+
+    if Path(path).exists():
+        return
+    x, y = (seed.x, seed.y) if hasattr(seed, "x") else seed
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.int64)
+    if x.ndim < 2 or len(x) != len(y) or len(y) == 0:
+        raise DataError(
+            f"--replay-seed holds samples of shape {x.shape} and labels of shape {y.shape}; "
+            "expected n >= 1 samples with one label each",
+            hint="write it with numpy.savez(path, x=samples, y=labels)",
+        )
+    buffer = ReplayBuffer(config.replay_size, tuple(x.shape[1:]), config.seed)
+    buffer.add(x, y)
+    buffer.save(path)
 
 
 def main(argv: list[str] | None = None) -> int:
