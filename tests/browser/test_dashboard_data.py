@@ -170,4 +170,29 @@ def test_the_backlog_report_then_timeline_data_sets_and_label_queue_in_chromium(
     queue = page.get_by_role("table", name=re.compile("unlabelled samples, most first"))
     expect(queue.get_by_role("row", name=re.compile("caps:1"))).to_contain_text("3")
     _shot(page, "label-queue")
+
+    # A source over the failure limit (control/throttle.py) is answered 429 with Retry-After:
+    # under /ui as an HTML page, to htmx with an empty body that app.js turns into a status line.
+    page.goto(f"{world.url}/ui/fleet")
+    guesser = world.browser.new_context()
+    answer = guesser.request.get(f"{world.url}/ui/sign-in")
+    for _ in range(300):  # failures drain at 1/s: guess until refused, boundedly
+        found = re.search(r'name="csrf" value="([^"]+)"', answer.text())
+        assert found is not None, answer.text()[:300]
+        answer = guesser.request.post(
+            f"{world.url}/ui/sign-in", form={"token": "guess", "csrf": found.group(1)}
+        )
+        if answer.status == 429:
+            break
+        assert answer.status == 401
+    assert answer.status == 429 and int(answer.headers["retry-after"]) >= 1
+    assert (
+        answer.headers["content-type"].startswith("text/html") and "try again in" in answer.text()
+    )
+    guesser.close()
+    page.get_by_label("Outbox backlog").select_option("waiting")  # an htmx request, refused
+    expect(page.locator("#refused")).to_contain_text("Refused (HTTP 429): try again in")
+    refused = page.goto(f"{world.url}/ui/labels")
+    assert refused is not None and refused.status == 429
+    expect(page.get_by_role("alert")).to_contain_text("too many wrong credentials")
     context.close()
