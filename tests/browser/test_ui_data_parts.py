@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import time
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,24 @@ def test_data_set_pages_show_provenance_counts_escaped_and_download_tasks(
     assert bad.status_code == 400
     odd = _call(home, pages.tasks, "/ui/datasets/caps/1/tasks", params, "format=xml")
     assert odd.status_code == 400 and "label-studio" in _text(odd)
+
+
+def test_label_studio_tasks_of_images_download_as_a_zip_with_their_pngs(
+    home: Plane,  # noqa: F811
+) -> None:
+    pages = DatasetPages(home.plane)
+    x = np.random.default_rng(0).random((4, 1, 8, 8), np.float32)
+    y = np.array([0, UNLABELLED, UNLABELLED, 1], np.int64)
+    pages.library.add("imgs", SampleSet(x, y, ("a", "b", "c", "d"), ("x", "y"), Modality.IMAGE))
+    params = {"name": "imgs", "version": "1"}
+    got = _call(home, pages.tasks, "/ui/datasets/imgs/1/tasks", params)
+    assert got.status_code == 200 and got.headers["content-type"] == "application/zip"
+    assert 'filename="imgs-1-tasks.zip"' in got.headers["content-disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(bytes(got.body)))
+    tasks = json.loads(archive.read("imgs-1-tasks.json"))
+    assert [t["data"]["sample_id"] for t in tasks] == ["b", "c"]
+    for t in tasks:  # each task's image is in the zip where the task says
+        assert archive.read(t["data"]["image"]).startswith(b"\x89PNG")
 
 
 def test_timeline_steps_last_until_the_next_and_every_label_is_escaped() -> None:
