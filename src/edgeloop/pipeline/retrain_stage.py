@@ -24,17 +24,20 @@ saw. Every figure was answered by the node or the control plane in this run.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeloop.core.errors import TransportError
 from edgeloop.data.dataset import Dataset, Splits
-from edgeloop.pipeline.monitor import LABELS_NOTE, Shift, _ok
+from edgeloop.pipeline.monitor import Shift, _ok
 from edgeloop.pipeline.retrain_stage_figures import Accuracy, recovery
+from edgeloop.pipeline.retrain_stage_report import dataset_block, job_block
 from edgeloop.pipeline.stage import Skipped
 
 if TYPE_CHECKING:
@@ -47,6 +50,10 @@ BATCH = 64  # rows per request when measuring accuracy through the node
 ARRIVAL_TIMEOUT_S = 60.0  # for the captures to reach the control plane
 JOB_TIMEOUT_S = 900.0
 DONE = {"succeeded", "failed", "cancelled"}
+LABELS_NOTE = (
+    "the labels posted back for the field samples are their own labels from the data set (its "
+    "train and validation splits); they stand in for the labels a person would give"
+)
 Array = np.ndarray[Any, Any]
 
 
@@ -161,8 +168,8 @@ def run_retrain_stage(
             "champion": {"served": champion.served, "parent": champion.parent},
             "labels_note": LABELS_NOTE,
             "field": _field_block(field, shift, len(xs), labels, captured, seed),
-            "dataset": _dataset_block(made),
-            "job": _job_block(job, epochs),
+            "dataset": dataset_block(made),
+            "job": job_block(job, epochs),
             "accuracy_before": before.to_dict(),
         }
         if job["state"] != "succeeded" or not new:
@@ -271,10 +278,13 @@ def _wait_captures(
 def _run_job(
     admin: ControlClient, champion: Champion, data: str, epochs: int, seed: int
 ) -> dict[str, Any]:
-    """Queue the job on the fleet's control plane and follow it to its end state."""
+    """Queue the job on the fleet's control plane and follow it to its end state; adds
+    ``cpu_seconds``: the job process's CPU (its workers' included once it waited for them),
+    read from /proc every 0.5 s while it ran (None where there is no /proc)."""
     spec = {"model": champion.parent, "data": [data], "epochs": epochs, "seed": seed}
     job: dict[str, Any] = admin.call("POST", "/api/v1/jobs/retrain", json=spec)
     deadline = time.monotonic() + JOB_TIMEOUT_S
+    pid, cpu = None, None
     while job["state"] not in DONE:
         if time.monotonic() > deadline:
             admin.call("POST", f"/api/v1/jobs/{job['id']}/cancel")
@@ -284,8 +294,33 @@ def _run_job(
                 hint="see its log: GET /api/v1/jobs/ID on the fleet's control plane",
             )
         time.sleep(0.5)
+        pid = pid or _job_pid(job["id"])
+        cpu = _cpu_seconds(pid) or cpu
         job = admin.call("GET", f"/api/v1/jobs/{job['id']}")
-    return job
+    return {**job, "cpu_seconds": None if cpu is None else round(cpu, 1)}
+
+
+def _job_pid(job_id: str) -> int | None:
+    """The pid of ``python -m edgeloop.pipeline.retrain_job JOB_ID`` on this machine."""
+    wanted = f"edgeloop.pipeline.retrain_job\0{job_id}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if wanted in (proc / "cmdline").read_bytes():
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime + cutime + cstime of ``pid`` in seconds; None when it is gone."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _measure(client: Any, model: str, test: Dataset, shift: Shift, span: float) -> Accuracy:
@@ -333,38 +368,6 @@ def _field_block(
         "labels": labels,
         **captured,
     }
-
-
-def _dataset_block(made: dict[str, Any]) -> dict[str, Any]:
-    keep = ("ref", "samples", "labelled", "unlabelled", "classes", "content_hash", "provenance")
-    return {**{k: made.get(k) for k in keep}, "captured": made.get("captured"),
-            "labels_source": "the field samples' own labels in the data set, posted to the node "
-            "by request id: they stand in for a person's labels"}  # fmt: skip
-
-
-def _job_block(job: dict[str, Any], epochs: int) -> dict[str, Any]:
-    result = job.get("result") or {}
-    train = result.get("train") or {}
-    return {
-        "id": job["id"],
-        "state": job["state"],
-        "reason": job["reason"],
-        "epochs_budget": epochs,
-        "epochs_run": train.get("epochs_run"),
-        "decision": result.get("decision"),
-        "evaluation": result.get("evaluation"),
-        "challenger": result.get("challenger"),
-        "edge": result.get("edge"),
-        "optimize": result.get("optimize"),
-        "step_seconds": result.get("seconds"),
-        "mix": _mix(result.get("mix") or {}),
-    }
-
-
-def _mix(mix: dict[str, Any]) -> dict[str, Any]:
-    keep = ("train_samples", "val_samples", "holdout_samples", "original_test_samples",
-            "recent_share_of_train", "repeat")  # fmt: skip
-    return {k: mix[k] for k in keep if k in mix}
 
 
 def _done(body: dict[str, Any], seconds: dict[str, float], started: float) -> RetrainStageResult:

@@ -1,4 +1,4 @@
-"""The retrain stage in the report: the CLI table's rows and the HTML section, from its block."""
+"""The retrain stage in the report: its blocks, the CLI table's rows and the HTML section."""
 
 from __future__ import annotations
 
@@ -63,3 +63,38 @@ def retrain_html(block: dict[str, Any] | None) -> str:
     )
     note = html.escape(str(block["labels_note"]))
     return f"<h2>Retrain</h2><table>{cells}</table><p><i>{note}</i></p>"
+
+
+def dataset_block(made: dict[str, Any]) -> dict[str, Any]:
+    """The report's block of the data set version the control plane made from the captures."""
+    keep = ("ref", "samples", "labelled", "unlabelled", "classes", "content_hash", "provenance")
+    return {**{k: made.get(k) for k in keep}, "captured": made.get("captured"),
+            "labels_source": "the field samples' own labels in the data set, posted to the node "
+            "by request id: they stand in for a person's labels"}  # fmt: skip
+
+
+def job_block(job: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The report's block of the retraining job: its end state, decision, steps, mix."""
+    result = job.get("result") or {}
+    train = result.get("train") or {}
+    return {
+        "id": job["id"],
+        "state": job["state"],
+        "reason": job["reason"],
+        "cpu_seconds": job.get("cpu_seconds"),
+        "epochs_budget": epochs,
+        "epochs_run": train.get("epochs_run"),
+        "decision": result.get("decision"),
+        "evaluation": result.get("evaluation"),
+        "challenger": result.get("challenger"),
+        "edge": result.get("edge"),
+        "optimize": result.get("optimize"),
+        "step_seconds": result.get("seconds"),
+        "mix": mix_block(result.get("mix") or {}),
+    }
+
+
+def mix_block(mix: dict[str, Any]) -> dict[str, Any]:
+    keep = ("train_samples", "val_samples", "holdout_samples", "original_test_samples",
+            "recent_share_of_train", "repeat")  # fmt: skip
+    return {k: mix[k] for k in keep if k in mix}
