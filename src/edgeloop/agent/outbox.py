@@ -31,45 +31,41 @@ One process writes an outbox at a time (the agent); opening it releases every le
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from edgeloop.agent.outbox_backlog import Backlog, KindBacklog
+from edgeloop.agent.outbox_drops import PRIO_OF, PRIORITY, enforce_cap, report_drops
+from edgeloop.agent.outbox_item import (
+    BINARY,
+    JSON,
+    Item,
+    ItemKind,
+    encode_payload,
+    iso,
+    new_id,
+    parse_kind,
+)
 from edgeloop.core.errors import ConfigError, DataError, StoreError
 
-
-class ItemKind(StrEnum):
-    """What an outbox item holds; the value is also its drop priority's name."""
-
-    SAMPLE = "sample"  # sampled inputs/outputs: dropped first
-    CAPTURE = "capture"  # rows a capture policy kept (serving/capture.py): dropped next
-    METRICS = "metrics"  # metrics snapshots: dropped next
-    EVENT = "event"  # updater events: dropped only when nothing else is left
-    DROPPED = "dropped"  # drop report: never dropped
-
-
-# The stored prio of each kind (drop order: _DROP_ORDER). DROPPED is excluded from victims.
-# CAPTURE came later: its number is new, so outboxes written before keep their meaning.
-_PRIORITY = {
-    ItemKind.SAMPLE: 0,
-    ItemKind.METRICS: 1,
-    ItemKind.EVENT: 2,
-    ItemKind.DROPPED: 3,
-    ItemKind.CAPTURE: 4,
-}
-_PRIO_OF = {k.value: p for k, p in _PRIORITY.items()}
-_DROP_ORDER = (ItemKind.SAMPLE, ItemKind.CAPTURE, ItemKind.METRICS, ItemKind.EVENT)
+# Re-exported: callers import the item's names from here (agent/outbox_item.py holds them).
+__all__ = [
+    "BINARY",
+    "FILENAME",
+    "JSON",
+    "Item",
+    "ItemKind",
+    "Outbox",
+    "OutboxStats",
+    "iso",
+    "new_id",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -102,69 +98,6 @@ _WAITING = (
 )
 
 FILENAME = "outbox.sqlite"  # the outbox's file in the agent's folder: HOME/agent/outbox.sqlite
-
-JSON = "application/json"
-BINARY = "application/octet-stream"
-
-
-_id_lock = threading.Lock()
-_last_id = 0
-
-
-def new_id() -> str:
-    """A UUIDv7 (RFC 9562): Unix ms, 12 bits of sub-ms time, 62 random bits; sorts by time.
-
-    Ids made in one process also sort in the order they were made (RFC 9562 section 6.2,
-    method 3: sub-millisecond precision, then a bump when the clock did not move).
-    """
-    global _last_id
-    ns = time.time_ns()
-    ms, sub_ms = divmod(ns, 1_000_000)
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version 7
-    value |= (sub_ms * 4096 // 1_000_000) << 64  # rand_a holds the sub-millisecond fraction
-    value |= 0b10 << 62  # variant
-    value |= int.from_bytes(os.urandom(8), "big") >> 2  # rand_b, 62 bits
-    with _id_lock:
-        if value <= _last_id:
-            value = _last_id + 1
-        _last_id = value
-    return str(uuid.UUID(int=value))
-
-
-def iso(ts: float) -> str:
-    """Unix seconds as RFC 3339 UTC with microseconds."""
-    moment = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")
-    return moment.replace("+00:00", "Z")  # fixed width: these strings sort like the times
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One queued record as :meth:`Outbox.batch` hands it out."""
-
-    id: str
-    seq: int
-    kind: ItemKind
-    created_at: float
-    content_type: str
-    payload: bytes
-
-    def to_wire(self) -> dict[str, Any]:
-        """The item as the telemetry endpoint takes it (docs/fleet-protocol.md, Telemetry)."""
-        import base64
-
-        body: Any
-        if self.content_type == JSON:
-            body = json.loads(self.payload)
-        else:
-            body = base64.b64encode(self.payload).decode("ascii")
-        return {
-            "id": self.id,
-            "kind": self.kind.value,
-            "created_at": iso(self.created_at),
-            "content_type": self.content_type,
-            "payload": body,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,15 +207,15 @@ class Outbox:
         """
         rows = []
         for kind, payload in records:
-            parsed = _kind(kind)
-            content_type, blob = _encode(payload)
+            parsed = parse_kind(kind)
+            content_type, blob = encode_payload(payload)
             if len(blob) > self.max_bytes:
                 raise DataError(
                     f"a {parsed.value} payload of {len(blob)} bytes is larger than the outbox "
                     f"cap of {self.max_bytes} bytes",
                     hint="sample smaller inputs or raise the outbox's max_bytes",
                 )
-            rows.append((new_id(), parsed.value, _PRIORITY[parsed], content_type, blob, len(blob)))
+            rows.append((new_id(), parsed.value, PRIORITY[parsed], content_type, blob, len(blob)))
         now = time.time()
         with self._tx() as conn:
             for item_id, kind_name, prio, content_type, blob, size in rows:
@@ -291,28 +224,8 @@ class Outbox:
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (item_id, kind_name, prio, now, content_type, blob, size),
                 )
-                self._enforce_cap(conn, now)
+                enforce_cap(conn, now, self.max_items, self.max_bytes)
         return [row[0] for row in rows]
-
-    def _enforce_cap(self, conn: sqlite3.Connection, now: float) -> None:
-        items, size = conn.execute(
-            "SELECT COALESCE(SUM(items), 0), COALESCE(SUM(bytes), 0) FROM totals"
-            " WHERE kind != 'dropped'"
-        ).fetchone()
-        while items > self.max_items or size > self.max_bytes:
-            victim = _victim(conn, now)
-            if victim is None:  # only drop reports left: tiny, and they must arrive
-                return
-            seq, kind, victim_size = victim
-            conn.execute("DELETE FROM items WHERE seq = ?", (seq,))
-            conn.execute(
-                "INSERT INTO drops VALUES (?, 1, 1, ?, ?) ON CONFLICT(kind) DO UPDATE SET"
-                " total = total + 1, unreported = unreported + 1,"
-                " first_at = COALESCE(first_at, excluded.first_at), last_at = excluded.last_at",
-                (kind, now, now),
-            )
-            items -= 1
-            size -= victim_size
 
     def batch(
         self, max_items: int = 500, max_bytes: int = 1 << 20, lease_s: float = 60.0
@@ -335,7 +248,7 @@ class Outbox:
             )
         now = time.time()
         with self._tx() as conn:
-            self._report_drops(conn, now)
+            report_drops(conn, now)
             # Drop reports first, so a full batch never holds one back; then oldest first.
             rows = [
                 *conn.execute(_WAITING + " AND prio = ? ORDER BY seq LIMIT ?", (now, 3, max_items)),
@@ -353,26 +266,6 @@ class Outbox:
                 [(now + lease_s, item.seq) for item in out],
             )
         return out
-
-    def _report_drops(self, conn: sqlite3.Connection, now: float) -> None:
-        rows = conn.execute(
-            "SELECT kind, unreported, first_at, last_at FROM drops WHERE unreported > 0"
-        ).fetchall()
-        if not rows:
-            return
-        report = {
-            "counts": {kind: n for kind, n, _, _ in rows},
-            "first_dropped_at": iso(min(r[2] for r in rows)),
-            "last_dropped_at": iso(max(r[3] for r in rows)),
-            "reason": "outbox cap reached",
-        }
-        blob = json.dumps(report, sort_keys=True).encode()
-        conn.execute(
-            "INSERT INTO items (id, kind, prio, created_at, content_type, payload, size)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (new_id(), "dropped", _PRIORITY[ItemKind.DROPPED], now, JSON, blob, len(blob)),
-        )
-        conn.execute("UPDATE drops SET unreported = 0, first_at = NULL, last_at = NULL")
 
     def ack(self, ids: Iterable[str]) -> int:
         """Remove delivered items; returns how many were still queued (unknown ids are fine).
@@ -426,7 +319,7 @@ class Outbox:
             ).fetchall()
             oldest = {}
             for kind, _, _ in totals:
-                prio = _PRIO_OF.get(kind)
+                prio = PRIO_OF.get(kind)
                 if prio is None:
                     continue
                 row = conn.execute(  # the index (prio, seq): the first row of the kind
@@ -435,48 +328,3 @@ class Outbox:
                 if row is not None:
                     oldest[kind] = float(row[0])
         return Backlog({str(k): KindBacklog(int(n), int(b), oldest.get(k)) for k, n, b in totals})
-
-
-def _victim(conn: sqlite3.Connection, now: float) -> tuple[int, str, int] | None:
-    """The next item to drop: lowest priority first, within it not-leased first, then oldest."""
-    for kind in _DROP_ORDER:
-        prio = _PRIORITY[kind]
-        row = (
-            conn.execute(
-                "SELECT seq, kind, size FROM items WHERE prio = ? AND leased_until <= ?"
-                " ORDER BY seq LIMIT 1",
-                (prio, now),
-            ).fetchone()
-            or conn.execute(
-                "SELECT seq, kind, size FROM items WHERE prio = ? ORDER BY seq LIMIT 1", (prio,)
-            ).fetchone()
-        )
-        if row is not None:
-            return (int(row[0]), str(row[1]), int(row[2]))
-    return None
-
-
-def _kind(kind: ItemKind | str) -> ItemKind:
-    try:
-        parsed = ItemKind(kind)
-    except ValueError:
-        parsed = ItemKind.DROPPED
-    if parsed is ItemKind.DROPPED:
-        raise ConfigError(
-            f"unknown outbox item kind {kind!r}",
-            hint="use one of 'sample', 'capture', 'metrics', 'event' "
-            "(drop reports are made by the outbox)",
-        )
-    return parsed
-
-
-def _encode(payload: Any) -> tuple[str, bytes]:
-    if isinstance(payload, bytes | bytearray | memoryview):
-        return BINARY, bytes(payload)
-    try:
-        return JSON, json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:
-        raise DataError(
-            f"an outbox payload must be bytes or JSON-serialisable: {exc}",
-            hint="convert arrays with .tolist() and NaN/inf to null before put()",
-        ) from exc
