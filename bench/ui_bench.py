@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from tests.control.process import control_process  # noqa: E402
 from tests.tiny_models import make_linear_onnx  # noqa: E402
 
-from edgeloop.control import tables  # noqa: E402
+from edgeloop.control import backlog_store, drift_history, monitoring, tables  # noqa: E402
 from edgeloop.control.deployments import DeploymentSpec  # noqa: E402
 from edgeloop.control.plane import ControlPlane  # noqa: E402
 from edgeloop.control.ui import sessions  # noqa: E402
@@ -125,6 +125,9 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
                 "desired": None,
             }
         )
+        # The backlog columns the control plane writes with each report (fleet.store_report).
+        text = node_rows[-1]["reported"]
+        node_rows[-1].update(backlog_store.totals(text, now) if text else {"backlog_at": None})
         figures = {
             "drifting": i % 20 == 0,
             "drift_ratio": {"input": 1.4 if i % 20 == 0 else 0.3},
@@ -197,8 +200,9 @@ def _lineage_and_drift(
     plane: ControlPlane, home: Path, ref: Any, node_ids: list[str], now: float
 ) -> None:
     """The model page's lineage and variants (lin:1 -> lin-int8:1 -> lin-int8-tflite:1, each
-    with a made-up measurement) and 5,000 more metrics items of lin:1 over the last hour than
-    the drift chart reads (it reads its cap ``MAX_ITEMS``: the worst case)."""
+    with a made-up measurement) and 6,000 metrics items of lin:1 over the last 24 hours, put in
+    the drift history by the ingest's own function (``drift_history.record``): every minute of
+    the window holds a history row, the most the chart reads."""
     from edgeloop.control.ui.drift import MAX_ITEMS
     from edgeloop.core.types import Latency, Measurement
 
@@ -223,11 +227,16 @@ def _lineage_and_drift(
                                           "drift_ratio": {"input": 0.3 + (k % 20 == 0)},
                                           "performance": {"accuracy": 0.9}}}}  # fmt: skip
         rows.append({"node_id": node_id, "item_id": str(uuid.UUID(int=k + 1)), "kind": "metrics",
-                     "created_at": now - 3600 + 3600 * k / items, "received_at": now,
+                     "created_at": now - 86000 + 86000 * k / items, "received_at": now,
                      "content_type": "application/json", "payload": json.dumps(payload),
                      "model": "lin", "model_version": "1"})  # fmt: skip
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_node.setdefault(row["node_id"], []).append(row)
     with plane.db.write() as conn:
         conn.execute(tables.telemetry.insert(), rows)
+        for node_id, mine in by_node.items():
+            drift_history.record(conn, node_id, monitoring.fold(node_id, mine), now)
 
 
 def manifest_of(name: str) -> Manifest:
@@ -391,7 +400,14 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--paints", type=int, default=15)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="time only the pages whose label holds one of these words "
+        "(comma-separated, e.g. 'drift,backlog'); empty: every page",
+    )
     args = parser.parse_args()
+    words = [w.strip() for w in args.only.split(",") if w.strip()]
     with tempfile.TemporaryDirectory(prefix="ui-bench-") as tmp:
         home = Path(tmp) / "home"
         started = time.perf_counter()
@@ -421,6 +437,8 @@ def main() -> None:
             "label queue": "/ui/labels",
             "label tasks download (CSV, 1,000 tasks)": "/ui/datasets/caps-07/2/tasks?format=csv",
         }
+        if words:
+            paths = {k: v for k, v in paths.items() if any(w in k for w in words)}
         with control_process(home, None, *QUIET, admin_token=ADMIN) as cp:
             servers = server_times(cp.url, paths, args.runs, cp.proc.pid)
             shown = {
@@ -432,8 +450,9 @@ def main() -> None:
                     "models",
                     "monitoring",
                 )
+                if k in paths
             }
-            painted = paints(cp.url, shown, args.paints)
+            painted = paints(cp.url, shown, args.paints) if shown else "n/a: no page painted"
     print(
         json.dumps(
             {

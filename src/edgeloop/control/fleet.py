@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from edgeloop.control import auth, tables
+from edgeloop.control import auth, backlog_store, tables
 from edgeloop.core.errors import ConfigError, NotFoundError
 from edgeloop.registry import tuf_store
 from edgeloop.registry.database import Database
@@ -225,7 +225,7 @@ def store_report(conn: sa.Connection, node_id: str, text: str, now: float) -> No
     conn.execute(
         tables.nodes.update()
         .where(tables.nodes.c.node_id == node_id)
-        .values(reported=text, last_seen=now)
+        .values(reported=text, last_seen=now, **backlog_store.totals(text, now))
     )
 
 

@@ -45,6 +45,12 @@ nodes = sa.Table(
     # The desired-state document last signed for the node (JSON) and its revision.
     sa.Column("desired_revision", sa.Integer, nullable=False),
     sa.Column("desired", sa.Text, nullable=True),
+    # The outbox backlog totals of the last report (control/backlog_store.py), for the fleet's
+    # "backlog > 0" filter; backlog_at NULL: the report was stored without them.
+    sa.Column("backlog_rows", sa.BigInteger, nullable=True, index=True),
+    sa.Column("backlog_bytes", sa.BigInteger, nullable=True),
+    sa.Column("backlog_oldest_s", sa.Float, nullable=True),
+    sa.Column("backlog_at", sa.Float, nullable=True),
 )
 
 rollouts = sa.Table(
@@ -120,6 +126,46 @@ alerts = sa.Table(
     sa.Column("figures", sa.Text, nullable=False),  # JSON: the numbers that drove it
 )
 
+# Drift over time per version (control/drift_history.py): one row per version and minute.
+drift_history = sa.Table(
+    "control_drift_history",
+    metadata_obj,
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("bin_start", sa.Float, primary_key=True, index=True),
+    sa.Column("drift_ratio_max", sa.Float, nullable=True),
+    sa.Column("nodes_drifting", sa.Integer, nullable=False),
+    sa.Column("nodes_reporting", sa.Integer, nullable=False),
+    sa.Column("reports", sa.Integer, nullable=False),
+    sa.Column("reports_watched", sa.Integer, nullable=False),
+    sa.Column("windowed_sum", sa.Float, nullable=False),
+    sa.Column("windowed_count", sa.Integer, nullable=False),
+    sa.Column("estimated_sum", sa.Float, nullable=False),
+    sa.Column("estimated_count", sa.Integer, nullable=False),
+    sa.Column("alarms", sa.Integer, nullable=False),
+)
+# The minute each node was last counted in, per version (a node counts once per minute).
+drift_counted = sa.Table(
+    "control_drift_counted",
+    metadata_obj,
+    sa.Column("node_id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(32), primary_key=True),
+    sa.Column("reported_bin", sa.Float, nullable=True),
+    sa.Column("drifting_bin", sa.Float, nullable=True),
+)
+drift_alarms = sa.Table(
+    "control_drift_alarms",
+    metadata_obj,
+    sa.Column("alarm_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Index("ix_control_drift_alarms_version_at", "model", "model_version", "at"),
+)
+
 
 def create_tables(db: Database) -> None:
     """Create the control plane's tables if missing (safe against a racing creator)."""
@@ -129,5 +175,8 @@ def create_tables(db: Database) -> None:
             metadata_obj.create_all(db.engine)
         except sa_exc.DBAPIError:
             metadata_obj.create_all(db.engine)
+        from edgeloop.control import backlog_store  # a database made before its columns
+
+        backlog_store.add_columns(db)
 
     tuf_store.guarded(db, "creating the control plane tables", run)

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from edgeloop.control import monitoring, tables
+from edgeloop.control import drift_history, monitoring, tables
 from edgeloop.control.fleet import iso
 from edgeloop.core.errors import ConfigError, DataError
 
@@ -148,6 +148,7 @@ def store_rows(
         updates = monitoring.fold(node_id, fresh.values())
         if updates:
             monitoring.apply(conn, updates, rows[0]["received_at"])
+            drift_history.record(conn, node_id, updates, rows[0]["received_at"])
     duplicates = len(rows) - len(fresh)
     monitoring.INGEST.update(accepted=len(fresh), duplicates=duplicates, rejected=len(rejected))
     return {"accepted": len(fresh), "duplicates": duplicates, "rejected": rejected}

@@ -1,10 +1,10 @@
 """A node's telemetry outbox backlog as its report carries it (``outbox``: rows and bytes waiting
 per kind, the oldest item's age; docs/fleet-protocol.md), for the fleet and node pages.
 
-The report is stored as the node sent it (JSON text in ``control_nodes.reported``), so the
-fleet's "backlog > 0" filter reads the number inside it: ``json_extract`` on SQLite, a
-``jsonb`` path on PostgreSQL. Both scan the matching nodes' reports (no index): at 10,000 nodes
-that is one pass over the table, as the "seen" filter's count already is.
+The fleet's "backlog > 0" filter reads the totals the control plane keeps beside each report
+(``control_nodes.backlog_rows``, indexed; control/backlog_store.py), not the report's JSON. Only a
+report stored without them (``backlog_at`` NULL: before the columns existed) is read as JSON:
+``json_extract`` on SQLite, a ``jsonb`` path on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ WAITING = "waiting"  # the fleet filter's value: nodes whose outbox holds at lea
 
 def waiting(dialect: str) -> sa.ColumnElement[bool]:
     """SQL: the node's last report says its outbox holds at least one row."""
-    reported = tables.nodes.c.reported
+    n = tables.nodes.c
     if dialect == "postgresql":
-        rows = sa.cast(reported, postgresql.JSONB)[("outbox", "rows")].astext
-        return sa.cast(rows, sa.BigInteger) > 0
-    return sa.func.json_extract(reported, "$.outbox.rows") > 0
+        rows = sa.cast(n.reported, postgresql.JSONB)[("outbox", "rows")].astext
+        legacy = sa.cast(rows, sa.BigInteger) > 0
+    else:
+        legacy = sa.func.json_extract(n.reported, "$.outbox.rows") > 0
+    unkept = sa.and_(n.backlog_at.is_(None), n.reported.is_not(None), legacy)
+    return sa.or_(n.backlog_rows > 0, unkept)
 
 
 def of(report: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

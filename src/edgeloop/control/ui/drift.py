@@ -1,16 +1,17 @@
 """Drift over time for one model version: the monitoring page's charts and their table.
 
-The source is the telemetry the control plane stores (``control_telemetry``): the nodes'
-``metrics`` items (each carries, per served model, the monitor's drift ratios, drifting flag and
-windowed / estimated accuracy) and their ``event`` items (a drift, quality or degradation alarm),
-read back with :func:`edgeloop.control.monitoring.fold` as the monitoring table is built from
-them. :func:`read` takes the newest ``MAX_ITEMS`` items whose model and version columns name the
-version (a node's served model: a second model watched beside it in the same item is not in
-those columns) from the last ``WINDOW_S`` seconds; :func:`series` (pure) puts them in at most
-``MAX_BINS`` equal time bins: per bin the largest drift ratio (score / threshold, > 1 is
-drifting) over the nodes and checks, the nodes that said they were drifting, the nodes that
-reported, the mean windowed (labelled) and estimated accuracy over the nodes that had one, and
-the alarms. A bin without a figure holds null (uPlot leaves a gap); nothing is filled in.
+Two sources, one shape of columns. At fleet scale the chart reads the version's history the
+control plane keeps as telemetry arrives (``control_drift_history``, one row per minute:
+control/drift_history.py): :func:`read_history` takes the window's rows (at most 1,440 in 24 h)
+and :func:`series_of_history` (pure) merges them into at most ``MAX_BINS`` bins: per bin the
+largest drift ratio, the most nodes drifting and reporting in any one minute of the bin (a node
+counts once per minute), the mean windowed and estimated accuracy over the reports that had one,
+and the alarms (``control_drift_alarms``). A version with few items in the window
+(``RAW_MAX`` reports and alarms at most, by the history's counts) is binned from its stored
+items instead, to the second: :func:`read` takes the newest ``MAX_ITEMS`` ``metrics`` and
+``event`` items of the version (read back with :func:`edgeloop.control.monitoring.fold`) and
+:func:`series` (pure) bins them, nodes counted once per bin. So is a version whose items came
+before the history existed. A bin without a figure holds null (uPlot leaves a gap).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from edgeloop.control import monitoring, tables
+from edgeloop.control import drift_history, monitoring, tables
 from edgeloop.control.ui.html import Html, escape, url
 from edgeloop.control.ui.widgets import figure, link, table
 
 WINDOW_S = 24 * 3600
 MAX_ITEMS = 1_000  # newest items a chart reads: its time grows with them (docs/ui.md)
 MAX_BINS = 120
+RAW_MAX = 200  # reports and alarms in the window up to which the items are binned themselves
+ALARM_LIST = 500  # newest alarms listed from the history
 SERIES: tuple[tuple[str, ...], ...] = (
     ("drift_ratio_max", "largest drift ratio (>1: drifting)", "#a40e26", "ratio"),
     ("nodes_drifting", "nodes drifting", "#7a4a00", "nodes"),
@@ -77,14 +80,7 @@ def read(
     return sorted(snaps, key=lambda s: s.at), sorted(marks, key=lambda m: m.at), capped
 
 
-def ratio(figures: Mapping[str, Any]) -> float | None:
-    """The largest drift ratio of one snapshot (over the input, prediction and confidence
-    checks), or None when it carries none (a version watched without a profile)."""
-    found = figures.get("drift_ratio")
-    if not isinstance(found, Mapping):
-        return None
-    values = [float(v) for v in found.values() if isinstance(v, int | float)]
-    return max(values) if values else None
+ratio = drift_history.ratio
 
 
 def _number(value: Any) -> float | None:
@@ -138,6 +134,86 @@ def series(
         cols["alarms"].append(alarms[i] or None)
         cols["windowed_accuracy"].append(_mean(windowed))
         cols["estimated_accuracy"].append(_mean(estimated))
+    return cols
+
+
+def read_history(
+    conn: sa.Connection, model: str, version: str, now: float
+) -> tuple[list[sa.Row[Any]], list[dict[str, Any]]]:
+    """The version's history rows in the window, oldest first, and its newest ``ALARM_LIST``
+    alarms there, oldest first."""
+    h, a = tables.drift_history, tables.drift_alarms
+    rows = list(
+        conn.execute(
+            sa.select(h)
+            .where(h.c.model == model, h.c.model_version == version)
+            .where(h.c.bin_start >= drift_history._bin(now - WINDOW_S))
+            .order_by(h.c.bin_start)
+        )
+    )
+    found = conn.execute(
+        sa.select(a.c.at, a.c.node_id, a.c.type)
+        .where(a.c.model == model, a.c.model_version == version, a.c.at >= now - WINDOW_S)
+        .order_by(a.c.at.desc())
+        .limit(ALARM_LIST)
+    )
+    alarms = [{"at": at, "node_id": node, "type": kind} for at, node, kind in found]
+    return rows, alarms[::-1]
+
+
+def _most(values: list[Any]) -> Any:
+    return max(values) if values else None
+
+
+def series_of_history(
+    rows: Iterable[Any], alarm_list: list[dict[str, Any]], bins: int = MAX_BINS
+) -> dict[str, Any]:
+    """:func:`series`' columns from history rows (one per version and minute). Pure."""
+    rows = list(rows)
+    cols: dict[str, Any] = {"t": [], **{c: [] for c in COLUMNS}, "alarm_list": alarm_list}
+    if not rows:
+        return cols
+    step = drift_history.BIN_S
+    start, end = rows[0].bin_start, rows[-1].bin_start + step
+    n = max(1, min(bins, round((end - start) / step)))
+    width = (end - start) / n
+    per: list[list[Any]] = [[] for _ in range(n)]
+    for r in rows:
+        per[min(n - 1, int((r.bin_start - start) / width))].append(r)
+    for i, group in enumerate(per):
+        reported = [r for r in group if r.reports]
+        watched = [r for r in group if r.reports_watched]
+        windowed = sum(r.windowed_count for r in group)
+        estimated = sum(r.estimated_count for r in group)
+        alarms = sum(r.alarms for r in group)
+        cols["t"].append(round(start + i * width, 3))
+        cols["drift_ratio_max"].append(
+            _most([r.drift_ratio_max for r in group if r.drift_ratio_max is not None])
+        )
+        cols["nodes_drifting"].append(_most([r.nodes_drifting for r in watched]))
+        cols["nodes_reporting"].append(_most([r.nodes_reporting for r in reported]))
+        cols["alarms"].append(alarms or None)
+        cols["windowed_accuracy"].append(
+            sum(r.windowed_sum for r in group) / windowed if windowed else None
+        )
+        cols["estimated_accuracy"].append(
+            sum(r.estimated_sum for r in group) / estimated if estimated else None
+        )
+    return cols
+
+
+def columns(conn: sa.Connection, model: str, version: str, now: float) -> dict[str, Any]:
+    """The chart's columns from the history, or from the items themselves when the window
+    holds few (see the module's docstring), with ``reports``, ``capped`` and ``source``."""
+    rows, alarm_list = read_history(conn, model, version, now)
+    reports = sum(r.reports for r in rows)
+    if reports + sum(r.alarms for r in rows) > RAW_MAX:
+        cols = series_of_history(rows, alarm_list)
+        cols.update(reports=reports, capped=False, source="history")
+        return cols
+    snaps, marks, capped = read(conn, model, version, now)
+    cols = series(snaps, marks)
+    cols.update(reports=len(snaps), capped=capped, source="items")
     return cols
 
 

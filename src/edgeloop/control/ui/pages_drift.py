@@ -44,9 +44,9 @@ def overview(found: list[tuple[str, str, int, int]]) -> Html:
     ``MAX_CHARTS``), each with a link to its figures as tables."""
     parts = [
         note(
-            "Per version, from the nodes' stored metrics reports and alarms of the last 24 hours "
-            f"(the {drift.MAX_ITEMS:,} newest items at most): the largest drift ratio over the "
-            "nodes, the nodes drifting, the alarms (points) and the mean accuracy."
+            "Per version, from the nodes' metrics reports and alarms of the last 24 hours (the "
+            "per-minute history kept as they arrive): the largest drift ratio over the nodes, "
+            "the most nodes drifting in a minute, the alarms (points) and the mean accuracy."
         )
     ]
     for model, version, nodes, _ in found[:MAX_CHARTS]:
@@ -83,6 +83,13 @@ def create_index(plane: ControlPlane) -> None:
     tuf_store.guarded(plane.db, "creating the drift charts' telemetry index", run)
 
 
+def _source(cols: dict[str, Any]) -> str:
+    if cols["source"] == "history":
+        return ", from the per-minute history (nodes counted once per minute)"
+    cut = f", cut to the newest {drift.MAX_ITEMS:,} items" if cols["capped"] else ""
+    return f", from the stored items themselves (few in the window){cut}"
+
+
 class DriftPages:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
@@ -100,12 +107,8 @@ class DriftPages:
                     f"no node has reported model {model[:60]!r} version {version[:32]!r}",
                     hint="open a version from the monitoring page",
                 )
-            snaps, marks, capped = drift.read(conn, model, version, now)
-            cols = drift.series(snaps, marks)
-            cols.update(
-                chart=drift.CHART, reports=len(snaps), capped=capped,
-                window_s=drift.WINDOW_S,
-            )  # fmt: skip
+            cols = drift.columns(conn, model, version, now)
+            cols.update(chart=drift.CHART, window_s=drift.WINDOW_S)
             return cols
 
         cols = await run_in_threadpool(self.plane.read, f"reading drift of {model}", run)
@@ -128,8 +131,7 @@ class DriftPages:
                 ("Version", f"{model}:{version}"),
                 ("Metrics reports read", cols["reports"]),
                 ("Alarms", len(cols["alarm_list"])),
-                ("Window", "last 24 hours"
-                 + (f" (cut to the newest {drift.MAX_ITEMS:,} items)" if cols["capped"] else "")),
+                ("Window", "last 24 hours" + _source(cols)),
             ]
         )  # fmt: skip
         content = join(
