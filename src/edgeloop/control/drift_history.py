@@ -139,12 +139,12 @@ def record(
             row = bins[(m.model, m.version, start)] = _blank(m.model, m.version, start)
         row["alarms"] += 1
     up, counted = _statements(conn.dialect.name)
-    conn.execute(up, list(bins.values()))
+    conn.execute(up, [bins[k] for k in sorted(bins)])  # one lock order: no deadlock on PostgreSQL
     if touched:
         conn.execute(counted, [
             {"node_id": node_id, "model": m, "model_version": v,
              "reported_bin": state[(m, v)][0], "drifting_bin": state[(m, v)][1]}
-            for m, v in touched
+            for m, v in sorted(touched)
         ])  # fmt: skip
     if marks:
         conn.execute(tables.drift_alarms.insert(), [

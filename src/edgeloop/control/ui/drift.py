@@ -2,21 +2,22 @@
 
 Two sources, one shape of columns. At fleet scale the chart reads the version's history the
 control plane keeps as telemetry arrives (``control_drift_history``, one row per minute:
-control/drift_history.py): :func:`read_history` takes the window's rows (at most 1,440 in 24 h)
-and :func:`series_of_history` (pure) merges them into at most ``MAX_BINS`` bins: per bin the
-largest drift ratio, the most nodes drifting and reporting in any one minute of the bin (a node
-counts once per minute), the mean windowed and estimated accuracy over the reports that had one,
-and the alarms (``control_drift_alarms``). A version with few items in the window
-(``RAW_MAX`` reports and alarms at most, by the history's counts) is binned from its stored
-items instead, to the second: :func:`read` takes the newest ``MAX_ITEMS`` ``metrics`` and
-``event`` items of the version (read back with :func:`edgeloop.control.monitoring.fold`) and
-:func:`series` (pure) bins them, nodes counted once per bin. So is a version whose items came
-before the history existed. A bin without a figure holds null (uPlot leaves a gap).
+control/drift_history.py): :func:`read_history` sums the window's rows (at most 1,440 in
+24 h) into at most ``MAX_BINS`` bins in SQL and :func:`series_of_history` (pure) lays them
+out: per bin the largest drift ratio, the most nodes drifting and reporting in any one minute
+of the bin (a node counts once per minute), the mean windowed and estimated accuracy over the
+reports that had one, and the alarms (``control_drift_alarms``). A version with few items in
+the window (``RAW_MAX`` reports and alarms at most, by the history's counts) is binned from its
+stored items instead, to the second: :func:`read` takes the newest ``MAX_ITEMS`` ``metrics``
+and ``event`` items of the version (read back with :func:`edgeloop.control.monitoring.fold`)
+and :func:`series` (pure) bins them, nodes counted once per bin. So is a version whose items
+came before the history existed. A bin without a figure holds null (uPlot leaves a gap).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,67 +138,102 @@ def series(
     return cols
 
 
+@dataclass(frozen=True, slots=True)
+class Bins:
+    """How a window of history minutes is cut into chart bins."""
+
+    start: float  # the first minute's start
+    width: float  # seconds per chart bin (a minute at least)
+    n: int
+
+
+def bins_of(first: float, last: float, most: int = MAX_BINS) -> Bins:
+    """At most ``most`` equal bins from the minute starting at ``first`` to the one at ``last``."""
+    step = drift_history.BIN_S
+    span = last + step - first
+    n = max(1, min(most, round(span / step)))
+    return Bins(first, span / n, n)
+
+
+def _bucket(dialect: str, cut: Bins) -> Any:
+    at = (tables.drift_history.c.bin_start - cut.start) / cut.width
+    if dialect == "postgresql":
+        return sa.cast(sa.func.floor(at), sa.Integer)
+    return sa.cast(at, sa.Integer)  # SQLite truncates: floor for what is >= 0
+
+
 def read_history(
     conn: sa.Connection, model: str, version: str, now: float
-) -> tuple[list[sa.Row[Any]], list[dict[str, Any]]]:
-    """The version's history rows in the window, oldest first, and its newest ``ALARM_LIST``
-    alarms there, oldest first."""
-    h, a = tables.drift_history, tables.drift_alarms
-    rows = list(
-        conn.execute(
-            sa.select(h)
-            .where(h.c.model == model, h.c.model_version == version)
-            .where(h.c.bin_start >= drift_history._bin(now - WINDOW_S))
-            .order_by(h.c.bin_start)
-        )
+) -> tuple[Bins | None, list[Any], int, int]:
+    """The version's history in the window, summed per chart bin in SQL (at most ``MAX_BINS``
+    rows; None and [] when it has none), and its reports and alarms there."""
+    h = tables.drift_history
+    mine = (h.c.model == model, h.c.model_version == version,
+            h.c.bin_start >= drift_history._bin(now - WINDOW_S))  # fmt: skip
+    first, last, reports, alarms = conn.execute(
+        sa.select(
+            sa.func.min(h.c.bin_start),
+            sa.func.max(h.c.bin_start),
+            sa.func.sum(h.c.reports),
+            sa.func.sum(h.c.alarms),
+        ).where(*mine)
+    ).one()
+    if first is None:
+        return None, [], 0, 0
+    cut = bins_of(first, last)
+    bucket = _bucket(conn.dialect.name, cut).label("i")
+    q = sa.select(
+        bucket,
+        sa.func.max(h.c.drift_ratio_max).label("drift_ratio_max"),
+        sa.func.max(sa.case((h.c.reports_watched > 0, h.c.nodes_drifting))).label("drifting"),
+        sa.func.max(sa.case((h.c.reports > 0, h.c.nodes_reporting))).label("reporting"),
+        sa.func.sum(h.c.alarms).label("alarms"),
+        sa.func.sum(h.c.windowed_sum).label("windowed_sum"),
+        sa.func.sum(h.c.windowed_count).label("windowed_count"),
+        sa.func.sum(h.c.estimated_sum).label("estimated_sum"),
+        sa.func.sum(h.c.estimated_count).label("estimated_count"),
     )
+    rows = list(conn.execute(q.where(*mine).group_by(bucket)))
+    return cut, rows, int(reports or 0), int(alarms or 0)
+
+
+def read_alarms(conn: sa.Connection, model: str, version: str, now: float) -> list[dict[str, Any]]:
+    """The version's newest ``ALARM_LIST`` alarms of the window (the history's), oldest first."""
+    a = tables.drift_alarms
     found = conn.execute(
         sa.select(a.c.at, a.c.node_id, a.c.type)
         .where(a.c.model == model, a.c.model_version == version, a.c.at >= now - WINDOW_S)
         .order_by(a.c.at.desc())
         .limit(ALARM_LIST)
     )
-    alarms = [{"at": at, "node_id": node, "type": kind} for at, node, kind in found]
-    return rows, alarms[::-1]
-
-
-def _most(values: list[Any]) -> Any:
-    return max(values) if values else None
+    return [{"at": at, "node_id": node, "type": kind} for at, node, kind in found][::-1]
 
 
 def series_of_history(
-    rows: Iterable[Any], alarm_list: list[dict[str, Any]], bins: int = MAX_BINS
+    cut: Bins | None, groups: Iterable[Any], alarm_list: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """:func:`series`' columns from history rows (one per version and minute). Pure."""
-    rows = list(rows)
+    """:func:`series`' columns from the history summed per chart bin (``i``: the bin's index;
+    nodes drifting / reporting are the most in any one minute of the bin). Pure."""
     cols: dict[str, Any] = {"t": [], **{c: [] for c in COLUMNS}, "alarm_list": alarm_list}
-    if not rows:
+    if cut is None:
         return cols
-    step = drift_history.BIN_S
-    start, end = rows[0].bin_start, rows[-1].bin_start + step
-    n = max(1, min(bins, round((end - start) / step)))
-    width = (end - start) / n
-    per: list[list[Any]] = [[] for _ in range(n)]
-    for r in rows:
-        per[min(n - 1, int((r.bin_start - start) / width))].append(r)
-    for i, group in enumerate(per):
-        reported = [r for r in group if r.reports]
-        watched = [r for r in group if r.reports_watched]
-        windowed = sum(r.windowed_count for r in group)
-        estimated = sum(r.estimated_count for r in group)
-        alarms = sum(r.alarms for r in group)
-        cols["t"].append(round(start + i * width, 3))
-        cols["drift_ratio_max"].append(
-            _most([r.drift_ratio_max for r in group if r.drift_ratio_max is not None])
-        )
-        cols["nodes_drifting"].append(_most([r.nodes_drifting for r in watched]))
-        cols["nodes_reporting"].append(_most([r.nodes_reporting for r in reported]))
-        cols["alarms"].append(alarms or None)
+    by: dict[int, Any] = {min(cut.n - 1, int(g.i)): g for g in groups}
+    for i in range(cut.n):
+        g = by.get(i)
+        cols["t"].append(round(cut.start + i * cut.width, 3))
+        if g is None:
+            for c in COLUMNS:
+                cols[c].append(None)
+            continue
+        cols["drift_ratio_max"].append(g.drift_ratio_max)
+        cols["nodes_drifting"].append(g.drifting)
+        cols["nodes_reporting"].append(g.reporting)
+        cols["alarms"].append(g.alarms or None)
         cols["windowed_accuracy"].append(
-            sum(r.windowed_sum for r in group) / windowed if windowed else None
+            g.windowed_sum / g.windowed_count if g.windowed_count else None
         )
         cols["estimated_accuracy"].append(
-            sum(r.estimated_sum for r in group) / estimated if estimated else None
+            g.estimated_sum / g.estimated_count if g.estimated_count else None
         )
     return cols
 
@@ -205,10 +241,9 @@ def series_of_history(
 def columns(conn: sa.Connection, model: str, version: str, now: float) -> dict[str, Any]:
     """The chart's columns from the history, or from the items themselves when the window
     holds few (see the module's docstring), with ``reports``, ``capped`` and ``source``."""
-    rows, alarm_list = read_history(conn, model, version, now)
-    reports = sum(r.reports for r in rows)
-    if reports + sum(r.alarms for r in rows) > RAW_MAX:
-        cols = series_of_history(rows, alarm_list)
+    cut, groups, reports, alarms = read_history(conn, model, version, now)
+    if reports + alarms > RAW_MAX:
+        cols = series_of_history(cut, groups, read_alarms(conn, model, version, now))
         cols.update(reports=reports, capped=False, source="history")
         return cols
     snaps, marks, capped = read(conn, model, version, now)
