@@ -51,6 +51,8 @@ ADMIN = "bench-admin-" + "b" * 24
 # Rollout ticks every 5 s, alert rules evaluated once an hour: the figures are the pages' own
 # (an evaluation over 10,000 nodes takes a few hundred ms: docs/fleet-monitoring.md).
 QUIET = ("--tick-s", "5", "--alert-every-s", "3600")
+NO_BACKLOG = {"backlog_rows": None, "backlog_bytes": None, "backlog_oldest_s": None,
+              "backlog_at": None}  # fmt: skip
 CLASSES = ("x86_64-cpu", "aarch64-cpu", "aarch64-gpu", "x86_64-cuda")
 
 
@@ -127,7 +129,7 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
         )
         # The backlog columns the control plane writes with each report (fleet.store_report).
         text = node_rows[-1]["reported"]
-        node_rows[-1].update(backlog_store.totals(text, now) if text else {"backlog_at": None})
+        node_rows[-1].update(backlog_store.totals(text, now) if text else NO_BACKLOG)
         figures = {
             "drifting": i % 20 == 0,
             "drift_ratio": {"input": 1.4 if i % 20 == 0 else 0.3},
