@@ -36,68 +36,22 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-import numpy as np
-
-from edgeloop.agent.route_payload import deadletter_document, decode, result_document
-from edgeloop.agent.route_spec import RouteSpec, check_filter
+from edgeloop.agent.route_broker import BrokerConfig, new_client, publish
+from edgeloop.agent.route_message import SOURCE_ID, Infer, Outgoing, as_bytes, handle
+from edgeloop.agent.route_spec import RouteSpec
 from edgeloop.core.errors import ConfigError, DataError, EdgeError, require
 
-Infer = Callable[[str, np.ndarray], Awaitable[tuple[Any, Any]]]
-"""``infer(model, features) -> (outputs, model_version)``; raises ``NotFoundError`` for a model it
-does not serve and ``EdgeError`` (or anything) for features it cannot take."""
+# Re-exported: the agent and the tests import these from here (route_broker.py and
+# route_message.py hold them).
+__all__ = ["SOURCE_ID", "BrokerConfig", "Infer", "Labels", "RouteCounters", "RouteRunner"]
+
 Labels = Callable[[bytes], dict[str, Any]]
 """``labels(body) -> {"applied": n, "unknown": n, ...}``; raises ``EdgeError`` when refused."""
-# The source id of the message being inferred (task-local: each message has its own task).
-SOURCE_ID: ContextVar[str | None] = ContextVar("edgeloop_route_source_id", default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerConfig:
-    """How the runner talks to the broker; validated on construction."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str | None = None  # stable across restarts: the broker keeps the session
-    deadletter_prefix: str = "edgeloop"
-    qos: int = 1
-    keepalive_s: int = 30
-    session_expiry_s: int = 3600
-    reconnect_initial_s: float = 0.2
-    reconnect_max_s: float = 10.0
-    max_in_flight: int = 64  # per route: messages inferred ahead of the one being published
-    publish_timeout_s: float = 10.0  # no PUBACK within this: the connection is treated as lost
-    max_payload_bytes: int = 1 << 20  # larger messages are dead-lettered (their first bytes kept)
-    username: str | None = None
-    password: str | None = None
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.qos not in (0, 1, 2):
-            problems.append(f"qos {self.qos} is not 0, 1 or 2")
-        if not 0 < self.port < 65536:
-            problems.append(f"port {self.port} is not 1..65535")
-        if min(self.max_in_flight, self.keepalive_s, self.max_payload_bytes) < 1:
-            problems.append("max_in_flight, keepalive_s and max_payload_bytes must be >= 1")
-        if self.session_expiry_s < 0:
-            problems.append(f"session_expiry_s {self.session_expiry_s} is negative")
-        if not 0 < self.reconnect_initial_s <= self.reconnect_max_s:
-            problems.append("need 0 < reconnect_initial_s <= reconnect_max_s")
-        if check_filter(self.deadletter_prefix) is not None or any(
-            c in self.deadletter_prefix for c in "+#"
-        ):
-            problems.append(f"dead-letter prefix {self.deadletter_prefix!r} is not a topic")
-        if problems:
-            raise ConfigError("MQTT settings: " + "; ".join(problems))
-
-    @property
-    def deadletter_topic(self) -> str:
-        return f"{self.deadletter_prefix.rstrip('/')}/deadletter"
 
 
 @dataclass
@@ -110,14 +64,6 @@ class RouteCounters:
     published: int = 0
     dead_lettered: int = 0
     errors: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    topic: str
-    payload: bytes
-    deadletter: bool
-    correlation: bytes | None
 
 
 class RouteRunner:
@@ -159,13 +105,13 @@ class RouteRunner:
         self.last_error: str | None = None
         self.connected = asyncio.Event()
         self._was_connected = False
-        self._queues: dict[str, asyncio.Queue[asyncio.Task[_Outgoing]]] = {
+        self._queues: dict[str, asyncio.Queue[asyncio.Task[Outgoing]]] = {
             r.name: asyncio.Queue(maxsize=self.config.max_in_flight) for r in self.routes
         }
         # a result taken from its queue but not yet handed to paho (survives a reconnect)
-        self._held: dict[str, asyncio.Task[_Outgoing]] = {}
+        self._held: dict[str, asyncio.Task[Outgoing]] = {}
         # results handed to paho, oldest first, until their PUBACK (survives a reconnect)
-        self._sent: dict[str, deque[tuple[_Outgoing, asyncio.Task[None]]]] = {
+        self._sent: dict[str, deque[tuple[Outgoing, asyncio.Task[None]]]] = {
             r.name: deque() for r in self.routes
         }
         self._moved = {r.name: asyncio.Event() for r in self.routes}  # sent grew or shrank
@@ -200,7 +146,7 @@ class RouteRunner:
         """
         # One client for every reconnect: messages it took in (and acked) before a disconnect
         # stay in its queue, and paho re-sends its unacknowledged QoS 1 publishes.
-        client = self._client()
+        client = new_client(self._mqtt, self.config, self.client_id)
         failures = 0
         while not stop.is_set():
             try:
@@ -215,26 +161,6 @@ class RouteRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
         self.connected.clear()
-
-    def _client(self) -> Any:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect.SessionExpiryInterval = self.config.session_expiry_s
-        mqtt = self._mqtt
-        return mqtt.Client(
-            self.config.host,
-            self.config.port,
-            identifier=self.client_id,
-            protocol=mqtt.ProtocolVersion.V5,
-            clean_start=False,  # resume the broker's session: it kept our QoS 1 messages
-            properties=connect,
-            keepalive=self.config.keepalive_s,
-            username=self.config.username,
-            password=self.config.password,
-            timeout=self.config.publish_timeout_s,
-        )
 
     async def _session(self, client: Any, stop: asyncio.Event) -> None:
         from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -317,13 +243,13 @@ class RouteRunner:
         arrived = time.perf_counter()
         topic = str(message.topic.value)
         if self.labels is not None and topic == self.labels_topic:
-            self._label(_as_bytes(message.payload))
+            self._label(as_bytes(message.payload))
             return
         matched = [r for r in self.routes if r.matches(topic)]
         if not matched:
             self.unrouted += 1  # a filter left over in a persistent session
             return
-        payload = _as_bytes(message.payload)
+        payload = as_bytes(message.payload)
         props = message.properties
         content_type = getattr(props, "ContentType", None)
         user = dict(getattr(props, "UserProperty", None) or [])
@@ -331,8 +257,18 @@ class RouteRunner:
         for route in matched:
             self._count(route.name, "received")
             seq = self.counters[route.name].received
-            work = self._handle(
-                route, topic, payload, (content_type, user, correlation), arrived, seq
+            work = handle(
+                route,
+                topic,
+                payload,
+                (content_type, user, correlation),
+                arrived,
+                seq,
+                infer=self.infer,
+                max_payload_bytes=self.config.max_payload_bytes,
+                deadletter_topic=self.config.deadletter_topic,
+                observe=partial(self._observe, route.name),  # bound now: not the loop's last
+                fault=partial(self._count, route.name, "errors"),
             )
             self._queues[route.name].put_nowait(asyncio.create_task(work))
 
@@ -352,58 +288,8 @@ class RouteRunner:
         self.label_counts["applied"] += int(outcome.get("applied", 0))
         self.label_counts["unknown"] += int(outcome.get("unknown", 0))
 
-    async def _handle(
-        self,
-        route: RouteSpec,
-        topic: str,
-        payload: bytes,
-        props: tuple[str | None, dict[str, str], bytes | None],
-        arrived: float,
-        seq: int,
-    ) -> _Outgoing:
-        content_type, user, correlation = props
-        source_id = user.get("id")
-        try:
-            if len(payload) > self.config.max_payload_bytes:
-                raise DataError(
-                    f"payload of {len(payload)} bytes is over the route limit of "
-                    f"{self.config.max_payload_bytes} bytes",
-                    hint="publish smaller messages or raise BrokerConfig.max_payload_bytes",
-                )
-            decoded = decode(payload, content_type, user)
-            source_id = decoded.source_id
-            SOURCE_ID.set(source_id)  # this message's task only: the join's request id
-            outputs, version = await self.infer(route.model, decoded.features)
-            latency_s = time.perf_counter() - arrived
-            body = result_document(
-                route=route.name,
-                model=route.model,
-                model_version=version,
-                outputs=outputs,
-                latency_ms=round(latency_s * 1000, 3),
-                source_id=source_id,
-                source_topic=topic,
-                seq=seq,
-            )
-            target = route.render(topic)
-            self._latency.labels(route.name).observe(latency_s)
-            return _Outgoing(target, body, False, correlation)
-        except EdgeError as exc:
-            reason, error = exc.message, type(exc).__name__
-        except Exception as exc:  # the runtime failed on this message; the route goes on
-            reason, error = f"{type(exc).__name__}: {exc}", type(exc).__name__
-            self._count(route.name, "errors")
-        letter = deadletter_document(
-            route=route.name,
-            reason=reason,
-            error=error,
-            source_topic=topic,
-            source_id=source_id,
-            payload=payload[: self.config.max_payload_bytes],
-            payload_bytes=len(payload),
-            at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        )
-        return _Outgoing(self.config.deadletter_topic, letter, True, correlation)
+    def _observe(self, route: str, latency_s: float) -> None:
+        self._latency.labels(route).observe(latency_s)
 
     def _resend(self, client: Any, route: str) -> None:
         """Publish again, first and in order, what the last connection left unconfirmed."""
@@ -441,26 +327,8 @@ class RouteRunner:
             queue.task_done()
             self._count(route, "dead_lettered" if out.deadletter else "published")
 
-    def _spawn(self, client: Any, out: _Outgoing) -> asyncio.Task[None]:
+    def _spawn(self, client: Any, out: Outgoing) -> asyncio.Task[None]:
         # the task's first step hands the message to paho, so creation order is wire order
-        task = asyncio.create_task(self._publish_one(client, out))
+        task = asyncio.create_task(publish(client, out, self.config.qos))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # seen: no log noise
         return task
-
-    async def _publish_one(self, client: Any, out: _Outgoing) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.ContentType = "application/json"
-        if out.correlation is not None:
-            props.CorrelationData = out.correlation
-        await client.publish(out.topic, out.payload, qos=self.config.qos, properties=props)
-
-
-def _as_bytes(payload: Any) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    if payload is None:
-        return b""
-    return str(payload).encode()
