@@ -17,7 +17,8 @@ thread) and install the result as a node-local version. Accuracy is measured on 
 server answers, before and after, on the 447 other drifted images and on the original test
 split (300): ``recovered`` = gain on the drifted set / (test accuracy before - drifted accuracy
 before), ``forgetting`` = test accuracy before - after, in points. Wall time and peak RSS are
-the worker's (process wall from the agent's start of it to its answer; VmHWM it read itself).
+the worker processes' (the training one, then the export one for an accepted run: process wall
+from the agent's start of each to its answer; VmHWM each read itself).
 Prints a markdown table on stderr and the rows as JSON on stdout.
 """
 
@@ -151,17 +152,22 @@ def run_seed(seed: int, opts: argparse.Namespace) -> dict[str, Any]:
         "worker": {k: r.get(k) for k in ("new_accuracy_before", "new_accuracy_after",
                    "old_accuracy_before", "old_accuracy_after", "forgetting_pp",
                    "new_train_samples", "new_holdout_samples", "epochs_run", "wall_seconds",
-                   "worker_wall_s", "peak_rss_mb", "train_peak_rss_mb", "threads")},
+                   "worker_wall_s", "peak_rss_mb", "train_peak_rss_mb", "threads",
+                   "export_wall_s", "export_run_s", "export_peak_rss_mb")},
         "job_seconds": job_s,
     }  # fmt: skip
+
+
+def na(value: Any, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| seed | installed as | served drifted acc before -> after | recovered | served "
-        "test acc before -> after | forgetting pp | worker: run s / process s | worker peak "
-        "RSS train / total MiB | job s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "test acc before -> after | forgetting pp | training: run s / process s | export "
+        "process s | peak RSS training / export process MiB | job s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         w = r["worker"]
@@ -171,7 +177,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['served_drifted_after']:.3f} | {rec} | {r['served_test_before']:.3f} -> "
             f"{r['served_test_after']:.3f} | {r['served_forgetting_pp']:.1f} | "
             f"{(w['wall_seconds'] or 0):.1f} / {(w['worker_wall_s'] or 0):.1f} | "
-            f"{(w['train_peak_rss_mb'] or 0):.0f} / {(w['peak_rss_mb'] or 0):.0f} | "
+            f"{na(w['export_wall_s'], '{:.1f}')} | {(w['peak_rss_mb'] or 0):.0f} / "
+            f"{na(w['export_peak_rss_mb'], '{:.0f}')} | "
             f"{r['job_seconds']:.1f} |"
         )
     return "\n".join(lines)

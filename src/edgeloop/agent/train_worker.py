@@ -9,9 +9,11 @@ the node takes admin commands only through the control plane), then:
    :class:`~edgeloop.serving.capture_sink.CaptureLog`) or the job's ``.npz``; fetches the
    version's torch checkpoint and the optional old data / replay seed through the job's files
    route, each checked against its sha256;
-3. runs ``python -m edgeloop.training.on_device_worker`` as a child process with a CPU budget
-   (``--threads``, 1 unless the job says) and a memory budget (``--max-memory-mb``, 1024 MiB
-   unless the job says), timing it (wall seconds); the worker reports its own peak RSS;
+3. runs ``python -m edgeloop.training.on_device_worker --no-onnx`` as a child process with a
+   CPU budget (``--threads``, 1 unless the job says) and a memory budget (``--max-memory-mb``,
+   1024 MiB unless the job says), timing it (wall seconds); the worker reports its own peak
+   RSS; an accepted run's ONNX export (and self-test reference) is a second child process
+   (``--export``), started once the first has ended;
 4. installs an accepted result as a node-local version through the updater's states
    (:meth:`~edgeloop.agent.updater.Updater.run_local`), named with its lineage
    (``digits-cnn:3+node-2.1``); a rejected run (forgetting, no gain) changes nothing;
@@ -157,7 +159,7 @@ class TrainWorker(NodeJobPoller):
                 "--out", str(work / "out"), "--replay", str(folder / "replay.npz"),
                 "--epochs", str(int(job["epochs"])), "--parent-ref", parent,
                 "--node-id", self._node_label(who), "--counter", str(self._counter(folder)),
-                "--threads", "1", "--max-memory-mb", str(DEFAULT_MEMORY_MB)]  # fmt: skip
+                "--threads", "1", "--no-onnx"]  # fmt: skip
         for key in ("old_data", "replay"):
             if key in files:
                 path = work / f"{key}.npz"
@@ -169,11 +171,10 @@ class TrainWorker(NodeJobPoller):
                 args += [flag, str(options[key])]
         if "max_seconds" not in options:  # the control plane fails a job unanswered in 600 s
             args += ["--max-seconds", str(DEFAULT_MAX_SECONDS)]
-        if "max_memory_mb" in options:
-            args += ["--max-memory-mb", str(options["max_memory_mb"])]
+        budget = ["--max-memory-mb", str(options.get("max_memory_mb", DEFAULT_MEMORY_MB))]
         if options.get("update_norm_stats"):
             args.append("--update-norm-stats")
-        run, wall = await _run_worker(args, options)
+        run, wall = await _run_worker(args + budget, options)
         if "error" in run:
             return {"error": f"the training worker failed: {run['message']}"}
         result = {**_figures(run), "data_source": source, "worker_wall_s": round(wall, 3),
@@ -181,6 +182,17 @@ class TrainWorker(NodeJobPoller):
         if not run["accepted"]:
             result["outcome"] = "not installed: the run was rejected"
             return {"result": result}
+        # The export in a second process, once the training one has ended (the node's peak
+        # memory is the larger of the two, docs/on_device.md).
+        export = [sys.executable, "-m", "edgeloop.training.on_device_worker", "--threads", "1",
+                  "--export", str(run["output"]), "--data", str(work / "new.npz")]  # fmt: skip
+        done, export_wall = await _run_worker(export + budget, options)
+        if "error" in done:
+            return {"error": f"the ONNX export of the accepted run failed: {done['message']}"}
+        run.update(onnx=done["onnx"], onnx_max_abs_diff=done["onnx_max_abs_diff"])
+        result.update(onnx_max_abs_diff=done["onnx_max_abs_diff"],
+                      export_wall_s=round(export_wall, 3), export_run_s=done["wall_seconds"],
+                      export_peak_rss_mb=done["peak_rss_mb"])  # fmt: skip
         return {"result": await self._install(run, result, active, folder, work)}
 
     async def _install(
@@ -275,7 +287,7 @@ async def _run_worker(args: list[str], options: dict[str, Any]) -> tuple[dict[st
             answer = json.loads(line)
         except ValueError:
             continue
-        if isinstance(answer, dict) and ("accepted" in answer or "error" in answer):
+        if isinstance(answer, dict) and ({"accepted", "onnx", "error"} & set(answer)):
             return answer, wall
     tail = err.decode(errors="replace")[-600:]
     msg = f"exit {proc.returncode} without a result line: {tail}"

@@ -116,6 +116,28 @@ def export_light(wrapped: nn.Module, x_check: npt.NDArray[np.float32], path: Pat
     return float(parity.max_abs_diff)
 
 
+def export_folder(folder: Path, x_check: npt.NDArray[np.float32]) -> float:
+    """Export the checkpoint in ``folder`` (written by an accepted run with ``--no-onnx``) to
+    ``folder/model.onnx`` with its ``selftest.npz``: the export in a process of its own, after
+    the training process ended, so the node's peak memory is the larger of the two, not their
+    sum (on_device_worker ``--export``). The largest |ONNX - torch| on ``x_check``.
+
+    Raises:
+        ConflictError: ``folder`` already holds a model.onnx. What export_light raises.
+    """
+    from edgeloop.core.errors import ConflictError
+    from edgeloop.training.checkpoint import load_checkpoint
+
+    onnx = folder / "model.onnx"
+    if onnx.exists():
+        raise ConflictError(f"{str(onnx)!r} already exists", hint="export into a new folder")
+    module, arch = load_checkpoint(folder)
+    wrapped = deployable(module, arch)
+    diff = export_light(wrapped, np.ascontiguousarray(x_check[:64]), onnx)
+    write_self_test(folder / SELF_TEST, wrapped, onnx, x_check[:SELF_TEST_ROWS])
+    return diff
+
+
 def write_self_test(
     path: Path, wrapped: nn.Module, onnx_file: Path, sample: npt.NDArray[np.float32]
 ) -> None:

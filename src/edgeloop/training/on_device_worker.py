@@ -4,6 +4,11 @@
         [--old-data OLD.npz] [--replay FILE.npz] [--replay-seed SEED.npz] [--epochs N] \\
         [--last-layers N] [--max-seconds S] [--max-memory-mb M] [--threads T] ...
 
+``--export DIR --data NEW.npz`` is the second step the agent runs after an accepted ``--no-onnx``
+run: the ONNX export (and ``selftest.npz``) of that checkpoint in a fresh process, so the node's
+peak memory is the larger of the two processes' (training ~360 MiB, export ~330 MiB for the
+digits CNN) rather than training plus exporter in one (~400 MiB; docs/on_device.md).
+
 The agent starts it as a process of its own so the serving path never imports torch, and gives
 it a CPU budget (``--threads``, torch's intra-op threads; ``--max-seconds`` stops training
 between batches and a watchdog ends the process at twice that plus 30 s) and a memory budget
@@ -73,6 +78,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     return p
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m edgeloop.training.on_device_worker --export")
+    p.add_argument("--export", required=True, help="checkpoint folder of an accepted run")
+    p.add_argument("--data", required=True, help=".npz whose x checks the export's parity")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-memory-mb", type=float, default=None)
+    return p
+
+
+def export(argv: list[str]) -> dict[str, Any]:
+    """``--export DIR --data NEW.npz``: the ONNX export of an accepted ``--no-onnx`` run, as a
+    process of its own (module doc); ``{"onnx", "onnx_max_abs_diff", "wall_seconds",
+    "peak_rss_mb"}``."""
+    args = _export_parser().parse_args(argv)
+    _watchdog(args.max_memory_mb, None)
+    start = time.perf_counter()
+    data = _read(args.data, "--data")
+    x = data.x if hasattr(data, "x") else data[0]
+    import torch
+
+    from edgeloop.training.on_device_output import export_folder, peak_rss_mb
+
+    torch.set_num_threads(max(1, args.threads))
+    folder = Path(args.export)
+    if not folder.is_dir():
+        raise NotFoundError(f"--export folder {args.export!r} does not exist")
+    diff = export_folder(folder, np.asarray(x, np.float32))
+    return {"onnx": str(folder / "model.onnx"), "onnx_max_abs_diff": diff,
+            "wall_seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -222,8 +258,9 @@ def _seed_replay(path: str, seed: Any, config: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        result = run(argv)
+        result = export(argv) if "--export" in argv else run(argv)
     except EdgeError as err:
         return _report(err)
     _emit(result)
