@@ -43,6 +43,9 @@ CAPTURE: dict[str, Any] = {"policy": "drift:600", "max_bytes": 4 << 20}
 ROLLOUT_TIMEOUT_S = 240.0
 # A metrics snapshot each second: the monitor stage reads the fleet's table right after its stream.
 AGENT_ARGS = ("--poll-s", "0.5", "--metrics-every-s", "1")
+# The fleet's processes share this machine's cores with each other and the quickstart: torch in
+# them (the retrain stage's job) runs on one thread (docs/retraining.md#quickstart-stage-retrain).
+FLEET_ENV = {"OMP_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def run_fleet_stage(
     from edgeloop.sdk.control_client import ControlClient
     from edgeloop.sdk.local_fleet import up
 
-    started = up(folder, NODES, agent_args=AGENT_ARGS, fl_data=fl_data)
+    started = up(folder, NODES, agent_args=AGENT_ARGS, fl_data=fl_data, env=FLEET_ENV)
     with (
         started if hold is None else nullcontext(hold.enter_context(started)) as fleet,
         ControlClient(fleet.control_url, fleet.admin_token) as admin,
