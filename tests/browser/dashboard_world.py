@@ -99,9 +99,28 @@ def active_sha(node: dict[str, Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def world(folder: Path, executable: str) -> Iterator[World]:
+def launched(executable: str) -> Iterator[Any]:
+    """Chromium through Playwright's sync API, for one test module at most.
+
+    While a sync Playwright runs, its event loop is this thread's running loop, so every
+    ``asyncio.run()`` in the process fails ("cannot be called from a running event loop") and a
+    second ``sync_playwright()`` refuses to start: it must not outlive its module (pytest-xdist
+    runs other directories' tests in the same process afterwards).
+    """
     from playwright.sync_api import sync_playwright
 
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium refuses root otherwise
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def world(folder: Path) -> Iterator[World]:
+    """The fleet with v1 rolled out; its ``browser`` is None until a module launches one."""
     env = {READONLY_ENV: READER_TOKEN}
     with (
         up(folder, 2, agent_args=["--poll-s", "0.5", "--metrics-every-s", "1"], env=env) as fleet,
@@ -113,10 +132,4 @@ def world(folder: Path, executable: str) -> Iterator[World]:
         first = admin.deploy({"name": "lin-prod", "model": v1["ref"], "plan": plan})
         done = admin.wait_rollout(first["rollout_id"], {"COMPLETED", "HALTED", "ROLLED_BACK"}, 120)
         assert done["state"] == "COMPLETED", done["events"][-3:]
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium refuses root otherwise
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=executable, args=args)
-            try:
-                yield World(fleet, v1, v2, first["rollout_id"], browser)
-            finally:
-                browser.close()
+        yield World(fleet, v1, v2, first["rollout_id"], None)

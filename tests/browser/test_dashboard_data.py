@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.browser.dashboard_world import SHOTS, World, chromium, manifest
+from tests.browser.dashboard_world import SHOTS, World, chromium, launched, manifest
 from tests.postgres import PG_ENV, fresh_schema
 from tests.tiny_models import make_linear_onnx
 
+from edgeloop.control.throttle import PER_S_ENV
 from edgeloop.core.settings import Settings
 from edgeloop.data.dataset import Modality
 from edgeloop.data.samples import UNLABELLED, SampleSet
@@ -47,7 +48,13 @@ def fleet_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worl
     try:
         args = ["--db", db_url] if db_url else []
         agent = ["--poll-s", "0.5", "--metrics-every-s", "1"]
-        with up(folder, 1, agent_args=agent, control_args=args) as fleet, fleet.admin() as admin:
+        # Failures drain at 1 per 50 s (1/s by default): the 429 checks at the end stay refused
+        # however slowly Chromium gets to them on a loaded machine.
+        env = {PER_S_ENV: "0.02"}
+        with (
+            up(folder, 1, agent_args=agent, control_args=args, env=env) as fleet,
+            fleet.admin() as admin,
+        ):
             v1 = admin.publish_model(make_linear_onnx(folder / "v1.onnx", seed=1), manifest("lin"))
             plan = {"waves": ["100%"], "soak_s": 0, "watch_s": 0, "wave_timeout_s": 120}
             rollout = admin.deploy({"name": "lin-data", "model": v1["ref"], "plan": plan})
@@ -61,15 +68,8 @@ def fleet_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Worl
             except pytest.skip.Exception:
                 yield world, kind  # the test checks the report, then skips
                 return
-            from playwright.sync_api import sync_playwright
-
-            launch = ["--no-sandbox"] if os.geteuid() == 0 else []
-            with sync_playwright() as pw:
-                world.browser = pw.chromium.launch(executable_path=executable, args=launch)
-                try:
-                    yield world, kind
-                finally:
-                    world.browser.close()
+            with launched(executable) as world.browser:
+                yield world, kind
     finally:
         if schema is not None:
             next(schema, None)  # drops the schema

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from tests.control.process import control_process, enroll
 
 from edgeloop.control.throttle import BURST, FailureLimit
@@ -82,3 +83,15 @@ def test_the_table_is_bounded_and_ipv6_counts_per_64() -> None:
         limit.failed(host)
     assert limit.refusal("2001:db8::ffff") is not None
     assert limit.refusal("2001:db8:0:1::1") is None  # the next /64
+
+
+def test_the_drain_rate_comes_from_the_environment_and_a_bad_one_is_refused() -> None:
+    from edgeloop.control.throttle import PER_S, PER_S_ENV
+    from edgeloop.core.errors import ConfigError
+
+    assert FailureLimit.from_env({}).per_s == PER_S
+    assert FailureLimit.from_env({PER_S_ENV: " "}).per_s == PER_S
+    assert FailureLimit.from_env({PER_S_ENV: "0.25"}).per_s == 0.25
+    for bad in ("0", "-1", "nan", "inf", "fast"):
+        with pytest.raises(ConfigError, match=PER_S_ENV):
+            FailureLimit.from_env({PER_S_ENV: bad})

@@ -170,7 +170,7 @@ def create_app(
     # protocol reads each body's deadline from app.state.bodies.
     app.state.bodies = RouteBodies(bodies, limits or WireLimits())
     app.add_middleware(BodyLimits, bodies=app.state.bodies)
-    app.state.failures = failures or FailureLimit()
+    app.state.failures = failures or FailureLimit.from_env()
     app.add_middleware(Throttled, limit=app.state.failures)  # outermost: before any credential
     app.add_exception_handler(EdgeError, answers.edge_error)
     app.add_exception_handler(HTTPException, answers.http_error)

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from edgeloop.core.errors import ConfigError
 from edgeloop.serving.errors import RetryableError, error_response
 
 Scope = MutableMapping[str, Any]
 BURST = 30
 PER_S = 1.0
 MAX_SOURCES = 10_000
+# Operators may slow the drain (a stricter limit) or speed it up: failures forgiven per second.
+PER_S_ENV = "EDGELOOP_AUTH_FAILURES_DRAIN_PER_S"
 
 
 class TooManyFailuresError(RetryableError):
@@ -47,6 +51,28 @@ class FailureLimit:
     ) -> None:
         self.burst, self.per_s, self.max_sources, self.clock = burst, per_s, max_sources, clock
         self.table: OrderedDict[str, tuple[float, float]] = OrderedDict()  # source: (level, at)
+
+    @classmethod
+    def from_env(cls, environ: MutableMapping[str, str] | None = None) -> FailureLimit:
+        """The limit with ``EDGELOOP_AUTH_FAILURES_DRAIN_PER_S`` as its drain rate, when set.
+
+        Raises:
+            ConfigError: the value is not a positive number.
+        """
+        raw = (os.environ if environ is None else environ).get(PER_S_ENV)
+        if raw is None or raw.strip() == "":
+            return cls()
+        try:
+            per_s = float(raw)
+        except ValueError:
+            per_s = math.nan
+        if not (math.isfinite(per_s) and per_s > 0):
+            raise ConfigError(
+                f"{PER_S_ENV}={raw!r} is not a drain rate; expected a positive number of "
+                f"failures forgiven per second (default {PER_S})",
+                hint=f"unset {PER_S_ENV} or give it a value such as 1 or 0.1",
+            )
+        return cls(per_s=per_s)
 
     def _level(self, source: str, now: float) -> float:
         found = self.table.get(source)
