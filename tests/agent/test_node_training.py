@@ -9,7 +9,6 @@ was; a node started without the training capability answers with an error naming
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,13 @@ from tests.agent.agent_process import AgentProcess
 from tests.control.process import control_process
 from typer.testing import CliRunner
 
+from edgeloop import EdgeMLManager, OnDeviceTraining
 from edgeloop.cli.app import app
+from edgeloop.core.errors import DataError
 from edgeloop.core.types import Manifest
 from edgeloop.sdk import node_training as nt
 from edgeloop.sdk.control_client import ControlClient
+from edgeloop.sdk.site import Site
 
 DONE = {"COMPLETED", "HALTED", "ROLLED_BACK"}
 WAIT_S = 90.0
@@ -127,11 +129,18 @@ def test_a_node_trains_on_its_labelled_captures_and_serves_the_node_local_versio
                 status = node.status()
                 time.sleep(1.0)  # several reconcile passes: the node-local version stays
                 kept = node.status()["active"]
-                # through the CLI: no data set registered, so forgetting is checked on a held-out
+                # through the SDK: no data set registered, so forgetting is checked on a held-out
                 # slice of the node's replay buffer (the seed and the 48 rows of the first run)
-                args = ["fleet", "train", node_id, "blobs:1", "--epochs", "1", "--format", "json"]
-                args += ["--max-forgetting-pp", "-50", "--control", ctl.url, "--token", token]
-                cli = CliRunner().invoke(app, args)
+                edge = EdgeMLManager(Site("t", ctl.url, token))
+                try:
+                    rejected = OnDeviceTraining(edge).incremental_train(
+                        "blobs:1", "captures", epochs=1, node=node_id, max_forgetting_pp=-50.0
+                    )
+                finally:
+                    edge.close()
+                (tmp_path / "bad.npz").write_bytes(b"not an npz")
+                args = ["fleet", "train", node_id, "blobs:1", "--data", str(tmp_path / "bad.npz")]
+                cli = CliRunner().invoke(app, [*args, "--control", ctl.url, "--token", token])
                 after_reject = node.status()["active"]
                 caps = client.node(node_id)["capabilities"]
                 after = [node.predict(row.tolist()).json() for row in field_x]
@@ -159,10 +168,12 @@ def test_a_node_trains_on_its_labelled_captures_and_serves_the_node_local_versio
     acc_before = np.mean([b["prediction"] == y for b, y in zip(before, field_y, strict=True)])
     acc_after = np.mean([a["prediction"] == y for a, y in zip(after, field_y, strict=True)])
     assert acc_after >= 0.9 and acc_after > acc_before  # what the node's server answers
-    assert cli.exit_code == 0, cli.output
-    rejected = json.loads(cli.stdout)
-    assert rejected["state"] == "rejected" and rejected["installed"] is False
-    assert "at most -50.0 pp" in rejected["reason"] and "replay buffer" in rejected["old_source"]
+    assert rejected["accepted"] is False and rejected["ref"] is None
+    assert "at most -50.0 pp" in rejected["reason"] and "rejected" in rejected["reason"]
+    assert rejected["ran_on"].startswith(f"node {node_id}") and rejected["epochs_run"] == 1
+    assert isinstance(cli.exception, DataError) and "not an .npz with arrays x and y" in str(
+        cli.exception
+    )  # the `edgeloop` entry point prints it and exits with its code
     assert after_reject["sha256"] == active["sha256"]  # the active version untouched
     assert caps["train"] is True and caps["torch"]  # advertised at enrollment
     assert replaced["version"] == 1 and replaced["variant"] != "node-local"

@@ -42,8 +42,8 @@ def fleet_train(
     format: Format = OutputFormat.TABLE,
 ) -> None:
     """Fine-tune MODEL on NODE; an accepted run is installed there as a node-local version
-    (NAME:V+NODE.N) through its updater; the figures come back. Exit 2 when the node cannot
-    train or the data is bad; a rejected run (forgetting) exits 0 and says why."""
+    (NAME:V+NODE.N) through its updater; the figures come back. A node that cannot train or
+    bad data exits non-zero with the error; a rejected run (forgetting) exits 0 and says why."""
     from edgeloop.core.errors import ConfigError
     from edgeloop.sdk import node_training as nt
 
