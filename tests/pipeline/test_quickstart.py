@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.pipeline.test_quickstart_stages import LOOP
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from edgeloop.cli.app import app
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import ModelRef
+from edgeloop.pipeline import retrain_stage
 from edgeloop.registry import Registry
 
 pytest.importorskip("torch")
@@ -26,18 +28,16 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
     out = tmp_path / "out"
     # The federated stage runs across an FL fleet in tests/federated/test_fl_fleet.py: off here
     # (here its fleet would start three more torch processes, one per agent, for it). The
-    # retrain stage runs end to end in tests/pipeline/test_quickstart_retrain.py: off here too.
-    args = ["quickstart", "--out", str(out), "--format", "json", "--no-federated", "--no-retrain"]
+    # retrain stage runs here: this is the loop's end-to-end test (shift -> capture -> label ->
+    # retrain -> rollout -> recovery) on the fleet and monitor stages this test already pays for.
+    args = ["quickstart", "--out", str(out), "--format", "json", "--no-federated"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
 
-    assert body["stages"] == [s for s in LOOP if s not in ("federated", "retrain")]  # in order
+    assert body["stages"] == [s for s in LOOP if s != "federated"]  # in order
     # Every stage ran (nothing skipped here: the extras are installed), each one timed.
-    assert body["skipped"] == {
-        "retrain": "turned off (--no-retrain)",
-        "federated": "turned off (--no-federated)",
-    }
+    assert body["skipped"] == {"federated": "turned off (--no-federated)"}
     assert list(body["stage_seconds"]) == body["stages"]
     assert body["stage_seconds"]["train"] > 0 and min(body["stage_seconds"].values()) >= 0
     assert body["checkpoint"] == str(out / "checkpoint")
@@ -109,6 +109,7 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
         "drifting" in mon["fleet_monitor"]["table"] and node_id[:8] in mon["fleet_monitor"]["table"]
     )
     assert (out / "monitor_drift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _the_retrain_stage_recovers_the_shifted_stream(report)
     assert '<a href="monitor_drift.png">' in (out / "report.html").read_text()
     for name in ("report.html", "training_curve.png", "latency.png", "pareto.png"):
         data = (out / name).read_bytes()
@@ -128,3 +129,40 @@ def test_quickstart_runs_the_loop_and_every_figure_is_measured(tmp_path: Path, h
     assert edge.manifest.parent == version.ref
     assert lineage[-1] == str(version.ref)
     assert edge.manifest.recipe["recipe"] == chosen["recipe"]
+
+
+def _the_retrain_stage_recovers_the_shifted_stream(report: dict[str, Any]) -> None:
+    """Shift -> capture -> label -> retrain -> rollout -> recovery, across the fleet's processes:
+    the node captured the shifted field after its drift alarm, the labels posted by request id
+    joined the captures in a data set version on the control plane, a job process retrained the
+    fp32 parent from its checkpoint (and rebuilt the edge recipe where it kept its floor), the
+    control plane rolled the result out in waves and the node answers the shifted test split."""
+    rt = report["retrain"]
+    field, n = rt["field"], retrain_stage.FIELD_SAMPLES
+    assert field["samples"] == field["streamed"] == n
+    assert field["labels"]["applied"] == n
+    assert field["captured"] == field["labels_arrived"] == n
+    data = rt["dataset"]
+    assert data["samples"] == data["labelled"] == n
+    assert data["provenance"]["node_ids"] == [rt["node"]["node_id"]]
+    assert data["provenance"]["reasons"] == ["drift"]
+    assert "stand in for the labels a person would give" in rt["labels_note"]
+    job = rt["job"]
+    assert job["state"] == "succeeded" and job["decision"]["promote"] is True, job["reason"]
+    assert rt["champion"] == {"served": report["fleet"]["rollout"]["ref"],
+                              "parent": report["fleet"]["rollout"]["parent"]}  # fmt: skip
+    scores = job["evaluation"]
+    recent = {who: scores[who]["recent"]["accuracy"] for who in ("champion", "challenger")}
+    assert recent["challenger"] > recent["champion"]
+    new = job["edge"] or job["challenger"]  # the challenger alone when the edge recipe missed
+    rollout = rt["rollout"]
+    assert rollout["ref"] == new and rollout["state"] == "COMPLETED"
+    assert [len(w) for w in rollout["waves"]] == [1, 2]
+    assert {str(v) for v in rt["nodes_after"].values()} == {new.split(":")[1]}
+    # The shifted test split (never trained on, in any form) comes back through the node.
+    before, after = rt["accuracy_before"], rt["accuracy_after"]
+    assert before["version"] == rt["champion"]["served"].split(":")[1]
+    assert after["version"] == new.split(":")[1]
+    assert before["shifted"] < before["original"] - 0.2
+    assert after["shifted"] > before["shifted"] + 0.2
+    assert rt["recovery"]["shift_cost_pp"] > 20 and rt["recovery"]["recovered_share"] > 0.3

@@ -1,6 +1,6 @@
 """The quickstart's retrain stage without processes: its figures, its field, its skips, its rows.
 
-The stage itself runs across real processes in tests/pipeline/test_quickstart_retrain.py.
+The stage itself runs across real processes in tests/pipeline/test_quickstart.py.
 """
 
 from __future__ import annotations
