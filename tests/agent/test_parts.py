@@ -29,8 +29,13 @@ def test_probe_reports_this_machine() -> None:
     assert caps["cpu_count"] >= 1 and caps["memory_mb"] > 0
     assert caps["engines"]["onnxruntime"] == onnxruntime.__version__
     assert "CPUExecutionProvider" in caps["providers"]
-    assert set(caps) == {"arch", "os", "cpu_model", "cpu_count", "cpu_flags", "memory_mb",
-                         "accelerators", "engines", "providers"}  # fmt: skip
+    assert set(caps) - {"train_reason"} == {"arch", "os", "cpu_model", "cpu_count", "cpu_flags",
+                         "memory_mb", "accelerators", "engines", "providers", "train",
+                         "torch"}  # fmt: skip
+    import importlib.metadata
+
+    # torch is in the test environment: the node can train, found without importing it.
+    assert caps["train"] is True and caps["torch"] == importlib.metadata.version("torch")
 
 
 def test_resources_read_memavailable_and_load_or_say_why_not(tmp_path: Path) -> None:
