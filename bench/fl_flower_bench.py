@@ -1,0 +1,153 @@
+"""Issue 14's protocol: the plain in-process loop and Flower's simulation side by side, one run.
+
+    .venv/bin/python bench/fl_flower_bench.py                     # IID, non-IID, DP, both sides
+    .venv/bin/python bench/fl_flower_bench.py --dp-runs 3 --format json
+
+Flower lives in its own environment (it pulls Ray; edgeloop's .venv stays free of it):
+
+    python3.11 -m venv .venv-flower
+    .venv-flower/bin/pip install 'flwr[simulation]' torch==2.13.0 scikit-learn
+
+The data and shares are made once here (bench/fl_bench.py: digits /16 float32, 1,437 / 360, IID
+permutation + array_split seed 42, Dirichlet(0.5) seed 42) and handed to Flower as one .npz, so
+both sides train on the same bytes with the same client code (edgeloop's ``train_local``); the
+Flower side (bench/flower_sim.py) runs in ``.venv-flower/bin/python`` as a subprocess, and the peak
+RSS of its process tree (the driver, Ray's GCS and raylet, the actor workers) is sampled from /proc
+every 0.2 s. DP: edgeloop's DP-FedAvg (noise seeds 0..N-1, epsilon from dp-accounting at delta
+1e-5) against Flower's ``DifferentialPrivacyServerSideFixedClipping`` (unseeded noise), both with
+noise multiplier 1.0, clip 1.0, 10 of 10 clients per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from fl_bench import dirichlet_parts, federate, iid_parts, load, summary  # noqa: E402
+from fl_fleet_bench import _tree_rss_mb  # noqa: E402
+
+FLOWER_PY = ROOT / ".venv-flower" / "bin" / "python"
+
+
+def write_shares(path: Path, data: Any, parts: dict[str, list[np.ndarray]]) -> None:
+    arrays = {
+        "x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
+        "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy(),
+    }  # fmt: skip
+    for name, shares in parts.items():
+        for k, idx in enumerate(shares):
+            arrays[f"part_{name}_{k}"] = idx
+    np.savez(path, **arrays)
+
+
+def run_flower(npz: Path, partition: str, dp: bool) -> dict[str, Any]:
+    """One Flower simulation as a subprocess; its JSON plus wall time and tree peak RSS."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    cmd = [str(FLOWER_PY), str(BENCH / "flower_sim.py"), str(npz), "--partition", partition]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd + (["--dp"] if dp else []), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    peak = [0.0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_mb([proc.pid]))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate(timeout=600)
+    wall = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"Flower run failed ({proc.returncode}):\n{err[-3000:]}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    acc = result["accuracy_per_round"]
+    result.update(
+        run="flower-dp" if dp else "flower", wall_s=wall, peak_rss_tree_mb=peak[0],
+        accuracy={str(r): round(acc[r - 1], 4) for r in (5, 10, 20)},
+        round_s_median_2_20=statistics.median(result["round_s"][1:]),
+        accuracy_per_round=[round(a, 4) for a in acc],
+    )  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dp-runs", type=int, default=1, help="DP runs on each side")
+    parser.add_argument("--format", choices=["text", "json"], default="text")
+    args = parser.parse_args()
+    if not FLOWER_PY.exists():
+        raise SystemExit(f"{FLOWER_PY} not found: create it as this file's docstring says")
+    torch.set_num_threads(1)
+    data = load()
+    parts = {"iid": iid_parts(len(data.x_train)), "noniid": dirichlet_parts(data.y_train.numpy())}
+    plain, flower = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = Path(tmp) / "digits_shares.npz"
+        write_shares(npz, data, parts)
+        for partition in ("iid", "noniid"):
+            t0 = time.perf_counter()
+            plain.append({**summary(federate(data, parts[partition], "plain", partition)),
+                          "wall_s": time.perf_counter() - t0})  # fmt: skip
+            flower.append(run_flower(npz, partition, dp=False))
+        for seed in range(args.dp_runs):
+            t0 = time.perf_counter()
+            plain.append({**summary(federate(data, parts["iid"], "dp", "iid", dp_seed=seed)),
+                          "wall_s": time.perf_counter() - t0})  # fmt: skip
+            flower.append(run_flower(npz, "iid", dp=True))
+    for p, f in zip(plain, flower, strict=True):
+        if p["run"] == "plain":
+            gaps = np.abs(np.subtract(p["accuracy_per_round"], f["accuracy_per_round"]))
+            f["max_gap_vs_plain_pp"] = float(gaps.max() * 100)
+    result = {
+        "command": " ".join(["bench/fl_flower_bench.py", *sys.argv[1:]]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "load_avg": os.getloadavg()},
+        "plain_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "plain": plain,
+        "flower": flower,
+    }  # fmt: skip
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return
+    print(f"flwr {flower[0]['flwr']}, torch {torch.__version__}, load {os.getloadavg()}")
+    head = ("side", "run", "part", "acc@5", "acc@10", "acc@20", "s/round", "wall", "RSS MB", "note")
+    print("{:8} {:10} {:7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>7}  {}".format(*head))
+    for side, rows in (("plain", plain), ("flower", flower)):
+        for s in rows:
+            a = s["accuracy"]
+            rss = s.get("peak_rss_tree_mb", result["plain_peak_rss_mb"])
+            note = f"eps={s['epsilon']:.2f}" if s.get("epsilon") else ""
+            if "max_gap_vs_plain_pp" in s:
+                note = f"max gap vs plain {s['max_gap_vs_plain_pp']:.2f} pp"
+            print(
+                f"{side:8} {s['run']:10} {s['partition']:7} {a['5']:7.4f} {a['10']:7.4f} "
+                f"{a['20']:7.4f} {s['round_s_median_2_20']:8.3f} {s['wall_s']:6.1f} {rss:7.0f}"
+                f"  {note}"
+            )
+
+
+if __name__ == "__main__":
+    main()
