@@ -1,5 +1,5 @@
 """The model page's lineage graph and Pareto plot, and the monitoring page's drift over time, in
-Chromium against the running fleet of test_dashboard.py (the same session-scoped fixture).
+Chromium against a running fleet (tests/browser/conftest.py: one per module).
 
 A small known lineage is published through the admin API (tiny real ONNX files; the
 measurements in their manifests are this test's inputs, the pages must show exactly them), and

@@ -223,10 +223,11 @@ def test_plan_evicts_only_idle_models_oldest_first(
     idle = [r for r in loaded if r.refs == 0]
     freeable = sum(r.size_mb for r in idle)
     used = sum(r.size_mb for r in loaded)
+    eps = 1e-9 * (used + need + budget)  # sums taken in another order round differently
     if plan is None:
-        assert used - freeable + need > budget
+        assert used - freeable + need > budget - eps
         return
     chosen = {r.key: r for r in loaded if r.key in plan}
     assert all(r.refs == 0 for r in chosen.values())
     assert plan == [r.key for r in idle[: len(plan)]]  # a prefix of the idle ones by age
-    assert used - sum(r.size_mb for r in chosen.values()) + need <= budget
+    assert used - sum(r.size_mb for r in chosen.values()) + need <= budget + eps

@@ -152,7 +152,7 @@ class Node:
         return {"num_samples": samples, "metrics": {**metrics, "loss": loss, **meter.figures()}}
 
 
-class BudgetSpentError(Exception):
+class BudgetSpentError(EdgeError):
     """Raised before a minibatch once the round's budget is spent (caught in ``answer``)."""
 
 
