@@ -38,3 +38,17 @@ def retrain_champion(tmp_path_factory: pytest.TempPathFactory) -> object:
     from tests.pipeline.retrain_setup import make_champion
 
     return make_champion(tmp_path_factory.mktemp("retrain") / "home", epochs=2)
+
+
+# The longest single tests (minutes each on 2 shared cores) start first: pytest-xdist hands out
+# tests in collection order, so collected last they ran alone at the end while the other worker
+# sat idle. Only whole one-test modules move (a module's fixtures are still set up once).
+FIRST = ("tests/pipeline/test_quickstart.py", "tests/test_readme.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return FIRST.index(path) if path in FIRST else len(FIRST)
+
+    items.sort(key=rank)  # stable: every other test keeps its order
