@@ -110,8 +110,13 @@ class BenchRoutes:
             "runs": body.runs, "warmup": body.warmup, "batch_size": body.batch_size,
             "state": "queued", "created_at": time.time(), "measurement": None, "error": None,
         }  # fmt: skip
+        return self._enqueue(job)
+
+    def _enqueue(self, job: dict[str, Any]) -> Response:
+        """Queue ``job`` (fields ``job_id``, ``node_id``, ``state`` queued, ``created_at``) for
+        its node's ``next``; answers it with 202."""
         with self._lock:
-            self._jobs[job_id] = job
+            self._jobs[job["job_id"]] = job
             self._trim()
         return json_answer(job, 202)
 
@@ -173,6 +178,6 @@ class BenchRoutes:
                 job.update(state="failed", error=f"no result within {CLAIM_TIMEOUT_S:.0f} s")
 
     def _trim(self) -> None:
-        ended = [j for j in self._jobs.values() if j["state"] in ("done", "failed")]
+        ended = [j for j in self._jobs.values() if j["state"] not in ("queued", "running")]
         for job in sorted(ended, key=lambda j: j["created_at"])[: max(0, len(ended) - MAX_KEPT)]:
             del self._jobs[job["job_id"]]

@@ -146,10 +146,7 @@ class TrainRoutes(BenchRoutes):
             "files": files, "state": "queued", "created_at": time.time(), "result": None,
             "error": None,
         }  # fmt: skip
-        with self._lock:
-            self._jobs[job_id] = job
-            self._trim()
-        return json_answer(job, 202)
+        return self._enqueue(job)
 
     async def get(self, request: Request) -> Response:
         await self.api.admin(request)
