@@ -123,14 +123,26 @@ def test_byte_cap_counts_every_drop_exactly(tmp_path: Path) -> None:
         assert dropped == 200 == box.stats().dropped["sample"]
 
 
-def test_leased_items_are_dropped_after_the_waiting_ones_of_their_kind(tmp_path: Path) -> None:
+def test_a_leased_item_is_never_dropped_and_the_count_stays_exact(tmp_path: Path) -> None:
     with _open(tmp_path, max_items=3) as box:
         first = box.put("sample", {"s": 0})
         assert [i.id for i in box.batch(lease_s=3600)] == [first]
         rest = [box.put("sample", {"s": i}) for i in range(1, 4)]
-        assert box.stats().dropped == {"sample": 1}
+        assert box.stats().dropped == {"sample": 1}  # rest[0]: the leased one stayed
         remaining = {i.id for i in box.batch() if i.kind is ItemKind.SAMPLE}
-        assert remaining == set(rest[1:])  # rest[0] went, the leased one stayed
+        assert remaining == set(rest[1:])
+    with _open(tmp_path / "all", max_items=2) as box:
+        out = [box.put("sample", {"s": i}) for i in range(2)]
+        box.put("metrics", {"m": 0})  # over the cap: the oldest sample goes
+        assert box.stats().dropped == {"sample": 1}
+        in_flight = [i.id for i in box.batch(lease_s=3600)]
+        assert set(in_flight) >= {out[1]}
+        box.put("metrics", {"m": 1})  # every sample is out in a batch: none goes, nor a metric
+        stats = box.stats()
+        assert stats.dropped == {"sample": 1}
+        assert stats.items == {"sample": 1, "metrics": 2, "dropped": 1}  # one over, for now
+        box.ack(in_flight)
+        assert box.stats().items == {"metrics": 1}
 
 
 def test_bad_input_is_refused_and_the_store_is_unchanged(tmp_path: Path) -> None:

@@ -17,14 +17,16 @@ Cap policy (``max_bytes`` of payload and ``max_items``), applied at every ``put`
 3. then the oldest ``metrics`` items,
 4. ``event`` items (updater transitions) only when nothing else is left.
 
-Within a kind, an item that is out in a batch (leased) goes after the ones that are not, so the
-drop count stays exact when that batch is delivered after all. Each drop is counted per kind
-(:meth:`Outbox.stats`) and reported: the next :meth:`Outbox.batch` carries a ``dropped`` item with
-the counts since the last report, delivered like any other item. Nothing is lost silently.
+An item that is out in a batch (leased) is never dropped, since that batch may still be delivered:
+when the lowest kind present is all leased, the outbox stays over its cap by that batch (at most
+:meth:`Outbox.batch`'s ``max_bytes``) until the batch is acked or its lease ends, rather than drop
+a more valuable kind. So the drop count never counts an item that arrived. Each drop is counted per
+kind (:meth:`Outbox.stats`) and reported: the next :meth:`Outbox.batch` carries a ``dropped`` item
+with the counts since the last report, delivered like any other item. Nothing is lost silently.
 ``dropped`` items are outside the cap and never dropped (150 to 200 bytes each), so how many items
-are dropped does not depend on when the shipper tried to ship. A batch makes at most one report,
-so a partition adds at most one per shipping attempt that saw new drops (with the shipper's
-60 s back-off ceiling, at most 1,440 a day, about 0.3 MB).
+are dropped does not depend on when the shipper tried to ship. A batch makes at most one report, so
+a partition adds at most one per shipping attempt that saw new drops (with the shipper's 60 s back-
+off ceiling, at most 1,440 a day, about 0.3 MB).
 
 One process writes an outbox at a time (the agent); opening it releases every lease.
 """

@@ -30,7 +30,7 @@ def enforce_cap(conn: sqlite3.Connection, now: float, max_items: int, max_bytes:
     ).fetchone()
     while items > max_items or size > max_bytes:
         victim = _victim(conn, now)
-        if victim is None:  # only drop reports left: tiny, and they must arrive
+        if victim is None:  # only drop reports or a batch in flight left: wait for it
             return
         seq, kind, victim_size = victim
         conn.execute("DELETE FROM items WHERE seq = ?", (seq,))
@@ -67,19 +67,21 @@ def report_drops(conn: sqlite3.Connection, now: float) -> None:
 
 
 def _victim(conn: sqlite3.Connection, now: float) -> tuple[int, str, int] | None:
-    """The next item to drop: lowest priority first, within it not-leased first, then oldest."""
+    """The next item to drop: the oldest item of the lowest priority that is not out in a batch.
+
+    A leased item is never dropped: the batch it is in may still be delivered, and then the drop
+    count would count an item that arrived. When the lowest kind still present is all leased,
+    nothing goes (``None``) rather than a more valuable kind: the outbox stays over its cap by
+    that batch until the batch is acked or its lease ends."""
     for kind in _DROP_ORDER:
         prio = PRIORITY[kind]
-        row = (
-            conn.execute(
-                "SELECT seq, kind, size FROM items WHERE prio = ? AND leased_until <= ?"
-                " ORDER BY seq LIMIT 1",
-                (prio, now),
-            ).fetchone()
-            or conn.execute(
-                "SELECT seq, kind, size FROM items WHERE prio = ? ORDER BY seq LIMIT 1", (prio,)
-            ).fetchone()
-        )
+        row = conn.execute(
+            "SELECT seq, kind, size FROM items WHERE prio = ? AND leased_until <= ?"
+            " ORDER BY seq LIMIT 1",
+            (prio, now),
+        ).fetchone()
         if row is not None:
             return (int(row[0]), str(row[1]), int(row[2]))
+        if conn.execute("SELECT 1 FROM items WHERE prio = ? LIMIT 1", (prio,)).fetchone():
+            return None  # this kind is all in flight: wait for it, keep the better kinds
     return None
