@@ -2,7 +2,8 @@
 
 Seeds a control plane's SQLite database with N nodes (each with an agent-shaped report), one
 fleet-monitoring row per node (every 20th drifting), one published model and a rollout over
-100 of the nodes; starts a real ``edgeloop control`` process on it; signs in; then
+100 of the nodes, 20 federated tasks of 50 rounds and 200 retraining jobs
+(bench/ui_bench_seed_fl.py); starts a real ``edgeloop control`` process on it; signs in; then
 
 * **server time** of each page: the ``Server-Timing: app;dur=`` the dashboard puts on every
   answer (the handler's wall time: session check, database reads, rendering), and the client's
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.control.process import control_process  # noqa: E402
 from tests.tiny_models import make_linear_onnx  # noqa: E402
+from ui_bench_seed_fl import ROUNDS, seed_federated, seed_jobs  # noqa: E402
 
 from edgeloop.control import backlog_store, drift_history, monitoring, tables  # noqa: E402
 from edgeloop.control.deployments import DeploymentSpec  # noqa: E402
@@ -188,8 +190,12 @@ def seed(home: Path, nodes: int) -> dict[str, Any]:
             .offset(nodes // 2)
             .limit(1)
         ).one()
+    federated = seed_federated(plane.db, [r["node_id"] for r in node_rows], now)
+    jobs = seed_jobs(plane.settings)  # last: its running jobs' heartbeats are the newest
     plane.close()
     return {
+        **federated,
+        **jobs,
         "rollout": rollouts["canary"],
         "everywhere": rollouts["everywhere"],
         "ref": ref,
@@ -302,6 +308,29 @@ def sign_in(client: httpx.Client) -> None:
     assert csrf is not None
     answer = client.post("/ui/sign-in", data={"token": ADMIN, "csrf": csrf.group(1)})
     assert answer.status_code == 303, answer.text
+
+
+def check(url: str, paths: dict[str, str], expect: dict[str, str], facts: dict[str, Any]) -> None:
+    """Fail loudly unless each page in ``expect`` answers 200 with its content (and the task
+    and job pages name their task or job)."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        sign_in(client)
+        for label, needed in expect.items():
+            if label not in paths:
+                continue
+            answer = client.get(paths[label])
+            body = answer.text
+            named = facts["job"] if label.startswith("job") else facts["task"]
+            if label.endswith("(JSON)"):  # the chart's columns name no task
+                named = '"accuracy":['
+
+            if answer.status_code != 200 or needed not in body or named not in body:
+                raise RuntimeError(
+                    f"{label} ({paths[label]}): HTTP {answer.status_code}, expected "
+                    f"{needed!r} and {named!r} in the body: {body[:400]!r}"
+                )
+            if label.endswith("(JSON)") and len(json.loads(body)["t"]) != ROUNDS:
+                raise RuntimeError(f"{label}: {len(json.loads(body)['t'])} rounds, not {ROUNDS}")
 
 
 def cpu_s(pid: int) -> float:
@@ -438,10 +467,24 @@ def main() -> None:
             "data set version (2,000 samples)": "/ui/datasets/caps-07/2",
             "label queue": "/ui/labels",
             "label tasks download (CSV, 1,000 tasks)": "/ui/datasets/caps-07/2/tasks?format=csv",
+            "federated tasks (20)": "/ui/federated",
+            "federated task (50 rounds)": f"/ui/federated/{facts['task']}",
+            "federated rounds chart (JSON)": f"/ui/federated/{facts['task']}/rounds.json",
+            "jobs (200)": "/ui/jobs",
+            "job (log tail)": f"/ui/jobs/{facts['job']}",
+        }
+        # What each of these pages must hold (an error page answered 200 would not).
+        expect = {
+            "federated tasks (20)": facts["task"],
+            "federated task (50 rounds)": "Each round",
+            "federated rounds chart (JSON)": '"t":[1,2,',
+            "jobs (200)": f"/ui/jobs/{facts['job']}",
+            "job (log tail)": "the last 200 of 400 lines",
         }
         if words:
             paths = {k: v for k, v in paths.items() if any(w in k for w in words)}
         with control_process(home, None, *QUIET, admin_token=ADMIN) as cp:
+            check(cp.url, paths, expect, facts)
             servers = server_times(cp.url, paths, args.runs, cp.proc.pid)
             shown = {
                 k: paths[k]
@@ -451,6 +494,8 @@ def main() -> None:
                     "rollout (whole fleet, wave 1 of 2)",
                     "models",
                     "monitoring",
+                    "federated task (50 rounds)",
+                    "jobs (200)",
                 )
                 if k in paths
             }
