@@ -210,6 +210,13 @@ def test_federated_pages_show_rounds_participants_and_epsilon_escaped(home: Plan
     )
     assert (cols["t"], cols["accuracy"], cols["loss"]) == ([1], [0.8125], [0.52])
     assert home.call(pages.detail, "/ui/federated/nope", home.admin).status_code == 404
+    # The list keeps decoded rows per updated_at: a saved round shows at once.
+    later = [*rounds, {**rounds[0], "round": 2, "epsilon": 2.75, "accuracy": 0.875}]
+    home.plane.write(
+        "test", lambda c: fl_rounds.save_task(c, tid, now + 1, history=json.dumps(later))
+    )
+    again = _text(home.call(pages.list, "/ui/federated", home.reader))
+    assert "2.75" in again and "0.875" in again and "1.25" not in again
 
 
 def test_job_page_cancels_only_with_the_csrf_token_and_the_admin_role(home: Plane) -> None:

@@ -3,12 +3,17 @@
 They read the status documents ``GET /api/v1/fl/tasks[/{id}]`` answer
 (:func:`edgeloop.control.fl_wire.summary` and :func:`~edgeloop.control.fl_wire.to_dict`) in a
 read transaction: moving a task's rounds on is the federated routes' own loop, not a page's.
+The list keeps each task's row, decoded, per (task id, ``updated_at``): a task's history is its
+JSON of every round (hundreds of kB after 50 rounds), so the list decodes only the tasks that
+changed since it was last shown (:class:`Summaries`).
 A round's accuracy and loss are what the clients measured on that round's resulting model
 (they score it at the start of the next round, or in the final evaluation).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edgeloop.control import fl_rounds, fl_store, fl_wire
+from edgeloop.control import fl_store, fl_wire
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.ui.html import Html, join, url
 from edgeloop.control.ui.layout import View
@@ -48,16 +53,50 @@ CHART = {
 }
 
 
+class Summaries:
+    """Each task's list row (:func:`edgeloop.control.fl_wire.summary`), kept per task id with
+    the ``updated_at`` it was read at: every write of the fields a list row shows goes through
+    ``fl_rounds.save_task``, which moves ``updated_at`` (a registration's progress, written
+    beside it, is not in the list), so a kept row is used only while the task is unchanged. At
+    most ``limit`` are kept (the least recently shown go first)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._rows: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def read(self, conn: sa.Connection) -> list[dict[str, Any]]:
+        """Every task's list row, oldest first."""
+        t = fl_store.tasks
+        stamps = conn.execute(sa.select(t.c.task_id, t.c.updated_at).order_by(t.c.created_at))
+        order = [(str(tid), float(at)) for tid, at in stamps]
+        with self._lock:
+            fresh = {tid: self._rows[tid][1] for tid, at in order
+                     if tid in self._rows and self._rows[tid][0] == at}  # fmt: skip
+        for tid, at in order:
+            if tid not in fresh:  # new or changed since it was kept: decode it again
+                fresh[tid] = row = fl_wire.summary(conn, tid)
+                with self._lock:  # a row newer than ``at`` is only read again next time
+                    self._rows[tid] = (at, row)
+        with self._lock:
+            for tid, _ in order:
+                if tid in self._rows:
+                    self._rows.move_to_end(tid)
+            while len(self._rows) > self.limit:
+                self._rows.popitem(last=False)
+        return [fresh[tid] for tid, _ in order]
+
+
 class FederatedPages:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
+        self.summaries = Summaries()
         fl_store.create_tables(plane.db)  # as the federated routes do: a fresh home has none
 
     async def list(self, request: Request, session: Session) -> View:
-        def run(conn: sa.Connection) -> list[dict[str, Any]]:
-            return [fl_wire.summary(conn, i) for i in fl_rounds.ids(conn)]
-
-        found = await run_in_threadpool(self.plane.read, "listing federated tasks", run)
+        found = await run_in_threadpool(
+            self.plane.read, "listing federated tasks", self.summaries.read
+        )
         rows = [
             (
                 link(url("federated", t["task_id"]), t["task_id"]),
