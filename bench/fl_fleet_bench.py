@@ -14,14 +14,19 @@ The global model of every round is downloaded through the API and scored here on
 held-out images (the issue's centralized evaluation). In the same run, from the same shares and
 seeds: the plain in-process FedAvg loop (the reference trajectory) and centralized training
 (one model, all 1,437 training images pooled, one epoch per round, same init and SGD).
-Peak RSS: the sum of the resident sets of the control plane, the agents and their workers,
-sampled every 0.2 s while the task runs.
+Memory, sampled every 0.2 s while the task runs, over the control plane, the agents and their
+workers: the peak of the summed resident sets (RSS: a page shared by N processes, torch's
+libraries say, counts N times) and the peak of the summed proportional set sizes (PSS, from
+/proc/PID/smaps_rollup: a shared page counts 1/N in each of its N processes, so the sum counts
+it once). Per round, where its time went (the task history's ``phases_s``: the first and last
+download and upload after the selection, the clients' own fetch and training times).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -55,6 +60,11 @@ CONFIG = LocalSGD(lr=0.05, epochs=1, batch_size=32)
 
 def _tree_rss_mb(pids: list[int]) -> float:
     """Sum of VmRSS over ``pids`` and all their descendants (Linux /proc)."""
+    return _tree_memory_mb(pids)[0]
+
+
+def _tree(pids: list[int]) -> list[int]:
+    """``pids`` and all their descendants (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -62,30 +72,61 @@ def _tree_rss_mb(pids: list[int]) -> float:
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue
-    seen, todo, total = set(), list(pids), 0.0
+    seen: list[int] = []
+    todo = list(pids)
     while todo:
         pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        todo += children.get(pid, [])
+        if pid not in seen:
+            seen.append(pid)
+            todo += children.get(pid, [])
+    return seen
+
+
+def _tree_memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(RSS sum, PSS sum) in MB over ``pids`` and their descendants, from
+    /proc/PID/smaps_rollup (its Rss line is the same figure as status' VmRSS)."""
+    rss = pss = 0.0
+    for pid in _tree(pids):
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1]) / 1024
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1]) / 1024
+        except (OSError, IndexError, ValueError):  # ended meanwhile
             continue
-    return total
+    return rss, pss
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (0 once it ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(control: int, agents: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by the control plane (and its children), the agent processes,
+    and the agents' training workers (every descendant of an agent)."""
+    workers = [p for a in agents for p in _tree([a]) if p != a]
+    return {"control": sum(_cpu_s(p) for p in _tree([control])),
+            "agents": sum(_cpu_s(p) for p in agents),
+            "workers": sum(_cpu_s(p) for p in workers)}  # fmt: skip
 
 
 class RssSampler(threading.Thread):
+    """Peak summed RSS and peak summed PSS of a process tree (each its own peak)."""
+
     def __init__(self, pids: list[int]) -> None:
         super().__init__(daemon=True)
-        self.pids, self.peak, self.stop = pids, 0.0, threading.Event()
+        self.pids, self.peak, self.peak_pss, self.stop = pids, 0.0, 0.0, threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.peak = max(self.peak, _tree_rss_mb(self.pids))
+            rss, pss = _tree_memory_mb(self.pids)
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
             self.stop.wait(0.2)
 
 
@@ -201,7 +242,10 @@ def across_fleet(
                         body["dp"] = {"noise_multiplier": 1.0, "clip_norm": 1.0, "delta": 1e-5}
                     sampler = RssSampler([fleet.control.pid, *(a.pid for a in fleet.agents)])
                     sampler.start()
+                    agents = [a.pid for a in fleet.agents]
+                    cpu0 = cpu_by_role(fleet.control.pid, agents)
                     doc, rounds_s = _task(admin, body, stall)
+                    cpu1 = cpu_by_role(fleet.control.pid, agents)
                     sampler.stop.set()
                     if doc["state"] != "done":
                         print(f"{variant}: {doc['state']}: {doc['reason']}", file=sys.stderr)
@@ -210,7 +254,11 @@ def across_fleet(
                     run = _summary(doc, models, shares)
                     extra = {"variant": variant, "partition": partition, "nodes": nodes,
                              "rounds_total_s": rounds_s, "fleet_ready_s": ready_s,
-                             "peak_tree_rss_mb": sampler.peak}  # fmt: skip
+                             "peak_tree_rss_mb": sampler.peak,
+                             "peak_tree_pss_mb": sampler.peak_pss,
+                             "cpu_s_per_round": {k: (cpu1[k] - cpu0[k]) / rounds
+                                                 for k in cpu0},
+                             "load_avg_after": os.getloadavg()}  # fmt: skip
                     runs.append({**run, **extra})
     return runs
 
@@ -230,6 +278,7 @@ def _summary(
         "accuracy_per_round": accuracy,
         "federated_eval_accuracy_per_round": [h["accuracy"] for h in history],
         "round_s": round_s, "round_s_median_2_on": statistics.median(round_s[1:]),
+        "phases_s_median_2_on": _phase_medians(history[1:]),
         "bytes_up_per_round": history[-1]["bytes_up"],
         "bytes_down_per_round": history[-1]["bytes_down"],
         "epsilon": doc["epsilon"],
@@ -237,6 +286,16 @@ def _summary(
                                                   "dropped_after_masking", "secagg_threshold")},
         "client_sizes": [len(s.y_train) for s in shares],
     }  # fmt: skip
+
+
+def _phase_medians(history: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per phase of the round records' ``phases_s`` (absent before this field existed), the
+    median over rounds of its [first, last] times."""
+    keys = sorted({k for h in history for k, v in (h.get("phases_s") or {}).items()
+                   if isinstance(v, list)})  # fmt: skip
+    return {k: [statistics.median(h["phases_s"][k][i] for h in history
+                                  if k in (h.get("phases_s") or {})) for i in (0, 1)]
+            for k in keys}  # fmt: skip
 
 
 def _model(admin: Any, task_id: str, rnd: int) -> np.ndarray:
@@ -271,8 +330,9 @@ def main() -> None:
         runs += done
     result = {
         "command": " ".join(["bench/fl_fleet_bench.py", *sys.argv[1:]]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": 2,
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "load_avg_end": os.getloadavg()},
         "runs": runs,
     }  # fmt: skip
     if args.format == "json":
@@ -290,8 +350,14 @@ def main() -> None:
               f"(2..) {r['round_s_median_2_on']:.3f}, first {r['round_s'][0]:.3f}; "
               f"{args.rounds} rounds {r['rounds_total_s']:.1f} s; bytes/round up "
               f"{r['bytes_up_per_round']} down "
-              f"{r['bytes_down_per_round']}; peak tree RSS {r['peak_tree_rss_mb']:.0f} MB; "
+              f"{r['bytes_down_per_round']}; peak tree RSS sum {r['peak_tree_rss_mb']:.0f} MB, "
+              f"PSS sum {r['peak_tree_pss_mb']:.0f} MB; load {r['load_avg_after']}; "
               f"registered {r['registration']}")  # fmt: skip
+        print(f"  CPU s per round: {r['cpu_s_per_round']}")
+        print(
+            f"  phases (median over rounds 2.., [first, last] s after selection): "
+            f"{r['phases_s_median_2_on']}"
+        )
 
 
 if __name__ == "__main__":

@@ -288,12 +288,14 @@ class FlWorker:
         self.folder.mkdir(parents=True, exist_ok=True)
         weights, out = self.folder / "global.f32", self.folder / "update.f32"
         weights.write_bytes(got.content)
+        fetched = time.monotonic()
         if self._stall_at() == (task["round"], "train") and task["kind"] == "train":
             await self._stall(task["round"])
         wall_s = None
         if task.get("deadline_in_s") is not None:  # the control plane's clock, as time left
             left = float(task["deadline_in_s"]) - (time.monotonic() - started)
             wall_s = max(left - UPLOAD_MARGIN_S, 0.0)
+        asked = time.monotonic()
         answer = await trainer.ask({
             "kind": task["kind"], "model": task["model"], "weights": str(weights),
             "round": task["round"], "client_id": share.client_id, "local": task["local"],
@@ -301,6 +303,7 @@ class FlWorker:
         })  # fmt: skip
         if "error" in answer:
             raise DataError(f"the federated worker refused round {task['round']}: {answer}")
+        answer["metrics"] |= {"fetch_s": fetched - started, "train_s": time.monotonic() - asked}
         return answer, out.read_bytes() if task["kind"] == "train" else b""
 
     async def _maybe_stall(self, round: int, step: str | None) -> None:

@@ -19,12 +19,17 @@ route                                               auth       answer
 ==================================================  =========  ===============================
 
 The assignment call is a long poll: it waits up to ``wait`` seconds (at most 10) for a round
-that concerns the node, woken when an update arrives or a task changes in this process, and
-re-checks at least every 0.25 s (deadlines; other replicas). A ticker, started with the first
-federated request, advances running tasks and registers finished ones even when no agent
-polls. A task's initial model comes from ``edgeloop.training.federated_worker init``, run as a
-process (``torch.manual_seed`` then the constructor: torch stays out of the control plane).
-Its final model is written as ONNX without torch (:mod:`edgeloop.control.fl_export`) and
+that concerns the node, woken only when a task moved (a round opened or closed, a SecAgg step
+or the final evaluation began): an upload that leaves its round open wakes no one. A ticker,
+started with the first federated request, advances running tasks every 0.5 s (deadlines) and
+registers finished ones even when no agent polls, and every 0.25 s reads the running tasks'
+steps (:func:`~edgeloop.control.fl_rounds.signature`), waking the waiters when they changed
+without a wake-up here (another replica moved a task). The nodes' calls run on the agents' hot
+path (:mod:`edgeloop.control.hotpath`): reads on a kept connection, writes group-committed
+(one transaction, one fsync, for the writes of all the requests waiting). A task's initial
+model comes from ``edgeloop.training.federated_worker init``, run as a process
+(``torch.manual_seed`` then the constructor: torch stays out of the control plane). Its final
+model is written as ONNX without torch (:mod:`edgeloop.control.fl_export`) and
 published in the control plane's registry with the task in its recipe (lineage); when that
 fails the reason is in the task's ``registration`` and the weights stay downloadable.
 """
@@ -44,10 +49,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edgeloop.control import auth, fl_export, fl_rounds, fl_store, fl_wire, fleet
+from edgeloop.control import auth, fl_export, fl_rounds, fl_store, fl_wire
 from edgeloop.control.answers import json_answer
 from edgeloop.control.fl_candidates import ELIGIBLE_S
 from edgeloop.control.fl_store import DpOptions, LocalTraining, TaskSpec
+from edgeloop.control.hotpath import GroupCommit, KeptReads
 from edgeloop.control.limits import Body
 from edgeloop.control.schemas import parse
 from edgeloop.core.errors import ConfigError, DataError, EdgeError
@@ -117,6 +123,7 @@ class FlRoutes:
         self._heard: dict[str, tuple[float, Poll]] = {}
         self._registering: set[str] = set()
         self._initial: dict[tuple[str, int], Vector] = {}
+        self._seen: tuple[Any, ...] | None = None  # the running tasks' signature, last read
 
     def routes(self) -> list[tuple[str, Endpoint, str, Body]]:
         v = "/api/v1/fl"
@@ -153,20 +160,35 @@ class FlRoutes:
     def _write(self, action: str, run: Any) -> Any:
         return self.api.plane.write(action, run)
 
-    def _advance_all(self, conn: Any, now: float) -> None:
-        for task_id in fl_rounds.running(conn):
-            fl_rounds.advance(conn, task_id, now)
+    @property
+    def _reads(self) -> KeptReads:
+        return self.api.plane.hot[0]
+
+    @property
+    def _group(self) -> GroupCommit:
+        return self.api.plane.hot[1]
+
+    def _advance_all(self, conn: Any, now: float) -> bool:
+        moved = [fl_rounds.advance(conn, task_id, now) for task_id in fl_rounds.running(conn)]
+        return any(moved)
 
     async def _tick_forever(self) -> None:
+        ticks = 0
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(RECHECK_S)
+            ticks += 1
             try:
-                await run_in_threadpool(
-                    self._write, "advancing federated tasks",
-                    lambda c: self._advance_all(c, time.time()),
-                )  # fmt: skip
-                self._notify()
-                await self._register_pending()
+                if ticks % round(TICK_S / RECHECK_S) == 0:
+                    moved = await self._group.run(
+                        "advancing federated tasks", lambda c: self._advance_all(c, time.time())
+                    )
+                    if moved:
+                        self._notify()
+                    await self._register_pending()
+                seen = await self._reads.run("reading federated tasks", fl_rounds.signature)
+                if seen != self._seen:
+                    self._seen = seen
+                    self._notify()
             except EdgeError as exc:
                 log.warning("federated tick failed: %s", exc)
             except Exception:  # one bad tick must not end the ticker
@@ -216,11 +238,13 @@ class FlRoutes:
         self._start()
         tid = request.path_params["tid"]
 
-        def run(conn: Any) -> dict[str, Any]:
-            fl_rounds.advance(conn, tid, time.time())
-            return fl_wire.to_dict(conn, tid)
+        def run(conn: Any) -> tuple[bool, dict[str, Any]]:
+            return fl_rounds.advance(conn, tid, time.time()), fl_wire.to_dict(conn, tid)
 
-        return json_answer(await run_in_threadpool(self._write, f"reading task {tid}", run))
+        moved, doc = await run_in_threadpool(self._write, f"reading task {tid}", run)
+        if moved:
+            self._notify()
+        return json_answer(doc)
 
     async def stop(self, request: Request) -> Response:
         await self.api.admin(request)
@@ -261,18 +285,18 @@ class FlRoutes:
         changed = self._start()
         deadline = time.monotonic() + poll.wait
         while True:
-            found = await run_in_threadpool(self._poll, node_id, poll)
+            found = await self._poll(node_id, poll)
             remaining = deadline - time.monotonic()
             if found is not None or remaining <= 0:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(RECHECK_S, remaining))
+            with contextlib.suppress(TimeoutError):  # woken when a task moved (see above)
+                await asyncio.wait_for(changed.wait(), remaining)
             changed = self._start()
         if found is None:
             return Response(status_code=204)
         return json_answer(found)
 
-    def _poll(self, node_id: str, poll: Poll) -> dict[str, Any] | None:
+    async def _poll(self, node_id: str, poll: Poll) -> dict[str, Any] | None:
         """The node's assignment; a write only to note the poll (every HEARD_EVERY_S, or when
         what it says changed): tasks are moved by uploads, creation, status reads and the
         ticker, not by every poll."""
@@ -280,28 +304,30 @@ class FlRoutes:
         last = self._heard.get(node_id)
         said = poll.said()
         if not (last is None or now - last[0] >= HEARD_EVERY_S or last[1].said() != said):
-            found = self.api.plane.read(
+            found = await self._reads.run(
                 f"polling for {node_id}", lambda c: fl_wire.assignment(c, node_id)
             )
-            return found  # type: ignore[no-any-return]
+            return found
 
-        def run(conn: Any) -> dict[str, Any] | None:
+        def run(conn: Any) -> tuple[bool, dict[str, Any] | None]:
             fl_wire.heard(conn, node_id, poll.train, poll.test, now, poll.power)
-            self._advance_all(conn, now)  # a new candidate may be what a selection waits for
-            return fl_wire.assignment(conn, node_id)
+            moved = self._advance_all(conn, now)  # a new candidate may be what a selection waits
+            return moved, fl_wire.assignment(conn, node_id)
 
-        found = self._write(f"polling for {node_id}", run)
+        moved, found = await self._group.run(f"polling for {node_id}", run)
         self._heard[node_id] = (now, poll)
-        return found  # type: ignore[no-any-return]
+        if moved:
+            self._notify()
+        return found
 
     async def model(self, request: Request) -> Response:
         tid, rnd = request.path_params["tid"], int(request.path_params["r"])
         node_id = await self._caller(request)
-        data, sha = await run_in_threadpool(
-            self.api.plane.read, f"reading task {tid}", lambda c: fl_wire.model(c, tid, rnd)
+        data, sha = await self._reads.run(
+            f"reading task {tid}", lambda c: fl_wire.model(c, tid, rnd)
         )
         if node_id is not None:
-            await run_in_threadpool(self._write, "recording a download", lambda c: (
+            await self._group.run("recording a download", lambda c: (
                 fl_wire.record_download(c, tid, rnd, node_id, len(data), time.time())))  # fmt: skip
         return Response(data, media_type="application/octet-stream", headers={"X-Sha256": sha})
 
@@ -310,10 +336,10 @@ class FlRoutes:
         token = auth.bearer(request.headers.get("authorization"))
         if auth.same(token, self.api.plane.admin_hash):
             return None
-        node = await run_in_threadpool(fleet.node_of_token, self.api.plane.db, token)
-        if node is None:
+        found = await self._reads.credential(token)
+        if found is None:
             raise auth.UnauthorizedError("the token is not valid")
-        return str(node)
+        return found[0]
 
     async def update(self, request: Request) -> Response:
         tid, rnd, node_id = (request.path_params[k] for k in ("tid", "r", "node_id"))
@@ -326,13 +352,13 @@ class FlRoutes:
             raise DataError("header X-Fl-Update must be a JSON object")
         body = await request.body()
 
-        def run(conn: Any) -> None:
+        def run(conn: Any) -> bool:
             now = time.time()
             fl_wire.put_update(conn, tid, int(rnd), node_id, header, body, now)
-            fl_rounds.advance(conn, tid, now)
+            return fl_rounds.advance(conn, tid, now)
 
-        await run_in_threadpool(self._write, f"storing an update of {node_id}", run)
-        self._notify()
+        if await self._group.run(f"storing an update of {node_id}", run):
+            self._notify()  # the round closed, or its next step began: wake the waiting nodes
         return Response(status_code=204)
 
     # --- registration ------------------------------------------------------------------------

@@ -87,11 +87,24 @@ def save_task(conn: sa.Connection, task_id: str, now: float, **values: Any) -> N
     conn.execute(t.update().where(t.c.task_id == task_id).values(updated_at=now, **values))
 
 
-def advance(conn: sa.Connection, task_id: str, now: float) -> None:
-    """Move the task as far as its rows and the clock allow (several steps at once)."""
+def advance(conn: sa.Connection, task_id: str, now: float) -> bool:
+    """Move the task as far as its rows and the clock allow (several steps at once); whether
+    it moved (what a node is asked to do may have changed)."""
+    moved = False
     for _ in range(4):
         if not _step(conn, task_id, now):
-            return
+            break
+        moved = True
+    return moved
+
+
+def signature(conn: sa.Connection) -> tuple[tuple[str, int, str, float], ...]:
+    """What the running tasks' rows say of their step: a task that moved changes it (every move
+    stores the row with its ``updated_at``), also when another replica moved it."""
+    t = st.tasks
+    q = sa.select(t.c.task_id, t.c.round, t.c.phase, t.c.updated_at)
+    rows = conn.execute(q.where(t.c.state == TaskState.RUNNING.value).order_by(t.c.task_id))
+    return tuple((str(r[0]), int(r[1]), str(r[2]), float(r[3])) for r in rows)
 
 
 def _step(conn: sa.Connection, task_id: str, now: float) -> bool:
@@ -222,6 +235,24 @@ def _evaluation(rows: Sequence[Any]) -> dict[str, Any]:
     return {"accuracy": acc, "loss": loss, "eval_samples": n}
 
 
+def phases(rows: Sequence[Any], started_at: float, closed_at: float) -> dict[str, Any]:
+    """Where a round's time went, on the control plane's clock, in seconds after its
+    selection: the first and last model download (a download's time is its last fetch), the
+    first and last arrival of each kind of answer, and the close; and the shortest and longest
+    of what the clients timed themselves (``fetch_s``: the model's download and check,
+    ``train_s``: the training worker's answer), where they said."""
+    out: dict[str, Any] = {"close": closed_at - started_at}
+    for kind in sorted({str(r.kind) for r in rows}):
+        times = [r.received_at - started_at for r in rows if r.kind == kind]
+        out[kind] = [min(times), max(times)]
+    said = [json.loads(r.metrics) for r in rows if r.kind in ("update", "mask")]
+    for key in ("fetch_s", "train_s"):
+        times = [m[key] for m in said if key in m]
+        if times:
+            out[f"client_{key}"] = [min(times), max(times)]
+    return out
+
+
 def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], now: float) -> None:
     """Screen and aggregate round ``row.round`` (or fail the task); open the next step."""
     model = fl_model(spec.model)
@@ -266,6 +297,7 @@ def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], n
                   for v in outcome.screening.rejected},
         bytes_up=sum(r.bytes for r in rows if r.kind == "update"),
         bytes_down=sum(r.bytes for r in rows if r.kind == "download"),
+        phases_s=phases(rows, record["started_at"], now),
     )  # fmt: skip
     m = st.messages
     conn.execute(
@@ -360,6 +392,7 @@ def _close_secagg(
         secagg_threshold=state["threshold"], client_loss=fl_secagg.mean_metric(metrics, "loss"),
         bytes_up=sum(r.bytes for r in rows if r.kind != "download"),
         bytes_down=sum(r.bytes for r in rows if r.kind == "download"),
+        phases_s=phases(rows, record["started_at"], now),
     )  # fmt: skip
     try:
         mean, count = fl_secagg.unmask(conn, row, state)
