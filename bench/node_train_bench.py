@@ -1,7 +1,7 @@
 """On-device incremental training of the digits CNN ON A NODE, through the control plane.
 
     .venv/bin/python bench/node_train_bench.py [--seeds 0 1 2] [--epochs 25] [--lr 3e-3] \
-        [--replay-share 0.75] [--json FILE]
+        [--replay-share 0.75] [--variant] [--json FILE]
 
 Per seed, real processes: ``edgeloop control`` and one ``edgeloop agent`` (its own port and
 folder). Data as in bench/on_device_bench.py: digits cut by a seeded permutation into a training
@@ -19,6 +19,11 @@ split (300): ``recovered`` = gain on the drifted set / (test accuracy before - d
 before), ``forgetting`` = test accuracy before - after, in points. Wall time and peak RSS are
 the worker processes' (the training one, then the export one for an accepted run: process wall
 from the agent's start of each to its answer; VmHWM each read itself).
+``--variant``: the node serves the optimize stage's kind of edge variant instead,
+``digits-cnn-edge:1`` (static INT8 of the CNN, calibrated on 256 training images, published
+as the child of ``digits-cnn:1`` without a checkpoint of its own); the job names the variant,
+the node fine-tunes the parent's checkpoint and quantizes the export again before the check
+(training/on_device_rebuild.py), and the node's server answers with the rebuilt INT8 file.
 Prints a markdown table on stderr and the rows as JSON on stdout.
 """
 
@@ -41,12 +46,14 @@ sys.path.insert(0, str(ROOT))
 from tests.agent.agent_process import AgentProcess  # noqa: E402
 from tests.control.process import control_process  # noqa: E402
 
-from edgeloop.core.types import Manifest  # noqa: E402
+from edgeloop.core.types import Manifest, ModelRef  # noqa: E402
 from edgeloop.data import load_bundled  # noqa: E402
 from edgeloop.data.dataset import Splits  # noqa: E402
 from edgeloop.formats.onnx_export import export_checked  # noqa: E402
 from edgeloop.formats.onnx_info import inspect_onnx  # noqa: E402
 from edgeloop.monitoring import DriftMonitor  # noqa: E402
+from edgeloop.optimize.rebuild import rebuild  # noqa: E402
+from edgeloop.optimize.recipe import Recipe  # noqa: E402
 from edgeloop.sdk import node_training as nt  # noqa: E402
 from edgeloop.sdk.control_client import ControlClient  # noqa: E402
 from edgeloop.training import ArchConfig, FitConfig, fit, save_checkpoint  # noqa: E402
@@ -86,8 +93,20 @@ def prepare(seed: int, work: Path) -> dict[str, Any]:
         "ckpt": ckpt, "onnx": onnx, "profile": profile, "manifest": manifest,
         "new": (xf[:200], yf[:200]), "held": (xf[200:], yf[200:]),
         "old": (splits.test.x, splits.test.y),
-        "seed_replay": (splits.train.x[pick], splits.train.y[pick]),
+        "seed_replay": (splits.train.x[pick], splits.train.y[pick]), "splits": splits,
     }  # fmt: skip
+
+
+def publish_variant(client: ControlClient, p: dict[str, Any], work: Path) -> str:
+    """The static-INT8 child of digits-cnn:1 (the optimize stage's default recipe settings,
+    calibrated on its training split), published without a checkpoint; its ref."""
+    splits = p["splits"]
+    edge = rebuild(Recipe.parse("static-int8"), p["onnx"], splits.train, splits.val, work / "q")
+    fp32: Manifest = p["manifest"]
+    manifest = Manifest(name="digits-cnn-edge", format="onnx", inputs=fp32.inputs,
+                        outputs=fp32.outputs, labels=fp32.labels, recipe={"recipe": "static-int8"},
+                        parent=ModelRef("digits-cnn", 1))  # fmt: skip
+    return str(client.publish_model(edge[-1].path, manifest, profile=p["profile"])["ref"])
 
 
 def served_accuracy(node: AgentProcess, x: np.ndarray, y: np.ndarray) -> float:
@@ -107,13 +126,14 @@ def run_seed(seed: int, opts: argparse.Namespace) -> dict[str, Any]:
             with ControlClient(ctl.url, token) as client:
                 client.publish_model(p["onnx"], p["manifest"], profile=p["profile"],
                                      checkpoint=p["ckpt"])  # fmt: skip
+                model = publish_variant(client, p, work) if opts.variant else "digits-cnn:1"
                 files = {"old_data": nt.put_npz(client, *p["old"]),
                          "replay": nt.put_npz(client, *p["seed_replay"])}  # fmt: skip
                 node = AgentProcess(work / "node", ctl.url, poll_s=0.5,
                                     enroll_token=client.enrollment_token()["token"])  # fmt: skip
                 try:
                     node_id = node.wait_enrolled()["node_id"]
-                    spec = {"name": "d1", "model": "digits-cnn:1",
+                    spec = {"name": "d1", "model": model,
                             "plan": {"soak_s": 0, "watch_s": 0.5},
                             "serving": {"capture": {"policy": "random:1.0"}}}  # fmt: skip
                     rollout = client.deploy(spec)
@@ -130,7 +150,7 @@ def run_seed(seed: int, opts: argparse.Namespace) -> dict[str, Any]:
                     options = {"lr": opts.lr, "replay_share": opts.replay_share,
                                "seed": seed, "max_memory_mb": 2000.0}  # fmt: skip
                     t0 = time.perf_counter()
-                    job = nt.start(client, node_id, "digits-cnn:1", opts.epochs, "captures",
+                    job = nt.start(client, node_id, model, opts.epochs, "captures",
                                    files=files, options=options)  # fmt: skip
                     job = nt.wait(client, job, 900)
                     job_s = time.perf_counter() - t0
@@ -142,7 +162,8 @@ def run_seed(seed: int, opts: argparse.Namespace) -> dict[str, Any]:
     r = job.get("result") or {}
     lost = old_before - held_before
     return {
-        "seed": seed, "state": job["state"], "error": job.get("error"),
+        "seed": seed, "model": model, "state": job["state"], "error": job.get("error"),
+        "rebuilt": r.get("rebuilt"), "fp32_run": r.get("fp32"),
         "lineage": active.get("lineage"), "installed": r.get("installed"),
         "reason": r.get("reason"), "data_source": r.get("data_source"),
         "served_drifted_before": held_before, "served_drifted_after": held_after,
@@ -190,6 +211,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--replay-share", type=float, default=0.75)
+    ap.add_argument("--variant", action="store_true", help="serve and train the INT8 variant")
     ap.add_argument("--json", type=Path)
     opts = ap.parse_args()
     rows = [run_seed(seed, opts) for seed in opts.seeds]

@@ -77,11 +77,17 @@ def _tensor(doc: dict[str, Any]) -> np.ndarray:
 
 
 def local_document(
-    active: SlotModel, onnx_file: Path, self_test: Path, lineage: str, parent: str
+    active: SlotModel,
+    onnx_file: Path,
+    self_test: Path,
+    lineage: str,
+    parent: str,
+    rebuilt: str | None = None,
 ) -> bytes:
     """The active slot's document with its model entry replaced by the node-local version:
     same name and version number (what clients call), variant ``node-local``, the file's
-    sha256 and length, the self-test the training worker wrote, ``lineage`` and ``parent``.
+    sha256 and length, the self-test the training worker wrote, ``lineage`` and ``parent``
+    (and ``rebuilt``: how an edge variant was made again from its parent's checkpoint).
     The parent's drift profile entry stays (its file is staged beside the new model: labels
     join served answers only where a profile is, and its input part still describes the
     field); the manifest does not (its tuned engine was measured on the parent's file)."""
@@ -104,6 +110,8 @@ def local_document(
             "rtol": SELF_TEST_RTOL,
         },
     )
+    if rebuilt is not None:
+        entry["rebuilt"] = rebuilt
     doc["models"] = [entry]
     return json.dumps(doc, sort_keys=True).encode()
 
@@ -117,7 +125,8 @@ def lineage_of(model: SlotModel) -> dict[str, Any]:
         return {}
     if not isinstance(entry, dict) or "lineage" not in entry:
         return {}
-    return {"lineage": entry["lineage"], "parent": entry.get("parent")}
+    found = {"lineage": entry["lineage"], "parent": entry.get("parent")}
+    return {**found, "rebuilt": entry["rebuilt"]} if "rebuilt" in entry else found
 
 
 def file_sha256(data: bytes) -> str:

@@ -14,6 +14,10 @@ the node takes admin commands only through the control plane), then:
    1024 MiB unless the job says), timing it (wall seconds); the worker reports its own peak
    RSS; an accepted run's ONNX export (and self-test reference) is a second child process
    (``--export``), started once the first has ended;
+   An edge variant (the job's ``rebuild``: a version without a checkpoint whose parent has one)
+   trains the parent's checkpoint with ``--defer-decision``; the export child then applies the
+   variant's quantization recipe again and decides on the quantized file, scored with ONNX
+   Runtime against the served variant (training/on_device_rebuild.py);
 4. installs an accepted result as a node-local version through the updater's states
    (:meth:`~edgeloop.agent.updater.Updater.run_local`), named with its lineage
    (``digits-cnn:3+node-2.1``); a rejected run (forgetting, no gain) changes nothing;
@@ -174,6 +178,9 @@ class TrainWorker(NodeJobPoller):
         budget = ["--max-memory-mb", str(options.get("max_memory_mb", DEFAULT_MEMORY_MB))]
         if options.get("update_norm_stats"):
             args.append("--update-norm-stats")
+        rebuild = job.get("rebuild")  # an edge variant: the parent's weights, quantized again
+        if rebuild:
+            args.append("--defer-decision")
         run, wall = await _run_worker(args + budget, options)
         if "error" in run:
             return {"error": f"the training worker failed: {run['message']}"}
@@ -186,6 +193,8 @@ class TrainWorker(NodeJobPoller):
         # memory is the larger of the two, docs/on_device.md).
         export = [sys.executable, "-m", "edgeloop.training.on_device_worker", "--threads", "1",
                   "--export", str(run["output"]), "--data", str(work / "new.npz")]  # fmt: skip
+        if rebuild:
+            export += _rebuild_args(rebuild, active.file, options)
         done, export_wall = await _run_worker(export + budget, options)
         if "error" in done:
             return {"error": f"the ONNX export of the accepted run failed: {done['message']}"}
@@ -193,6 +202,14 @@ class TrainWorker(NodeJobPoller):
         result.update(onnx_max_abs_diff=done["onnx_max_abs_diff"],
                       export_wall_s=round(export_wall, 3), export_run_s=done["wall_seconds"],
                       export_peak_rss_mb=done["peak_rss_mb"])  # fmt: skip
+        if rebuild:
+            begun = "the parent's checkpoint"
+            if checkpoint != work / "parent":
+                begun = f"node-local {local['lineage']}'s checkpoint"
+            _rebuilt(result, done, rebuild, begun)
+            if not done["accepted"]:
+                result["outcome"] = "not installed: the rebuilt variant was rejected"
+                return {"result": result}
         return {"result": await self._install(run, result, active, folder, work)}
 
     async def _install(
@@ -200,8 +217,9 @@ class TrainWorker(NodeJobPoller):
     ) -> dict[str, Any]:
         """Install the accepted run as a node-local version; ``result`` with what happened."""
         out, lineage = Path(run["output"]), str(run["lineage"])
-        document = local_document(active, Path(run["onnx"]), out / "selftest.npz",
-                                  lineage, result["parent"])  # fmt: skip
+        how = _rebuilt_label(result["rebuilt"]) if "rebuilt" in result else None
+        document = local_document(active, Path(run["onnx"]), out / "selftest.npz", lineage,
+                                  result["parent"], how)  # fmt: skip
         deployment = parse_deployment(document, json.loads(document)["node_id"])
         if self.updating():
             result["outcome"] = "not installed: a deployment was being applied meanwhile"
@@ -252,6 +270,30 @@ def _figures(run: dict[str, Any]) -> dict[str, Any]:
             "wall_seconds", "peak_rss_mb", "train_peak_rss_mb", "trainable_parameters",
             "threads", "onnx_max_abs_diff")  # fmt: skip
     return {k: run.get(k) for k in keys}
+
+
+def _rebuild_args(rebuild: dict[str, Any], served: Path, options: dict[str, Any]) -> list[str]:
+    """The export child's flags that quantize the export again and decide on the result."""
+    args = ["--rebuild-recipe", str(rebuild["recipe"]), "--baseline", str(served)]
+    for key in ("max_forgetting_pp", "min_gain_pp"):
+        if key in options:
+            args += [_FLAGS[key], str(options[key])]
+    return args
+
+
+def _rebuilt(
+    result: dict[str, Any], done: dict[str, Any], rebuild: dict[str, Any], start: str
+) -> None:
+    """The rebuilt variant's check replaces the FP32 run's figures (kept under ``fp32``)."""
+    keys = ("accepted", "rejection", "reason", "new_accuracy_before", "new_accuracy_after",
+            "old_accuracy_before", "old_accuracy_after", "forgetting_pp")  # fmt: skip
+    result["fp32"] = {k: result.get(k) for k in keys}
+    result.update({k: done.get(k) for k in keys})
+    result["rebuilt"] = {**done["rebuilt"], "from": rebuild["parent"], "checkpoint": start}
+
+
+def _rebuilt_label(rebuilt: dict[str, Any]) -> str:
+    return f"{rebuilt['recipe']} on {rebuilt['checkpoint']} ({rebuilt['from']})"
 
 
 async def _fetch(http: httpx.AsyncClient, url: str, sha: str, dest: Path) -> None:

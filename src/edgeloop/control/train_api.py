@@ -14,6 +14,11 @@ locally) or the sha256 of an ``.npz`` (``x``, ``y``) put with ``POST /api/v1/art
 The node fetches the version's torch checkpoint (``recipe.checkpoint``), and the optional old
 data (forgetting is measured on it) and replay seed, through the files route, which serves
 exactly the files its running job names and nothing else (artifacts are otherwise admin-only).
+A version without a checkpoint whose lineage parent has one (the optimize stage's INT8 edge
+variant, child of the FP32 version) is trained from the parent's checkpoint when its recipe is
+post-training quantization a node can redo (optimize/rebuild.py): the job's ``rebuild`` names
+the parent and the recipe, and the node quantizes its fine-tuned export again before the
+forgetting check; another recipe is refused at once with a ConfigError naming it.
 Jobs live in the control plane's memory: a restart loses them (the SDK's wait then ends with a
 404 naming the job); what a node installed stays installed and is in its reports.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +43,7 @@ from edgeloop.control.limits import Body
 from edgeloop.control.schemas import parse
 from edgeloop.core.errors import ConfigError, NotFoundError
 from edgeloop.core.types import ModelRef
+from edgeloop.optimize.rebuild import rebuild_plan
 
 if TYPE_CHECKING:
     from edgeloop.control.app import Endpoint
@@ -95,6 +102,7 @@ class TrainJob(BaseModel):
     data: str
     options: dict[str, Any]
     files: dict[str, str]
+    rebuild: dict[str, str] | None = None  # an edge variant redone from its parent (module doc)
     state: str  # queued, running, done (installed), rejected, failed
     created_at: float
     result: dict[str, Any] | None
@@ -138,13 +146,13 @@ class TrainRoutes(BenchRoutes):
         await self.api.admin(request)
         body = parse(TrainBody, await request.body())
         node_id = await run_in_threadpool(self._node_id, body.node)
-        files = await run_in_threadpool(self._files, body)
+        files, rebuild = await run_in_threadpool(self._files, body)
         job_id = uuid.uuid4().hex[:12]
         job: dict[str, Any] = {
             "job_id": job_id, "node_id": node_id, "model": body.model, "epochs": body.epochs,
             "data": body.data, "options": body.options.model_dump(exclude_none=True),
-            "files": files, "state": "queued", "created_at": time.time(), "result": None,
-            "error": None,
+            "files": files, "rebuild": rebuild, "state": "queued", "created_at": time.time(),
+            "result": None, "error": None,
         }  # fmt: skip
         return self._enqueue(job)
 
@@ -185,26 +193,40 @@ class TrainRoutes(BenchRoutes):
                            error=answer.error or "the node sent no result")  # fmt: skip
         return Response(status_code=204)
 
-    def _files(self, body: TrainBody) -> dict[str, str]:
-        """The artifacts the job names: the version's checkpoint and the data files given.
+    def _files(self, body: TrainBody) -> tuple[dict[str, str], dict[str, str] | None]:
+        """The artifacts the job names (the checkpoint to fine-tune and the data files given)
+        and, for an edge variant rebuilt from its parent, ``{"parent", "recipe"}``.
 
         Raises:
             NotFoundError: no such version, or a data file not stored.
-            ConfigError: the version has no torch checkpoint registered.
+            ConfigError: neither the version nor its lineage parent has a torch checkpoint,
+                or the variant's recipe is one a node cannot redo (named).
         """
-        version = self.api.plane.registry.show(ModelRef.parse(body.model))
-        found = (version.manifest.recipe or {}).get("checkpoint")
-        if not (isinstance(found, dict) and {"weights", "config"} <= set(found)):
+        registry = self.api.plane.registry
+        version = registry.show(ModelRef.parse(body.model))
+        found, rebuild = _checkpoint(version.manifest.recipe), None
+        if found is None and version.manifest.parent is not None:
+            parent = registry.show(version.manifest.parent)
+            found = _checkpoint(parent.manifest.recipe)
+            if found is not None:  # the variant is redone from the parent's weights
+                plan = rebuild_plan(version.manifest.recipe, version.manifest.format, body.model)
+                rebuild = {"parent": str(parent.ref), "recipe": str(plan)}
+        if found is None:
+            parent_says = (
+                f" nor does its parent {version.manifest.parent}"
+                if version.manifest.parent is not None else ""
+            )  # fmt: skip
             raise ConfigError(
                 f"model {body.model} has no torch checkpoint registered (its manifest names no "
-                "recipe.checkpoint); incremental training changes the torch weights",
+                f"recipe.checkpoint){parent_says}; incremental training changes the torch weights",
                 hint="publish the model with its checkpoint folder: `edgeloop fleet publish "
-                "MODEL.onnx --name NAME --checkpoint DIR`",
+                "MODEL.onnx --name NAME --checkpoint DIR` (an edge variant: its parent, with "
+                "the variant's manifest naming it as parent)",
             )
-        files = {"weights": str(found["weights"]), "config": str(found["config"])}
+        files = dict(found)
         given = {"data": None if body.data == "captures" else body.data,
                  "old_data": body.old_data, "replay": body.replay}  # fmt: skip
-        store = self.api.plane.registry.artifacts
+        store = registry.artifacts
         for key, sha in given.items():
             if sha is None:
                 continue
@@ -214,7 +236,7 @@ class TrainRoutes(BenchRoutes):
                     hint="put the .npz with POST /api/v1/artifacts first",
                 )
             files[key] = sha
-        return files
+        return files, rebuild
 
     def _running(self, node_id: str, tid: str) -> dict[str, Any]:
         job = self._job(tid)
@@ -236,6 +258,14 @@ class TrainRoutes(BenchRoutes):
         ended = [j for j in self._jobs.values() if j["state"] in ("done", "rejected", "failed")]
         for job in sorted(ended, key=lambda j: j["created_at"])[: max(0, len(ended) - MAX_KEPT)]:
             del self._jobs[job["job_id"]]
+
+
+def _checkpoint(recipe: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """``{"weights", "config"}`` sha256s of a manifest's ``recipe.checkpoint``, or None."""
+    found = (recipe or {}).get("checkpoint")
+    if not (isinstance(found, dict) and {"weights", "config"} <= set(found)):
+        return None
+    return {"weights": str(found["weights"]), "config": str(found["config"])}
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:

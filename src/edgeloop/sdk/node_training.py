@@ -7,7 +7,9 @@ checked on and a share of its training split as the seed of the node's replay bu
 the job (``POST /api/v1/node-trainings``) and polls it; the node's agent trains in its own
 worker process, installs an accepted result as a node-local version and reports the figures
 (agent/train_worker.py). Used by ``OnDeviceTraining().incremental_train(..., node=...)`` and
-``edgeloop fleet train``.
+``edgeloop fleet train``. An edge variant without a checkpoint of its own is trained from its
+parent's and quantized again on the node (control/train_api.py); ``summary``'s ``rebuilt``
+says so.
 """
 
 from __future__ import annotations
@@ -126,5 +128,14 @@ def summary(job: dict[str, Any]) -> dict[str, Any]:
         "worker_wall_s": r.get("worker_wall_s"), "run_wall_s": r.get("wall_seconds"),
         "peak_rss_mb": r.get("peak_rss_mb"), "train_peak_rss_mb": r.get("train_peak_rss_mb"),
         "new_train_samples": r.get("new_train_samples"),
-        "new_holdout_samples": r.get("new_holdout_samples"),
+        "new_holdout_samples": r.get("new_holdout_samples"), "rebuilt": _rebuilt(r),
     }  # fmt: skip
+
+
+def _rebuilt(result: dict[str, Any]) -> str | None:
+    """How an edge variant was made again on the node (its figures are then the rebuilt
+    model's, scored with ONNX Runtime); None for a model trained as it is served."""
+    done = result.get("rebuilt")
+    if not isinstance(done, dict):
+        return None
+    return f"{done.get('recipe')} on {done.get('checkpoint')} ({done.get('from')})"

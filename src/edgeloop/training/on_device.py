@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,7 @@ from edgeloop.training.on_device_result import (
     IncrementalConfig,
     IncrementalResult,
     Rejection,
+    decide,
     lineage_label,
 )
 from edgeloop.training.replay import ReplayBuffer, load_replay
@@ -46,7 +48,7 @@ __all__ = ["IncrementalConfig", "IncrementalResult", "Rejection", "incremental_t
 
 Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 Data = Dataset | tuple[npt.ArrayLike, npt.ArrayLike]
-_EPS = 1e-9  # accuracies are ratios of counts: compare points with room for float rounding
+CALIBRATION_ROWS = 2048  # training-side samples kept for a rebuilt variant's quantization
 
 
 def incremental_train(
@@ -62,6 +64,7 @@ def incremental_train(
     node_id: str = "local",
     counter: int = 1,
     export: bool = True,
+    defer_decision: bool = False,
 ) -> IncrementalResult:
     """Fine-tune the checkpoint at ``checkpoint`` on ``new_data`` (a Dataset or (x, y)).
 
@@ -71,6 +74,12 @@ def incremental_train(
     a held-out slice of the replay buffer at ``replay_path`` is. The new samples join the
     buffer after the run (accepted or not), so a node accumulates its history. An accepted run
     writes ``out`` (a checkpoint folder with ``model.onnx``) when ``out`` is given.
+
+    ``defer_decision``: the model this run makes is not the one served (an edge variant is
+    quantized again from its export, training/on_device_rebuild.py), so the forgetting and gain
+    checks are the rebuilt model's: this run accepts whatever did not diverge (its own figures
+    and verdict in ``reason``) and writes ``eval.npz`` into ``out``: the new-data hold-out and
+    the old data the check scores, and the training-side samples (new + replay) it calibrates on.
 
     Raises:
         NotFoundError, UntrustedArtifactError: the checkpoint is missing or corrupt.
@@ -128,12 +137,20 @@ def incremental_train(
         torch.set_num_threads(prev_threads)
     epochs_run, used, diverged, exhausted = run
     train_peak = peak_rss_mb()  # before the ONNX export, which needs more than training
-    rejection, reason = _decide(cfg, diverged, new_before, new_after, old_before, old_after)
+    rejection, reason = decide(cfg, diverged, new_before, new_after, old_before, old_after)
+    if defer_decision and rejection in (Rejection.FORGETTING, Rejection.NO_GAIN):
+        rejection, reason = None, f"left to the rebuilt model's check (this FP32 run: {reason})"
+    elif defer_decision and rejection is None:
+        reason = f"left to the rebuilt model's check (this FP32 run: {reason})"
+    evaluation = None
+    if defer_decision and old_xy is not None:
+        evaluation = _evaluation((x[train_idx], y[train_idx]), pool, holdout, old_xy)
     written: tuple[str | None, str | None, float | None] = (None, None, None)
     if rejection is None and target is not None:
         written = write_output(
-            target, module, arch, info, classes, (x, y), holdout, lineage, cfg, export
-        )
+            target, module, arch, info, classes, (x, y), holdout, lineage, cfg, export,
+            evaluation,
+        )  # fmt: skip
     if replay_path is not None and cfg.replay_size > 0:
         buffer.add(x, y)
         buffer.save(replay_path)
@@ -326,31 +343,14 @@ def _train(
     return epochs, used, False, False
 
 
-def _decide(
-    cfg: IncrementalConfig,
-    diverged: bool,
-    new_before: float,
-    new_after: float,
-    old_before: float | None,
-    old_after: float | None,
-) -> tuple[Rejection | None, str]:
-    gain = 100.0 * (new_after - new_before)
-    if diverged:
-        return Rejection.DIVERGED, f"the loss became NaN or infinite with lr {cfg.lr}"
-    if old_before is None or old_after is None:
-        return Rejection.NO_OLD_DATA, (
-            "no old data to check forgetting on: pass the original test split or a replay "
-            "buffer that holds earlier samples"
-        )
-    lost = 100.0 * (old_before - old_after)
-    if lost > cfg.max_forgetting_pp + _EPS:
-        return Rejection.FORGETTING, (
-            f"old-data accuracy fell {lost:.2f} pp ({old_before:.4f} -> {old_after:.4f}); "
-            f"at most {cfg.max_forgetting_pp} pp allowed"
-        )
-    if gain < cfg.min_gain_pp - _EPS:
-        return Rejection.NO_GAIN, (
-            f"new-data accuracy moved {gain:+.2f} pp ({new_before:.4f} -> {new_after:.4f}); "
-            f"at least {cfg.min_gain_pp:+} pp wanted"
-        )
-    return None, f"accepted: new data {gain:+.2f} pp, old data {-lost:+.2f} pp"
+def _evaluation(train: Arrays, pool: Arrays | None, holdout: Arrays, old: Arrays) -> dict[str, Any]:
+    """``eval.npz``'s arrays (defer_decision): calibration from the training side only (the new
+    samples trained on and the replay pool, evenly spaced), never the hold-out or the old data
+    the check scores (the replay pool excludes the buffer's held-out slice)."""
+    cx = train[0] if pool is None else np.concatenate([train[0], pool[0]])
+    cy = train[1] if pool is None else np.concatenate([train[1], pool[1]])
+    if len(cy) > CALIBRATION_ROWS:
+        pick = np.linspace(0, len(cy) - 1, CALIBRATION_ROWS).round().astype(np.int64)
+        cx, cy = cx[pick], cy[pick]
+    return {"calibration_x": cx, "calibration_y": cy, "holdout_x": holdout[0],
+            "holdout_y": holdout[1], "old_x": old[0], "old_y": old[1]}  # fmt: skip

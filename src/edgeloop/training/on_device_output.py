@@ -7,6 +7,7 @@ import os
 import resource
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ from edgeloop.training.zoo import ArchConfig, deployable
 Arrays = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 SELF_TEST = "selftest.npz"  # sample inputs and the trained module's outputs for them
 SELF_TEST_ROWS = 4
+EVAL = "eval.npz"  # a deferred run's hold-out, old data and calibration samples (on_device.py)
 
 
 def write_output(
@@ -35,8 +37,10 @@ def write_output(
     lineage: str,
     cfg: IncrementalConfig,
     export: bool,
+    evaluation: dict[str, Any] | None = None,
 ) -> tuple[str, str | None, float | None]:
-    """Write checkpoint (+ model.onnx) into a temp folder beside ``target``, then rename it."""
+    """Write checkpoint (+ model.onnx, + ``eval.npz`` when ``evaluation`` is given) into a temp
+    folder beside ``target``, then rename it."""
 
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -49,6 +53,9 @@ def write_output(
             tmp, module, arch, info.fit, evaluate(module, held), dataset=data, extra=extra
         )
         onnx, diff = None, None
+        if evaluation is not None:
+            with (tmp / EVAL).open("wb") as fh:
+                np.savez(fh, **evaluation)
         if export:
             wrapped = deployable(module, arch)
             diff = export_light(wrapped, np.ascontiguousarray(new[0][:64]), tmp / "model.onnx")

@@ -10,6 +10,7 @@ from typing import Any
 
 from edgeloop.core.errors import ConfigError
 
+_EPS = 1e-9  # accuracies are ratios of counts: compare points with room for float rounding
 _LINEAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*\+[A-Za-z0-9][A-Za-z0-9._-]*\.[0-9]+$")
 
 
@@ -185,3 +186,35 @@ class IncrementalResult:
         out["accuracy_before"] = self.accuracy_before
         out["accuracy_after"] = self.accuracy_after
         return out
+
+
+def decide(
+    cfg: IncrementalConfig,
+    diverged: bool,
+    new_before: float,
+    new_after: float,
+    old_before: float | None,
+    old_after: float | None,
+) -> tuple[Rejection | None, str]:
+    """Accept (None) or the rejection and its reason, from accuracies before and after on the
+    new data's hold-out and on the old data (fractions)."""
+    gain = 100.0 * (new_after - new_before)
+    if diverged:
+        return Rejection.DIVERGED, f"the loss became NaN or infinite with lr {cfg.lr}"
+    if old_before is None or old_after is None:
+        return Rejection.NO_OLD_DATA, (
+            "no old data to check forgetting on: pass the original test split or a replay "
+            "buffer that holds earlier samples"
+        )
+    lost = 100.0 * (old_before - old_after)
+    if lost > cfg.max_forgetting_pp + _EPS:
+        return Rejection.FORGETTING, (
+            f"old-data accuracy fell {lost:.2f} pp ({old_before:.4f} -> {old_after:.4f}); "
+            f"at most {cfg.max_forgetting_pp} pp allowed"
+        )
+    if gain < cfg.min_gain_pp - _EPS:
+        return Rejection.NO_GAIN, (
+            f"new-data accuracy moved {gain:+.2f} pp ({new_before:.4f} -> {new_after:.4f}); "
+            f"at least {cfg.min_gain_pp:+} pp wanted"
+        )
+    return None, f"accepted: new data {gain:+.2f} pp, old data {-lost:+.2f} pp"

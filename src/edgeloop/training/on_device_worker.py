@@ -4,10 +4,14 @@
         [--old-data OLD.npz] [--replay FILE.npz] [--replay-seed SEED.npz] [--epochs N] \\
         [--last-layers N] [--max-seconds S] [--max-memory-mb M] [--threads T] ...
 
-``--export DIR --data NEW.npz`` is the second step the agent runs after an accepted ``--no-onnx``
-run: the ONNX export (and ``selftest.npz``) of that checkpoint in a fresh process, so the node's
-peak memory is the larger of the two processes' (training ~360 MiB, export ~330 MiB for the
-digits CNN) rather than training plus exporter in one (~400 MiB; docs/on_device.md).
+``--export DIR --data NEW.npz [--rebuild-recipe R --baseline SERVED.onnx]`` is the second step
+the agent runs after an accepted ``--no-onnx`` run: the ONNX export (and ``selftest.npz``) of
+that checkpoint in a fresh process, so the node's peak memory is the larger of the two
+processes' (training ~360 MiB, export ~330 MiB for the digits CNN) rather than training plus
+exporter in one (~400 MiB; docs/on_device.md). With ``--rebuild-recipe`` (a run started with
+``--defer-decision`` on an edge variant's parent) it also quantizes the export again and
+decides on the rebuilt file (on_device_rebuild.py): the result line then carries ``accepted``
+and the figures of that check.
 
 The agent starts it as a process of its own so the serving path never imports torch, and gives
 it a CPU budget (``--threads``, torch's intra-op threads; ``--max-seconds`` stops training
@@ -77,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         help="let BatchNorm running statistics follow the new batches (default: kept)",
     )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
+    p.add_argument(
+        "--defer-decision",
+        action="store_true",
+        help="the served model is rebuilt from this run's export (--export --rebuild-recipe): "
+        "accept unless diverged and write eval.npz for the rebuilt model's check",
+    )
     return p
 
 
@@ -86,6 +96,14 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=".npz whose x checks the export's parity")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-memory-mb", type=float, default=None)
+    p.add_argument(
+        "--rebuild-recipe",
+        help="the edge variant's recipe (e.g. static-int8) to apply to the export; the check "
+        "then scores the rebuilt file against --baseline (training/on_device_rebuild.py)",
+    )
+    p.add_argument("--baseline", help="the served variant's ONNX file (accuracy before)")
+    p.add_argument("--max-forgetting-pp", type=float, default=1.0)
+    p.add_argument("--min-gain-pp", type=float, default=0.0)
     return p
 
 
@@ -107,8 +125,23 @@ def export(argv: list[str]) -> dict[str, Any]:
     if not folder.is_dir():
         raise NotFoundError(f"--export folder {args.export!r} does not exist")
     diff = export_folder(folder, np.asarray(x, np.float32))
-    return {"onnx": str(folder / "model.onnx"), "onnx_max_abs_diff": diff,
+    checked: dict[str, Any] = {}
+    if args.rebuild_recipe is not None:
+        checked = _rebuild(folder, args)
+    return {"onnx": str(folder / "model.onnx"), "onnx_max_abs_diff": diff, **checked,
             "wall_seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+def _rebuild(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``--rebuild-recipe``: the variant rebuilt from the export and its check's figures."""
+    from edgeloop.training.on_device_rebuild import rebuild_folder
+    from edgeloop.training.on_device_result import IncrementalConfig
+
+    if args.baseline is None:
+        raise ConfigError("--rebuild-recipe needs --baseline: the served variant's ONNX file")
+    cfg = IncrementalConfig(max_forgetting_pp=args.max_forgetting_pp,
+                            min_gain_pp=args.min_gain_pp, threads=args.threads)  # fmt: skip
+    return rebuild_folder(folder, args.rebuild_recipe, Path(args.baseline), cfg)
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -234,6 +267,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         node_id=args.node_id,
         counter=args.counter,
         export=not args.no_onnx,
+        defer_decision=args.defer_decision,
     )
     return result.to_dict()
 
