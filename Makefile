@@ -32,7 +32,11 @@ typecheck: $(STAMP)
 unit: $(STAMP) tflite-env
 	$(VENV)/bin/pytest -n 2 -m "not bench" tests
 
-test: lint typecheck unit
+# Both environments are built at once (two independent pip runs), then ruff and mypy run beside
+# the first tests: about 4 minutes less than one step after another on 2 cores.
+test:
+	$(MAKE) --jobs=2 $(STAMP) tflite-env
+	$(MAKE) --jobs=3 lint typecheck unit
 
 # The long benchmarks behind docs/benchmarks.md (minutes each; not part of `make test`).
 # The .tflite producer (litert-torch) in its own environment: it would downgrade typing-extensions
