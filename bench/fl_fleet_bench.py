@@ -116,6 +116,18 @@ def cpu_by_role(control: int, agents: list[int]) -> dict[str, float]:
             "workers": sum(_cpu_s(p) for p in workers)}  # fmt: skip
 
 
+def pss_by_role_mb(control: int, agents: list[int]) -> dict[str, float]:
+    """Summed PSS now of the control plane (and its children), the agents, their workers."""
+    workers = [p for a in agents for p in _tree([a]) if p != a]
+    return {"control": _tree_memory_mb([control])[1],
+            "agents": sum(_tree_memory_mb([a])[1] for a in agents) - _pss(workers),
+            "workers": _pss(workers)}  # fmt: skip
+
+
+def _pss(pids: list[int]) -> float:
+    return sum(_tree_memory_mb([p])[1] for p in pids)
+
+
 class RssSampler(threading.Thread):
     """Peak summed RSS and peak summed PSS of a process tree (each its own peak)."""
 
@@ -192,7 +204,8 @@ def _wait_clients(fleet: LocalFleet, n: int) -> None:
 
 
 def _task(admin: Any, body: dict[str, Any], stall: list[Path]) -> tuple[dict[str, Any], float]:
-    """Run one task to its end; (status, seconds from creation to the last round's close)."""
+    """Run one task to its end; (status, seconds from creation to the last round's close, on
+    the control plane's clock)."""
     task = admin.call("POST", "/api/v1/fl/tasks", json=body)
     start = time.perf_counter()
     while True:
@@ -203,8 +216,9 @@ def _task(admin: Any, body: dict[str, Any], stall: list[Path]) -> tuple[dict[str
             stall = []
         if doc["phase"] in ("evaluating", "done", "failed"):
             break
-        time.sleep(0.05)
-    rounds_s = time.perf_counter() - start
+        time.sleep(0.25)  # a status read is a write transaction: poll as an admin would
+    closed = [h["closed_at"] for h in doc["history"] if h["closed_at"]]
+    rounds_s = (max(closed) - doc["created_at"]) if closed else time.perf_counter() - start
     while doc["state"] == "running" or (doc["registration"] or {}).get("state") in (
         "pending", "running"
     ):  # fmt: skip
@@ -246,6 +260,7 @@ def across_fleet(
                     cpu0 = cpu_by_role(fleet.control.pid, agents)
                     doc, rounds_s = _task(admin, body, stall)
                     cpu1 = cpu_by_role(fleet.control.pid, agents)
+                    pss_end = pss_by_role_mb(fleet.control.pid, agents)
                     sampler.stop.set()
                     if doc["state"] != "done":
                         print(f"{variant}: {doc['state']}: {doc['reason']}", file=sys.stderr)
@@ -258,6 +273,7 @@ def across_fleet(
                              "peak_tree_pss_mb": sampler.peak_pss,
                              "cpu_s_per_round": {k: (cpu1[k] - cpu0[k]) / rounds
                                                  for k in cpu0},
+                             "pss_by_role_at_end_mb": pss_end,
                              "load_avg_after": os.getloadavg()}  # fmt: skip
                     runs.append({**run, **extra})
     return runs

@@ -11,9 +11,11 @@ Flower lives in its own environment (it pulls Ray; edgeloop's .venv stays free o
 The data and shares are made once here (bench/fl_bench.py: digits /16 float32, 1,437 / 360, IID
 permutation + array_split seed 42, Dirichlet(0.5) seed 42) and handed to Flower as one .npz, so
 both sides train on the same bytes with the same client code (edgeloop's ``train_local``); the
-Flower side (bench/flower_sim.py) runs in ``.venv-flower/bin/python`` as a subprocess, and the peak
-RSS of its process tree (the driver, Ray's GCS and raylet, the actor workers) is sampled from /proc
-every 0.2 s. DP: edgeloop's DP-FedAvg (noise seeds 0..N-1, epsilon from dp-accounting at delta
+Flower side (bench/flower_sim.py) runs in ``.venv-flower/bin/python`` as a subprocess, and the
+memory of its process tree (the driver, Ray's GCS and raylet, the actor workers) is sampled from
+/proc every 0.2 s, as bench/fl_fleet_bench.py samples edgeloop's: the peak of the summed RSS (a
+shared page counts once per process) and the peak of the summed PSS (smaps_rollup: once in all).
+DP: edgeloop's DP-FedAvg (noise seeds 0..N-1, epsilon from dp-accounting at delta
 1e-5) against Flower's ``DifferentialPrivacyServerSideFixedClipping`` (unseeded noise), both with
 noise multiplier 1.0, clip 1.0, 10 of 10 clients per round.
 """
@@ -42,7 +44,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from fl_bench import dirichlet_parts, federate, iid_parts, load, summary  # noqa: E402
-from fl_fleet_bench import _tree_rss_mb  # noqa: E402
+from fl_fleet_bench import _tree_memory_mb  # noqa: E402
 
 FLOWER_PY = ROOT / ".venv-flower" / "bin" / "python"
 
@@ -67,11 +69,12 @@ def run_flower(npz: Path, partition: str, dp: bool) -> dict[str, Any]:
         cmd + (["--dp"] if dp else []), env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    peak = [0.0]
+    peak = [0.0, 0.0]  # RSS sum, PSS sum
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss_mb([proc.pid]))
+            rss, pss = _tree_memory_mb([proc.pid])
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -85,6 +88,7 @@ def run_flower(npz: Path, partition: str, dp: bool) -> dict[str, Any]:
     acc = result["accuracy_per_round"]
     result.update(
         run="flower-dp" if dp else "flower", wall_s=wall, peak_rss_tree_mb=peak[0],
+        peak_pss_tree_mb=peak[1],
         accuracy={str(r): round(acc[r - 1], 4) for r in (5, 10, 20)},
         round_s_median_2_20=statistics.median(result["round_s"][1:]),
         accuracy_per_round=[round(a, 4) for a in acc],
@@ -133,18 +137,21 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     print(f"flwr {flower[0]['flwr']}, torch {torch.__version__}, load {os.getloadavg()}")
-    head = ("side", "run", "part", "acc@5", "acc@10", "acc@20", "s/round", "wall", "RSS MB", "note")
-    print("{:8} {:10} {:7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>7}  {}".format(*head))
+    head = ("side", "run", "part", "acc@5", "acc@10", "acc@20", "s/round", "wall", "RSS MB",
+            "PSS MB", "note")  # fmt: skip
+    print("{:8} {:10} {:7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>7} {:>7}  {}".format(*head))
     for side, rows in (("plain", plain), ("flower", flower)):
         for s in rows:
             a = s["accuracy"]
             rss = s.get("peak_rss_tree_mb", result["plain_peak_rss_mb"])
+            pss = s.get("peak_pss_tree_mb", float("nan"))  # one process: its RSS (ru_maxrss)
             note = f"eps={s['epsilon']:.2f}" if s.get("epsilon") else ""
             if "max_gap_vs_plain_pp" in s:
                 note = f"max gap vs plain {s['max_gap_vs_plain_pp']:.2f} pp"
             print(
                 f"{side:8} {s['run']:10} {s['partition']:7} {a['5']:7.4f} {a['10']:7.4f} "
-                f"{a['20']:7.4f} {s['round_s_median_2_20']:8.3f} {s['wall_s']:6.1f} {rss:7.0f}"
+                f"{a['20']:7.4f} {s['round_s_median_2_20']:8.3f} {s['wall_s']:6.1f} {rss:7.0f} "
+                f"{pss:7.0f}"
                 f"  {note}"
             )
 

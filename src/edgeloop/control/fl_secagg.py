@@ -71,7 +71,11 @@ def expected(state: Mapping[str, Any], selected: Sequence[str]) -> list[str]:
 
 
 def answered(conn: sa.Connection, task_id: str, round: int, step: str) -> list[str]:
-    return [r.node_id for r in _rows(conn, task_id, round, step)]
+    """Who sent ``step`` (node ids only: a masked input is 8 bytes a parameter, and every
+    waiting node's poll asks this)."""
+    m = st.messages
+    q = sa.select(m.c.node_id).where(m.c.task_id == task_id, m.c.round == round, m.c.kind == step)
+    return [str(r[0]) for r in conn.execute(q.order_by(m.c.node_id))]
 
 
 def _adverts(conn: sa.Connection, task_id: str, round: int, index: Mapping[str, int]) -> list[Any]:
