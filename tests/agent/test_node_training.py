@@ -4,16 +4,24 @@ its captured rows of a shifted field distribution are labelled on the node; a tr
 (control/train_api.py) makes the agent run the training worker and install the result as a
 node-local version through its updater, which the reconcile loop leaves alone until a new
 deployment replaces it. A run the forgetting check rejects leaves the active version as it
-was; a node started without the training capability answers with an error naming it.
+was; a node started without the training capability answers with an error naming it. The
+INT8 edge variant of the same model trains from its parent's checkpoint on the same node (issue
+13 part 6). The process tests share one control plane and node (``fleet``, module scope): each
+pays for the run it checks, not for starting a fleet.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from tests.agent.agent_process import AgentProcess
 from tests.control.process import control_process
@@ -21,14 +29,23 @@ from typer.testing import CliRunner
 
 from edgeloop import EdgeMLManager, OnDeviceTraining
 from edgeloop.cli.app import app
-from edgeloop.core.errors import DataError
-from edgeloop.core.types import Manifest
+from edgeloop.core.errors import ConfigError, DataError
+from edgeloop.core.types import Manifest, ModelRef
+from edgeloop.data.dataset import Dataset, Modality
+from edgeloop.optimize.rebuild import rebuild
+from edgeloop.optimize.recipe import Recipe
 from edgeloop.sdk import node_training as nt
 from edgeloop.sdk.control_client import ControlClient
 from edgeloop.sdk.site import Site
 
 DONE = {"COMPLETED", "HALTED", "ROLLED_BACK"}
 WAIT_S = 90.0
+# The variant's two worker processes (training, then export + quantization): ~10 s of CPU; the
+# wall time grows with the machine's load (a test beside others on 2 cores)
+VARIANT_WAIT_S = 300.0
+CLASSES = ("c0", "c1", "c2")
+FIGURES = ("new_accuracy_before", "new_accuracy_after", "forgetting_pp", "epochs_run",
+           "worker_wall_s")  # printed: the margins the assertions keep  # fmt: skip
 
 
 def _blobs(n: int, seed: int, shifted: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -92,68 +109,123 @@ def _job(client: ControlClient, **body: Any) -> dict[str, Any]:
     return nt.wait(client, job, WAIT_S)
 
 
-def test_a_node_trains_on_its_labelled_captures_and_serves_the_node_local_version(
-    tmp_path: Path,
-) -> None:
-    ckpt, onnx, manifest = _model(tmp_path)
-    old_x, old_y = _blobs(60, 7, False)
-    seed_x, seed_y = _blobs(100, 1, False)
-    field_x, field_y = _blobs(48, 5, True)
-    with control_process(tmp_path / "ctl", None, "--tick-s", "0.1") as ctl:
-        token = (tmp_path / "ctl" / "control" / "admin.token").read_text().strip()
+def _int8_variant(onnx_file: Path, work: Path) -> Path:
+    """The optimize stage's static-INT8 variant of ``onnx_file`` (calibrated on its training
+    blobs, parity on others)."""
+    x, y = _blobs(150, 1, False)
+    cal = Dataset("train", x[:100], y[:100], CLASSES, Modality.TABULAR)
+    test = Dataset("test", x[125:], y[125:], CLASSES, Modality.TABULAR)
+    return rebuild(Recipe.parse("static-int8"), onnx_file, cal, test, work)[-1].path
+
+
+def _ops(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def _served_file(home: Path, sha256: str) -> Path:
+    for path in home.rglob("*.onnx"):
+        if hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+            return path
+    raise AssertionError(f"no .onnx under {home} hashes to {sha256}")
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """One control plane and one trainer node, shared by this module's process tests (each
+    deploys what it trains; the node keeps a training folder, counter and replay buffer per
+    model name, so ``blobs`` and ``blobs-edge`` runs do not see each other)."""
+
+    home: Path
+    url: str
+    token: str
+    client: ControlClient
+    node: AgentProcess
+    node_id: str
+    name: str
+    files: dict[str, str]  # old_data and replay, uploaded
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """``blobs:1`` (FP32, checkpoint, drift profile), its static-INT8 child ``blobs-edge:1`` and
+    ``blobs-pruned:1`` (a recipe a node cannot redo) published; a node enrolled, labelled."""
+    tmp = tmp_path_factory.mktemp("fleet")
+    ckpt, onnx_file, manifest = _model(tmp)
+    edge = _int8_variant(onnx_file, tmp / "q")
+    edge_manifest = dataclasses.replace(
+        manifest, name="blobs-edge", parent=ModelRef("blobs", 1), recipe={"recipe": "static-int8"}
+    )
+    pruned = dataclasses.replace(
+        edge_manifest, name="blobs-pruned",
+        recipe={"recipe": "prune-structured(ratio=0.5)+static-int8"},
+    )  # fmt: skip
+    with control_process(tmp / "ctl", None, "--tick-s", "0.1") as ctl:
+        token = (tmp / "ctl" / "control" / "admin.token").read_text().strip()
         with ControlClient(ctl.url, token) as client:
-            client.publish_model(onnx, manifest, checkpoint=ckpt, profile=_profile(onnx, tmp_path))
-            files = {"old_data": nt.put_npz(client, old_x, old_y),
-                     "replay": nt.put_npz(client, seed_x, seed_y)}  # fmt: skip
-            node = AgentProcess(tmp_path / "node", ctl.url, poll_s=0.2,
+            profile = _profile(onnx_file, tmp)
+            client.publish_model(onnx_file, manifest, checkpoint=ckpt, profile=profile)
+            client.publish_model(edge, edge_manifest)
+            client.publish_model(edge, pruned)
+            files = {"old_data": nt.put_npz(client, *_blobs(60, 7, False)),
+                     "replay": nt.put_npz(client, *_blobs(100, 1, False))}  # fmt: skip
+            node = AgentProcess(tmp / "node", ctl.url, poll_s=0.2,
                                 enroll_token=client.enrollment_token()["token"])  # fmt: skip
             try:
                 node_id = node.wait_enrolled()["node_id"]
                 client.label(node_id, {"role": "trainer"})
                 name = client.node(node_id)["name"]
-                trainer = {"labels": {"role": "trainer"}}
-                spec = {"name": "d1", "model": "blobs:1", "selector": trainer,
-                        "plan": {"soak_s": 0, "watch_s": 0.3},
-                        "serving": {"capture": {"policy": "random:1.0"}}}  # fmt: skip
-                rollout = client.deploy(spec)
-                assert client.wait_rollout(rollout["rollout_id"], DONE)["state"] == "COMPLETED"
-                before = []
-                for i, row in enumerate(field_x):
-                    body = {"features": row.tolist(), "request_id": f"f{i}"}
-                    before.append(node.http.post("/predict", json=body).raise_for_status().json())
-                    label = {"request_id": f"f{i}", "label": int(field_y[i])}
-                    assert node.http.post("/predict/labels", json=label).status_code == 200
-                time.sleep(1.5)  # the local capture log is written about once a second
-                opts = {"lr": 0.01, "replay_share": 0.5, "max_forgetting_pp": 2.0}
-                done = _job(client, node=node_id, model="blobs:1", files=files, options=opts)
-                status = node.status()
-                time.sleep(1.0)  # several reconcile passes: the node-local version stays
-                kept = node.status()["active"]
-                # through the SDK: no data set registered, so forgetting is checked on a held-out
-                # slice of the node's replay buffer (the seed and the 48 rows of the first run)
-                edge = EdgeMLManager(Site("t", ctl.url, token))
-                try:
-                    rejected = OnDeviceTraining(edge).incremental_train(
-                        "blobs:1", "captures", epochs=1, node=node_id, max_forgetting_pp=-50.0
-                    )
-                finally:
-                    edge.close()
-                (tmp_path / "bad.npz").write_bytes(b"not an npz")
-                args = ["fleet", "train", node_id, "blobs:1", "--data", str(tmp_path / "bad.npz")]
-                cli = CliRunner().invoke(app, [*args, "--control", ctl.url, "--token", token])
-                after_reject = node.status()["active"]
-                caps = client.node(node_id)["capabilities"]
-                after = [node.predict(row.tolist()).json() for row in field_x]
-                again = client.deploy({**spec, "name": "d2"})
-                assert client.wait_rollout(again["rollout_id"], DONE)["state"] == "COMPLETED"
-                replaced = node.wait_for(
-                    lambda s: s["active"] if "lineage" not in s["active"] else None,
-                    what="the new deployment to replace the node-local version",
-                )
+                yield Fleet(tmp, ctl.url, token, client, node, node_id, name, files)
             finally:
                 node.stop()
+
+
+def test_a_node_trains_on_its_labelled_captures_and_serves_the_node_local_version(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    client, node, node_id, files = fleet.client, fleet.node, fleet.node_id, fleet.files
+    field_x, field_y = _blobs(48, 5, True)
+    trainer = {"labels": {"role": "trainer"}}
+    spec = {"name": "d1", "model": "blobs:1", "selector": trainer,
+            "plan": {"soak_s": 0, "watch_s": 0.3},
+            "serving": {"capture": {"policy": "random:1.0"}}}  # fmt: skip
+    rollout = client.deploy(spec)
+    assert client.wait_rollout(rollout["rollout_id"], DONE)["state"] == "COMPLETED"
+    before = []
+    for i, row in enumerate(field_x):
+        body = {"features": row.tolist(), "request_id": f"f{i}"}
+        before.append(node.http.post("/predict", json=body).raise_for_status().json())
+        label = {"request_id": f"f{i}", "label": int(field_y[i])}
+        assert node.http.post("/predict/labels", json=label).status_code == 200
+    time.sleep(1.5)  # the local capture log is written about once a second
+    opts = {"lr": 0.01, "replay_share": 0.5, "max_forgetting_pp": 2.0}
+    done = _job(client, node=node_id, model="blobs:1", files=files, options=opts)
+    status = node.status()
+    time.sleep(1.0)  # several reconcile passes: the node-local version stays
+    kept = node.status()["active"]
+    # through the SDK: no data set registered, so forgetting is checked on a held-out
+    # slice of the node's replay buffer (the seed and the 48 rows of the first run)
+    edge = EdgeMLManager(Site("t", fleet.url, fleet.token))
+    try:
+        rejected = OnDeviceTraining(edge).incremental_train(
+            "blobs:1", "captures", epochs=1, node=node_id, max_forgetting_pp=-50.0
+        )
+    finally:
+        edge.close()
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    args = ["fleet", "train", node_id, "blobs:1", "--data", str(tmp_path / "bad.npz")]
+    cli = CliRunner().invoke(app, [*args, "--control", fleet.url, "--token", fleet.token])
+    after_reject = node.status()["active"]
+    caps = client.node(node_id)["capabilities"]
+    after = [node.predict(row.tolist()).json() for row in field_x]
+    again = client.deploy({**spec, "name": "d2"})
+    assert client.wait_rollout(again["rollout_id"], DONE)["state"] == "COMPLETED"
+    replaced = node.wait_for(
+        lambda s: s["active"] if "lineage" not in s["active"] else None,
+        what="the new deployment to replace the node-local version",
+    )
     r = done["result"]
-    lineage = f"blobs:1+{name}.1"  # the node's name (its host name here) and its first run
+    print("captures run:", {k: r.get(k) for k in FIGURES})
+    lineage = f"blobs:1+{fleet.name}.1"  # the node's name (its host name here) and its first run
     assert done["state"] == "done", done["error"]
     assert r["installed"] and r["outcome"] == "committed" and r["lineage"] == lineage
     assert r["data_source"].startswith("captures: 48 labelled of 48")
@@ -177,6 +249,63 @@ def test_a_node_trains_on_its_labelled_captures_and_serves_the_node_local_versio
     assert after_reject["sha256"] == active["sha256"]  # the active version untouched
     assert caps["train"] is True and caps["torch"]  # advertised at enrollment
     assert replaced["version"] == 1 and replaced["variant"] != "node-local"
+
+
+def test_an_int8_edge_variant_trains_from_its_parents_checkpoint_and_serves_int8(
+    fleet: Fleet,
+) -> None:
+    """Issue 13 part 6: the fleet serves ``blobs-edge:1``, a static-INT8 child of the FP32
+    ``blobs:1`` that holds the torch checkpoint. A training job for the variant makes the control
+    plane send the parent's checkpoint and the variant's recipe; the node fine-tunes the parent's
+    weights, quantizes the export again (calibrated on its own training-side samples) and decides
+    on the quantized file scored with ONNX Runtime against the served variant; the node-local
+    version keeps the variant's name and serves an INT8 model. A variant whose recipe has a
+    torch-side step is refused at once, naming the recipe."""
+    client, node, node_id, files = fleet.client, fleet.node, fleet.node_id, fleet.files
+    field_x, field_y = _blobs(48, 5, True)
+    check_x, check_y = _blobs(30, 9, True)  # never trained on: what the node's server answers
+    data = nt.put_npz(client, field_x, field_y)
+    with pytest.raises(ConfigError) as refused:
+        nt.start(client, node_id, "blobs-pruned:1", 1, data, files=files)
+    spec = {"name": "e1", "model": "blobs-edge:1",
+            "selector": {"labels": {"role": "trainer"}},
+            "plan": {"soak_s": 0, "watch_s": 0.3}}  # fmt: skip
+    rollout = client.deploy(spec)
+    assert client.wait_rollout(rollout["rollout_id"], DONE)["state"] == "COMPLETED"
+    before = [node.predict(row.tolist()).json()["prediction"] for row in check_x]
+    opts = {"lr": 0.01, "max_forgetting_pp": 2.0}
+    job = nt.start(client, node_id, "blobs-edge:1", 20, data, files=files, options=opts)
+    done = nt.wait(client, job, VARIANT_WAIT_S)
+    status = node.status()
+    after = [node.predict(row.tolist()).json()["prediction"] for row in check_x]
+    served = _served_file(node.home, status["active"]["sha256"])
+    r = done["result"]
+    print("variant run:", {k: r.get(k) for k in FIGURES})
+    lineage = f"blobs-edge:1+{fleet.name}.1"  # its own model folder: the first blobs-edge run
+    assert done["state"] == "done", done["error"]
+    assert job["rebuild"] == {"parent": "blobs:1", "recipe": "static-int8"}
+    assert r["installed"] and r["outcome"] == "committed" and r["lineage"] == lineage
+    assert r["rebuilt"]["from"] == "blobs:1" and r["rebuilt"]["recipe"] == "static-int8"
+    assert r["rebuilt"]["checkpoint"] == "the parent's checkpoint"
+    assert r["rebuilt"]["int_compute_nodes"] > 0 and r["rebuilt"]["float_compute_nodes"] == 0
+    # calibrated on the 36 new samples trained on + the 100 seeded replay rows, not the hold-out
+    assert r["rebuilt"]["calibration_samples"] == 36 + 100
+    assert r["reason"].startswith("rebuilt static-int8, scored with ONNX Runtime: accepted")
+    assert r["new_accuracy_after"] >= max(0.9, r["new_accuracy_before"])
+    assert r["forgetting_pp"] <= 2.0 and r["old_samples"] == 60
+    assert r["fp32"]["reason"].startswith("left to the rebuilt model's check")
+    assert r["export_peak_rss_mb"] > 0 and r["peak_rss_mb"] > 0 and r["worker_wall_s"] > 0
+    active = status["active"]
+    assert active["lineage"] == lineage and active["parent"] == "blobs-edge:1"
+    assert active["rebuilt"] == "static-int8 on the parent's checkpoint (blobs:1)"
+    assert active["variant"] == "node-local" and status["torch_imported"] is False
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(served)  # an INT8 model is served
+    acc_before = np.mean(np.asarray(before) == check_y)
+    acc_after = np.mean(np.asarray(after) == check_y)
+    assert acc_after >= 0.9 and acc_after > acc_before
+    message = str(refused.value)
+    assert "prune-structured(ratio=0.5)+static-int8" in message and "cannot redo" in message
+    assert "static-int8" in (refused.value.hint or "")
 
 
 def test_a_node_that_cannot_train_answers_naming_the_capability(
