@@ -1,4 +1,5 @@
-"""The quickstart's retrain stage without processes: its figures, its field, its skips, its rows.
+"""The quickstart's retrain stage without processes: its figures, its field, its skips, its rows,
+its on-device step (with a stand-in node and control plane: the block's shape and its data).
 
 The stage itself runs across real processes in tests/pipeline/test_quickstart.py.
 """
@@ -18,6 +19,7 @@ from edgeloop.data.dataset import Dataset, Modality, Splits, Task
 from edgeloop.pipeline.fleet import FleetStageResult
 from edgeloop.pipeline.monitor import Shift
 from edgeloop.pipeline.quickstart import QuickstartConfig, quickstart_stages
+from edgeloop.pipeline.retrain_on_device import NODE_SHIFT, node_data, node_shift, run_on_device
 from edgeloop.pipeline.retrain_stage import Champion, field_split, field_stream, retrain_stage
 from edgeloop.pipeline.retrain_stage_figures import Accuracy, recovery
 from edgeloop.pipeline.retrain_stage_report import retrain_html, retrain_rows
@@ -146,3 +148,127 @@ def test_the_rows_and_the_section_show_what_the_stage_measured() -> None:
     assert retrain_rows({"skipped": "turned off"}) == [("skipped", "turned off")]
     assert retrain_html({"skipped": "a < b"}) == "<h2>Retrain</h2><p>skipped: a &lt; b</p>"
     assert retrain_rows(None) == [] and retrain_html(None) == ""
+
+
+# The stage's on-device step (pipeline/retrain_on_device.py), with a stand-in node and plane.
+
+
+def test_the_nodes_own_shift_differs_from_the_stages_first() -> None:
+    first = Shift()  # the monitor stage's washed-out camera
+    own = node_shift(first)
+    assert own == NODE_SHIFT and (own.gain, own.offset) != (first.gain, first.offset)
+    same = Shift(NODE_SHIFT.gain, NODE_SHIFT.offset, "the same change, another name")
+    other = node_shift(same)
+    assert (other.gain, other.offset) != (same.gain, same.offset)
+    assert other.offset < same.offset and "darker" in other.name
+
+
+def test_the_nodes_new_data_is_drawn_from_train_and_validation_only() -> None:
+    splits = Splits(_set("t", 30, 0), _set("v", 10, 30), _set("test", 10, 40), seed=0)
+    field = field_split(splits)
+    shift = node_shift(Shift())
+    xs, ys = node_data(field, shift, span=2.0, n=25, seed=0)
+    unshifted = (xs - shift.offset * 2.0) / shift.gain
+    rows = {r.tobytes(): i for i, r in enumerate(np.round(field.x, 4))}
+    picked = [rows[r.tobytes()] for r in np.round(unshifted, 4)]
+    assert len(set(picked)) == 25 and all(int(ys[k]) == field.y[i] for k, i in enumerate(picked))
+    test_rows = {r.tobytes() for r in np.round(splits.test.x, 4)}
+    assert not test_rows & {r.tobytes() for r in np.round(unshifted, 4)}
+    # Its own seeded order: not the stage's field stream (seed + 1) of the same samples.
+    streamed = field_stream(field, Shift(), 2.0, 25, 0)[0]
+    assert not np.array_equal((streamed - 0.6) / 0.5, unshifted)
+
+
+class _Answer:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.status_code, self.text, self.body = 200, "", body
+
+    def json(self) -> dict[str, Any]:
+        return self.body
+
+
+class _Node:
+    """The node's server: knows the test split as it is, answers class 0 to anything else."""
+
+    def __init__(self, test: Dataset) -> None:
+        rows = np.round(test.x, 4)
+        self.labels = {r.tobytes(): int(y) for r, y in zip(rows, test.y, strict=True)}
+        self.active = {"name": "m-edge", "version": 3, "variant": "onnx", "serving": True}
+
+    def get(self, path: str) -> _Answer:
+        return _Answer({"active": self.active} if path == "/agent/status" else {"version": "3"})
+
+    def post(self, path: str, json: dict[str, Any]) -> _Answer:
+        rows = np.asarray(json["inputs"][0]["data"], np.float32).reshape(json["inputs"][0]["shape"])
+        scores = np.zeros((len(rows), 3))
+        for i, row in enumerate(rows):
+            scores[i, self.labels.get(np.round(row, 4).tobytes(), 0)] = 1
+        return _Answer(
+            {"outputs": [{"data": scores.ravel().tolist(), "shape": list(scores.shape)}]}
+        )
+
+
+class _Plane:
+    def __init__(self, node: _Node, refuse: bool = False) -> None:
+        self.node, self.refuse, self.puts, self.asked = node, refuse, [], None  # type: ignore[var-annotated]
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if path == "/api/v1/artifacts":
+            self.puts.append(kwargs["files"]["file"][0])
+            return {"sha256": f"{len(self.puts):064x}"}
+        if self.refuse:
+            raise ConfigError("recipe 'prune-structured' cannot be redone on a node")
+        self.asked = kwargs["json"]
+        self.node.active = {
+            **self.node.active,
+            "variant": "node-local",
+            "lineage": "m-edge:3+node-1.1",
+        }
+        return {"job_id": "j1", "node_id": "n1", "model": "m-edge:3", "state": "rejected",
+                "error": None, "result": {"installed": False, "accepted": False,
+                "reason": "rejected: forgets 2.0 pp > 1.0 pp", "wall_seconds": 9.5}}  # fmt: skip
+
+
+def _on_device(plane: _Plane, node: _Node, test: Dataset) -> dict[str, Any]:
+    field = _set("t+v", 40, 0)
+    return run_on_device(plane, node, {"name": "node-1", "node_id": "n1"}, field, test,  # type: ignore[arg-type]
+                         first=Shift(), span=2.0, seed=0)  # fmt: skip
+
+
+def test_the_on_device_block_says_what_the_node_did_and_why_it_did_not_install() -> None:
+    test = _set("test", 12, 100)
+    node = _Node(test)
+    plane = _Plane(node)
+    block = _on_device(plane, node, test)
+    assert plane.puts == ["old.npz", "replay-seed.npz", "node-data.npz"]
+    assert plane.asked is not None and plane.asked["model"] == "m-edge:3"
+    assert plane.asked["data"] == f"{3:064x}" and plane.asked["options"]["threads"] == 1
+    assert block["model"] == "m-edge:3" and block["shift"]["offset"] == NODE_SHIFT.offset
+    assert block["first_shift"]["offset"] == Shift().offset
+    assert "never its test split" in block["data"]["drawn_from"]
+    assert "stand in for the node's own labelled data" in block["data"]["labels_note"]
+    job = block["job"]
+    assert (job["state"], job["installed"], job["run_wall_s"]) == ("rejected", False, 9.5)
+    assert job["why_not_installed"] == "rejected: forgets 2.0 pp > 1.0 pp"
+    assert block["served_after"]["lineage"] == "m-edge:3+node-1.1"
+    assert block["accuracy_before"]["correct"] == {"original": 12, "shifted": 4}  # 0: 4 of 12
+    assert set(block["recovery"]["goals"]) == {"recovered_share >= 0.80", "original_loss_pp <= 1"}
+    rows = dict(retrain_rows({**_block(), "on_device": block}))
+    assert rows["on-device training on node-1 (m-edge:3, 40 samples)"] == (
+        "not installed: rejected: forgets 2.0 pp > 1.0 pp"
+    )
+
+
+def test_a_run_the_plane_refuses_is_recorded_with_its_reason_not_raised() -> None:
+    test = _set("test", 12, 100)
+    node = _Node(test)
+    block = _on_device(_Plane(node, refuse=True), node, test)
+    assert block["job"]["state"] == "refused"
+    assert "ConfigError" in block["job"]["reason"] and "prune-structured" in block["job"]["reason"]
+    assert block["accuracy_after"]["version"] == "3" and block["served_after"]["lineage"] is None
+    assert (
+        "not installed: ConfigError"
+        in dict(retrain_rows({**_block(), "on_device": block}))[
+            "on-device training on node-1 (m-edge:3, 40 samples)"
+        ]
+    )

@@ -17,6 +17,9 @@ once the monitored node raised its drift alarm, it keeps the rows it answers. Th
    beats the champion on the recent hold-out and loses at most 1 pp on the original test split.
 5. **rollout**: the rebuilt edge variant through the fleet's guarded waves.
 6. **after**: the test split again, shifted and as it is, through the node (the challenger).
+7. **on device**: a second shift, the node's own, and one incremental training run on the node
+   itself for it (pipeline/retrain_on_device.py): before and after through the node, the
+   node's own figures; a refused or rejected run is recorded with its reason.
 
 The test split is never trained on in any form, so the recovery is measured on images no model
 saw. Every figure was answered by the node or the control plane in this run.
@@ -119,7 +122,7 @@ def run_retrain_stage(
     epochs: int,
     field_samples: int,
 ) -> RetrainStageResult | Skipped:
-    """The stage's six steps (module docstring) on the fleet's first node.
+    """The stage's seven steps (module docstring) on the fleet's first node.
 
     Skipped when that node raised no drift alarm (its policy then captured nothing).
 
@@ -174,6 +177,7 @@ def run_retrain_stage(
         }
         if job["state"] != "succeeded" or not new:
             body["rollout"] = {"skipped": f"no challenger registered: {job['reason']}"}
+            _on_device(body, seconds, admin, client, field, test, shift, span, seed)
             return _done(body, seconds, started)
         from edgeloop.pipeline.fleet import _roll_out, _summary
 
@@ -187,8 +191,23 @@ def run_retrain_stage(
         seconds["measure_after"] = time.perf_counter() - t
         body["accuracy_after"] = after.to_dict()
         body["nodes_after"] = _active(admin, by_id)
-    body["recovery"] = recovery(before, after)
+        body["recovery"] = recovery(before, after)
+        _on_device(body, seconds, admin, client, field, test, shift, span, seed)
     return _done(body, seconds, started)
+
+
+def _on_device(
+    body: dict[str, Any], seconds: dict[str, float], admin: ControlClient, client: Any,
+    field: Dataset, test: Dataset, shift: Shift, span: float, seed: int,
+) -> None:  # fmt: skip
+    """Step 7 (pipeline/retrain_on_device.py): one incremental training run on the node."""
+    from edgeloop.pipeline.retrain_on_device import run_on_device
+
+    t = time.perf_counter()
+    node = {k: body["node"][k] for k in ("name", "node_id")}
+    body["on_device"] = run_on_device(admin, client, node, field, test, first=shift, span=span,
+                                      seed=seed)  # fmt: skip
+    seconds["on_device"] = time.perf_counter() - t
 
 
 def field_split(splits: Splits) -> Dataset:

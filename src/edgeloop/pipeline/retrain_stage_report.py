@@ -16,6 +16,10 @@ def retrain_rows(block: dict[str, Any] | None) -> list[tuple[str, str]]:
         return []
     if "skipped" in block:
         return [("skipped", str(block["skipped"]))]
+    return _central_rows(block) + on_device_rows(block.get("on_device"))
+
+
+def _central_rows(block: dict[str, Any]) -> list[tuple[str, str]]:
     field, data, job = block["field"], block["dataset"], block["job"]
     rows = [
         (
@@ -49,6 +53,29 @@ def retrain_rows(block: dict[str, Any] | None) -> list[tuple[str, str]]:
         ("stage wall time", f"{block['seconds']} s"),
     ]  # fmt: skip
     return rows
+
+
+def on_device_rows(block: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The step's rows in ``edgeloop quickstart``'s table; none without a block."""
+    if not block:
+        return []
+    if "skipped" in block:
+        return [("on-device training", str(block["skipped"]))]
+    job, node = block["job"], block["node"]["name"]
+    before, after, rec = block["accuracy_before"], block["accuracy_after"], block["recovery"]
+    if job.get("installed"):
+        what = f"installed {job['lineage']} in {job['run_wall_s']} s, {job['peak_rss_mb']} MiB"
+    else:
+        what = f"not installed: {job.get('why_not_installed') or job.get('reason')}"
+    return [
+        (f"on-device training on {node} ({block['model']}, {block['data']['samples']} samples)",
+         what),
+        (f"{node}'s own shift: before / after, recovered",
+         f"{_pct(before['shifted'])} / {_pct(after['shifted'])}, "
+         f"{_pct(rec['recovered_share'])} of {rec['shift_cost_pp']} pp"),
+        (f"{node}: original test split before / after",
+         f"{_pct(before['original'])} / {_pct(after['original'])}"),
+    ]  # fmt: skip
 
 
 def retrain_html(block: dict[str, Any] | None) -> str:
