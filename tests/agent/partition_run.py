@@ -153,7 +153,7 @@ def run(
             token = (tmp / "ctl" / "control" / "admin.token").read_text().strip()
             with ControlClient(url, token) as client:
                 client.publish_model(make_linear_onnx(tmp / "v1.onnx", seed=1), MANIFEST)
-                agent = AgentProcess(node_home, url, poll_s=0.5,
+                agent = AgentProcess(node_home, url, poll_s=0.2,
                                      enroll_token=client.enrollment_token()["token"])  # fmt: skip
                 try:
                     agent.wait_enrolled()
@@ -184,7 +184,7 @@ def run(
                                          "puts_at_last_status": last["puts"],
                                          "outbox_ids_at_kill": len(file_ids),
                                          "drops": drops}  # fmt: skip
-                        agent = AgentProcess(node_home, url, poll_s=0.5)
+                        agent = AgentProcess(node_home, url, poll_s=0.2)
                         answers = serve_for(agent, partition_s - half, rps)
                     facts["partition_answers"] = dict(answers)
                     if not kill:  # the shipper noticed the partition (a frozen control plane
