@@ -32,7 +32,7 @@ from edgeloop.core.types import Manifest, TensorSpec
 from edgeloop.runtime.cascade import confidence
 from edgeloop.sdk.control_client import ControlClient
 
-PLAN = {"soak_s": 0, "watch_s": 0.5}
+PLAN = {"soak_s": 0, "watch_s": 0.2}  # each agent watches its new model 0.2 s
 THRESHOLD = 0.9
 UNSURE = [0.1, 0.2, 0.3, 0.4]  # the small model's confidence in this row is checked below
 
@@ -78,8 +78,14 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
     sure = _sure_row(small)
     conf = confidence(_run(small, [UNSURE, sure]))
     assert conf[0] < THRESHOLD < conf[1], conf  # one row goes up, one stays
-    facts: dict[str, Any] = {"threshold": THRESHOLD}
-    started = time.monotonic()
+    facts: dict[str, Any] = {"threshold": THRESHOLD, "phases_s": {}}
+    started = last = time.monotonic()
+
+    def phase(name: str) -> None:  # wall seconds of each part, in the facts (where time goes)
+        nonlocal last
+        facts["phases_s"][name] = round(time.monotonic() - last, 2)
+        last = time.monotonic()
+
     with ExitStack() as stack:
         ctl = stack.enter_context(control_process(tmp_path / "ctl", None, "--tick-s", "0.1"))
         uplink = stack.enter_context(CountingProxy(ctl.url))
@@ -102,13 +108,17 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
                               enroll_token=enroll({"role": "child", "idx": str(i)}))  # fmt: skip
             stack.callback(child.stop)
             children.append(child)
+        # runs first on the way out: all four stop at once, then each stop() waits for its own
+        stack.callback(_terminate, [parent, *children])
         for child in children:
             child.wait_ready()
         for agent in (parent, *children):
             agent.wait_enrolled()
 
+        phase("started")
         # -- one uplink download serves the site ------------------------------------------
         _deploy(client, "gateway", big["ref"], {"role": "parent"})
+        phase("gateway_rollout")
         _deploy(client, "site", lin["ref"], {"role": "child"})
         uplink_gets = uplink.artifact_gets(lin["artifact_sha256"])
         fetches = [c.status()["tier"]["fetch"] for c in children]
@@ -121,6 +131,7 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
         for child in children:
             assert child.status()["active"]["sha256"] == lin["artifact_sha256"]
 
+        phase("site_rollout")
         # -- the cascade: the unsure row is answered by the parent's model, counted --------
         answer = children[0].infer_rows("lin", [UNSURE, sure])
         assert answer["parameters"]["answered_by"] == "parent"
@@ -134,6 +145,7 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
         assert 'edgeloop_cascade_calls_total{model="lin",tier="parent"} 1.0' in metrics
         assert 'edgeloop_tier_artifact_fetches_total{source="parent"} 1.0' in metrics
 
+        phase("cascade")
         # -- a parent serving tampered bytes: the child's TUF check refuses them -----------
         v2 = client.publish_model(make_linear_onnx(tmp_path / "lin2.onnx", seed=2),
                                   _manifest("lin"))  # fmt: skip
@@ -158,6 +170,7 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
         assert children[1].status()["active"]["sha256"] == v2["artifact_sha256"]
         assert facts["tampered"]["uplink_gets"] == 2  # the parent's, then the child's own
 
+        phase("tampered_rollout")
         # -- a hung parent (SIGSTOP): the cascade falls back after its timeout --------------
         parent.proc.send_signal(signal.SIGSTOP)
         try:
@@ -169,6 +182,7 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
         assert hung["parameters"]["answered_by"] == "fallback"
         assert 1.5 < facts["fallback_hung_parent_s"] < 6.0  # the cascade's 2 s timeout
 
+        phase("hung_parent")
         # -- kill -9 of the parent: the children serve, the cascade falls back -------------
         parent.kill9()
         killed = time.monotonic()
@@ -183,6 +197,7 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
         assert [c["fallbacks"] for c in cascades] == [7, 5, 5]  # child 0: + the hung parent's
         assert cascades[0]["fallbacks_by_error"] == {"TransportError": 7}
 
+        phase("after_kill")
         # ... and a new artifact comes from the control plane directly
         v3 = client.publish_model(make_linear_onnx(tmp_path / "lin3.onnx", seed=3),
                                   _manifest("lin"))  # fmt: skip
@@ -196,9 +211,19 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
         assert (fetch["parent_failed"], fetch["control"]) == (1, 1), fetch
         assert children[2].status()["active"]["sha256"] == v3["artifact_sha256"]
         assert children[2].infer_rows("lin", [UNSURE])["model_version"] == str(v3["version"])
+        phase("parent_dead_rollout")
+    phase("teardown")  # four agents, the proxy and the control plane stopped
     facts["test_s"] = round(time.monotonic() - started, 1)
+    print(json.dumps(facts))
     if out := os.environ.get("EDGELOOP_TIER_FACTS"):
         Path(out).write_text(json.dumps(facts, indent=2) + "\n")
+
+
+def _terminate(agents: list[TierAgent]) -> None:
+    """SIGTERM to every agent still running (not waited for: their stop() does that)."""
+    for agent in agents:
+        if agent.proc.poll() is None:
+            agent.proc.terminate()
 
 
 def _tamper_parent_cache(parent: TierAgent, child: TierAgent, published: dict[str, Any]) -> None:
