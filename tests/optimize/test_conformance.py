@@ -7,10 +7,12 @@ Runtime, keeps the parent's input/output signature and records settings, tools a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.optimize.torch_parents import one_torch_thread
 
 from edgeloop.core.errors import ConfigError, MissingDependencyError
 from edgeloop.data import load_bundled, stratified_split
@@ -23,6 +25,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 METHODS = known_methods()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    # distill trains two students for up to 30 epochs with its defaults: on a shared 2-core
+    # machine a second torch thread only waits (see one_torch_thread).
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")
