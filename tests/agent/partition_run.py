@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,30 @@ def control(home: Path, port: int = 0) -> Iterator[tuple[str, subprocess.Popen[b
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@dataclass
+class Plane:
+    """A control plane several runs share (tests/agent/test_partition.py): each run enrolls its
+    own node with its own label and deploys to that label alone; ``proc`` is replaced when a run
+    kills and restarts it (``stack`` keeps every process it started, to stop at the end)."""
+
+    home: Path
+    url: str
+    proc: subprocess.Popen[bytes]
+    stack: contextlib.ExitStack
+    runs: int = 0
+
+
+@contextlib.contextmanager
+def plane(home: Path) -> Iterator[Plane]:
+    """``edgeloop control`` on ``home`` with ``lin:1`` published, for :func:`run`."""
+    with contextlib.ExitStack() as stack:
+        url, proc = stack.enter_context(control(home))
+        token = (home / "control" / "admin.token").read_text().strip()
+        with ControlClient(url, token) as client:
+            client.publish_model(make_linear_onnx(home / "v1.onnx", seed=1), MANIFEST)
+        yield Plane(home, url, proc, stack)
 
 
 def serve_for(agent: AgentProcess, seconds: float, rps: float) -> Counter[int]:
@@ -138,8 +163,10 @@ def run(
     kill: bool = False,
     cut: str = "stop",
     reconnect_timeout_s: float = 120.0,
+    shared: Plane | None = None,
 ) -> dict[str, Any]:
-    """One partition; the facts to check, as measured (see the module doc)."""
+    """One partition; the facts to check, as measured (see the module doc). ``shared``: the
+    control plane to cut off (left running, or restarted, afterwards); else one of its own."""
     env = {"EDGELOOP_SAMPLE_RATE": str(sample_rate), "EDGELOOP_OUTBOX_MB": str(outbox_mb),
            "EDGELOOP_METRICS_EVERY_S": str(metrics_every_s)}  # fmt: skip
     saved = {k: os.environ.get(k) for k in env}
@@ -149,17 +176,21 @@ def run(
                              "sample_rate": sample_rate, "kill": kill, "cut": cut}  # fmt: skip
     try:
         with contextlib.ExitStack() as stack:
-            url, proc = stack.enter_context(control(tmp / "ctl"))
-            token = (tmp / "ctl" / "control" / "admin.token").read_text().strip()
+            ctl = shared or stack.enter_context(plane(tmp / "ctl"))
+            ctl.runs += 1
+            url = ctl.url
+            token = (ctl.home / "control" / "admin.token").read_text().strip()
             with ControlClient(url, token) as client:
-                client.publish_model(make_linear_onnx(tmp / "v1.onnx", seed=1), MANIFEST)
-                agent = AgentProcess(node_home, url, poll_s=0.2,
-                                     enroll_token=client.enrollment_token()["token"])  # fmt: skip
+                labels = {"run": str(ctl.runs)}  # this run's node alone
+                enroll = client.enrollment_token(labels)["token"]
+                agent = AgentProcess(node_home, url, poll_s=0.2, enroll_token=enroll)
                 try:
                     agent.wait_enrolled()
                     node = agent.status()["node_id"]
-                    plan = {"soak_s": 0, "watch_s": 0.5}
-                    rollout = client.deploy({"name": "d1", "model": "lin:1", "plan": plan})
+                    spec = {"name": f"d{ctl.runs}", "model": "lin:1",
+                            "selector": {"labels": labels},
+                            "plan": {"soak_s": 0, "watch_s": 0.5}}  # fmt: skip
+                    rollout = client.deploy(spec)
                     assert client.wait_rollout(rollout["rollout_id"], {"COMPLETED"})
                     facts["before"] = dict(serve_for(agent, 2.0, rps))
                     wait_empty(agent, 60)
@@ -167,10 +198,10 @@ def run(
                     port = int(url.rsplit(":", 1)[1])
                     hold = stack.enter_context(contextlib.ExitStack())
                     if cut == "stop":  # the partition: frozen, its port still bound
-                        proc.send_signal(signal.SIGSTOP)
+                        ctl.proc.send_signal(signal.SIGSTOP)
                     else:  # the partition: gone (what it had not answered is lost with it)
-                        proc.kill()
-                        proc.wait()
+                        ctl.proc.kill()
+                        ctl.proc.wait()
                         hold.enter_context(port_held(port))  # the restart needs this port
                     started = time.monotonic()
                     half = partition_s / 2 if kill else partition_s
@@ -194,9 +225,9 @@ def run(
                     facts["during"] = {"outbox": during["outbox"], "shipper": during["shipper"]}
                     facts["partition_measured_s"] = round(time.monotonic() - started, 1)
                     if cut == "stop":  # reconnection
-                        proc.send_signal(signal.SIGCONT)
+                        ctl.proc.send_signal(signal.SIGCONT)
                     else:
-                        proc = stack.enter_context(control(tmp / "ctl", port))[1]
+                        ctl.proc = ctl.stack.enter_context(control(ctl.home, port))[1]
                         hold.close()
                     back = time.monotonic()
                     tel = wait_empty(agent, reconnect_timeout_s)
