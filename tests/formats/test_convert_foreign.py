@@ -70,13 +70,18 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> ConvertSource:
 
 
 @pytest.fixture(scope="module")
-def outputs(
-    foreign: ConvertSource, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Converted]:
+def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One output folder for the module's conversions: the parent rebuilt by onnx2torch (a
+    converter-environment run) is kept there and reused by every target that needs it."""
+    return tmp_path_factory.mktemp("out")
+
+
+@pytest.fixture(scope="module")
+def outputs(foreign: ConvertSource, out_dir: Path) -> dict[str, Converted]:
     targets = ["tflite", "tflite-int8", "edgetpu", "coreml"]
     if why_not("tflm", has_module=False, onnx=foreign.onnx) is None:
         targets.append("tflm")
-    done = convert(foreign, targets, tmp_path_factory.mktemp("out"))
+    done = convert(foreign, targets, out_dir)
     return {c.target: c for c in done}
 
 
@@ -125,12 +130,12 @@ def test_coreml_from_a_foreign_onnx_is_validated_not_run(outputs: dict[str, Conv
 
 @pytest.mark.slow
 def test_tensorrt_from_a_foreign_onnx_at_opset_18_is_re_exported_at_17(
-    foreign: ConvertSource, tmp_path: Path
+    foreign: ConvertSource, out_dir: Path
 ) -> None:
     import onnx
 
     assert [o.version for o in onnx.load(str(foreign.onnx)).opset_import if not o.domain] == [18]
-    (trt,) = convert(foreign, ["tensorrt"], tmp_path)
+    (trt,) = convert(foreign, ["tensorrt"], out_dir)
     assert [o.version for o in onnx.load(str(trt.artifact)).opset_import if not o.domain] == [17]
     assert "rebuilt by onnx2torch" in trt.details["origin"]
     assert trt.parity is not None and trt.parity.max_abs_diff < 1e-5
