@@ -34,6 +34,7 @@ from edgeloop.sdk.control_client import ControlClient
 
 PLAN = {"soak_s": 0, "watch_s": 0.2}  # each agent watches its new model 0.2 s
 THRESHOLD = 0.9
+DONE = {"COMPLETED", "HALTED", "ROLLED_BACK"}
 UNSURE = [0.1, 0.2, 0.3, 0.4]  # the small model's confidence in this row is checked below
 
 
@@ -117,9 +118,14 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
 
         phase("started")
         # -- one uplink download serves the site ------------------------------------------
-        _deploy(client, "gateway", big["ref"], {"role": "parent"})
-        phase("gateway_rollout")
+        # both rollouts at once (disjoint nodes; the parent's cache serves whatever it serves)
+        gateway = client.deploy(
+            {"name": "gateway", "model": big["ref"], "plan": PLAN,
+             "selector": {"labels": {"role": "parent"}}}
+        )  # fmt: skip
         _deploy(client, "site", lin["ref"], {"role": "child"})
+        ended = client.wait_rollout(gateway["rollout_id"], DONE, 180)
+        assert ended["state"] == "COMPLETED", ended["events"][-5:]
         uplink_gets = uplink.artifact_gets(lin["artifact_sha256"])
         fetches = [c.status()["tier"]["fetch"] for c in children]
         cache = parent.status()["tier"]["children"]["cache"]
@@ -131,7 +137,7 @@ def test_one_parent_three_children(tmp_path: Path) -> None:
         for child in children:
             assert child.status()["active"]["sha256"] == lin["artifact_sha256"]
 
-        phase("site_rollout")
+        phase("rollouts")
         # -- the cascade: the unsure row is answered by the parent's model, counted --------
         answer = children[0].infer_rows("lin", [UNSURE, sure])
         assert answer["parameters"]["answered_by"] == "parent"
