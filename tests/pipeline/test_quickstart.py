@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 from edgeloop.cli.app import app
 from edgeloop.core.settings import Settings
 from edgeloop.core.types import ModelRef
-from edgeloop.pipeline import retrain_stage
+from edgeloop.pipeline import retrain_on_device, retrain_stage
 from edgeloop.registry import Registry
 
 pytest.importorskip("torch")
@@ -154,6 +155,7 @@ def _the_retrain_stage_recovers_the_shifted_stream(report: dict[str, Any]) -> No
     scores = job["evaluation"]
     recent = {who: scores[who]["recent"]["accuracy"] for who in ("champion", "challenger")}
     assert recent["challenger"] > recent["champion"]  # the challenger learned the shifted field
+    _one_node_trains_for_its_own_shift(rt)
     if not job["decision"]["promote"]:
         # The guard held: on the original test split (269 images) the challenger lost more than
         # 1 pp, 3 images, which happened in 1 of 3 runs (the champion's own training differs
@@ -174,3 +176,30 @@ def _the_retrain_stage_recovers_the_shifted_stream(report: dict[str, Any]) -> No
     assert before["shifted"] < before["original"] - 0.2
     assert after["shifted"] > before["shifted"] + 0.2
     assert rt["recovery"]["shift_cost_pp"] > 20 and rt["recovery"]["recovered_share"] > 0.3
+
+
+def _one_node_trains_for_its_own_shift(rt: dict[str, Any]) -> None:
+    """The stage's last step: node-1 sees a second shift of its own and trains for it itself
+    (its agent's worker process), on shifted train/val samples uploaded as the job's data; an
+    accepted run is served by node-1 as a node-local version, a rejected one says why."""
+    od, first = rt["on_device"], rt["field"]["shift"]
+    assert od["node"] == {"name": rt["node"]["name"], "node_id": rt["node"]["node_id"]}
+    assert (od["shift"]["gain"], od["shift"]["offset"]) != (first["gain"], first["offset"])
+    assert od["data"]["samples"] == retrain_on_device.NODE_SAMPLES
+    assert "never its test split" in od["data"]["drawn_from"]
+    rolled = rt["rollout"].get("ref")  # node-1 trains what it serves: the challenger, if rolled
+    assert od["model"] == (rolled or rt["champion"]["served"])
+    before, after, job = od["accuracy_before"], od["accuracy_after"], od["job"]
+    assert before["shifted"] < before["original"] - 0.1  # the node's shift costs what it serves
+    assert "on_device" in rt["seconds_parts"]
+    if not job["installed"]:  # refused or rejected: recorded with its reason, nothing served
+        assert job["state"] in {"refused", "rejected"} and job["why_not_installed"], job
+        assert od["served_after"]["lineage"] is None
+        return
+    assert job["state"] == "done" and job["accepted"] is True
+    assert re.fullmatch(rf"{re.escape(od['model'])}\+node-1\.[0-9]+", job["lineage"]), job
+    served = od["served_after"]
+    assert served["lineage"] == job["lineage"] and served["serving"] is True
+    assert after["shifted"] > before["shifted"]  # node-1's server answers its own shift better
+    assert job["run_wall_s"] > 0 and job["peak_rss_mb"] > 0
+    assert job["old_accuracy_after"] is not None and job["new_accuracy_after"] is not None

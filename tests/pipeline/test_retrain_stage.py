@@ -257,6 +257,10 @@ def test_the_on_device_block_says_what_the_node_did_and_why_it_did_not_install()
     assert rows["on-device training on node-1 (m-edge:3, 40 samples)"] == (
         "not installed: rejected: forgets 2.0 pp > 1.0 pp"
     )
+    assert (
+        rows["node-1's own shift: before / after, recovered"] == "33.3% / 33.3%, 0.0% of 66.67 pp"
+    )
+    assert "the node&#x27;s own labelled data" in retrain_html({**_block(), "on_device": block})
 
 
 def test_a_run_the_plane_refuses_is_recorded_with_its_reason_not_raised() -> None:

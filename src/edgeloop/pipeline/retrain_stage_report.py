@@ -64,7 +64,8 @@ def on_device_rows(block: dict[str, Any] | None) -> list[tuple[str, str]]:
     job, node = block["job"], block["node"]["name"]
     before, after, rec = block["accuracy_before"], block["accuracy_after"], block["recovery"]
     if job.get("installed"):
-        what = f"installed {job['lineage']} in {job['run_wall_s']} s, {job['peak_rss_mb']} MiB"
+        what = (f"installed {job['lineage']}: {job['run_wall_s']:.1f} s training, peak RSS "
+                f"{job['peak_rss_mb']:.0f} MiB")  # fmt: skip
     else:
         what = f"not installed: {job.get('why_not_installed') or job.get('reason')}"
     return [
@@ -79,7 +80,8 @@ def on_device_rows(block: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 def retrain_html(block: dict[str, Any] | None) -> str:
-    """The report's "Retrain" section: the rows above as a table, and the labels note."""
+    """The report's "Retrain" section: the rows above as a table, and the labels notes (the
+    field's, and the on-device run's new data)."""
     if block is None:
         return ""
     if "skipped" in block:
@@ -88,8 +90,10 @@ def retrain_html(block: dict[str, Any] | None) -> str:
         f"<tr><td>{html.escape(figure)}</td><td>{html.escape(value)}</td></tr>"
         for figure, value in retrain_rows(block)
     )
-    note = html.escape(str(block["labels_note"]))
-    return f"<h2>Retrain</h2><table>{cells}</table><p><i>{note}</i></p>"
+    notes = [block["labels_note"], ((block.get("on_device") or {}).get("data") or {}).get(
+        "labels_note")]  # fmt: skip
+    said = "".join(f"<p><i>{html.escape(str(n))}</i></p>" for n in notes if n)
+    return f"<h2>Retrain</h2><table>{cells}</table>{said}"
 
 
 def dataset_block(made: dict[str, Any]) -> dict[str, Any]:
