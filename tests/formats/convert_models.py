@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -64,6 +67,37 @@ def tiny_source(
         split="fixed test inputs (32)",
         module=module if keep_module else None,
     )
+
+
+def run_folder(factory: pytest.TempPathFactory) -> Path:
+    """A folder every pytest-xdist worker of this test run sees (the run's own base folder)."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def share_tiny_int8(artifact: Path, factory: pytest.TempPathFactory) -> None:
+    """Offer the tiny CNN's full-INT8 file (``tiny_source()`` converted) to later modules."""
+    target = run_folder(factory) / "tiny-cnn.int8.tflite"
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.copyfile(artifact, partial)
+    partial.replace(target)  # atomic: a reader sees the whole file or none
+
+
+def tiny_int8(folder: Path, factory: pytest.TempPathFactory) -> Path:
+    """The tiny CNN as full-INT8 .tflite: ``produce_tflite(tiny_cnn(), samples(64, 1))``.
+
+    A litert-torch conversion costs 15-80 s on two shared cores; when the conversion tests of
+    this run already made this very file (same module, same 64 calibration samples, same
+    call), it is taken from them instead of converting it a second time.
+    """
+    from edgeloop.formats.tflite import produce_tflite
+
+    shared = run_folder(factory) / "tiny-cnn.int8.tflite"
+    if shared.is_file():
+        return shared
+    out = folder / "tiny-int8.tflite"
+    produce_tflite(tiny_cnn(), samples(64, 1), out, int8=True)
+    return out
 
 
 def inverse_onnx(path: Path) -> Path:

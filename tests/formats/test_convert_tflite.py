@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.formats.convert_models import Signed, tiny_source
+from tests.formats.convert_models import Signed, share_tiny_int8, tiny_source
 from torch import nn
 
 from edgeloop.core.errors import ConfigError, ConversionError, EdgeError
@@ -38,7 +38,9 @@ def outputs(
     source: ConvertSource, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Converted]:
     done = convert(source, ["tflite", "tflm", "edgetpu"], tmp_path_factory.mktemp("out"))
-    return {c.target: c for c in done}
+    by_target = {c.target: c for c in done}
+    share_tiny_int8(by_target["tflite-int8"].artifact, tmp_path_factory)
+    return by_target
 
 
 def test_fp32_tflite_matches_the_parent(outputs: dict[str, Converted]) -> None:

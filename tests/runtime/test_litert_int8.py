@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.formats.convert_models import samples, tiny_cnn
+from tests.formats.convert_models import samples, tiny_cnn, tiny_int8
 from typer.testing import CliRunner
 
 from edgeloop.cli.app import app
@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("ai_edge_litert")
 
 from edgeloop.formats.onnx_export import export_onnx  # noqa: E402
-from edgeloop.formats.tflite import converter_python, produce_tflite  # noqa: E402
+from edgeloop.formats.tflite import converter_python  # noqa: E402
 
 try:
     converter_python()
@@ -38,13 +38,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("int8")
     module, x = tiny_cnn(), samples(32, 2)
     export_onnx(module, x, folder / "tiny.onnx")
-    produce_tflite(module, samples(64, 1), folder / "tiny-int8.tflite", int8=True)
+    int8 = tiny_int8(folder, tmp_path_factory)  # made once per run when the formats tests ran
     with torch.inference_mode():
         y = module(torch.from_numpy(x)).numpy().argmax(axis=1).astype(np.int64)
     np.savez(folder / "check.npz", x=x, y=y)
     return {
         "onnx": folder / "tiny.onnx",
-        "int8": folder / "tiny-int8.tflite",
+        "int8": int8,
         "data": folder / "check.npz",
     }
 
