@@ -200,14 +200,41 @@ def _optimize(run: Run, edge: EdgeRecipe | None, challenger: Any, data: Assemble
     cand = next(c for c in tuned.tried if c.recipe == edge.recipe)
     point = cand.point
     fails = [cand.error or "not measured"] if point is None else tuned.budget.violations(point)
+    against = None
+    if not fails:  # what the fleet would serve is judged by the job's rule too
+        rebuilt = Path(tuned.row(edge.recipe)["output"])
+        against, drop = _edge_against_champion(run, edge, rebuilt, data.original_test)
+        if drop > run.spec.max_original_drop + 1e-6:
+            fails.append(
+                f"the rebuilt variant loses {drop * 100:.2f} pp on the original test split "
+                f"against the champion's edge variant {edge.ref} (the rule allows "
+                f"{run.spec.max_original_drop * 100:.2f} pp)"
+            )
     run.report["optimize"] = {
         "edge": edge.to_dict(),
         "tried": rows,
         "rebuilt": None if fails else edge.recipe,
         "why_not": "; ".join(fails) or None,
         "budget": tuned.budget_note,
+        "original_test": against,
     }
     return None if fails else dataclasses.replace(tuned, chosen=point)
+
+
+def _edge_against_champion(
+    run: Run, edge: EdgeRecipe, rebuilt: Path, test: Any
+) -> tuple[dict[str, Any], float]:
+    """The rebuilt edge variant and the champion's edge variant (what the fleet serves now),
+    both with ONNX Runtime on the parent's original test split: the figures and the drop."""
+    from edgeloop.pipeline.retrain_eval import score
+
+    with Registry.open(run.settings) as registry:
+        served = registry.resolve(edge.ref)[1]
+        old = score(Path(served), test, "original")
+    new = score(rebuilt, test, "original")
+    figures = {"champion_edge": old.to_dict(), "rebuilt_edge": new.to_dict(),
+               "drop_pp": round((old.accuracy - new.accuracy) * 100, 2)}  # fmt: skip
+    return figures, old.accuracy - new.accuracy
 
 
 def _register(
