@@ -204,11 +204,16 @@ def every_page_works_by_keyboard_with_labelled_controls(running: World) -> None:
         if key in ("models", "monitoring", "experiments"):
             _shot(page, key)
     # The fleet's search box filters by keyboard alone (htmx swaps the results in).
+    # Search by node-1's id: the box matches names and ids, and ids are random hex, so typing
+    # "node-1" also matched a node whose id happened to start with "node-1" (one CI run).
+    with running.fleet.admin() as admin:
+        node_1 = next(n["node_id"] for n in admin.nodes() if n["name"] == "node-1")
     page.goto(f"{running.url}/ui/fleet")
     page.get_by_label("Search name or id").focus()
-    page.keyboard.type("node-1")
+    page.keyboard.type(node_1)
     expect(page.locator("#fleet-results tbody tr")).to_have_count(1)
-    expect(page).to_have_url(re.compile(r"q=node-1"))
+    expect(page.locator("#fleet-results tbody tr")).to_contain_text("node-1")
+    expect(page).to_have_url(re.compile(f"q={node_1}"))
     page.goto(f"{running.url}/ui/models")
     page.get_by_role("link", name=running.v1["ref"]).focus()
     page.keyboard.press("Enter")
