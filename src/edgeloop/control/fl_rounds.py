@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from edgeloop.control import fl_secagg
+from edgeloop.control import fl_phases, fl_secagg
 from edgeloop.control import fl_store as st
 from edgeloop.control.fl_candidates import ELIGIBLE_S, candidates
 from edgeloop.control.fl_store import TaskSpec, TaskState
@@ -235,24 +235,6 @@ def _evaluation(rows: Sequence[Any]) -> dict[str, Any]:
     return {"accuracy": acc, "loss": loss, "eval_samples": n}
 
 
-def phases(rows: Sequence[Any], started_at: float, closed_at: float) -> dict[str, Any]:
-    """Where a round's time went, on the control plane's clock, in seconds after its
-    selection: the first and last model download (a download's time is its last fetch), the
-    first and last arrival of each kind of answer, and the close; and the shortest and longest
-    of what the clients timed themselves (``fetch_s``: the model's download and check,
-    ``train_s``: the training worker's answer), where they said."""
-    out: dict[str, Any] = {"close": closed_at - started_at}
-    for kind in sorted({str(r.kind) for r in rows}):
-        times = [r.received_at - started_at for r in rows if r.kind == kind]
-        out[kind] = [min(times), max(times)]
-    said = [json.loads(r.metrics) for r in rows if r.kind in ("update", "mask")]
-    for key in ("fetch_s", "train_s"):
-        times = [m[key] for m in said if key in m]
-        if times:
-            out[f"client_{key}"] = [min(times), max(times)]
-    return out
-
-
 def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], now: float) -> None:
     """Screen and aggregate round ``row.round`` (or fail the task); open the next step."""
     model = fl_model(spec.model)
@@ -297,7 +279,7 @@ def _close(conn: sa.Connection, row: Any, spec: TaskSpec, selected: list[str], n
                   for v in outcome.screening.rejected},
         bytes_up=sum(r.bytes for r in rows if r.kind == "update"),
         bytes_down=sum(r.bytes for r in rows if r.kind == "download"),
-        phases_s=phases(rows, record["started_at"], now),
+        phases_s=fl_phases.phases(rows, record["started_at"], now),
     )  # fmt: skip
     m = st.messages
     conn.execute(
@@ -392,7 +374,7 @@ def _close_secagg(
         secagg_threshold=state["threshold"], client_loss=fl_secagg.mean_metric(metrics, "loss"),
         bytes_up=sum(r.bytes for r in rows if r.kind != "download"),
         bytes_down=sum(r.bytes for r in rows if r.kind == "download"),
-        phases_s=phases(rows, record["started_at"], now),
+        phases_s=fl_phases.phases(rows, record["started_at"], now),
     )  # fmt: skip
     try:
         mean, count = fl_secagg.unmask(conn, row, state)

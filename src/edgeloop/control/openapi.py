@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from edgeloop.control import schemas
 from edgeloop.control.captures_api import CaptureDatasetBody
-from edgeloop.control.fl_api import TaskBody
+from edgeloop.control.fl_task_body import TaskBody
 from edgeloop.core.errors import ConfigError
 
 
