@@ -120,8 +120,11 @@ def _start(fleet: Fleet, **changes: Any) -> httpx.Response:
 Served = tuple[Counter[int], Counter[int], list[dict[str, Any]]]
 
 
-def _served(fleet: Fleet, rows: np.ndarray, prefix: str = "r") -> Served:
-    """Requests and right answers per version (as each answer names it), and the labels."""
+def _served(
+    fleet: Fleet, rows: np.ndarray, prefix: str = "r", seen: list[float] | None = None
+) -> Served:
+    """Requests and right answers per version (as each answer names it), and the labels;
+    ``seen`` collects each answer's confidence."""
     counts: Counter[int] = Counter()
     right: Counter[int] = Counter()
     labels = []
@@ -132,6 +135,8 @@ def _served(fleet: Fleet, rows: np.ndarray, prefix: str = "r") -> Served:
         assert answer.status_code == 200, answer.text
         version, truth = int(answer.json()["model_version"]), fleet.truth(features)
         counts[version] += 1
+        if seen is not None:
+            seen.append(float(answer.json()["confidence"]))
         right[version] += int(answer.json()["prediction"] == truth)
         labels.append({"request_id": f"{prefix}{i}", "label": truth})
     return counts, right, labels
@@ -149,11 +154,11 @@ BAD = [  # (changes to a good start body, status, a word the error names)
     ({"shadow": True, "split": None}, 400, "accuracy is not measured on a shadow"),
     ({"split": 0}, 400, "split 0"),
     ({"split": -0.2}, 400, "-0.2"),
-    ({"metric": "confidence"}, 400, "confidence"),
+    ({"metric": "confidence", "guardrails": {"confidence": 0.1}}, 400, "both the metric"),
     ({"nodes": ["ghost"]}, 404, "ghost"),
     ({"selector": {"labels": {"site": "mars"}}}, 400, "mars"),
     ({"challenger": 1}, 400, "version 1"),
-    ({"guardrails": {"confidence": 0.1}}, 400, "confidence"),
+    ({"guardrails": {"recall": 0.1}}, 400, "recall"),
     ({"guardrails": {"error_rate": -1}}, 400, "-1"),
     ({"mixing": "three_point"}, 400, "three_point"),
     ({}, 409, "already in experiment"),  # a second experiment on the same model
@@ -215,6 +220,8 @@ def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
     assert (champion["requests"], challenger["requests"]) == (counts[1], counts[2])
     assert challenger["correct"] == counts[2] == right[2] and challenger["accuracy"] == 1.0
     assert champion["correct"] == right[1] < counts[1]
+    # every answer had class scores: one top-1 confidence counted per request, per arm
+    assert (champion["confidence_rows"], challenger["confidence_rows"]) == (counts[1], counts[2])
     assert doc["decision"] == "promote_treatment", doc["evidence"]
     evidence = doc["evidence"]["primary"]
     assert evidence["p_value"] <= 0.05 and evidence["cs_low"] > 0
@@ -276,7 +283,8 @@ def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
         _wait(lambda: all(n["state"] == "serving" for n in
                           (edge.experiment_status(third).raw["node_status"] or {"-": {"state": 0}})
                           .values()), "the node serving the shadow")  # fmt: skip
-        answered, _, _ = _served(fleet, rows[:20], prefix="s")
+        confidences: list[float] = []
+        answered, _, _ = _served(fleet, rows[:20], prefix="s", seen=confidences)
         assert answered == Counter({2: 20})  # the shadow answers nobody
 
         def copied() -> ExperimentResult | None:
@@ -286,6 +294,12 @@ def test_a_fleet_experiment_decides_promotes_and_reverts(fleet: Fleet) -> None:
 
         doc = _wait(copied, "the shadow's copies in the challenger's arm")
         assert doc.raw["mode"] == "shadow" and doc.champion_arm.requests == 20  # type: ignore[union-attr]
+        # the copies' confidence is the challenger's; the answers' the champion's
+        assert doc.challenger_arm.confidence_rows == 20  # type: ignore[union-attr]
+        assert doc.champion_arm.confidence_mean == pytest.approx(  # type: ignore[union-attr]
+            sum(confidences) / 20, rel=1e-5
+        )
+        assert doc.caveat is None  # error_rate is no proxy
         assert edge.revert_experiment(third).state == "REVERTING"  # (its rollout as above)
 
     # A node enrolled but never heard from is offline: 409 naming it, nothing configured.

@@ -3,9 +3,11 @@
 What a node reports for each arm (a served version of the experiment's model), cumulative since
 the experiment was applied here: requests and errors (status >= 500) from the server's
 ``edgeloop_requests_total``, the latency histogram (count, sum and the cumulative bucket counts)
-from ``edgeloop_request_seconds``, and labelled / correct rows from the feedback path (the labels
-joined to the version that answered, serving/feedback.py). The control plane sums these across
-nodes into the sufficient statistics of :mod:`edgeloop.experiments` (control/experiments.py).
+from ``edgeloop_request_seconds``, labelled / correct rows from the feedback path (the labels
+joined to the version that answered, serving/feedback.py), and the top-1 confidence of the rows
+answered with class scores: their count, sum and sum of squares (serving/confidence_tally.py;
+none for a model with one output value a row). The control plane sums these across nodes into
+the sufficient statistics of :mod:`edgeloop.experiments` (control/experiments.py).
 
 The server's counters start at 0 with the process; a baseline taken when the experiment is
 applied is subtracted. A counter below its baseline means the process restarted: the baseline
@@ -34,10 +36,14 @@ class ArmCounts:
     latency_buckets: tuple[int, ...] = (0,) * len(LATENCY_BUCKETS)
     labelled: int = 0
     correct: int = 0
+    confidence_count: int = 0  # rows answered with class scores
+    confidence_sum: float = 0.0  # of their top-1 probabilities
+    confidence_sum_sq: float = 0.0  # of their squares
 
     def minus(self, base: ArmCounts) -> ArmCounts:
         """These counts since ``base`` (all of them when a counter went below its base)."""
-        if self.requests < base.requests or self.labelled < base.labelled:
+        if (self.requests < base.requests or self.labelled < base.labelled
+                or self.confidence_count < base.confidence_count):  # fmt: skip
             return self
         return ArmCounts(
             self.requests - base.requests,
@@ -47,6 +53,9 @@ class ArmCounts:
             tuple(a - b for a, b in zip(self.latency_buckets, base.latency_buckets, strict=True)),
             self.labelled - base.labelled,
             self.correct - base.correct,
+            self.confidence_count - base.confidence_count,
+            max(0.0, self.confidence_sum - base.confidence_sum),
+            max(0.0, self.confidence_sum_sq - base.confidence_sum_sq),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -61,6 +70,11 @@ class ArmCounts:
             },
             "labelled": self.labelled,
             "correct": self.correct,
+            "confidence": {
+                "count": self.confidence_count,
+                "sum": self.confidence_sum,
+                "sum_sq": self.confidence_sum_sq,
+            },
         }
 
 
@@ -72,7 +86,8 @@ def read_counts(
     shadow: str | None = None,
 ) -> dict[str, ArmCounts]:
     """Each version's counts now: primary answers only, but for the ``shadow`` version (a
-    shadow experiment's challenger) its shadow copies, which answer nobody.
+    shadow experiment's challenger) its shadow copies, which answer nobody (for the requests,
+    their latency and their confidence alike).
 
     ``outcomes`` maps (model, version, correct) to labelled rows (Feedback.outcomes).
     """
@@ -106,6 +121,9 @@ def read_counts(
                 total[v] = total.get(v, 0.0) + float(s.value)
             elif s.name.endswith("_bucket") and (i := _bound(bounds, s.labels.get("le"))) >= 0:
                 buckets[v][i] += int(s.value)
+    confidence = {
+        v: metrics.confidence.read(model, v, "shadow" if v == shadow else "primary") for v in wanted
+    }
     return {
         v: ArmCounts(
             requests[v],
@@ -115,6 +133,7 @@ def read_counts(
             tuple(buckets[v]),
             outcomes.get((model, v, True), 0) + outcomes.get((model, v, False), 0),
             outcomes.get((model, v, True), 0),
+            *confidence[v],
         )
         for v in sorted(wanted, key=int)
     }

@@ -37,16 +37,20 @@ def _render(doc: dict[str, Any]) -> Any:
             f"metric {doc['metric']}: [bold]{doc['state']}[/], decision "
             f"[bold]{doc.get('decision') or 'not yet'}[/]"
         )
+        if doc.get("caveat"):
+            console.print(f"[yellow]{doc['caveat']}[/]")
         arms = doc.get("arms") or {}
         if arms:
             t = Table(title="arms (summed over the nodes)")
-            for col in ("arm", "version", "requests", "errors", "p99 ms", "labelled", "accuracy"):
+            for col in ("arm", "version", "requests", "errors", "p99 ms", "labelled", "accuracy",
+                        "confidence"):  # fmt: skip
                 t.add_column(col)
             for role in ("champion", "challenger"):
                 a = arms.get(role) or {}
                 t.add_row(role, str(a.get("version")), str(a.get("requests")),
                           str(a.get("errors")), na(a.get("latency_p99_ms"), "{:.2f}"),
-                          str(a.get("labelled")), _pct(a.get("accuracy")))  # fmt: skip
+                          str(a.get("labelled")), _pct(a.get("accuracy")),
+                          na(a.get("confidence_mean"), "{:.3f}"))  # fmt: skip
             console.print(t)
         primary = (doc.get("evidence") or {}).get("primary")
         if primary:
@@ -90,11 +94,16 @@ def start(
         typer.Option(
             "--shadow",
             help="The challenger gets a copy of every request instead "
-            "(answers nobody; metric error_rate or latency_p99).",
+            "(answers nobody; metric error_rate, latency_p99 or confidence).",
         ),
     ] = False,
     metric: Annotated[
-        str, typer.Option("--metric", help="accuracy, error_rate or latency_p99.")
+        str,
+        typer.Option(
+            "--metric",
+            help="accuracy, error_rate, latency_p99 or confidence (mean top-1 probability: "
+            "a proxy, not correctness; the status says so).",
+        ),
     ] = "accuracy",
     nodes: Annotated[
         str | None, typer.Option("--nodes", help="Comma-separated node names or ids [all].")
@@ -109,7 +118,10 @@ def start(
     alpha: Annotated[float, typer.Option("--alpha", help="False positive rate.")] = 0.05,
     guardrail: Annotated[
         list[str] | None,
-        typer.Option("--guardrail", help="METRIC:MARGIN, e.g. error_rate:0.01 (repeatable)."),
+        typer.Option(
+            "--guardrail",
+            help="METRIC:MARGIN, e.g. error_rate:0.01 or confidence:0.05 (repeatable).",
+        ),
     ] = None,
     mixing: Annotated[str, typer.Option("--mixing", help="normal or two_point.")] = "normal",
     watch_s: Annotated[float, typer.Option("--watch-s", help="Each node's watch window.")] = 30.0,
@@ -216,7 +228,8 @@ def listing(
             t.add_column(col)
         for r in rows:
             t.add_row(r["experiment_id"], r["name"], r["model"],
-                      f"{r['champion']} vs {r['challenger']}", _pct(r["split"]), r["metric"],
+                      f"{r['champion']} vs {r['challenger']}", _pct(r["split"]),
+                      r["metric"] + (" (proxy)" if r.get("caveat") else ""),
                       r["state"], str(r.get("decision") or "-"))  # fmt: skip
         console.print(t)
 

@@ -1,16 +1,20 @@
 """The fleet's per-arm figures of an experiment: node reports summed, then summarised.
 
 Pure. Each node's report carries ``active.experiment`` (agent/arm_counts.py): per served
-version, cumulative requests, errors, a latency histogram and labelled / correct rows. Counts
-add across nodes exactly, so the fleet's figures are sums, and the sufficient statistics the
-sequential test reads (:mod:`edgeloop.experiments`) are Bernoulli summaries of them:
+version, cumulative requests, errors, a latency histogram, labelled / correct rows and the
+count, sum and sum of squares of the answers' top-1 confidence. Counts and sums add across
+nodes exactly, so the fleet's figures are sums, and the sufficient statistics the sequential
+test reads (:mod:`edgeloop.experiments`) are Bernoulli summaries of them, but for confidence:
 
 - accuracy: correct out of labelled rows;
 - error_rate: answers with status >= 500 out of requests;
 - latency_p99: requests slower than the threshold fixed at the start, out of requests timed
   (the tail share; the threshold is rounded up to a histogram bound, as that is what the node
   counts). The treatment's p99 is worse exactly when more than 1 % of its requests are slower
-  than the control's p99, so a threshold near the control's p99 tests the p99.
+  than the control's p99, so a threshold near the control's p99 tests the p99;
+- confidence: a continuous summary (count, mean, M2 = Q - S^2/n) of the top-1 probability of
+  every row answered with class scores; higher is better. A proxy: a more confident model is
+  not a more often right one (docs/experiments.md, "Confidence as a metric").
 
 A node's counts start again from 0 when its agent restarts (a new ``since``; the counters of a
 fresh server). So the sums never go backwards, the look keeps a ledger per node: the last
@@ -29,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeloop.core.errors import ConfigError
-from edgeloop.experiments import BernoulliSummary, Metric
+from edgeloop.experiments import BernoulliSummary, ContinuousSummary, Metric
 from edgeloop.serving.metrics import LATENCY_BUCKETS
 
-SUPPORTED = (Metric.ACCURACY, Metric.ERROR_RATE, Metric.LATENCY_P99)
+SUPPORTED = (Metric.ACCURACY, Metric.ERROR_RATE, Metric.LATENCY_P99, Metric.CONFIDENCE)
 
 
 @dataclass(slots=True)
@@ -46,6 +50,9 @@ class ArmTotals:
     buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
     labelled: int = 0
     correct: int = 0
+    confidence_count: int = 0
+    confidence_sum: float = 0.0
+    confidence_sum_sq: float = 0.0
 
     def add(self, doc: Mapping[str, Any]) -> None:
         """Add one node's arm (a report's ``arms[version]``); malformed parts count as 0."""
@@ -61,12 +68,18 @@ class ArmTotals:
             self.buckets = [a + _int(b) for a, b in zip(self.buckets, counts, strict=True)]
         self.labelled += _int(doc.get("labelled"))
         self.correct += min(_int(doc.get("correct")), _int(doc.get("labelled")))
+        n, total, squares = _confidence(doc.get("confidence"))
+        self.confidence_count += n
+        self.confidence_sum += total
+        self.confidence_sum_sq += squares
 
     def to_raw(self) -> dict[str, Any]:
         """These totals in a node report's shape (what :meth:`add` reads)."""
         return {"requests": self.requests, "errors": self.errors, "labelled": self.labelled,
                 "correct": self.correct, "latency": {"count": self.latency_count,
-                "sum_s": self.latency_sum_s, "buckets": list(self.buckets)}}  # fmt: skip
+                "sum_s": self.latency_sum_s, "buckets": list(self.buckets)},
+                "confidence": {"count": self.confidence_count, "sum": self.confidence_sum,
+                               "sum_sq": self.confidence_sum_sq}}  # fmt: skip
 
     def went_below(self, other: ArmTotals) -> bool:
         """Whether any count here is below ``other``'s (the node's counters were reset)."""
@@ -76,6 +89,7 @@ class ArmTotals:
             (self.latency_count, other.latency_count),
             (self.labelled, other.labelled),
             (self.correct, other.correct),
+            (self.confidence_count, other.confidence_count),
             *zip(self.buckets, other.buckets, strict=True),
         ]
         return any(a < b for a, b in pairs)  # fmt: skip
@@ -93,7 +107,17 @@ class ArmTotals:
         i = bisect.bisect_left(self.buckets, rank)
         return LATENCY_BUCKETS[i] * 1000.0 if i < len(LATENCY_BUCKETS) else None
 
-    def summary(self, metric: Metric, threshold_s: float) -> BernoulliSummary:
+    def confidence(self) -> ContinuousSummary:
+        """Welford's (count, mean, M2) of the top-1 confidence, from the count and sums."""
+        n = self.confidence_count
+        if n == 0:
+            return ContinuousSummary(0)
+        mean = self.confidence_sum / n
+        return ContinuousSummary(n, mean, max(0.0, self.confidence_sum_sq - mean * mean * n))
+
+    def summary(self, metric: Metric, threshold_s: float) -> BernoulliSummary | ContinuousSummary:
+        if metric is Metric.CONFIDENCE:
+            return self.confidence()
         if metric is Metric.ACCURACY:
             return BernoulliSummary(self.correct, self.labelled)
         if metric is Metric.ERROR_RATE:
@@ -114,6 +138,9 @@ class ArmTotals:
             "labelled": self.labelled,
             "correct": self.correct,
             "accuracy": self.correct / self.labelled if self.labelled else None,
+            "confidence_rows": self.confidence_count,
+            "confidence_mean": self.confidence_sum / self.confidence_count
+            if self.confidence_count else None,
         }  # fmt: skip
 
 
@@ -197,6 +224,25 @@ def sum_reports(
 
 def _doc(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _confidence(value: Any) -> tuple[int, float, float]:
+    """A node's ``confidence`` block as (count, sum, sum of squares), or zeros when any part is
+    malformed (a count without its sums would bias the mean). Each top-1 probability p lies in
+    [0, 1], so 0 <= sum of squares <= sum <= count (with room for rounding)."""
+    doc = _doc(value)
+    n, total, squares = _int(doc.get("count")), _float(doc.get("sum")), _float(doc.get("sum_sq"))
+    slack = 1e-9 * (n + 1)
+    if n == 0 or not (0 <= squares <= total + slack and total <= n + slack):  # NaN: False
+        return 0, 0.0, 0.0
+    return n, total, squares
+
+
+def _float(value: Any) -> float:
+    """A finite number as a float; NaN for anything else (fails every bound)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return math.nan
 
 
 def _int(value: Any) -> int:

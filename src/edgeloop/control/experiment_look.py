@@ -19,6 +19,8 @@ from edgeloop.control.experiment_arms import FleetArms, sum_reports
 from edgeloop.control.experiment_store import Experiment
 from edgeloop.core.errors import DataError
 from edgeloop.experiments import (
+    BernoulliSummary,
+    ContinuousSummary,
     Decision,
     ExperimentConfig,
     ExperimentState,
@@ -65,8 +67,7 @@ def look(
     metric = config.metric
     control = fleet.control.summary(metric, threshold_s)
     treatment = fleet.treatment.summary(metric, threshold_s)
-    counts = [control.successes, control.trials, treatment.successes, treatment.trials,
-              fleet.control.requests, fleet.treatment.requests]  # fmt: skip
+    counts = [*_key(control), *_key(treatment), fleet.control.requests, fleet.treatment.requests]
     doc: dict[str, Any] = {
         "at": time.time(),
         "counts": counts,
@@ -97,6 +98,13 @@ def look(
     except DataError as exc:
         return {**doc, "verdict": None, "reason": exc.message}, exp.tests
     return {**doc, "verdict": verdict_doc(verdict), "reason": None}, verdict.state
+
+
+def _key(summary: BernoulliSummary | ContinuousSummary) -> list[float]:
+    """What identifies a summary's data: a look whose keys did not change decides nothing new."""
+    if isinstance(summary, BernoulliSummary):
+        return [summary.successes, summary.trials]
+    return [summary.count, summary.mean, summary.m2]
 
 
 def _arms(exp: Experiment, fleet: FleetArms) -> dict[str, Any]:

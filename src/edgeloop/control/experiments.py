@@ -31,10 +31,15 @@ from edgeloop.control.experiment_look import config_from, look
 from edgeloop.control.experiment_store import Experiment, ExpState
 from edgeloop.control.plane import ControlPlane
 from edgeloop.core.errors import ConfigError, ConflictError, EdgeError, NotFoundError
-from edgeloop.core.types import ModelRef
+from edgeloop.core.types import ModelRef, TensorSpec
 from edgeloop.experiments import Decision, Metric, Mixing
 
 OFFLINE_S = 120.0  # a node not heard from for this long is offline: no experiment starts on it
+# Shown with every status, listing row and decision of an experiment decided on confidence
+# (docs/experiments.md, "Confidence as a metric").
+PROXY_CAVEAT = (
+    "proxy metric: confidence is not correctness; a better-calibrated model can score lower"
+)
 E = ExpState
 
 
@@ -85,13 +90,6 @@ def _check(req: StartRequest) -> Metric:
         metric = Metric(req.metric)
     except ValueError:
         metric = None
-    if metric is Metric.CONFIDENCE:
-        raise ConfigError(
-            "metric 'confidence' (mean top-1 probability) does not decide an experiment: a "
-            "more confident model is not a better one (an over-confident worse model would win)",
-            hint=f"decide on one of {[m.value for m in SUPPORTED]}; accuracy needs labels "
-            "(POST /predict/labels)",
-        )
     if metric not in SUPPORTED:
         raise ConfigError(
             f"metric {req.metric!r} is not measured per arm on the nodes",
@@ -107,12 +105,27 @@ def _check(req: StartRequest) -> Metric:
         raise ConfigError(
             "accuracy is not measured on a shadow: its answers reach nobody, so no label is "
             "joined to them",
-            hint="decide a shadow experiment on error_rate or latency_p99",
+            hint="decide a shadow experiment on error_rate, latency_p99 or confidence",
         )
     if req.mixing not in {m.value for m in Mixing}:
         raise ConfigError(f"mixing {req.mixing!r} is not known",
                           hint=f"use one of {[m.value for m in Mixing]}")  # fmt: skip
     return metric
+
+
+def _has_class_scores(model: str, outputs: Sequence[TensorSpec]) -> None:
+    """Raise ConfigError when the first output holds one value a row (a score, a regression):
+    such a model has no top-1 confidence, so its nodes would count none and the experiment
+    would wait forever. A free axis may hold classes: allowed."""
+    if not outputs:
+        return
+    per_row = outputs[0].shape[1:]
+    if None not in per_row and math.prod(d for d in per_row if d is not None) < 2:
+        raise ConfigError(
+            f"{model}'s output {outputs[0].name!r} holds one value a row "
+            f"(shape {list(outputs[0].shape)}): it has no class scores, so no confidence",
+            hint="decide on accuracy, error_rate or latency_p99 (confidence needs a classifier)",
+        )
 
 
 def _version(plane: ControlPlane, model: str, version: int, role: str) -> Any:
@@ -173,6 +186,8 @@ def start(plane: ControlPlane, req: StartRequest) -> dict[str, Any]:
             f"{req.champion}: {'; '.join(changes[:4])}",
             hint="an A/B split sends the same requests to both arms; compare compatible versions",
         )
+    if Metric.CONFIDENCE.value in {req.metric, *req.guardrails}:
+        _has_class_scores(req.model, champion.manifest.outputs)
     config = {"metric": metric.value, "alpha": req.alpha, "min_effect": req.min_effect,
               "horizon_per_arm": req.horizon_per_arm,
               "latency_threshold_ms": req.latency_threshold_ms, "plan": plan.to_dict(),
@@ -254,9 +269,18 @@ def refresh(conn: sa.Connection, exp_id: str) -> Experiment:
         before = ((exp.look or {}).get("verdict") or {}).get("decision")
         after_ = (doc.get("verdict") or {}).get("decision")
         if after_ != before and after_ not in (None, Decision.CONTINUE.value):
-            store.note(conn, exp_id, f"decision {after_} reached")
+            store.note(conn, exp_id, f"decision {after_} reached" + _caveat_note(exp))
         exp = store.get(conn, exp_id)
     return exp
+
+
+def _caveat(exp: Experiment) -> str | None:
+    return PROXY_CAVEAT if exp.config.get("metric") == Metric.CONFIDENCE.value else None
+
+
+def _caveat_note(exp: Experiment) -> str:
+    caveat = _caveat(exp)
+    return f" ({caveat})" if caveat else ""
 
 
 def _reports(conn: sa.Connection, node_ids: Sequence[str]) -> list[tuple[str, str, Any]]:
@@ -301,6 +325,7 @@ def to_dict(conn: sa.Connection, exp: Experiment, short: bool = False) -> dict[s
         "metric": exp.config["metric"],
         "state": exp.state.value,
         "decision": verdict.get("decision"),
+        "caveat": _caveat(exp),  # None but for a proxy metric (confidence)
         "rollout_id": exp.rollout_id,
         "rollout_state": _rollout_state(conn, exp.rollout_id),
         "nodes": list(exp.nodes),
@@ -341,7 +366,8 @@ def promote(plane: ControlPlane, exp_id: str, force: bool = False) -> dict[str, 
             hint="wait for the evidence (status), or promote anyway with --force",
         )
     ref = ModelRef(exp.model, exp.challenger)
-    return _step(plane, exp, E.PROMOTING, f"{exp_id}-promote", ref, f"promote {ref} ({decision})")
+    detail = f"promote {ref} ({decision}{'; ' + c if (c := _caveat(exp)) else ''})"
+    return _step(plane, exp, E.PROMOTING, f"{exp_id}-promote", ref, detail)
 
 
 def revert(plane: ControlPlane, exp_id: str, reason: str | None = None) -> dict[str, Any]:

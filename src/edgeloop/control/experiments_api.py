@@ -47,7 +47,14 @@ class ExperimentBody(schemas._Admin):
     champion: Annotated[int, Field(ge=1, le=10**9)]
     challenger: Annotated[int, Field(ge=1, le=10**9)]
     split: SplitShare | None = None
-    metric: Annotated[str, StringConstraints(max_length=32)] = "accuracy"
+    metric: Annotated[
+        str,
+        StringConstraints(max_length=32),
+        Field(
+            description="accuracy, error_rate, latency_p99 or confidence (mean top-1 probability: "
+            "a proxy, the experiment's documents then carry a caveat)"
+        ),
+    ] = "accuracy"
     nodes: Annotated[list[schemas.Name], Field(min_length=1, max_length=10_000)] | None = None
     selector: schemas.SelectorBody | None = None
     alpha: Finite = 0.05
@@ -80,6 +87,8 @@ class ExperimentDoc(BaseModel):
     split: float
     state: str
     decision: str | None
+    # set when the metric is a proxy (confidence): "confidence is not correctness"
+    caveat: str | None = None
 
 
 class ExperimentList(BaseModel):

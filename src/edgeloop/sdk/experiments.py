@@ -35,6 +35,8 @@ class ArmFigures(Keyed):
     labelled: int
     correct: int
     accuracy: float | None  # correct / labelled rows (ground truth from the labels path)
+    confidence_rows: int = 0  # rows answered with class scores
+    confidence_mean: float | None = None  # their mean top-1 probability (not correctness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,8 @@ class ExperimentResult(Keyed):
     waiting_for: str | None  # why there is no decision yet, when that is known
     rollout_id: str | None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)  # the API's answer
+    # set when the metric is a proxy (confidence): "proxy metric: confidence is not correctness..."
+    caveat: str | None = None
 
 
 def _arm(doc: Any) -> ArmFigures | None:
@@ -75,7 +79,7 @@ def _arm(doc: Any) -> ArmFigures | None:
         int(doc["version"]), float(doc["share"]) * 100.0, int(doc.get("requests") or 0),
         int(doc.get("errors") or 0), opt("error_rate"), opt("latency_mean_ms"),
         opt("latency_p99_ms"), int(doc.get("labelled") or 0), int(doc.get("correct") or 0),
-        opt("accuracy"),
+        opt("accuracy"), int(doc.get("confidence_rows") or 0), opt("confidence_mean"),
     )  # fmt: skip
 
 
@@ -89,6 +93,7 @@ def experiment_result(doc: Mapping[str, Any]) -> ExperimentResult:
         doc.get("decision"), primary.get("p_value"), primary.get("effect"),
         primary.get("cs_low"), primary.get("cs_high"), _arm(arms.get("champion")),
         _arm(arms.get("challenger")), doc.get("waiting_for"), doc.get("rollout_id"), dict(doc),
+        doc.get("caveat"),
     )  # fmt: skip
 
 
@@ -144,9 +149,11 @@ class ExperimentCalls:
         """Start serving ``challenger`` beside ``champion`` on ``nodes`` (names or ids; None:
         every node), the challenger taking ``split`` percent (0..100, both ends excluded; 50 when
         not given) of the traffic; with ``shadow`` it gets a copy of every request instead
-        (answering nobody; no split, and error_rate or latency_p99 as the metric). ``options``: the
-        API's ``alpha``, ``min_effect``, ``horizon_per_arm``, ``latency_threshold_ms``,
-        ``selector``, ``plan``.
+        (answering nobody; no split, and no accuracy). ``metric``: accuracy, error_rate,
+        latency_p99 or confidence (the mean top-1 probability: a proxy, the result then carries
+        a ``caveat``). ``options``: the API's ``alpha``, ``min_effect``, ``horizon_per_arm``,
+        ``latency_threshold_ms``, ``selector``, ``plan``, ``guardrails`` (metric -> margin),
+        ``mixing``.
 
         Raises:
             ConfigError: a bad split or metric; NotFoundError: an unknown model, version or

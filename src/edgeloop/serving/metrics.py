@@ -37,6 +37,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from edgeloop.serving.confidence_tally import ConfidenceTally
+
 UNKNOWN = "_unknown"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # 50 us .. 10 s: a batch-1 inference of a small model is ~0.1 ms, a timeout is 10 s.
@@ -107,6 +109,9 @@ class ServerMetrics:
             "Escalations answered by the small model because the tier failed, by error type.",
             ["model", "tier", "error"], registry=r,
         )  # fmt: skip
+        # Top-1 confidence sums per (model, version, role): a fleet experiment's confidence
+        # metric (serving/confidence_tally.py; plain sums, not exported to /metrics).
+        self.confidence = ConfidenceTally()
         # Label lookups cost microseconds each; a request's children are looked up once.
         self._arms: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self._counts: dict[tuple[str, ...], Any] = {}

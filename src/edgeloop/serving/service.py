@@ -156,6 +156,7 @@ class InferenceService:
             result = replace(result, outputs=outputs)
         ticket.variant = result.variant
         ticket.timing = _timing(ticket, result)
+        self._tally(model.name, primary.version, "primary", result.outputs)
         if primary.watch.active:
             self._watch(model.name, primary, feeds, result.outputs, request_id)
         if primary.config.capture is not None:
@@ -177,6 +178,14 @@ class InferenceService:
                 self.joins.record(name, rid, served)
         except Exception:  # monitoring never fails an answered request
             log.exception("%s: monitoring the request failed", version.where)
+
+    def _tally(self, name: str, version: str, role: str, outputs: Feeds) -> None:
+        """The answer's top-1 confidence into the version's sums (serving/confidence_tally.py):
+        every answered request of every version, like the request counters."""
+        try:
+            self.metrics.confidence.observe(name, version, role, next(iter(outputs.values()), None))
+        except Exception:  # counting never fails an answered request
+            log.exception("%s:%s: counting the answer's confidence failed", name, version)
 
     def _capture(
         self, name: str, version: ServedVersion, feeds: Feeds, outputs: Feeds, rid: str | None
@@ -255,6 +264,7 @@ class InferenceService:
             ticket.variant = result.variant
             ticket.timing = _timing(ticket, result)
             self.metrics.shadow.labels(model.name, shadow.version, "answered").inc()
+            self._tally(model.name, shadow.version, "shadow", result.outputs)
             agree = "agree" if _same_top1(primary, result) else "disagree"
             self.metrics.agreement.labels(model.name, shadow.version, agree).inc()
         except Exception as exc:  # a shadow's failure is a figure, never the caller's problem
