@@ -77,13 +77,20 @@ def stream(address: tuple[str, int], xs: np.ndarray, kind: str) -> list[Query]:
 
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system, every thread, living or ended) of process ``pid``."""
+    user, system = cpu_parts(pid)
+    return user + system
+
+
+def cpu_parts(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid``, every thread, living or ended."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 async def closed_mixed(
     server: Server, queries: list[Query], duration_s: float, warmup_s: float = 1.0
-) -> tuple[Run, int, float]:
+) -> tuple[Run, int, tuple[float, float]]:
     """``CLIENTS`` closed-loop clients, client ``c`` cycling through ``queries`` from ``c``;
     the run over ``duration_s`` after ``warmup_s``, every request sent (warm-up too), and the
     server's CPU seconds over the timed part."""
@@ -106,10 +113,11 @@ async def closed_mixed(
 
     tasks = [asyncio.ensure_future(client(c, conn)) for c, conn in enumerate(conns)]
     await asyncio.sleep(warmup_s)
-    measuring, start, cpu_before = True, time.perf_counter(), cpu_s(pid)
+    measuring, start, cpu_before = True, time.perf_counter(), cpu_parts(pid)
     await asyncio.gather(*tasks)
     run.duration_s = time.perf_counter() - start
-    used = cpu_s(pid) - cpu_before
+    cpu_after = cpu_parts(pid)
+    used = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
     for conn in conns:
         conn.close()
     return run, sent_total, used
@@ -117,7 +125,7 @@ async def closed_mixed(
 
 async def both(
     servers: dict[str, Server], xs: np.ndarray, kind: str, duration: float
-) -> dict[str, tuple[Run, int, float]]:
+) -> dict[str, tuple[Run, int, tuple[float, float]]]:
     """The two servers loaded at the same time, each by its own clients (module docstring)."""
     names = list(servers)
     runs = await asyncio.gather(
@@ -205,7 +213,9 @@ def measure(
                 runs = loadgen.run_async(both(servers, xs, kind, duration))
                 for name, (run, sent, used) in runs.items():
                     summary = run.summary()
-                    summary["server_cpu_ms_per_request"] = used * 1000.0 / max(1, summary["ok"])
+                    ok = max(1, summary["ok"])
+                    summary["server_cpu_ms_per_request"] = sum(used) * 1000.0 / ok
+                    summary["server_sys_ms_per_request"] = used[1] * 1000.0 / ok
                     per[kind][name].append(summary)
                     if name == "on":
                         sent_on += sent
@@ -247,9 +257,12 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     p99 = {name: [r["latency_ms"]["p99"] for r in rs] for name, rs in runs.items()}
     statuses = {name: [r["statuses"] for r in rs] for name, rs in runs.items()}
     cpu = {name: [r["server_cpu_ms_per_request"] for r in rs] for name, rs in runs.items()}
+    sys_cpu = {name: [r["server_sys_ms_per_request"] for r in rs] for name, rs in runs.items()}
     cpu_ratios = [b / a for a, b in zip(cpu["on"], cpu["off"], strict=True)]
     return {
         "server_cpu_ms_per_request": {k: float(np.median(v)) for k, v in cpu.items()},
+        # of which in the kernel (system time): writes, page faults, sockets
+        "server_sys_ms_per_request": {k: float(np.median(v)) for k, v in sys_cpu.items()},
         # CPU per request off/on: the throughput ratio a server bound by its own CPU would
         # show (less sensitive to other jobs on a shared machine than throughput is)
         "cpu_ratio_off_on": {

@@ -31,7 +31,7 @@ from edgeloop.serving.capture import (
     row_scores,
     scores,
 )
-from edgeloop.serving.capture_sink import Capturer
+from edgeloop.serving.capture_sink import Capturer, Kept
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.watch import EventType, MonitorEvent, probabilities
 
@@ -199,6 +199,38 @@ def test_a_captured_record_holds_inputs_outputs_version_reason_time_and_request_
         "sample_id": "req-9#1", "label": 2, "at": records[1]["at"],
     }  # fmt: skip
     assert len(records) == 2  # no label record for a request that was not captured
+
+
+def test_encoded_is_the_record_as_json_and_its_size_is_known_before() -> None:
+    kept: list[Kept] = []
+    capturer = Capturer()
+    capturer.sinks.append(kept.append)
+    spec = CaptureSpec.parse("uncertain:0.9")
+    swapped = {"input": np.arange(3 * 8 * 8, dtype=">f4").reshape(1, 3, 8, 8)}  # big-endian
+    capturer.observe(spec, "m", "1", "one", swapped, _logits([UNSURE]))  # a batch of one
+    capturer.observe(spec, "m", "1", "two", _feeds(2), _logits([UNSURE, UNSURE]))
+    assert len(kept) == 3
+    for k in kept:
+        line = k.encoded()
+        assert orjson.loads(line) == k.record() and len(line) == k.size
+        assert orjson.loads(line)["at"].endswith("+00:00")
+    (tensor,) = kept[0].record()["inputs"]
+    assert tensor["datatype"] == "<f4"  # stored little-endian whatever the request's order
+    assert tensor_values(tensor).ravel().tolist() == list(range(3 * 8 * 8))
+
+
+def test_a_row_of_a_batch_is_copied_and_a_batch_of_one_is_kept_as_it_is() -> None:
+    kept: list[Kept] = []
+    capturer = Capturer()
+    capturer.sinks.append(kept.append)
+    spec = CaptureSpec.parse("uncertain:0.9")
+    one, two = _feeds(1), _feeds(2)
+    capturer.observe(spec, "m", "1", "a", one, _logits([UNSURE]))
+    capturer.observe(spec, "m", "1", "b", two, _logits([UNSURE, UNSURE]))
+    assert np.shares_memory(kept[0].tensors["inputs"][0][1], one["input"])
+    assert not np.shares_memory(kept[1].tensors["inputs"][0][1], two["input"])
+    two["input"][:] = -1.0  # the request's batch reused: the kept rows are unchanged
+    assert tensor_values(kept[1].record()["inputs"][0]).min() >= 0.0
 
 
 def test_a_drift_alarm_opens_the_drift_window_of_its_version() -> None:

@@ -75,10 +75,20 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
-def _row(array: Array, row: int) -> Array:
-    """One row of a tensor (batch axis 1), little-endian, copied (the request's arrays are
-    not kept alive by a capture)."""
+# What _iso writes is this long for every year from 1000 to 9999 ("2026-12-07T09:52:04.590+00:00"):
+# a kept row's size is known before its time is written (Kept.at, formatted off the event loop).
+_ISO_LEN = len(_iso(0.0))
+_ISO_PLACEHOLDER = "0" * _ISO_LEN
+
+
+def _row(array: Array, row: int, rows: int) -> Array:
+    """One row of a tensor (batch axis 1), little-endian and C-ordered. A batch of ``rows``
+    rows is copied from (the request's arrays are not kept alive by a capture of one of its
+    rows); a batch of one, already little-endian and C-ordered, is that row: it is kept as it
+    is (the request is done with it; a copy would cost as much as the row)."""
     one = array[row : row + 1] if array.ndim else array.reshape(1)
+    if rows == 1 and one.flags.c_contiguous and one.dtype.byteorder in "=<|":
+        return one
     return np.array(one, dtype=one.dtype.newbyteorder("<"), order="C", copy=True)
 
 
@@ -96,27 +106,47 @@ class Kept:
     ``size`` is the exact length of :meth:`encoded`, known before encoding.
     """
 
-    __slots__ = ("head", "size", "tensors")
+    __slots__ = ("at", "head", "size", "tensors")
 
-    def __init__(self, head: Record, tensors: dict[str, list[tuple[str, Array]]]) -> None:
+    def __init__(
+        self, head: Record, tensors: dict[str, list[tuple[str, Array]]], at: float | None = None
+    ) -> None:
         self.head = head
         self.tensors = tensors
+        self.at = at  # written as the record's "at" (RFC 3339) by record() / encoded()
         shell = {**head, **{key: [_shell(n, a) for n, a in ts] for key, ts in tensors.items()}}
+        if at is not None:
+            shell["at"] = _ISO_PLACEHOLDER
         self.size = len(orjson.dumps(shell)) + sum(
             _b64_len(a.nbytes) for ts in tensors.values() for _, a in ts
         )
 
+    def _fields(self) -> Record:
+        out = dict(self.head)
+        if self.at is not None:
+            out["at"] = _iso(self.at)
+        return out
+
     def record(self) -> Record:
         """The whole record, tensors encoded (call it off the event loop)."""
-        out = dict(self.head)
+        out = self._fields()
         for key, ts in self.tensors.items():
-            out[key] = [{**_shell(n, a), "b64": base64.b64encode(a.tobytes()).decode()}
-                        for n, a in ts]  # fmt: skip
+            out[key] = [{**_shell(n, a), "b64": _b64(a).decode()} for n, a in ts]
         return out
 
     def encoded(self) -> bytes:
-        """:meth:`record` as JSON (``size`` bytes)."""
-        return orjson.dumps(self.record())
+        """:meth:`record` as JSON (``size`` bytes). The base64 goes into the JSON as it is
+        (a fragment: base64 needs no escaping), not through a str and orjson's escaping scan."""
+        out = self._fields()
+        for key, ts in self.tensors.items():
+            out[key] = [{**_shell(n, a), "b64": orjson.Fragment(b'"' + _b64(a) + b'"')}
+                        for n, a in ts]  # fmt: skip
+        return orjson.dumps(out)
+
+
+def _b64(array: Array) -> bytes:
+    """The base64 of a C-ordered array's bytes, read in place (no copy of the bytes first)."""
+    return base64.b64encode(array.data.cast("B"))
 
 
 def _shell(name: str, array: Array) -> dict[str, Any]:
@@ -176,16 +206,16 @@ class Capturer:
             if not reasons or not budget.precheck(row_scores.predicted):
                 continue
             sample_id = rid if rows == 1 else f"{rid}#{row}"
-            head = self._head(model, version, rid, sample_id, row, reasons, now)
+            head = self._head(model, version, rid, sample_id, row, reasons)
             head.update(
                 predicted=row_scores.predicted,
                 confidence=row_scores.confidence,
                 margin=row_scores.margin,
             )
             kept_row = Kept(head, {
-                "inputs": [(n, _row(a, row)) for n, a in feeds.items()],
-                "outputs": [(n, _row(a, row)) for n, a in outputs.items()],
-            })  # fmt: skip
+                "inputs": [(n, _row(a, row, rows)) for n, a in feeds.items()],
+                "outputs": [(n, _row(a, row, rows)) for n, a in outputs.items()],
+            }, at=now)  # fmt: skip
             if not budget.admit(row_scores.predicted, kept_row.size):
                 continue
             budget.kept_by_reason.update(r.value for r in reasons)
@@ -202,7 +232,6 @@ class Capturer:
         sample_id: str,
         row: int,
         reasons: tuple[Reason, ...],
-        now: float,
     ) -> Record:
         return {
             "type": "sample",
@@ -212,7 +241,7 @@ class Capturer:
             "sample_id": sample_id,
             "row": row,
             "reasons": [r.value for r in reasons],
-            "at": _iso(now),
+            "at": None,  # Kept.at: written off the event loop, in this place in the record
         }
 
     def _remember(self, model: str, rid: str, version: str, sample_id: str) -> None:
