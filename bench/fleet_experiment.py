@@ -1,6 +1,7 @@
 """Two fleet A/B experiments end to end on real processes: one promotes, one keeps the control.
 
     .venv/bin/python bench/fleet_experiment.py [--nodes 2] [--batch 40] [--max-requests 4000]
+        [--mixing normal|two_point]     # left out: the control plane's default (two_point)
 
 A control plane (``edgeloop control``) and ``--nodes`` agents (``edgeloop agent``), all OS
 processes on loopback. Three versions of a 4-feature, 3-class linear classifier ``lin``: v2 is
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -108,6 +110,8 @@ def experiment(client: ControlClient, agents: list[AgentProcess], champion: int,
     body = {"name": f"lin-{champion}-vs-{challenger}", "model": "lin", "champion": champion,
             "challenger": challenger, "split": 0.5, "metric": "accuracy",
             "min_effect": args.min_effect, "plan": {"soak_s": 0, "watch_s": 1}}  # fmt: skip
+    if args.mixing:
+        body["mixing"] = args.mixing
     t0 = time.monotonic()
     exp_id = client.call("POST", "/api/v1/experiments", json=body)["experiment_id"]
 
@@ -152,6 +156,7 @@ def experiment(client: ControlClient, agents: list[AgentProcess], champion: int,
     return {
         "experiment": f"champion {champion} vs challenger {challenger}",
         "decision": decision,
+        "mixing": doc["config"].get("mixing"),  # as stored: the default when none was sent
         "then": step,
         "final_state": final,
         "looks": looks,
@@ -177,7 +182,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--max-requests", type=int, default=6000)
     parser.add_argument("--min-effect", type=float, default=0.05)
+    parser.add_argument(
+        "--mixing", choices=["normal", "two_point"], default=None,
+        help="sent with each start; left out, the control plane's default",
+    )  # fmt: skip
     args = parser.parse_args()
+    load_start = list(os.getloadavg())  # 1, 5, 15 min: the machine is shared
     with tempfile.TemporaryDirectory(prefix="edgeloop-exp-") as tmp_name:
         tmp = Path(tmp_name)
         files, w, b = models(tmp)
@@ -207,6 +217,7 @@ def main() -> None:
         "command": "bench/fleet_experiment.py " + " ".join(sys.argv[1:]),
         "nodes": args.nodes, "batch": args.batch, "min_effect": args.min_effect,
         "label_noise": NOISE, "cpu": _cpu(),
+        "load_avg": {"start": load_start, "end": list(os.getloadavg())},
         "runs": runs,
     }, indent=2))  # fmt: skip
 

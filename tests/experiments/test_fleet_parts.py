@@ -194,3 +194,22 @@ def test_the_sdk_takes_the_split_in_percent() -> None:
     for bad in (0, 100, 150, -5, float("nan"), True):
         with pytest.raises(ConfigError, match="outside 0-100|not a number"):
             share_of(bad)
+
+
+def test_a_new_experiment_is_two_point_and_a_stored_one_without_mixing_stays_normal() -> None:
+    import inspect
+
+    from edgeloop.cli.fleet_experiment import start
+    from edgeloop.control.experiment_look import config_of
+    from edgeloop.control.experiments import DEFAULT_MIXING, StartRequest
+    from edgeloop.control.experiments_api import ExperimentBody
+    from edgeloop.experiments import Mixing
+
+    assert DEFAULT_MIXING is Mixing.TWO_POINT
+    assert StartRequest("n", "lin", 1, 2, 0.5).mixing == "two_point"
+    assert ExperimentBody.model_fields["mixing"].default == "two_point"
+    assert inspect.signature(start).parameters["mixing"].default == "two_point"
+    # an experiment stored before the default changed (no mixing) keeps what it was run with
+    assert config_of(_exp()).mixing is Mixing.NORMAL
+    stored = _exp(config={**_exp().config, "mixing": "two_point"})
+    assert config_of(stored).mixing is Mixing.TWO_POINT

@@ -123,7 +123,14 @@ def start(
             help="METRIC:MARGIN, e.g. error_rate:0.01 or confidence:0.05 (repeatable).",
         ),
     ] = None,
-    mixing: Annotated[str, typer.Option("--mixing", help="normal or two_point.")] = "normal",
+    mixing: Annotated[
+        str,
+        typer.Option(
+            "--mixing",
+            help="two_point (fewest samples at --min-effect) or normal (also finds effects "
+            "well below it).",
+        ),
+    ] = "two_point",
     watch_s: Annotated[float, typer.Option("--watch-s", help="Each node's watch window.")] = 30.0,
     soak_s: Annotated[float, typer.Option("--soak-s", help="Soak between waves.")] = 30.0,
     control: ControlUrl = None,

@@ -51,6 +51,8 @@ def config_from(c: Mapping[str, Any], split: float) -> ExperimentConfig:
         50.0 if shadow else split * 100.0,
         float(c["alpha"]),
         guardrails=rails,
+        # stored before the mixing was recorded: normal, what it was decided with (new
+        # experiments store theirs; their default is control/experiments.DEFAULT_MIXING)
         mixing=Mixing(c.get("mixing", Mixing.NORMAL.value)),
     )
 

@@ -65,7 +65,14 @@ class ExperimentBody(schemas._Admin):
     # metric -> how much worse the challenger may be (metric units): stops it early when worse
     guardrails: Annotated[dict[Annotated[str, StringConstraints(max_length=32)], Finite],
                           Field(max_length=8)] | None = None  # fmt: skip
-    mixing: Annotated[str, StringConstraints(max_length=16)] = "normal"
+    mixing: Annotated[
+        str,
+        StringConstraints(max_length=16),
+        Field(
+            description="two_point (the default: fewest samples at min_effect) or normal "
+            "(detects effects well below min_effect too)"
+        ),
+    ] = experiments.DEFAULT_MIXING.value
     # the challenger gets a copy of every request and answers nobody (no split; no accuracy)
     shadow: bool = False
 

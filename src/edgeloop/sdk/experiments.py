@@ -153,7 +153,8 @@ class ExperimentCalls:
         latency_p99 or confidence (the mean top-1 probability: a proxy, the result then carries
         a ``caveat``). ``options``: the API's ``alpha``, ``min_effect``, ``horizon_per_arm``,
         ``latency_threshold_ms``, ``selector``, ``plan``, ``guardrails`` (metric -> margin),
-        ``mixing``.
+        ``mixing`` (``"two_point"`` when left out, the control plane's default; or
+        ``"normal"``).
 
         Raises:
             ConfigError: a bad split or metric; NotFoundError: an unknown model, version or
