@@ -70,6 +70,9 @@ def test_the_rebuilt_int8_model_is_calibrated_on_training_side_samples_and_decid
     assert r["accepted"], r["reason"]
     assert r["new_accuracy_after"] >= 0.9 and r["new_accuracy_after"] > r["new_accuracy_before"]
     assert r["forgetting_pp"] <= 2.0 and r["rebuilt"]["int_compute_nodes"] > 0
+    tuned = r["rebuilt"]["fp32_before_quantization"]  # the FP32 export, same data
+    assert set(tuned) == {"new_accuracy", "old_accuracy"}
+    assert all(0.0 <= v <= 1.0 for v in tuned.values())
     ops = {n.op_type for n in onnx.load(str(out2 / "model.onnx")).graph.node}
     assert "QuantizeLinear" in ops and (out2 / FP32_FILE).is_file()
     with np.load(out2 / SELF_TEST) as npz:  # the self-test reference is the INT8 file's answer

@@ -72,6 +72,10 @@ def rebuild_folder(
                "new_accuracy_after": _accuracy(new, hold),
                "old_accuracy_before": _accuracy(served, old),
                "old_accuracy_after": _accuracy(new, old)}  # fmt: skip
+    # the fine-tuned FP32 model before quantization, on the same data: what the training
+    # changed, apart from what quantizing it again changed (not part of the decision)
+    tuned = _session(fp32, cfg.threads)
+    fp32_figures = {"new_accuracy": _accuracy(tuned, hold), "old_accuracy": _accuracy(tuned, old)}
     rejection, reason = decide(
         cfg, False, figures["new_accuracy_before"], figures["new_accuracy_after"],
         figures["old_accuracy_before"], figures["old_accuracy_after"],
@@ -92,6 +96,7 @@ def rebuild_folder(
             "fp32_size_bytes": fp32.stat().st_size,
             "parity_vs_fp32": steps[-1].parity.to_dict(),
             "calibration_samples": len(arrays["calibration_y"]),
+            "fp32_before_quantization": fp32_figures,
         },
     }
 
