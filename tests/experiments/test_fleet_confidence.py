@@ -204,3 +204,48 @@ def test_a_start_on_a_model_without_class_scores_is_refused() -> None:
             _has_class_scores("m", (TensorSpec("y", shape),))
     for shape in ((None, 3), (None, None), (None, 2, 5)):  # classes, or maybe
         _has_class_scores("m", (TensorSpec("y", shape),))
+
+
+def test_only_a_model_serving_more_than_one_version_tallies_confidence(tmp_path: Path) -> None:
+    """The server counts confidence only while a model's routing names two or more versions
+    (a split or a shadow: an experiment); a model served alone, and one with two versions
+    loaded but no routing, count nothing. In-process server, real ONNX models."""
+    from tests.serving.harness import serving
+    from tests.serving.models import make_repository
+
+    from edgeloop.serving import Routing, ServerConfig, Split
+    from edgeloop.serving.confidence_tally import tallied
+
+    assert not tallied(Routing()) and not tallied(Routing(Split((("1", 1.0),))))
+    assert tallied(Routing(Split((("1", 1.0), ("2", 1.0)))))
+    assert tallied(Routing(Split((("1", 1.0),)), shadow="2"))
+
+    repo = tmp_path / "repo"
+    make_repository(repo, "clf", {1: 1, 2: 2})
+    make_repository(repo, "solo", {1: 3})
+    x = np.random.default_rng(5).standard_normal((1, 4)).astype(np.float32)
+    split = Routing(Split((("1", 50.0), ("2", 50.0))))
+    with serving([repo], ServerConfig(seed=3, routing={"clf": split})) as s:
+        tally = s.server.metrics.confidence
+        served: dict[str, int] = {"1": 0, "2": 0}
+        for _ in range(40):
+            served[s.infer("clf", x).json()["model_version"]] += 1
+            assert s.infer("solo", x).status_code == 200
+        assert min(served.values()) > 0  # both arms answered
+        for v in ("1", "2"):
+            assert tally.read("clf", v, "primary")[0] == served[v]
+        assert tally.read("solo", "1", "primary") == (0, 0.0, 0.0)
+
+        s.catalog.model("clf").routing = Routing()  # the experiment ended: counting stops
+        for _ in range(10):
+            assert s.infer("clf", x).status_code == 200
+            assert s.infer("clf", x, version="1").status_code == 200
+        assert [tally.read("clf", v, "primary")[0] for v in ("1", "2")] == [
+            served["1"], served["2"]]  # fmt: skip
+
+        s.catalog.model("clf").routing = Routing(Split((("1", 1.0),)), shadow="2")
+        for _ in range(10):
+            assert s.infer("clf", x).status_code == 200
+        s.call(s.server.service.drain)
+        assert tally.read("clf", "1", "primary")[0] == served["1"] + 10
+        assert tally.read("clf", "2", "shadow")[0] == 10

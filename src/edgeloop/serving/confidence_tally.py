@@ -7,12 +7,19 @@ read as serving/predict.py reads an answer: a distribution as it is, logits thro
 its top-1 probability is its confidence. A model whose output has one value per row (a score, a
 regression) has no confidence and counts nothing; neither does a row holding NaN or Inf.
 
+Only while the model serves more than one version (:func:`tallied`: an A/B split of two or more
+arms, or a shadow): the only time per-arm confidence is read. The agent sets the model's routing
+before it places the experiment's versions and reads its baseline after both
+(agent/experiment.py ``_start``), so the counts since the baseline are complete; a model served
+alone pays one attribute check a request instead of the tally.
+
 Sums, not a running mean: they add across nodes and subtract from a baseline exactly (up to
 rounding), and the control plane turns them into Welford's (count, mean, M2) once
 (control/experiment_arms.py). The values lie in [0, 1], so ``M2 = Q - S^2 / n`` cancels at most
 the ~log10(n) leading digits of 16.
 
-Cost per answered request (bench/confidence_cost.py, shared 2-core AMD EPYC, 3 runs): one row
+Cost per answered request of a tallied model (bench/confidence_cost.py, shared 2-core AMD
+EPYC, 3 runs): one row
 of up to ``_SHORT_ROW`` scores is read in plain Python (capture.row_scores), 1.6-2.4 us for 3
 classes and 2.3-3.2 us for 10, about what counting the request and its latency already costs
 (``ServerMetrics.observe``, 2.3 us); a longer row or a batch takes a few vectorised passes
@@ -27,6 +34,7 @@ import numpy as np
 
 from edgeloop.monitoring.outputs import distributions
 from edgeloop.serving.capture import row_scores
+from edgeloop.serving.routing import Routing
 
 Array = np.ndarray[Any, Any]
 Sums = tuple[int, float, float]  # rows, sum of top-1, sum of squared top-1
@@ -34,6 +42,13 @@ ZERO: Sums = (0, 0.0, 0.0)
 # Plain Python is cheaper than numpy's fixed ~14 us up to ~200 scores (measured: 100 scores
 # 7.4 us vs 14.1 us, 300 scores 19.1 us vs 14.7 us).
 _SHORT_ROW = 200
+
+
+def tallied(routing: Routing) -> bool:
+    """Whether a model's answers are counted: only while its routing names more than one
+    version, an A/B split of two or more arms or a shadow (see the module docstring)."""
+    split = routing.split
+    return routing.shadow is not None or (split is not None and len(split.arms) > 1)
 
 
 def top1(first: Array) -> Array:

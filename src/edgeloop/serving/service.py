@@ -34,6 +34,7 @@ from edgeloop.serving.admission import Gate, QueueDelay
 from edgeloop.serving.capture_sink import CaptureFile, Capturer
 from edgeloop.serving.cascade import CascadeOutcome, Escalator
 from edgeloop.serving.catalog import Catalog, ServedModel
+from edgeloop.serving.confidence_tally import tallied
 from edgeloop.serving.errors import DeadlineError, QueueFullError
 from edgeloop.serving.labels import MAX_LABEL_ROWS, JoinMap, Served
 from edgeloop.serving.metrics import UNKNOWN, ServerMetrics, Timing
@@ -156,7 +157,7 @@ class InferenceService:
             result = replace(result, outputs=outputs)
         ticket.variant = result.variant
         ticket.timing = _timing(ticket, result)
-        self._tally(model.name, primary.version, "primary", result.outputs)
+        self._tally(model, primary.version, "primary", result.outputs)
         if primary.watch.active:
             self._watch(model.name, primary, feeds, result.outputs, request_id)
         if primary.config.capture is not None:
@@ -179,13 +180,17 @@ class InferenceService:
         except Exception:  # monitoring never fails an answered request
             log.exception("%s: monitoring the request failed", version.where)
 
-    def _tally(self, name: str, version: str, role: str, outputs: Feeds) -> None:
-        """The answer's top-1 confidence into the version's sums (serving/confidence_tally.py):
-        every answered request of every version, like the request counters."""
+    def _tally(self, model: ServedModel, version: str, role: str, outputs: Feeds) -> None:
+        """The answer's top-1 confidence into the version's sums (serving/confidence_tally.py),
+        only while the model serves more than one version (a split or a shadow): the only
+        time an experiment reads it; a model served alone skips the tally's cost."""
+        if not tallied(model.routing):
+            return
+        first = next(iter(outputs.values()), None)
         try:
-            self.metrics.confidence.observe(name, version, role, next(iter(outputs.values()), None))
+            self.metrics.confidence.observe(model.name, version, role, first)
         except Exception:  # counting never fails an answered request
-            log.exception("%s:%s: counting the answer's confidence failed", name, version)
+            log.exception("%s:%s: counting the answer's confidence failed", model.name, version)
 
     def _capture(
         self, name: str, version: ServedVersion, feeds: Feeds, outputs: Feeds, rid: str | None
@@ -264,7 +269,7 @@ class InferenceService:
             ticket.variant = result.variant
             ticket.timing = _timing(ticket, result)
             self.metrics.shadow.labels(model.name, shadow.version, "answered").inc()
-            self._tally(model.name, shadow.version, "shadow", result.outputs)
+            self._tally(model, shadow.version, "shadow", result.outputs)
             agree = "agree" if _same_top1(primary, result) else "disagree"
             self.metrics.agreement.labels(model.name, shadow.version, agree).inc()
         except Exception as exc:  # a shadow's failure is a figure, never the caller's problem
