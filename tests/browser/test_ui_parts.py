@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edgeloop.control import experiment_store, fl_rounds
+from edgeloop.control.experiments import PROXY_CAVEAT
 from edgeloop.control.fl_store import DpOptions, TaskSpec
 from edgeloop.control.plane import ControlPlane
 from edgeloop.control.ui import security, sessions
 from edgeloop.control.ui.fleet_view import FleetQuery, Seen, health
 from edgeloop.control.ui.html import Html, escape, render, url
-from edgeloop.control.ui.pages_experiments import ExperimentPages, decision
+from edgeloop.control.ui.pages_experiments import ExperimentPages, arms, decision
 from edgeloop.control.ui.pages_federated import FederatedPages
 from edgeloop.control.ui.pages_jobs import JobPages
 from edgeloop.control.ui.routes import Dashboard, _next
@@ -179,6 +180,29 @@ def test_experiment_pages_show_arms_decision_and_history_escaped(home: Plane) ->
     assert "[0.004, 0.058]" in evidence and "promote_treatment" in evidence
     missing = home.call(pages.detail, "/ui/experiments/exp-nope", home.admin)
     assert missing.status_code == 404 and "exp-nope" in _text(missing)
+    assert "Caveat" not in page and "(proxy)" not in _text(listed)  # accuracy: no caveat
+    assert "<dd>normal</dd>" in page  # the mixing stored with it
+
+
+def test_a_confidence_experiment_page_shows_the_caveat_and_each_arms_mean(home: Plane) -> None:
+    pages = ExperimentPages(home.plane)
+    config = {"metric": "confidence", "alpha": 0.05, "min_effect": 0.02, "horizon_per_arm": 1000,
+              "latency_threshold_ms": 100.0, "plan": {}, "mode": "split"}  # fmt: skip
+    eid = home.plane.write("test", lambda c: experiment_store.insert(
+        c, "conf", "m", 1, 2, 0.5, config, []))  # fmt: skip
+    listed = _text(home.call(pages.list, "/ui/experiments", home.reader))
+    assert "confidence (proxy)" in listed
+    page = _text(home.call(pages.detail, f"/ui/experiments/{eid}", home.reader))
+    assert f'<p class="note">Caveat: {PROXY_CAVEAT}</p>' in page
+    assert f"<dt>Caveat</dt><dd>{PROXY_CAVEAT}</dd>" in page  # beside the decision
+    assert "confidence (proxy)" in page and "normal (stored without one)" in page
+    # Each arm's mean confidence where its nodes reported some; n/a where none was.
+    reported = {"version": 1, "requests": 40, "confidence_rows": 40, "confidence_mean": 0.8125}
+    shown = arms({"champion": reported, "challenger": {"version": 2, "requests": 40,
+                                                       "confidence_rows": 0}})  # fmt: skip
+    assert "Confidence mean" in shown
+    assert "<td>n/a</td><td>0.812 over 40 rows</td></tr>" in shown  # the champion's last cell
+    assert "<td>n/a</td><td>n/a</td></tr></tbody>" in shown  # the challenger's: none reported
 
 
 def test_federated_pages_show_rounds_participants_and_epsilon_escaped(home: Plane) -> None:

@@ -4,7 +4,9 @@ They read through the functions ``GET /api/v1/experiments[/{eid}]`` call
 (:func:`edgeloop.control.experiments.listing` and :func:`~edgeloop.control.experiments.status`,
 which takes a fresh look as the API does). The status gives per-arm counts and rates, and the
 sequential test's evidence: the effect's anytime-valid confidence sequence (``cs_low`` ..
-``cs_high``) and p-value; it gives no interval per arm, so none is shown.
+``cs_high``) and p-value; it gives no interval per arm, so none is shown. An experiment decided
+on confidence carries the status's ``caveat`` (a proxy metric) at the top of its page, beside
+its decision, and "(proxy)" after the metric in the list, as the CLI prints it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class ExperimentPages:
                 e["name"],
                 f"{e['model']}: v{e['champion']} vs v{e['challenger']}",
                 e["mode"],
-                e["metric"],
+                _metric(e),
                 badge(e["state"]),
                 badge(e["decision"] or "no decision yet"),
                 e["created_at"],
@@ -64,8 +66,15 @@ class ExperimentPages:
         return View(f"Experiment {doc['name']}", "experiments", content(doc))
 
 
+def _metric(doc: Mapping[str, Any]) -> str:
+    return str(doc["metric"]) + (" (proxy)" if doc.get("caveat") else "")
+
+
 def content(doc: Mapping[str, Any]) -> Html:
     """One experiment's page from its status document (``GET /api/v1/experiments/{eid}``)."""
+    caveat = doc.get("caveat")
+    mixing = (doc.get("config") or {}).get("mixing") or "normal (stored without one)"
+    warning = note(f"Caveat: {caveat}") if caveat else ""
     facts = pairs(
         [
             ("Experiment", doc["experiment_id"]),
@@ -75,7 +84,8 @@ def content(doc: Mapping[str, Any]) -> Html:
             ("Challenger", f"v{doc['challenger']}"),
             ("Mode", doc["mode"]),
             ("Challenger's share", figure(doc["split"])),
-            ("Metric", doc["metric"]),
+            ("Metric", _metric(doc)),
+            ("Mixing", mixing),
             ("State", badge(doc["state"])),
             ("Rollout", _rollout(doc)),
             ("Nodes", len(doc["nodes"])),
@@ -91,7 +101,7 @@ def content(doc: Mapping[str, Any]) -> Html:
     )
     return join(
         [
-            section("Experiment", facts, "experiment"),
+            section("Experiment", join([warning, facts]), "experiment"),
             section("Arms", arms(doc.get("arms")), "arms"),
             section("Decision and its evidence", decision(doc), "decision"),
             section("State history", history, "history"),
@@ -124,6 +134,7 @@ def arms(found: Mapping[str, Any] | None) -> Html:
                 f"{figure(a.get('accuracy'))} of {figure(a.get('labelled'))} labelled",
                 figure(a.get("latency_mean_ms"), " ms"),
                 figure(a.get("latency_p99_ms"), " ms"),
+                _confidence(a),
             )
         )
     heads = (
@@ -136,16 +147,26 @@ def arms(found: Mapping[str, Any] | None) -> Html:
         "Accuracy",
         "Latency mean",
         "Latency p99",
+        "Confidence mean",
     )
     return join(
         [
             table("Each arm's totals over the fleet", heads, rows, "no look taken yet"),
             note(
                 "Per-arm rates are point estimates: the status gives a confidence sequence for "
-                "the effect (below), not an interval per arm."
+                "the effect (below), not an interval per arm. Confidence is the mean top-1 "
+                "probability of the rows answered with class scores: a proxy, not correctness."
             ),
         ]
     )
+
+
+def _confidence(arm: Mapping[str, Any]) -> str:
+    """The arm's mean top-1 confidence over its rows, or n/a where none was reported (a model
+    without class scores, or a node from before confidence was reported)."""
+    if not arm.get("confidence_rows"):
+        return "n/a"
+    return f"{figure(arm.get('confidence_mean'))} over {figure(arm['confidence_rows'])} rows"
 
 
 def decision(doc: Mapping[str, Any]) -> Html:
@@ -154,6 +175,7 @@ def decision(doc: Mapping[str, Any]) -> Html:
     words = pairs(
         [
             ("Decision", badge(doc.get("decision") or "no decision yet")),
+            *([("Caveat", doc["caveat"])] if doc.get("caveat") else []),
             ("Waiting for", waiting or "nothing"),
             ("Guardrail tripped", verdict.get("tripped") or "none"),
             ("Losing device classes", ", ".join(verdict.get("losing_classes") or []) or "none"),
