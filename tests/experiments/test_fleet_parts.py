@@ -14,7 +14,7 @@ from edgeloop.control import experiment_store as store
 from edgeloop.control.experiment_arms import sum_reports
 from edgeloop.control.experiment_look import look
 from edgeloop.core.errors import ConflictError, UntrustedArtifactError
-from edgeloop.experiments import ExperimentState, Metric
+from edgeloop.experiments import BernoulliSummary, ExperimentState, Metric
 from edgeloop.serving.metrics import LATENCY_BUCKETS
 
 SHA = "ab" * 32
@@ -61,8 +61,11 @@ def test_node_reports_sum_per_arm_and_other_experiments_add_nothing() -> None:
         15,
         2,
     )
-    assert fleet.treatment.summary(Metric.LATENCY_P99, 0.0001).successes == 3
-    assert fleet.treatment.summary(Metric.ERROR_RATE, 0.1).trials == 18
+    slow = fleet.treatment.summary(Metric.LATENCY_P99, 0.0001)
+    failed = fleet.treatment.summary(Metric.ERROR_RATE, 0.1)
+    # both are counts of requests (Bernoulli), not continuous values
+    assert isinstance(slow, BernoulliSummary) and slow.successes == 3
+    assert isinstance(failed, BernoulliSummary) and failed.trials == 18
     assert {n: d["state"] for n, d in fleet.nodes.items()} == {
         "a": "serving", "b": "serving", "c": "waiting", "d": "failed", "e": "waiting"}  # fmt: skip
     assert list(fleet.by_class) == ["pi4"]
