@@ -15,10 +15,12 @@ from edgeloop.experiments import (
     Guardrail,
     Metric,
     Mixing,
+    SequentialState,
     Summary,
     Verdict,
     decide,
 )
+from edgeloop.experiments.sequential import difference_variance
 
 BATCH = 50
 
@@ -63,6 +65,62 @@ def test_the_two_point_mixture_also_promotes_a_clear_gain() -> None:
     )
     verdict = _run(config, np.random.default_rng(1), {Metric.ACCURACY: (0.80, 0.90)})
     assert verdict.decision is Decision.PROMOTE_TREATMENT
+
+
+def test_a_two_point_decision_shows_an_interval_without_zero() -> None:
+    # Issue 15: two-point decisions were shown with the normal mixture's interval, which held 0
+    # in 3 of 4 measured fleet decisions. Now the interval inverts the two-point test itself:
+    # 200 experiments (80 % against 86, 88, 74, 72 %; 5 pp minimum effect), every decision's
+    # interval lies on the side of its decision.
+    config = ExperimentConfig(
+        Metric.ACCURACY, horizon_per_arm=3_000, min_effect=0.05, mixing=Mixing.TWO_POINT
+    )
+    rng = np.random.default_rng(15)
+    decided = 0
+    for p_t in (0.86, 0.88, 0.74, 0.72):
+        for _ in range(50):
+            verdict = _run(config, rng, {Metric.ACCURACY: (0.80, p_t)}, max_looks=60)
+            evidence = verdict.primary
+            assert evidence is not None
+            if verdict.decision is Decision.PROMOTE_TREATMENT:
+                assert evidence.p_value <= 0.05 and evidence.cs_low > 0, evidence
+            elif verdict.decision is Decision.KEEP_CONTROL:
+                assert evidence.p_value <= 0.05 and evidence.cs_high < 0, evidence
+            else:
+                continue
+            decided += 1
+    assert decided >= 150
+
+
+def test_guardrails_and_device_classes_keep_the_normal_interval_under_two_point() -> None:
+    config = ExperimentConfig(
+        Metric.ACCURACY,
+        horizon_per_arm=10_000,
+        min_effect=0.05,
+        mixing=Mixing.TWO_POINT,
+        guardrails=(Guardrail(Metric.ERROR_RATE, margin=0.01),),
+    )
+    acc = (BernoulliSummary(400, 500), BernoulliSummary(430, 500))
+    errors = (BernoulliSummary(10, 500), BernoulliSummary(14, 500))
+    verdict = decide(
+        config,
+        {Metric.ACCURACY: acc[0], Metric.ERROR_RATE: errors[0]},
+        {Metric.ACCURACY: acc[1], Metric.ERROR_RATE: errors[1]},
+        by_class={"pi4": acc},
+    )
+
+    def interval(c: Summary, t: Summary, mixing: Mixing, tau: float) -> tuple[float, float]:
+        var = difference_variance(t.variance, t.count, c.variance, c.count)
+        state = SequentialState().update(t.mean - c.mean, var, tau, 0.05, 0.0, mixing)
+        return state.low, state.high
+
+    normal = interval(*errors, Mixing.NORMAL, 1.25 * 0.05)
+    assert (verdict.guardrails[0].cs_low, verdict.guardrails[0].cs_high) == normal
+    in_class = verdict.classes[0].evidence
+    assert (in_class.cs_low, in_class.cs_high) == interval(*acc, Mixing.NORMAL, 1.25 * 0.05)
+    primary = verdict.primary
+    assert primary is not None
+    assert (primary.cs_low, primary.cs_high) == interval(*acc, Mixing.TWO_POINT, 0.05)
 
 
 def test_a_clearly_worse_treatment_keeps_the_control() -> None:

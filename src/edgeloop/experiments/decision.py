@@ -82,8 +82,10 @@ class ExperimentConfig:
     alpha: float = 0.05
     tau: float | None = None
     guardrails: tuple[Guardrail, ...] = ()
-    # The primary test's mixing; guardrails and device classes always use the normal one,
-    # which also detects harms far from min_effect.
+    # The primary test's mixing, for its p-value and its confidence sequence alike (the
+    # interval inverts the same test, so a decision never shows one holding the null effect);
+    # guardrails and device classes always use the normal one, which also detects harms far
+    # from min_effect.
     mixing: Mixing = Mixing.NORMAL
 
     def __post_init__(self) -> None:
@@ -204,7 +206,8 @@ def compare(
     null_effect: float = 0.0,
     mixing: Mixing = Mixing.NORMAL,
 ) -> tuple[MetricEvidence | None, SequentialState]:
-    """One look of the mSPRT on treatment - control; None while an arm has < MIN_SAMPLES."""
+    """One look of the mSPRT on treatment - control, its p-value and confidence sequence both
+    from ``mixing``'s test; None while an arm has < MIN_SAMPLES."""
     if min(control.count, treatment.count) < MIN_SAMPLES:
         return None, prior
     effect = treatment.mean - control.mean

@@ -29,7 +29,21 @@ Wald's SPRT against the minimum effect m made two-sided,
     Lambda_n = exp(-m^2 / (2 v)) cosh(m (delta_hat - theta0) / v),
 
 the optimal rate at |theta| = m, at the price of never stopping for effects below m / 2
-(its log-likelihood drifts down there). Its confidence sequence is the normal one with tau = m.
+(its log-likelihood drifts down there). Its confidence sequence inverts the same test:
+Lambda_n(theta0) grows with |delta_hat - theta0|, so {theta0 : Lambda_n(theta0) < 1/alpha} is
+delta_hat +- h with
+
+    h = (v / m) arccosh(exp(m^2 / (2 v)) / alpha)
+      = m / 2 + (v / m) (log(1/alpha) + log1p(sqrt(1 - alpha^2 exp(-m^2 / v))))
+
+(the second form, from arccosh(e^L) = L + log1p(sqrt(1 - e^-2L)), cannot overflow). h > m / 2
+however small v gets: the test cannot tell theta0 from effects within m / 2 of it, so this
+interval never narrows below +- m / 2, where the normal one shrinks like sqrt(v).
+
+With each mixing the p-value and the interval come from one test: at a look, theta0 leaves the
+interval exactly when Lambda_n(theta0) >= 1/alpha (to float rounding at equality), so the
+running p-value is <= alpha exactly when theta0 is outside the running intersection (while
+that intersection is not empty).
 
 Every function takes numpy arrays as well as floats, so the benchmark simulates thousands of
 experiments with the same code the control plane runs once per look.
@@ -119,11 +133,24 @@ def p_value_path(log_lr: npt.ArrayLike, axis: int = -1) -> FloatArray:
     return np.asarray(np.minimum.accumulate(p, axis=axis))
 
 
-def cs_half_width(var: npt.ArrayLike, tau: float, alpha: float) -> FloatArray:
-    """Half-width of the always-valid confidence sequence at one look (module docstring)."""
+def cs_half_width(
+    var: npt.ArrayLike, tau: float, alpha: float, mixing: Mixing = Mixing.NORMAL
+) -> FloatArray:
+    """Half-width of the always-valid confidence sequence at one look: the inversion of the
+    same mixing's test (module docstring), so theta0 lies outside exactly when that look's
+    Lambda_n(theta0) >= 1/alpha. Raises ConfigError for a bad tau or alpha."""
     check_tau(tau)
     check_alpha(alpha)
     v = np.asarray(var, dtype=np.float64)
+    if mixing is Mixing.TWO_POINT:
+        # h = (v/m) arccosh(e^L), L = m^2/(2v) + log(1/alpha), with arccosh(e^L) =
+        # L + log1p(sqrt(1 - e^-2L)); (v/m) L = m/2 + (v/m) log(1/alpha), so nothing overflows.
+        # e^-2L = alpha^2 exp(-m^2/v): for v/m^2 < 1e-3 it is below e^-1000, 0.0 in float64
+        # either way, and the clamp keeps 1/(v/m^2) finite for the tiniest v.
+        ratio = np.maximum(v / (tau * tau), 1e-3)
+        tail = alpha * alpha * np.exp(-1.0 / ratio)
+        log_inv_alpha = math.log(1.0 / alpha)
+        return np.asarray(tau / 2.0 + v / tau * (log_inv_alpha + np.log1p(np.sqrt(1.0 - tail))))
     t2 = tau * tau
     radicand = v * (v + t2) / t2 * (2.0 * math.log(1.0 / alpha) + np.log((v + t2) / v))
     return np.asarray(np.sqrt(radicand))
@@ -159,10 +186,12 @@ class SequentialState:
         """The state after one more look; raises ConfigError for a bad tau or alpha."""
         log_lr = float(mixture_log_lr(delta_hat, var, tau, theta0, mixing))
         p_value = min(self.p_value, 1.0, math.exp(-log_lr))
-        half = float(cs_half_width(var, tau, alpha))
+        half = float(cs_half_width(var, tau, alpha, mixing))
         low, high = max(self.low, delta_hat - half), min(self.high, delta_hat + half)
         if low > high:
             # The running intersection went empty: a miscoverage event (probability <= alpha).
-            # Report the current interval rather than an empty one.
+            # Report the current interval rather than an empty one. It may hold theta0 although
+            # the running p-value is <= alpha; the look at which p first reaches alpha (the one
+            # decide() acts on) always has theta0 outside.
             low, high = delta_hat - half, delta_hat + half
         return SequentialState(self.looks + 1, p_value, low, high)
