@@ -96,9 +96,10 @@ class Node:
         self.models: dict[str, nn.Module] = {}
 
     def warm_up(self) -> None:
-        """One tiny local step of every model that fits the data: torch's first optimizer
-        step (it imports torch._dynamo) and first kernels cost ~10 s on a busy 2-core machine,
-        which would otherwise land in round 1 (each round overwrites the weights anyway)."""
+        """One tiny local step of every model that fits the data: torch's first forward and
+        backward kernels cost seconds on a busy 2-core machine, which would otherwise land in
+        round 1 (each round overwrites the weights anyway). train_local steps the parameters
+        itself, so no torch.optim (whose first step imports torch._dynamo) is loaded here."""
         for name in BUILDERS:
             if tuple(self.x.shape[1:]) != fl_model(name).input_shape or not len(self.y):
                 continue
