@@ -5,7 +5,10 @@ Runs beside the reconcile loop when the node holds a federated data share at
 never polls, so it is never selected (it has no training capability). The agent process itself
 never imports torch: training runs in one persistent worker process
 (``python -m edgeloop.training.federated_worker serve``), started before the first poll and
-ended with the agent (it exits when its stdin closes, even after a SIGKILL of the agent).
+ended with the agent (it exits when its stdin closes, even after a SIGKILL of the agent). On a
+local fleet started with shared imports, ``EDGELOOP_WORKER_ZYGOTE`` names a zygote's socket
+(:mod:`edgeloop.core.zygote`) and the worker is forked from it instead: the same process and
+protocol, with torch's pages shared copy-on-write with the other nodes' workers.
 
 Each round: long-poll ``GET /api/v1/fl/nodes/{id}/assignment`` -> download the round's model and
 check its sha256 against the assignment -> the worker scores it on the node's held-out share and
@@ -37,6 +40,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 import zipfile
@@ -55,8 +59,13 @@ from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity
 from edgeloop.core.errors import ConfigError, DataError, TransportError
 from edgeloop.core.tls import client_verify
+from edgeloop.core.zygote import AsyncZygoteProcess, spawn_async
 
 log = logging.getLogger("edgeloop.agent.fl")
+# A zygote's socket (edgeloop.core.zygote; `fleet up --shared-imports` sets it): the worker is
+# forked from it, sharing its imported torch, instead of starting a fresh interpreter.
+WORKER_ZYGOTE_ENV = "EDGELOOP_WORKER_ZYGOTE"
+WORKER_ARGV = ["edgeloop.training.federated_worker", "serve"]
 WAIT_S = 5.0  # the long poll's wait (the control plane answers at once when a round opens)
 RETRY_S = 2.0
 UPLOAD_MARGIN_S = 1.0  # of the round's time left, kept for the upload
@@ -92,17 +101,23 @@ class Trainer:
     def __init__(self, share: Share, log_file: Path) -> None:
         self.share = share
         self.log_file = log_file
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: asyncio.subprocess.Process | AsyncZygoteProcess | None = None
 
     async def start(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             return
+        argv = [*WORKER_ARGV, "--data", str(self.share.path), "--threads", "1"]
+        zygote = os.environ.get(WORKER_ZYGOTE_ENV)
         with self.log_file.open("ab") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "edgeloop.training.federated_worker", "serve",
-                "--data", str(self.share.path), "--threads", "1",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
-            )  # fmt: skip
+            if zygote:
+                self.proc = await spawn_async(
+                    Path(zygote), argv, env=os.environ, stderr=err.fileno()
+                )
+            else:
+                self.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", *argv,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
+                )  # fmt: skip
         await self._line()  # {"ready": true, ...}
 
     async def _line(self) -> dict[str, Any]:

@@ -1,0 +1,502 @@
+"""A zygote: one process that imports a fleet's libraries once, then forks each node's process.
+
+    python -m edgeloop.core.zygote --socket PATH --preload torch,numpy[,...] [--forbid torch]
+
+For a local (simulated) fleet only: N nodes on one machine each import the same libraries, and
+a forked child shares the zygote's pages copy-on-write instead of holding its own copy (``import
+torch`` alone is ≈ 143 MB of private pages per process). A real node runs one agent per device,
+where sharing changes nothing. Each child is still its own OS process, with its own argv,
+environment, working folder, stdin/stdout/stderr, ports and identity.
+
+Protocol, one connection per child on the Unix socket ``PATH``: the client sends one JSON line
+``{"argv": [MODULE, ARG...], "env": {...}, "cwd": DIR, "new_session": bool}`` with three file
+descriptors (the child's stdin, stdout, stderr) attached (``SCM_RIGHTS``); the zygote forks, the
+child runs ``MODULE`` as ``python -m`` would (``runpy``, ``__main__``) and exits with its exit
+code; the zygote answers ``{"pid": N}`` with a pidfd of the child attached (so a client signals
+that process and never a reused pid), and ``{"exit": CODE}`` (``-SIGNAL`` when killed, like
+``Popen.returncode``) once it reaped it, then closes the connection. A refused request is
+answered ``{"error", "message"}``.
+
+Why single-threaded: a fork copies only the calling thread, so a lock another thread held stays
+held in the child forever. The zygote runs no thread and no event loop: one ``selectors`` loop
+over the listening socket, the open connections and the children's pidfds (a pidfd becomes
+readable when its process exits). Importing torch starts no thread; running an op would (its
+OpenMP pool), so the zygote never runs one. NumPy's OpenBLAS starts one idle thread at import,
+which OpenBLAS itself stops before a fork and restarts in the child (its ``pthread_atfork``
+handlers). ``gc.freeze()`` after the imports keeps the collector from writing to (and so
+copying) every preloaded object in each child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import gc
+import importlib
+import json
+import os
+import runpy
+import selectors
+import signal
+import socket
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeloop.core.errors import ConfigError, TransportError
+
+MAX_REQUEST = 1 << 20  # an environment of a few KB; more is a broken client
+CONNECT_TIMEOUT_S = 10.0
+SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path, less its NUL
+
+
+# ---- the zygote ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Child:
+    pid: int
+    pidfd: int
+    conn: socket.socket | None  # None once the client hung up
+
+
+@dataclass(slots=True)
+class Zygote:
+    """The listening zygote; :meth:`serve` runs until SIGTERM or SIGINT."""
+
+    listener: socket.socket
+    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+    children: dict[int, _Child] = field(default_factory=dict)  # by pidfd
+
+    def serve(self) -> None:
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        while True:
+            for key, _ in self.selector.select():
+                if key.fileobj is self.listener:
+                    self._accept()
+                elif isinstance(key.fileobj, int):
+                    self._reap(key.fileobj)
+                else:  # a client hung up (it sends nothing after its request)
+                    self._forget(key.fileobj)  # type: ignore[arg-type]
+
+    def _accept(self) -> None:
+        conn, _ = self.listener.accept()
+        fds: list[int] = []
+        try:
+            conn.settimeout(CONNECT_TIMEOUT_S)
+            data, fds = _receive(conn)
+            self._fork(conn, _parse(data), fds)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            with contextlib.suppress(OSError):
+                _send(conn, {"error": type(exc).__name__, "message": str(exc)})
+            conn.close()
+        finally:
+            for fd in fds:  # the child holds its copies; ours would keep its pipes open
+                os.close(fd)
+
+    def _fork(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+        argv = [str(a) for a in request["argv"]]
+        env = {str(k): str(v) for k, v in request["env"].items()}
+        if not argv or len(fds) != 3:
+            raise ValueError(f"a request needs argv [MODULE, ...] and 3 fds, got {argv}, {fds}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:  # never back into the zygote's loop, whatever happens here
+                self._drop_in_child(conn)
+                _run_child(argv, env, str(request.get("cwd") or Path.cwd()), fds,
+                           bool(request.get("new_session")))  # fmt: skip
+            finally:
+                os._exit(1)
+        pidfd = os.pidfd_open(pid)
+        self.children[pidfd] = _Child(pid, pidfd, conn)
+        self.selector.register(pidfd, selectors.EVENT_READ)
+        conn.settimeout(None)
+        try:
+            _send(conn, {"pid": pid}, [pidfd])
+            self.selector.register(conn, selectors.EVENT_READ)
+        except OSError:  # the client left at once; the child is still reaped
+            self.children[pidfd].conn = None
+            conn.close()
+
+    def _drop_in_child(self, conn: socket.socket) -> None:
+        """Close the zygote's sockets and pidfds in a fresh child (closing the objects, not
+        just their fds, so a later garbage collection cannot close a reused fd number)."""
+        self.selector.close()
+        self.listener.close()
+        for child in self.children.values():
+            os.close(child.pidfd)
+            if child.conn is not None:
+                child.conn.close()
+        conn.close()
+
+    def _reap(self, pidfd: int) -> None:
+        child = self.children.pop(pidfd)
+        self.selector.unregister(pidfd)
+        _, status = os.waitpid(child.pid, 0)
+        os.close(pidfd)
+        if child.conn is not None:
+            self.selector.unregister(child.conn)
+            with contextlib.suppress(OSError):
+                _send(child.conn, {"exit": os.waitstatus_to_exitcode(status)})
+            child.conn.close()
+
+    def _forget(self, conn: socket.socket) -> None:
+        self.selector.unregister(conn)
+        for child in self.children.values():
+            if child.conn is conn:
+                child.conn = None
+        conn.close()
+
+
+def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
+    """One request line and the fds that came with it (all of them, whatever the line)."""
+    data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 3)
+    while data and not data.endswith(b"\n") and len(data) <= MAX_REQUEST:
+        more = conn.recv(MAX_REQUEST)
+        if not more:
+            break
+        data += more
+    return data, list(fds)
+
+
+def _parse(data: bytes) -> dict[str, Any]:
+    if not data.endswith(b"\n"):
+        raise ValueError("the request is not one JSON line")
+    request = json.loads(data)
+    if not isinstance(request, dict):
+        raise ValueError("the request is not a JSON object")
+    return request
+
+
+def _send(conn: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    data = json.dumps(message).encode() + b"\n"
+    if fds:
+        socket.send_fds(conn, [data], list(fds))
+    else:
+        conn.sendall(data)
+
+
+def _run_child(
+    argv: list[str], env: dict[str, str], cwd: str, fds: list[int], session: bool
+) -> None:
+    """In the forked child: become the requested process, run the module, exit. Never returns."""
+    code = 1
+    try:
+        for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in set(fds) - {0, 1, 2}:
+            os.close(fd)
+        _reopen_stdio()
+        if session:
+            os.setsid()
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        if "numpy" in sys.modules:  # a fresh process draws its own seed; a fork copies it
+            sys.modules["numpy"].random.seed()
+        code = _run_module(argv)
+        getattr(threading, "_shutdown", lambda: None)()  # what interpreter exit does:
+        atexit._run_exitfuncs()  # non-daemon threads, then atexit
+    except BaseException:  # a child must exit, whatever happened
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _reopen_stdio() -> None:
+    """Fresh text streams on fds 0-2 (the zygote's may hold buffered data)."""
+    sys.stdin = os.fdopen(0, "r", encoding="utf-8", closefd=False)
+    sys.stdout = os.fdopen(1, "w", encoding="utf-8", closefd=False)
+    sys.stderr = os.fdopen(2, "w", 1, "utf-8", "backslashreplace", closefd=False)
+
+
+def _run_module(argv: list[str]) -> int:
+    """``python -m argv[0] argv[1:]``: its exit code (SystemExit's, 1 after a traceback)."""
+    sys.argv = list(argv)
+    try:
+        with warnings.catch_warnings():  # a preloaded module run as __main__ is expected here
+            warnings.filterwarnings("ignore", ".*found in sys.modules", RuntimeWarning)
+            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException:  # reported as python -m would
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def preload(modules: Sequence[str], forbid: Sequence[str] = ()) -> None:
+    """Import ``modules``, refuse a forbidden one pulled in, freeze what the imports made.
+
+    Raises:
+        ConfigError: a module imports a forbidden one, or left a thread running.
+    """
+    for name in modules:
+        importlib.import_module(name)
+    pulled = sorted(m for m in forbid if m in sys.modules)
+    if pulled:
+        raise ConfigError(f"preloading {', '.join(modules)} imported {', '.join(pulled)}, "
+                          "which this zygote must not hold",
+                          hint="remove the module that imports it from --preload")  # fmt: skip
+    if threading.active_count() != 1:
+        raise ConfigError(f"preloading {', '.join(modules)} started Python threads "
+                          f"({threading.enumerate()}); a fork would copy their locks held",
+                          hint="remove that module from --preload")  # fmt: skip
+    gc.collect()
+    gc.freeze()
+
+
+def listen(path: Path) -> socket.socket:
+    """A Unix socket at ``path`` (a stale one replaced), only for this user.
+
+    Raises:
+        ConfigError: the path is too long for a Unix socket.
+    """
+    if len(os.fsencode(path)) > SOCKET_PATH_MAX:
+        raise ConfigError(
+            f"zygote socket path {str(path)!r} is longer than {SOCKET_PATH_MAX} bytes",
+            hint="use a shorter fleet folder",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    listener.listen(64)
+    return listener
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m edgeloop.core.zygote")
+    p.add_argument("--socket", type=Path, required=True)
+    p.add_argument("--preload", default="", help="comma-separated modules")
+    p.add_argument("--forbid", default="", help="comma-separated modules it must not import")
+    args = p.parse_args(argv)
+    modules = [m for m in args.preload.split(",") if m]
+    preload(modules, [m for m in args.forbid.split(",") if m])
+    listener = listen(args.socket)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threads = sum(1 for _ in Path("/proc/self/task").iterdir())
+    print(json.dumps({"pid": os.getpid(), "url": f"unix:{args.socket}", "preloaded": modules,
+                      "native_threads": threads}), flush=True)  # fmt: skip
+    try:
+        Zygote(listener).serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+        args.socket.unlink(missing_ok=True)
+    return 0
+
+
+# ---- clients ------------------------------------------------------------------------------
+
+
+def _connect(path: Path) -> socket.socket:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(CONNECT_TIMEOUT_S)
+    try:
+        conn.connect(str(path))
+    except OSError as exc:
+        conn.close()
+        raise TransportError(
+            f"no zygote answers on {str(path)!r}: {exc}",
+            hint="start it (`python -m edgeloop.core.zygote --socket PATH --preload MODULES`, "
+            "or `edgeloop fleet up --shared-imports`), or unset EDGELOOP_WORKER_ZYGOTE to "
+            "start the process on its own",
+        ) from exc
+    return conn
+
+
+def _handshake(
+    path: Path, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None,
+    fds: Sequence[int], new_session: bool,
+) -> tuple[socket.socket, int, int]:  # fmt: skip
+    """Ask the zygote at ``path`` for a child: (connection, pid, pidfd)."""
+    conn = _connect(path)
+    try:
+        request = {"argv": list(argv), "env": dict(env), "cwd": str(cwd or Path.cwd()),
+                   "new_session": new_session}  # fmt: skip
+        socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], list(fds))
+        data, got, _, _ = socket.recv_fds(conn, 4096, 1)
+        answer = json.loads(data.split(b"\n", 1)[0]) if data else {}
+        if "pid" not in answer or len(got) != 1:
+            for fd in got:
+                os.close(fd)
+            raise TransportError(f"the zygote on {str(path)!r} refused {argv[0]}: {answer}",
+                                 hint="read the zygote's log")  # fmt: skip
+        conn.setblocking(False)
+        return conn, int(answer["pid"]), got[0]
+    except (OSError, ValueError) as exc:
+        conn.close()
+        raise TransportError(f"the zygote on {str(path)!r} broke off: {exc}",
+                             hint="read the zygote's log") from exc  # fmt: skip
+    except BaseException:
+        conn.close()
+        raise
+
+
+class _Watch:
+    """A child's pid, pidfd and the connection its exit code arrives on."""
+
+    def __init__(self, conn: socket.socket, pid: int, pidfd: int) -> None:
+        self.conn, self.pid, self.pidfd = conn, pid, pidfd
+        self._code: int | None = None
+        self._buffer = b""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code (``-SIGNAL`` when killed), None while the child runs."""
+        return self.poll()
+
+    def _take(self, data: bytes) -> int | None:
+        """Feed what the connection gave (b"": closed); the exit code once known."""
+        if self._code is not None:
+            return self._code
+        self._buffer += data
+        if b"\n" in self._buffer:
+            self._code = int(json.loads(self._buffer.split(b"\n", 1)[0])["exit"])
+        elif not data:  # closed without an exit line: the zygote itself died
+            self._code = -int(signal.SIGKILL)
+        if self._code is not None:
+            self.conn.close()
+            os.close(self.pidfd)
+        return self._code
+
+    def poll(self) -> int | None:
+        """The exit code, or None while the child runs (never blocks)."""
+        if self._code is None:
+            with contextlib.suppress(BlockingIOError):
+                self._take(self.conn.recv(4096))
+        return self._code
+
+    def send_signal(self, signum: int) -> None:
+        """Signal the child through its pidfd (a no-op once it ended)."""
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class ZygoteProcess(_Watch):
+    """A child of a zygote, used like :class:`subprocess.Popen` (pid, poll, wait, kill)."""
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code; raises TimeoutError after ``timeout`` seconds."""
+        if self._code is not None:
+            return self._code
+        self.conn.settimeout(timeout)
+        try:
+            while (code := self._take(self.conn.recv(4096))) is None:
+                pass
+        except TimeoutError as exc:
+            raise TimeoutError(f"pid {self.pid} still runs after {timeout} s") from exc
+        finally:
+            if self._code is None:
+                self.conn.setblocking(False)
+        return code
+
+
+def spawn(
+    path: Path, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None,
+    stdin: int, stdout: int, stderr: int, new_session: bool = False,
+) -> ZygoteProcess:  # fmt: skip
+    """Fork ``python -m argv[0] argv[1:]`` from the zygote at ``path`` with these fds as its
+    stdin/stdout/stderr (the caller keeps and closes its own copies).
+
+    Raises:
+        TransportError: no zygote answers on ``path``, or it refused the request.
+    """
+    conn, pid, pidfd = _handshake(path, argv, env, cwd, (stdin, stdout, stderr), new_session)
+    return ZygoteProcess(conn, pid, pidfd)
+
+
+class AsyncZygoteProcess(_Watch):
+    """A child of a zygote used like :class:`asyncio.subprocess.Process`, with pipes on its
+    stdin and stdout."""
+
+    stdin: asyncio.StreamWriter | None
+    stdout: asyncio.StreamReader | None
+    pipes: tuple[asyncio.BaseTransport, ...] = ()
+
+    async def wait(self) -> int:
+        """The exit code, once the child ended; then its pipes are closed (what it wrote
+        before it ended stays readable in ``stdout``)."""
+        loop = asyncio.get_running_loop()
+        code = self.poll()
+        while code is None:
+            code = self._take(await loop.sock_recv(self.conn, 4096))
+        deadline = loop.time() + 1.0  # its stdout's EOF is on its way: let the reader take it
+        while not all(p.is_closing() for p in self.pipes[:1]) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for pipe in self.pipes:
+            pipe.close()
+        return code
+
+
+async def spawn_async(
+    path: Path, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None,
+    stderr: int,
+) -> AsyncZygoteProcess:  # fmt: skip
+    """:func:`spawn` with a pipe to the child's stdin and one from its stdout.
+
+    Raises:
+        TransportError: no zygote answers on ``path``, or it refused the request.
+    """
+    loop = asyncio.get_running_loop()
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        conn, pid, pidfd = await asyncio.to_thread(
+            _handshake, path, argv, env, cwd, (in_r, out_w, stderr), False
+        )
+    except BaseException:
+        for fd in (in_w, out_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (in_r, out_w):  # the child's ends: held by the child alone from here
+            os.close(fd)
+    child = AsyncZygoteProcess(conn, pid, pidfd)
+    reader = asyncio.StreamReader()
+    out = os.fdopen(out_r, "rb", 0)
+    reading, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), out)
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin,
+        os.fdopen(in_w, "wb", 0),
+    )
+    child.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+    child.stdout = reader
+    child.pipes = (reading, transport)
+    return child
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
