@@ -59,12 +59,11 @@ from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity
 from edgeloop.core.errors import ConfigError, DataError, TransportError
 from edgeloop.core.tls import client_verify
-from edgeloop.core.zygote import AsyncZygoteProcess, spawn_async
+from edgeloop.core.zygote import WORKER_ZYGOTE_ENV, AsyncZygoteProcess, spawn_async
 
 log = logging.getLogger("edgeloop.agent.fl")
-# A zygote's socket (edgeloop.core.zygote; `fleet up --shared-imports` sets it): the worker is
-# forked from it, sharing its imported torch, instead of starting a fresh interpreter.
-WORKER_ZYGOTE_ENV = "EDGELOOP_WORKER_ZYGOTE"
+# With WORKER_ZYGOTE_ENV naming a zygote's socket (`fleet up --shared-imports` sets it), the
+# worker is forked from it, sharing its imported torch, instead of a fresh interpreter.
 WORKER_ARGV = ["edgeloop.training.federated_worker", "serve"]
 WAIT_S = 5.0  # the long poll's wait (the control plane answers at once when a round opens)
 RETRY_S = 2.0

@@ -65,6 +65,14 @@ def fleet_up(
         str | None,
         typer.Option(help="Save a site profile NAME for EdgeMLManager(NAME) (home/sites.json)."),
     ] = None,
+    shared_imports: Annotated[
+        bool,
+        typer.Option(
+            "--shared-imports",
+            help="Simulated fleet on one machine: fork the agents (and their torch workers) "
+            "from processes that imported their libraries once, sharing those pages.",
+        ),
+    ] = False,
 ) -> None:
     """Start a control plane and N agents; print their URLs and the admin token."""
     from edgeloop.sdk.local_fleet import up
@@ -90,6 +98,7 @@ def fleet_up(
         mutual_tls=mtls,
         fl_data=shares,
         names=node_names,
+        shared_imports=shared_imports,
     )
     body = {**fleet.to_dict(), "dashboard_url": f"{fleet.control_url}/ui"}
     if site is not None:

@@ -55,6 +55,8 @@ from edgeloop.core.errors import ConfigError, TransportError
 MAX_REQUEST = 1 << 20  # an environment of a few KB; more is a broken client
 CONNECT_TIMEOUT_S = 10.0
 SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path, less its NUL
+# Where an agent finds the zygote to fork its federated worker from (agent/fl_worker.py).
+WORKER_ZYGOTE_ENV = "EDGELOOP_WORKER_ZYGOTE"
 
 
 # ---- the zygote ---------------------------------------------------------------------------
@@ -265,17 +267,24 @@ def preload(modules: Sequence[str], forbid: Sequence[str] = ()) -> None:
     gc.freeze()
 
 
+def check_socket_path(path: Path) -> Path:
+    """``path``, absolute. Raises ConfigError: too long for a Unix socket."""
+    path = path.absolute()
+    if len(os.fsencode(path)) > SOCKET_PATH_MAX:
+        raise ConfigError(
+            f"zygote socket path {str(path)!r} is longer than {SOCKET_PATH_MAX} bytes",
+            hint="use a shorter fleet folder",
+        )
+    return path
+
+
 def listen(path: Path) -> socket.socket:
     """A Unix socket at ``path`` (a stale one replaced), only for this user.
 
     Raises:
         ConfigError: the path is too long for a Unix socket.
     """
-    if len(os.fsencode(path)) > SOCKET_PATH_MAX:
-        raise ConfigError(
-            f"zygote socket path {str(path)!r} is longer than {SOCKET_PATH_MAX} bytes",
-            hint="use a shorter fleet folder",
-        )
+    path = check_socket_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -1,6 +1,10 @@
 """The processes of a local fleet (sdk/local_fleet.py): started in their own sessions with
 their own log, their URL read from the JSON ready line they write once they listen, waited for
-over HTTP, and stopped (SIGTERM, then SIGKILL) without ever signalling a reused pid."""
+over HTTP, and stopped (SIGTERM, then SIGKILL) without ever signalling a reused pid.
+
+A process is either a fresh interpreter or, with ``via`` (``fleet up --shared-imports``), forked
+from a zygote (:mod:`edgeloop.core.zygote`) that imported its libraries already; either way it
+is stopped by its pid, and a zygote's child is reaped by its zygote."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeloop.core import zygote
 from edgeloop.core.errors import TransportError
 from edgeloop.core.tls import TlsConfig, client_context
 
@@ -24,14 +29,14 @@ READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 # The processes this interpreter started, kept so they are reaped by the Popen that made them
 # (and not garbage-collected while they run) when the fleet is stopped from the same process.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_CHILDREN: dict[int, subprocess.Popen[bytes] | zygote.ZygoteProcess] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class FleetProcess:
     """One process of the fleet: what it is, where it listens, where it keeps its state."""
 
-    role: str  # "control" or "agent"
+    role: str  # "control", "agent" or "zygote"
     name: str
     pid: int
     url: str
@@ -72,24 +77,42 @@ def free_port() -> int:
 
 
 def spawn(
-    role: str, name: str, home: Path, args: list[str], env: dict[str, str]
+    role: str,
+    name: str,
+    home: Path,
+    args: list[str],
+    env: dict[str, str],
+    *,
+    module: str = "edgeloop.cli.app",
+    via: Path | None = None,
 ) -> tuple[FleetProcess, int]:
-    """Start one process; returns it (``url`` empty until :func:`wait_ready` reads it) and
-    where its lines begin in its log (which may hold earlier runs' lines)."""
+    """Start ``python -m module args`` (forked from the zygote listening on ``via`` when
+    given); returns it (``url`` empty until :func:`wait_ready` reads it) and where its lines
+    begin in its log (which may hold earlier runs' lines).
+
+    Raises:
+        TransportError: no zygote answers on ``via``.
+    """
     home.mkdir(parents=True, exist_ok=True)
     log = home / f"{role}.log"
     with log.open("ab") as out:
         start = out.tell()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeloop.cli.app", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # outlives `fleet up`; `fleet down` stops it
-        )
-    _CHILDREN[proc.pid] = proc
-    return FleetProcess(role, name, proc.pid, "", home, log), start
+        if via is None:
+            child: subprocess.Popen[bytes] | zygote.ZygoteProcess = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # outlives `fleet up`; `fleet down` stops it
+            )
+        else:
+            with Path(os.devnull).open("rb") as null:
+                child = zygote.spawn(via, [module, *args], env=env, stdin=null.fileno(),
+                                     stdout=out.fileno(), stderr=out.fileno(),
+                                     new_session=True)  # fmt: skip
+    _CHILDREN[child.pid] = child
+    return FleetProcess(role, name, child.pid, "", home, log), start
 
 
 def wait_ready(proc: FleetProcess, start: int) -> FleetProcess:
@@ -176,7 +199,7 @@ def stop(proc: FleetProcess) -> dict[str, Any]:
 def _reap(pid: int) -> None:
     """Collect the exit status when ``pid`` is our child (else the zombie lingers)."""
     child = _CHILDREN.get(pid)
-    if child is not None:
+    if child is not None:  # a zygote's child: its zygote reaps it, poll reads its code
         if child.poll() is not None:
             del _CHILDREN[pid]
         return

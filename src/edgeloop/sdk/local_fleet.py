@@ -17,6 +17,15 @@ admin's) client certificate. ``fleet.json`` records the files, so admin calls tr
 Each process binds port 0 (a free port the kernel picks while it binds) and its URL is read from
 the JSON ready line it writes to its log. A port picked here and bound later by the child could be
 taken in between by any other process, and a health check would then ask the wrong server.
+
+``shared_imports=True`` (``fleet up --shared-imports``; off by default) is for a simulated fleet
+on one machine, where every node's process imports the same libraries: two zygotes
+(:mod:`edgeloop.core.zygote`, sockets under ``folder/zygotes``) import them once and fork the
+processes, which share those pages copy-on-write. The agents' zygote never imports torch (an
+agent still reports ``torch_imported: false``); the workers' zygote (with ``fl_data`` only)
+imports torch and the federated worker, and the agents fork their workers from it
+(``EDGELOOP_WORKER_ZYGOTE``). Nodes stay separate processes with their own ports, folders and
+identities. A real node runs one agent per device, where this changes nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from edgeloop.core.errors import ConfigError, NotFoundError, TransportError
 from edgeloop.core.files import write_atomic
 from edgeloop.core.tls import TlsConfig
+from edgeloop.core.zygote import WORKER_ZYGOTE_ENV, check_socket_path
 from edgeloop.sdk.fleet_process import (
     READY_TIMEOUT_S,
     FleetProcess,
@@ -51,9 +61,16 @@ if TYPE_CHECKING:
     from edgeloop.sdk.fl_data import FlData
 
 STATE_FILE = "fleet.json"
-_NODE_NAME = re.compile(r"^(?!control$|tls$)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a folder too
+_NODE_NAME = re.compile(r"^(?!control$|tls$|zygotes$)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a folder
 ADMIN_TOKEN_ENV = "EDGELOOP_ADMIN_TOKEN"
 ENROLL_TOKEN_ENV = "EDGELOOP_ENROLL_TOKEN"  # the agent CLI reads it (edgeloop.cli.agent)
+# What `edgeloop agent` imports (measured with PYTHONPROFILEIMPORTTIME in an agent's log), less
+# onnxruntime: its import starts a native thread, and a fork would copy that thread's locks
+# held. Never torch (the zygote refuses to start if one of these pulls it in).
+AGENT_PRELOAD = ("edgeloop.cli.app", "edgeloop.agent.process", "edgeloop.agent.identity",
+                 "uvicorn.main", "uvloop", "httptools", "uvicorn.protocols.http.httptools_impl",
+                 "httpcore", "anyio")  # fmt: skip
+WORKER_PRELOAD = ("torch", "numpy", "edgeloop.training.federated_worker")
 # Names tests import from here; the processes themselves are sdk/fleet_process.py.
 __all__ = ["ADMIN_TOKEN_ENV", "FleetProcess", "LocalFleet", "free_port", "node_names_for", "up"]
 _spawn, _stop, _wait_ready = spawn, stop, wait_ready
@@ -69,6 +86,7 @@ class LocalFleet:
     agents: tuple[FleetProcess, ...]
     tls: FleetTls | None = None  # the throwaway CA's files of `fleet up --tls`
     mutual_tls: bool = False
+    zygotes: tuple[FleetProcess, ...] = ()  # `fleet up --shared-imports`: agents', workers'
 
     @property
     def control_url(self) -> str:
@@ -93,6 +111,7 @@ class LocalFleet:
             "agents": [a.to_dict() for a in self.agents],
             "tls": None if self.tls is None else self.tls.to_dict(),
             "mutual_tls": self.mutual_tls,
+            "zygotes": [z.to_dict() for z in self.zygotes],
         }
 
     def save(self) -> Path:
@@ -118,6 +137,7 @@ class LocalFleet:
                 tuple(FleetProcess.from_dict(a) for a in doc["agents"]),
                 FleetTls.from_dict(doc["tls"]) if doc.get("tls") else None,
                 bool(doc.get("mutual_tls", False)),
+                tuple(FleetProcess.from_dict(z) for z in doc.get("zygotes", [])),
             )
         except FileNotFoundError:
             raise NotFoundError(
@@ -131,8 +151,9 @@ class LocalFleet:
             ) from exc
 
     def down(self) -> list[dict[str, Any]]:
-        """Stop every process (agents first, then the control plane); return what happened."""
-        stopped = [stop(p) for p in (*self.agents, self.control)]
+        """Stop every process (agents first, then the control plane, then the zygotes the
+        agents and their workers were forked from); return what happened."""
+        stopped = [stop(p) for p in (*self.agents, self.control, *self.zygotes)]
         (self.folder / STATE_FILE).unlink(missing_ok=True)
         return stopped
 
@@ -156,6 +177,7 @@ def up(
     mutual_tls: bool = False,
     fl_data: FlData | None = None,
     names: Sequence[str] | None = None,
+    shared_imports: bool = False,
 ) -> LocalFleet:
     """Start a control plane and ``nodes`` agents under ``folder``; wait until each answers.
 
@@ -164,6 +186,8 @@ def up(
     the control plane also requires client certificates.
     ``fl_data``: each agent's own share of a data set for federated rounds (sdk/fl_data.py).
     ``names``: the agents' names (default ``node-1`` ...), one per node.
+    ``shared_imports``: fork the agents (and their federated workers, with ``fl_data``) from
+    zygotes that imported their libraries once (a simulated fleet's memory; module docstring).
 
     Raises:
         ConfigError: bad node count, or a fleet already runs in ``folder``.
@@ -176,7 +200,7 @@ def up(
     node_names = node_names_for(nodes, names)
     if (folder / STATE_FILE).exists():
         running = LocalFleet.load(folder)
-        if running.control.alive() or any(a.alive() for a in running.agents):
+        if any(p.alive() for p in (running.control, *running.agents, *running.zygotes)):
             raise ConfigError(
                 f"a local fleet already runs in {str(folder)!r}",
                 hint="stop it with `edgeloop fleet down`, or pass another --dir",
@@ -192,11 +216,15 @@ def up(
     control_cmd = ["control", "--port", "0", "--home", str(folder / "control"), *control_tls]
     control_cmd += control_args
     control_cmd += ["--format", "json"]
-    control, control_start = spawn(
-        "control", "control", folder / "control", control_cmd, {**base_env, ADMIN_TOKEN_ENV: token}
-    )
-    started: list[FleetProcess] = [control]
+    started: list[FleetProcess] = []
+    zygotes = _spawn_zygotes(folder, base_env, fl_data is not None) if shared_imports else []
+    started += [z for z, _ in zygotes]
     try:
+        control, control_start = spawn(
+            "control", "control", folder / "control", control_cmd,
+            {**base_env, ADMIN_TOKEN_ENV: token},
+        )  # fmt: skip
+        started.append(control)
         control = wait_ready(control, control_start)
         wait_http(control, "/healthz", client_tls)
         say(f"control plane up at {control.url}")
@@ -211,6 +239,10 @@ def up(
         starts: list[int] = []
         if fl_data is not None:  # written before the agents start: their workers read it
             fl_data.write([folder / name for name in node_names])
+        ready = [wait_ready(z, start) for z, start in zygotes]  # agents', then workers'
+        agent_env = {} if len(ready) < 2 else {WORKER_ZYGOTE_ENV: str(_socket(ready[1]))}
+        for z in ready:
+            say(f"zygote for {z.name} up at {z.url}")
         for name, enroll in zip(node_names, enrolls, strict=True):
             home = folder / name
             agent, start = spawn(
@@ -230,7 +262,8 @@ def up(
                     *agent_tls,
                     *agent_args,
                 ],
-                {**base_env, ENROLL_TOKEN_ENV: enroll},  # not argv: `ps` shows it to anyone
+                {**base_env, **agent_env, ENROLL_TOKEN_ENV: enroll},  # not argv: `ps` shows it
+                via=_socket(ready[0]) if ready else None,
             )
             started.append(agent)
             agents.append(agent)
@@ -245,9 +278,33 @@ def up(
         for proc in reversed(started):
             stop(proc)
         raise
-    fleet = LocalFleet(folder, token, control, tuple(agents), certs, mutual_tls)
+    fleet = LocalFleet(folder, token, control, tuple(agents), certs, mutual_tls, tuple(ready))
     fleet.save()
     return fleet
+
+
+def _spawn_zygotes(
+    folder: Path, env: dict[str, str], workers: bool
+) -> list[tuple[FleetProcess, int]]:
+    """Start the agents' zygote (and the workers', when the nodes train); they import while
+    the control plane starts. Raises ConfigError: a socket path too long for a Unix socket."""
+    wanted: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+        ("agents", AGENT_PRELOAD, ("torch",))
+    ]
+    if workers:
+        wanted.append(("workers", WORKER_PRELOAD, ()))
+    started = []
+    for name, modules, forbid in wanted:
+        home = folder / "zygotes" / name
+        path = check_socket_path(home / "zygote.sock")
+        args = ["--socket", str(path), "--preload", ",".join(modules)]
+        args += ["--forbid", ",".join(forbid)] if forbid else []
+        started.append(spawn("zygote", name, home, args, env, module="edgeloop.core.zygote"))
+    return started
+
+
+def _socket(zygote: FleetProcess) -> Path:
+    return Path(zygote.url.removeprefix("unix:"))
 
 
 def node_names_for(nodes: int, names: Sequence[str] | None) -> list[str]:
