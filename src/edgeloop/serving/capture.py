@@ -26,8 +26,8 @@ the per-version state, the records and where they go.
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +38,8 @@ import numpy as np
 
 from edgeloop.core.errors import ConfigError
 from edgeloop.monitoring.outputs import QUANT_STEP, SUM_TOLERANCE
+
+Array = np.ndarray[Any, Any]
 
 DEFAULT_MAX_BYTES = 16 << 20  # 16 MiB: ~50k digits rows; a quarter of the agent's 64 MB outbox
 MAX_RECORD_BYTES = 256 << 10  # a larger row (an image batch) is counted ``too_large``, not kept
@@ -215,16 +217,27 @@ class Scores:
 NO_SCORES = Scores(None, None, None)
 
 
+def score_arrays(probs: np.ndarray[Any, Any]) -> tuple[Array, Array, Array]:
+    """(predicted, confidence, margin) of each row of class probabilities, as arrays: a row
+    with NaN/inf, or rows of fewer than two classes, get -1 and NaN, NaN."""
+    n = probs.shape[0] if probs.ndim else 1
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        return np.full(n, -1), np.full(n, np.nan), np.full(n, np.nan)
+    top = np.partition(probs, -2, axis=1)[:, -2:]
+    finite = np.isfinite(probs).all(axis=1)
+    predicted = np.where(finite, probs.argmax(axis=1), -1)
+    confidence = np.where(finite, top[:, 1], np.nan)
+    margin = np.where(finite, top[:, 1] - top[:, 0], np.nan)
+    return predicted, confidence, margin
+
+
 def scores(probs: np.ndarray[Any, Any]) -> list[Scores]:
     """Each row's :class:`Scores` from rows of class probabilities (a row with NaN/inf:
     :data:`NO_SCORES`)."""
-    if probs.ndim != 2 or probs.shape[1] < 2:
-        return [NO_SCORES] * (probs.shape[0] if probs.ndim else 1)
-    top = np.partition(probs, -2, axis=1)[:, -2:]
-    finite = np.isfinite(probs).all(axis=1).tolist()
+    predicted, confidence, margin = score_arrays(probs)
     return [
-        Scores(p, float(t[1]), float(t[1] - t[0])) if ok else NO_SCORES
-        for p, t, ok in zip(probs.argmax(axis=1).tolist(), top, finite, strict=True)
+        Scores(p, c, m) if p >= 0 else NO_SCORES
+        for p, c, m in zip(predicted.tolist(), confidence.tolist(), margin.tolist(), strict=True)
     ]
 
 
@@ -269,12 +282,34 @@ def decide(
     return tuple(held)
 
 
+def decide_rows(
+    spec: CaptureSpec, confidence: Array, margin: Array, drift_age_s: Array, draws: Array
+) -> list[tuple[Reason, Array]]:
+    """:func:`decide` for many rows at once: each reason of the policy, in its order, with
+    the rows where it holds (arrays of one value per row; NaN holds nothing: no class scores,
+    no drift alarm yet)."""
+    held = []
+    with np.errstate(invalid="ignore"):
+        for reason, value in spec.reasons.items():
+            if reason is Reason.UNCERTAIN:
+                hit = confidence < value
+            elif reason is Reason.MARGIN:
+                hit = margin < value
+            elif reason is Reason.DRIFT:
+                hit = (drift_age_s >= 0.0) & (drift_age_s <= value)
+            else:
+                hit = draws < value
+            held.append((reason, hit))
+    return held
+
+
 class Budget:
     """One served version's bounds and counts: bytes kept, rows per predicted class."""
 
     def __init__(self, spec: CaptureSpec, model: str, version: str) -> None:
         self.spec = spec
-        self.rng = random.Random(f"{spec.seed}:{model}:{version}")
+        key = hashlib.sha256(f"{spec.seed}:{model}:{version}".encode()).digest()
+        self.rng = np.random.default_rng(int.from_bytes(key[:8], "little"))  # one draw a row
         self.bytes = 0
         self.per_class: Counter[int] = Counter()
         self.counts: Counter[str] = Counter()  # seen, kept, over_bytes, over_quota, too_large
