@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/fl_fleet_bench.py                      # 5 agents, iid + dirichlet:0.5
     .venv/bin/python bench/fl_fleet_bench.py --nodes 10 --rounds 20 --format json
+    .venv/bin/python bench/fl_fleet_bench.py --nodes 10 --partitions iid --variants plain \
+        --shared-imports    # agents and workers forked from zygotes (fleet up --shared-imports)
 
 For each partition: `fleet up --fl-data digits --partition P` (one `edgeloop control` and N
 `edgeloop agent` processes on loopback, each agent with its own share and its own torch worker
@@ -14,12 +16,15 @@ The global model of every round is downloaded through the API and scored here on
 held-out images (the issue's centralized evaluation). In the same run, from the same shares and
 seeds: the plain in-process FedAvg loop (the reference trajectory) and centralized training
 (one model, all 1,437 training images pooled, one epoch per round, same init and SGD).
-Memory, sampled every 0.2 s while the task runs, over the control plane, the agents and their
-workers: the peak of the summed resident sets (RSS: a page shared by N processes, torch's
+Memory, sampled every 0.2 s while the task runs, over the control plane, the agents, their
+workers and, with --shared-imports, the two zygotes they were forked from (part of the tree, so
+counted): the peak of the summed resident sets (RSS: a page shared by N processes, torch's
 libraries say, counts N times) and the peak of the summed proportional set sizes (PSS, from
 /proc/PID/smaps_rollup: a shared page counts 1/N in each of its N processes, so the sum counts
-it once). Per round, where its time went (the task history's ``phases_s``: the first and last
-download and upload after the selection, the clients' own fetch and training times).
+it once), also per role (control, agents, workers, zygotes: each role's own peak), and the
+1-minute load average (/proc/loadavg) seen during the task. Per round, where its time went
+(the task history's ``phases_s``: the first and last download and upload after the
+selection, the clients' own fetch and training times).
 """
 
 from __future__ import annotations
@@ -63,8 +68,8 @@ def _tree_rss_mb(pids: list[int]) -> float:
     return _tree_memory_mb(pids)[0]
 
 
-def _tree(pids: list[int]) -> list[int]:
-    """``pids`` and all their descendants (Linux /proc)."""
+def _children() -> dict[int, list[int]]:
+    """Each pid's children, read once from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -72,6 +77,12 @@ def _tree(pids: list[int]) -> list[int]:
             children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue
+    return children
+
+
+def _tree(pids: list[int], children: dict[int, list[int]] | None = None) -> list[int]:
+    """``pids`` and all their descendants (Linux /proc)."""
+    children = _children() if children is None else children
     seen: list[int] = []
     todo = list(pids)
     while todo:
@@ -82,11 +93,11 @@ def _tree(pids: list[int]) -> list[int]:
     return seen
 
 
-def _tree_memory_mb(pids: list[int]) -> tuple[float, float]:
-    """(RSS sum, PSS sum) in MB over ``pids`` and their descendants, from
-    /proc/PID/smaps_rollup (its Rss line is the same figure as status' VmRSS)."""
+def _memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(RSS sum, PSS sum) in MB over ``pids`` themselves, from /proc/PID/smaps_rollup (its
+    Rss line is the same figure as status' VmRSS)."""
     rss = pss = 0.0
-    for pid in _tree(pids):
+    for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Rss:"):
@@ -98,6 +109,11 @@ def _tree_memory_mb(pids: list[int]) -> tuple[float, float]:
     return rss, pss
 
 
+def _tree_memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(RSS sum, PSS sum) in MB over ``pids`` and their descendants."""
+    return _memory_mb(_tree(pids))
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of one process (0 once it ended)."""
     try:
@@ -107,38 +123,54 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_role(control: int, agents: list[int]) -> dict[str, float]:
-    """CPU seconds used so far by the control plane (and its children), the agent processes,
-    and the agents' training workers (every descendant of an agent)."""
-    workers = [p for a in agents for p in _tree([a]) if p != a]
-    return {"control": sum(_cpu_s(p) for p in _tree([control])),
-            "agents": sum(_cpu_s(p) for p in agents),
-            "workers": sum(_cpu_s(p) for p in workers)}  # fmt: skip
+def roles(control: int, agents: list[int], zygotes: list[int]) -> dict[str, list[int]]:
+    """The fleet's processes now, by role, each once: the control plane and its children, the
+    agents, the training workers (the agents' descendants, or the zygotes' children that are
+    not agents), the zygotes themselves."""
+    children = _children()
+    workers = [p for p in _tree(agents + zygotes, children) if p not in agents + zygotes]
+    return {"control": _tree([control], children), "agents": list(agents), "workers": workers,
+            "zygotes": list(zygotes)}  # fmt: skip
 
 
-def pss_by_role_mb(control: int, agents: list[int]) -> dict[str, float]:
-    """Summed PSS now of the control plane (and its children), the agents, their workers."""
-    workers = [p for a in agents for p in _tree([a]) if p != a]
-    return {"control": _tree_memory_mb([control])[1],
-            "agents": sum(_tree_memory_mb([a])[1] for a in agents) - _pss(workers),
-            "workers": _pss(workers)}  # fmt: skip
+def cpu_by_role(control: int, agents: list[int], zygotes: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by each role's processes (:func:`roles`)."""
+    by_role = roles(control, agents, zygotes)
+    return {role: sum(_cpu_s(p) for p in pids) for role, pids in by_role.items()}
 
 
-def _pss(pids: list[int]) -> float:
-    return sum(_tree_memory_mb([p])[1] for p in pids)
+def memory_by_role_mb(
+    control: int, agents: list[int], zygotes: list[int]
+) -> dict[str, tuple[float, float]]:
+    """(RSS sum, PSS sum) now of each role's processes."""
+    return {role: _memory_mb(pids) for role, pids in roles(control, agents, zygotes).items()}
+
+
+def _read_load() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 class RssSampler(threading.Thread):
-    """Peak summed RSS and peak summed PSS of a process tree (each its own peak)."""
+    """Peak summed RSS and peak summed PSS of the fleet's processes (each its own peak), the
+    same per role, and the lowest and highest 1-minute load average seen."""
 
-    def __init__(self, pids: list[int]) -> None:
+    def __init__(self, control: int, agents: list[int], zygotes: list[int]) -> None:
         super().__init__(daemon=True)
-        self.pids, self.peak, self.peak_pss, self.stop = pids, 0.0, 0.0, threading.Event()
+        self.who = (control, agents, zygotes)
+        self.peak, self.peak_pss, self.stop = 0.0, 0.0, threading.Event()
+        self.by_role: dict[str, list[float]] = {}  # role: [peak RSS, peak PSS]
+        self.load = [_read_load()] * 2
 
     def run(self) -> None:
         while not self.stop.is_set():
-            rss, pss = _tree_memory_mb(self.pids)
-            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+            now = memory_by_role_mb(*self.who)
+            self.peak = max(self.peak, sum(r for r, _ in now.values()))
+            self.peak_pss = max(self.peak_pss, sum(p for _, p in now.values()))
+            for role, (rss, pss) in now.items():
+                peak = self.by_role.setdefault(role, [0.0, 0.0])
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
+            load = _read_load()
+            self.load = [min(self.load[0], load), max(self.load[1], load)]
             self.stop.wait(0.2)
 
 
@@ -228,14 +260,15 @@ def _task(admin: Any, body: dict[str, Any], stall: list[Path]) -> tuple[dict[str
 
 
 def across_fleet(
-    nodes: int, partition: str, rounds: int, shares: list[NodeShare], variants: list[str]
-) -> list[dict[str, Any]]:
+    nodes: int, partition: str, rounds: int, shares: list[NodeShare], variants: list[str],
+    shared_imports: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
     """One fleet, one task per variant (plain, secagg, dp), one after the other."""
     data = FlData("digits", Partition.parse(partition))
     runs = []
     with tempfile.TemporaryDirectory(prefix="fl-fleet-bench-") as tmp:
         t0 = time.perf_counter()
-        with up(Path(tmp), nodes, fl_data=data) as fleet:
+        with up(Path(tmp), nodes, fl_data=data, shared_imports=shared_imports) as fleet:
             _wait_clients(fleet, nodes)
             ready_s = time.perf_counter() - t0
             with fleet.admin(timeout_s=300) as admin:
@@ -254,14 +287,16 @@ def across_fleet(
                             hook.write_text("1:unmask")
                     if variant == "dp":
                         body["dp"] = {"noise_multiplier": 1.0, "clip_norm": 1.0, "delta": 1e-5}
-                    sampler = RssSampler([fleet.control.pid, *(a.pid for a in fleet.agents)])
-                    sampler.start()
                     agents = [a.pid for a in fleet.agents]
-                    cpu0 = cpu_by_role(fleet.control.pid, agents)
+                    who = (fleet.control.pid, agents, [z.pid for z in fleet.zygotes])
+                    sampler = RssSampler(*who)
+                    sampler.start()
+                    cpu0 = cpu_by_role(*who)
                     doc, rounds_s = _task(admin, body, stall)
-                    cpu1 = cpu_by_role(fleet.control.pid, agents)
-                    pss_end = pss_by_role_mb(fleet.control.pid, agents)
+                    cpu1 = cpu_by_role(*who)
+                    end = memory_by_role_mb(*who)
                     sampler.stop.set()
+                    sampler.join()
                     if doc["state"] != "done":
                         print(f"{variant}: {doc['state']}: {doc['reason']}", file=sys.stderr)
                     done = doc["rounds_done"]
@@ -269,11 +304,16 @@ def across_fleet(
                     run = _summary(doc, models, shares)
                     extra = {"variant": variant, "partition": partition, "nodes": nodes,
                              "rounds_total_s": rounds_s, "fleet_ready_s": ready_s,
+                             "shared_imports": shared_imports,
+                             "processes": {k: len(v) for k, v in roles(*who).items()},
                              "peak_tree_rss_mb": sampler.peak,
                              "peak_tree_pss_mb": sampler.peak_pss,
+                             "peak_by_role_mb": {k: {"rss": v[0], "pss": v[1]}
+                                                 for k, v in sampler.by_role.items()},
+                             "load_avg_1m_during": sampler.load,
                              "cpu_s_per_round": {k: (cpu1[k] - cpu0[k]) / rounds
                                                  for k in cpu0},
-                             "pss_by_role_at_end_mb": pss_end,
+                             "pss_by_role_at_end_mb": {k: v[1] for k, v in end.items()},
                              "load_avg_after": os.getloadavg()}  # fmt: skip
                     runs.append({**run, **extra})
     return runs
@@ -328,6 +368,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--partitions", default="iid,dirichlet:0.5")
     parser.add_argument("--variants", default="plain,secagg,dp", help="on the iid fleet")
+    parser.add_argument(
+        "--shared-imports",
+        action="store_true",
+        help="fleet up --shared-imports: agents and workers forked from zygotes",
+    )
     parser.add_argument("--format", choices=["text", "json"], default="text")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -335,7 +380,8 @@ def main() -> None:
     for partition in args.partitions.split(","):
         shares = FlData("digits", Partition.parse(partition)).shares(args.nodes)
         variants = args.variants.split(",") if partition == "iid" else ["plain"]
-        done = across_fleet(args.nodes, partition, args.rounds, shares, variants)
+        done = across_fleet(args.nodes, partition, args.rounds, shares, variants,
+                            args.shared_imports)  # fmt: skip
         ref = reference(shares, args.rounds)
         cen = centralized(shares, args.rounds)
         for run in done:
@@ -367,7 +413,8 @@ def main() -> None:
               f"{args.rounds} rounds {r['rounds_total_s']:.1f} s; bytes/round up "
               f"{r['bytes_up_per_round']} down "
               f"{r['bytes_down_per_round']}; peak tree RSS sum {r['peak_tree_rss_mb']:.0f} MB, "
-              f"PSS sum {r['peak_tree_pss_mb']:.0f} MB; load {r['load_avg_after']}; "
+              f"PSS sum {r['peak_tree_pss_mb']:.0f} MB (by role {r['peak_by_role_mb']}); "
+              f"load {r['load_avg_1m_during']} during, {r['load_avg_after']} after; "
               f"registered {r['registration']}")  # fmt: skip
         print(f"  CPU s per round: {r['cpu_s_per_round']}")
         print(

@@ -108,9 +108,10 @@ class Trainer:
         argv = [*WORKER_ARGV, "--data", str(self.share.path), "--threads", "1"]
         zygote = os.environ.get(WORKER_ZYGOTE_ENV)
         with self.log_file.open("ab") as err:
-            if zygote:
+            if zygote:  # its own session: with the kernel's autogroup scheduling, all the
+                # zygote's children in one session would share one CPU share between them
                 self.proc = await spawn_async(
-                    Path(zygote), argv, env=os.environ, stderr=err.fileno()
+                    Path(zygote), argv, env=os.environ, stderr=err.fileno(), new_session=True
                 )
             else:
                 self.proc = await asyncio.create_subprocess_exec(
