@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from edgeloop.core.errors import ConfigError, TransportError
-from edgeloop.core.zygote import preload, spawn, spawn_async
+from edgeloop.core.zygote import preload
+from edgeloop.core.zygote_client import spawn, spawn_async
 
 CHILD = textwrap.dedent('''
     """What a forked child sees, as one JSON line; its first argument picks what it does."""

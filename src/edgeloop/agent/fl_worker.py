@@ -59,7 +59,8 @@ from edgeloop.agent.home import AgentHome
 from edgeloop.agent.identity import Identity
 from edgeloop.core.errors import ConfigError, DataError, TransportError
 from edgeloop.core.tls import client_verify
-from edgeloop.core.zygote import WORKER_ZYGOTE_ENV, AsyncZygoteProcess, spawn_async
+from edgeloop.core.zygote import WORKER_ZYGOTE_ENV
+from edgeloop.core.zygote_client import AsyncZygoteProcess, spawn_async
 
 log = logging.getLogger("edgeloop.agent.fl")
 # With WORKER_ZYGOTE_ENV naming a zygote's socket (`fleet up --shared-imports` sets it), the

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeloop.core import zygote
+from edgeloop.core import zygote_client
 from edgeloop.core.errors import TransportError
 from edgeloop.core.tls import TlsConfig, client_context
 
@@ -29,7 +29,7 @@ READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 # The processes this interpreter started, kept so they are reaped by the Popen that made them
 # (and not garbage-collected while they run) when the fleet is stopped from the same process.
-_CHILDREN: dict[int, subprocess.Popen[bytes] | zygote.ZygoteProcess] = {}
+_CHILDREN: dict[int, subprocess.Popen[bytes] | zygote_client.ZygoteProcess] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ def spawn(
     with log.open("ab") as out:
         start = out.tell()
         if via is None:
-            child: subprocess.Popen[bytes] | zygote.ZygoteProcess = subprocess.Popen(
+            child: subprocess.Popen[bytes] | zygote_client.ZygoteProcess = subprocess.Popen(
                 [sys.executable, "-m", module, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -108,7 +108,7 @@ def spawn(
             )
         else:
             with Path(os.devnull).open("rb") as null:
-                child = zygote.spawn(via, [module, *args], env=env, stdin=null.fileno(),
+                child = zygote_client.spawn(via, [module, *args], env=env, stdin=null.fileno(),
                                      stdout=out.fileno(), stderr=out.fileno(),
                                      new_session=True)  # fmt: skip
     _CHILDREN[child.pid] = child
