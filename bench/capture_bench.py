@@ -152,7 +152,8 @@ def in_process(
     import onnxruntime as ort
 
     from edgeloop.serving.capture import CaptureSpec
-    from edgeloop.serving.capture_sink import CaptureFile, Capturer
+    from edgeloop.serving.capture_files import CaptureFile
+    from edgeloop.serving.capture_sink import Capturer
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     outs = [{"output": np.asarray(session.run(None, {"input": x[None]})[0])} for x in xs]

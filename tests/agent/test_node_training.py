@@ -319,7 +319,7 @@ def test_a_node_that_cannot_train_answers_naming_the_capability(
     from edgeloop.agent.home import AgentHome
     from edgeloop.agent.train_worker import TrainWorker
     from edgeloop.agent.updater import Updater
-    from edgeloop.serving.capture_sink import CaptureLog
+    from edgeloop.serving.capture_files import CaptureLog
 
     monkeypatch.setenv("EDGELOOP_AGENT_NO_TRAIN", "1")
     home = AgentHome.under(tmp_path / "node")
@@ -334,7 +334,8 @@ def test_a_node_that_cannot_train_answers_naming_the_capability(
 
 
 def test_the_local_capture_log_stays_under_its_byte_cap(tmp_path: Path) -> None:
-    from edgeloop.serving.capture_sink import CaptureLog, Kept
+    from edgeloop.serving.capture_files import CaptureLog
+    from edgeloop.serving.capture_record import Kept
 
     log = CaptureLog(tmp_path, 20_000)
     for i in range(200):

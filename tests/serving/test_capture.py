@@ -34,7 +34,8 @@ from edgeloop.serving.capture import (
     score_arrays,
     scores,
 )
-from edgeloop.serving.capture_sink import Capturer, Kept
+from edgeloop.serving.capture_record import Kept
+from edgeloop.serving.capture_sink import Capturer
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.watch import EventType, MonitorEvent, probabilities
 

@@ -49,7 +49,7 @@ from edgeloop.core.logs import server_logging
 from edgeloop.core.tls import TlsConfig, server_context
 from edgeloop.serving.admin import AdminGate
 from edgeloop.serving.app import Server, create_app
-from edgeloop.serving.capture_sink import CaptureLog
+from edgeloop.serving.capture_files import CaptureLog
 from edgeloop.serving.catalog import Catalog
 from edgeloop.serving.config import ServerConfig
 from edgeloop.serving.connections import Sweeper, httptools_protocol

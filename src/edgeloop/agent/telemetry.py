@@ -48,7 +48,7 @@ from edgeloop.agent.shipper import Shipper, ShipperConfig
 from edgeloop.agent.update_state import UpdateState
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import ConfigError, EdgeError
-from edgeloop.serving.capture_sink import Kept
+from edgeloop.serving.capture_record import Kept
 from edgeloop.serving.watch import MonitorEvent
 
 log = logging.getLogger(__name__)

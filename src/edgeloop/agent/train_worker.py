@@ -56,7 +56,7 @@ from edgeloop.agent.train_data import labelled_captures, lineage_of, local_docum
 from edgeloop.agent.update_state import Outcome
 from edgeloop.agent.updater import Updater
 from edgeloop.core.errors import UntrustedArtifactError
-from edgeloop.serving.capture_sink import CaptureLog
+from edgeloop.serving.capture_files import CaptureLog
 
 TIMEOUT_S = 60.0
 CAPTURE_LOG_MB = 32  # the node's local copy of its captures and labels (two rotating files)

@@ -23,29 +23,24 @@ can join it by sample id.
 Records go to ``sinks`` as :class:`Kept` rows (callables that must not block; they encode a
 row off the event loop, so a kept row costs the request path a copy of its tensors): the
 agent's telemetry buffer (the
-outbox kind ``capture``) or, on a standalone server, :class:`CaptureFile` (JSON Lines written
-off the event loop once a second).
+outbox kind ``capture``) or, on a standalone server, a
+:class:`~edgeloop.serving.capture_files.CaptureFile` (JSON Lines written off the event loop
+once a second).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
-import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from edgeloop.serving.capture import (
     NO_SCORES,
@@ -58,13 +53,13 @@ from edgeloop.serving.capture import (
     score_arrays,
     scores,
 )
+from edgeloop.serving.capture_record import Kept, iso_utc, one_row
 from edgeloop.serving.watch import EventType, MonitorEvent, probabilities
 
 log = logging.getLogger(__name__)
 Record = dict[str, Any]
 MAX_ROWS = 256  # rows of one request looked at (a larger batch: its first 256)
 _REMEMBERED = 10_000  # captured sample ids kept for labels that come later (~1 MB)
-_FLUSH_S = 1.0
 DEFER_REQUESTS = 256  # answered requests held before they are decided together
 DEFER_S = 0.05  # ... or this long after the first of them (on the running loop)
 _ALARMS_KEPT = 64  # drift alarm times kept per version (a held request is at most DEFER_S old)
@@ -119,88 +114,6 @@ def _score_rows(firsts: list[Array | None], rows: list[int]) -> tuple[Array, Arr
         np.array([np.nan if r.confidence is None else r.confidence for r in table]),
         np.array([np.nan if r.margin is None else r.margin for r in table]),
     )
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
-
-
-# What _iso writes is this long for every year from 1000 to 9999 ("2026-12-07T09:52:04.590+00:00"):
-# a kept row's size is known before its time is written (Kept.at, formatted off the event loop).
-_ISO_LEN = len(_iso(0.0))
-_ISO_PLACEHOLDER = "0" * _ISO_LEN
-
-
-def _row(array: Array, row: int, rows: int) -> Array:
-    """One row of a tensor (batch axis 1), little-endian and C-ordered. A batch of ``rows``
-    rows is copied from (the request's arrays are not kept alive by a capture of one of its
-    rows); a batch of one, already little-endian and C-ordered, is that row: it is kept as it
-    is (the request is done with it; a copy would cost as much as the row)."""
-    one = array[row : row + 1] if array.ndim else array.reshape(1)
-    if rows == 1 and one.flags.c_contiguous and one.dtype.byteorder in "=<|":
-        return one
-    return np.array(one, dtype=one.dtype.newbyteorder("<"), order="C", copy=True)
-
-
-def _b64_len(nbytes: int) -> int:
-    return 4 * ((nbytes + 2) // 3)
-
-
-class Kept:
-    """A kept row, its tensors not yet encoded: :meth:`record` and :meth:`encoded` do that
-    work (the base64 of the inputs, the JSON), so a sink runs them off the event loop.
-
-    A tensor in the record: ``{"name", "datatype", "shape", "b64"}``, its values as base64 of
-    their little-endian bytes (4x smaller than a JSON list of floats, ~20x cheaper to encode;
-    decode with ``np.frombuffer(base64.b64decode(t["b64"]), t["datatype"]).reshape(t["shape"])``).
-    ``size`` is the exact length of :meth:`encoded`, known before encoding.
-    """
-
-    __slots__ = ("at", "head", "size", "tensors")
-
-    def __init__(
-        self, head: Record, tensors: dict[str, list[tuple[str, Array]]], at: float | None = None
-    ) -> None:
-        self.head = head
-        self.tensors = tensors
-        self.at = at  # written as the record's "at" (RFC 3339) by record() / encoded()
-        shell = {**head, **{key: [_shell(n, a) for n, a in ts] for key, ts in tensors.items()}}
-        if at is not None:
-            shell["at"] = _ISO_PLACEHOLDER
-        self.size = len(orjson.dumps(shell)) + sum(
-            _b64_len(a.nbytes) for ts in tensors.values() for _, a in ts
-        )
-
-    def _fields(self) -> Record:
-        out = dict(self.head)
-        if self.at is not None:
-            out["at"] = _iso(self.at)
-        return out
-
-    def record(self) -> Record:
-        """The whole record, tensors encoded (call it off the event loop)."""
-        out = self._fields()
-        for key, ts in self.tensors.items():
-            out[key] = [{**_shell(n, a), "b64": _b64(a).decode()} for n, a in ts]
-        return out
-
-    def encoded(self) -> bytes:
-        """:meth:`record` as JSON (``size`` bytes). The base64 goes into the JSON as it is
-        (a fragment: base64 needs no escaping), not through a str and orjson's escaping scan."""
-        out = self._fields()
-        for key, ts in self.tensors.items():
-            out[key] = [{**_shell(n, a), "b64": orjson.Fragment(b'"' + _b64(a) + b'"')}
-                        for n, a in ts]  # fmt: skip
-        return orjson.dumps(out)
-
-
-def _b64(array: Array) -> bytes:
-    """The base64 of a C-ordered array's bytes, read in place (no copy of the bytes first)."""
-    return base64.b64encode(array.data.cast("B"))
-
-
-def _shell(name: str, array: Array) -> dict[str, Any]:
-    return {"name": name, "datatype": array.dtype.str, "shape": list(array.shape), "b64": ""}
 
 
 Sink = Callable[[Kept], None]
@@ -350,8 +263,8 @@ class Capturer:
         head = self._head(item.model, item.version, rid, sample_id, row, reasons)
         head.update(predicted=scored.predicted, confidence=scored.confidence, margin=scored.margin)
         kept_row = Kept(head, {
-            "inputs": [(n, _row(a, row, rows)) for n, a in item.feeds.items()],
-            "outputs": [(n, _row(a, row, rows)) for n, a in item.outputs.items()],
+            "inputs": [(n, one_row(a, row, rows)) for n, a in item.feeds.items()],
+            "outputs": [(n, one_row(a, row, rows)) for n, a in item.outputs.items()],
         }, at=item.at)  # fmt: skip
         if not budget.admit(scored.predicted, kept_row.size):
             return False
@@ -394,7 +307,7 @@ class Capturer:
         """Labels applied to answered requests (a feedback sink): those of captured requests
         become ``label`` records."""
         self.flush()  # a request answered just before its label may still be held
-        now = _iso(time.time())
+        now = iso_utc(time.time())
         for rid, classes in labelled:
             held = self._captured.get((model, rid))
             if held is None:
@@ -427,89 +340,3 @@ class Capturer:
             f"{model}:{version}": budget.to_dict()
             for (model, version), budget in sorted(self.budgets.items())
         }
-
-
-class CaptureFile:
-    """A sink appending records as JSON Lines to ``path``, written off the event loop about
-    once a second (and at :meth:`close`). A write that fails is logged and counted."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._buffer: list[Kept] = []
-        self._lock = threading.Lock()
-        self._scheduled = False
-        self.written = 0
-        self.failed = 0
-
-    def __call__(self, kept: Kept) -> None:
-        self._buffer.append(kept)
-        if not self._scheduled:
-            with contextlib.suppress(RuntimeError):  # no running loop: written at close
-                loop = asyncio.get_running_loop()
-                loop.call_later(_FLUSH_S, self._due, loop)
-                self._scheduled = True
-
-    def _due(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop: take the buffer, write it in a worker thread."""
-        lines, self._buffer = self._buffer, []
-        self._scheduled = False
-        loop.run_in_executor(None, self._write, lines)
-
-    def _write(self, kept: list[Kept]) -> None:
-        if not kept:
-            return
-        lines = [k.encoded() for k in kept]  # here, in a worker thread: off the event loop
-        with self._lock:
-            try:
-                with self.path.open("ab") as f:
-                    f.write(b"\n".join(lines) + b"\n")
-                self.written += len(lines)
-            except OSError as exc:
-                self.failed += len(lines)
-                log.warning("capture file %s: %s", self.path, exc)
-
-    def close(self) -> None:
-        """Write what is buffered now (at shutdown)."""
-        lines, self._buffer = self._buffer, []
-        self._write(lines)
-
-
-class CaptureLog(CaptureFile):
-    """A byte-capped :class:`CaptureFile` kept on a node beside its outbox (the agent's local
-    copy of its own captured rows and their labels, which its training worker reads,
-    :mod:`edgeloop.agent.train_worker`).
-
-    Two files, ``captures.jsonl`` and ``captures.1.jsonl``: when a write would take the
-    current one past half of ``max_bytes``, it becomes ``.1`` (the older ``.1`` is dropped) and
-    a new one starts, so the log holds at most ``max_bytes`` (plus one batch of a second's
-    rows) and always the newest records. A label whose sample was rotated out joins nothing.
-    """
-
-    def __init__(self, folder: Path, max_bytes: int) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 2:
-            raise ValueError(f"capture log max_bytes {max_bytes!r} is not valid; expected >= 2")
-        folder.mkdir(parents=True, exist_ok=True)
-        super().__init__(folder / "captures.jsonl")
-        self.older = folder / "captures.1.jsonl"
-        self.max_bytes = max_bytes
-        self.rotations = 0
-
-    def files(self) -> list[Path]:
-        """The log's files, oldest first (those that exist)."""
-        return [p for p in (self.older, self.path) if p.is_file()]
-
-    def _write(self, kept: list[Kept]) -> None:
-        if not kept:
-            return
-        with self._lock:
-            try:
-                size = self.path.stat().st_size
-            except OSError:
-                size = 0
-            if size and size + sum(k.size + 1 for k in kept) > self.max_bytes // 2:
-                try:
-                    self.path.replace(self.older)
-                    self.rotations += 1
-                except OSError as exc:
-                    log.warning("capture log %s: %s", self.path, exc)
-        super()._write(kept)

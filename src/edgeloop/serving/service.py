@@ -31,7 +31,8 @@ import numpy as np
 
 from edgeloop.core.errors import EdgeError
 from edgeloop.serving.admission import Gate, QueueDelay
-from edgeloop.serving.capture_sink import CaptureFile, Capturer
+from edgeloop.serving.capture_files import CaptureFile
+from edgeloop.serving.capture_sink import Capturer
 from edgeloop.serving.cascade import CascadeOutcome, Escalator
 from edgeloop.serving.catalog import Catalog, ServedModel
 from edgeloop.serving.confidence_tally import tallied
