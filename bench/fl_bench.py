@@ -222,7 +222,7 @@ def main() -> None:
     for name, parts, partition in plan:
         seed = next(seeds) if name == "dp" else 0
         runs.append(federate(data, parts, name, partition, dp_seed=seed))
-    result = {
+    result: dict[str, Any] = {
         "command": " ".join(["bench/fl_bench.py", *sys.argv[1:]]),
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": 1,
                     "python": platform.python_version(), "torch": torch.__version__},

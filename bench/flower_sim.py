@@ -1,6 +1,7 @@
 """Issue 14's protocol in Flower's Ray simulation; run by bench/fl_flower_bench.py.
 
     .venv-flower/bin/python bench/flower_sim.py DATA.npz --partition iid|noniid [--dp]
+    PYTHONPATH=src .venv-flower/bin/python bench/flower_sim.py --noise-check
 
 Runs in Flower's own environment (``.venv-flower``: flwr[simulation] and torch 2.13.0+cpu, no
 edgeloop install). The data and the client shares come from the caller as one .npz (x_train,
@@ -11,6 +12,13 @@ orchestration and aggregation: ``flwr.server.strategy.FedAvg`` (weighted by exam
 ``DifferentialPrivacyServerSideFixedClipping`` (noise multiplier 1.0, clip 1.0, 10 clients) with
 ``--dp``. Accuracy on the 360 test images after every round through Flower's ``evaluate_fn``; the
 seconds between two evaluations are that round's time. Prints one JSON object on stdout.
+
+``--noise-check`` runs no simulation: the same 10 client models (9,930 weights, digits-cnn's count;
+global ~ N(0, 0.1), each client + N(0, 0.05), so every change is clipped) go through Flower's
+server-side DP (``compute_clip_model_update``, FedAvg's weighted ``aggregate``,
+``add_gaussian_noise_to_params``, 200 draws) and edgeloop's ``private_mean_delta`` (z = 1, C = 1,
+m = 10, noise seeds 0..199); it prints the clean mean change of each and the measured std of the
+noise each adds to it.
 """
 
 from __future__ import annotations
@@ -44,12 +52,59 @@ def _split(model: torch.nn.Module, flat: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def noise_check() -> dict[str, Any]:
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy.aggregate import aggregate
+    from flwr.supercore.differential_privacy import (
+        add_gaussian_noise_to_params,
+        compute_clip_model_update,
+    )
+
+    from edgeloop.federated.dp import DpConfig, private_mean_delta
+    from edgeloop.federated.update import ClientUpdate
+
+    rng = np.random.default_rng(1)
+    glob = rng.normal(0, 0.1, 9930)
+    models = [glob + rng.normal(0, 0.05, glob.size) for _ in range(CLIENTS)]
+    samples = [144] * 7 + [143] * 3  # the IID shares of 1,437 images
+    results = []
+    for m, n in zip(models, samples, strict=True):
+        arrays = [m.astype(np.float32)]
+        compute_clip_model_update(arrays, [glob.astype(np.float32)], 1.0)
+        results.append((arrays, n))
+    clean_f = aggregate(results)[0].astype(np.float64) - glob
+    noise_f = [parameters_to_ndarrays(add_gaussian_noise_to_params(
+        ndarrays_to_parameters(aggregate(results)), 1.0, 1.0, CLIENTS))[0] - glob - clean_f
+        for _ in range(200)]  # fmt: skip
+    pairs = enumerate(zip(models, samples, strict=True))
+    ups = [ClientUpdate(str(k), 1, n, m) for k, (m, n) in pairs]
+    cfg = DpConfig(1.0, 1.0, expected_clients=CLIENTS)
+    clean_e = private_mean_delta(glob, ups, DpConfig(0.0, 1.0, CLIENTS), np.random.default_rng(0))
+    noise_e = [private_mean_delta(glob, ups, cfg, np.random.default_rng(s)) - clean_e
+               for s in range(200)]  # fmt: skip
+    return {
+        "flower_noise_std": float(np.concatenate(noise_f).std()),
+        "edgeloop_noise_std": float(np.concatenate(noise_e).std()),
+        "formula_z_c_over_m": cfg.noise_std(CLIENTS), "draws_each": 200 * glob.size,
+        "clean_mean_change_norm": {"flower": float(np.linalg.norm(clean_f)),
+                                   "edgeloop": float(np.linalg.norm(clean_e))},
+        "clean_max_abs_diff": float(np.abs(clean_f - clean_e).max()),
+        "noise_norm_per_round": float(np.linalg.norm(noise_e[0])),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data")
+    parser.add_argument("data", nargs="?")
     parser.add_argument("--partition", choices=["iid", "noniid"], default="iid")
     parser.add_argument("--dp", action="store_true")
+    parser.add_argument("--noise-check", action="store_true", help="the DP noise, both sides")
     args = parser.parse_args()
+    if args.noise_check:
+        print(json.dumps(noise_check(), indent=2))
+        return
+    if args.data is None:
+        parser.error("DATA.npz is needed unless --noise-check")
     import flwr
     from flwr.client import NumPyClient
     from flwr.common import Context, ndarrays_to_parameters
