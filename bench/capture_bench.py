@@ -144,9 +144,8 @@ def top1(model: Path, xs: np.ndarray) -> np.ndarray:
 def in_process(
     model: Path, xs: np.ndarray, policy: str, workdir: Path, passes: int = 40
 ) -> dict[str, Any]:
-    """The capture path alone, in this process: ``Capturer.defer`` of the stream's 64 inputs
-    with their real outputs, then one ``flush`` deciding them together (both on the event loop
-    in a server, which flushes every 256 requests or 50 ms), then the encoding and JSON
+    """The capture path alone, in this process: ``Capturer.observe`` over the stream's 64
+    inputs with their real outputs (on the event loop in a server), then the encoding and JSON
     Lines write of what it kept (a worker thread's); each the fastest of ``passes`` passes (the
     cost on an idle CPU: other jobs only ever add to it), per request."""
     import onnxruntime as ort
@@ -164,10 +163,8 @@ def in_process(
     def on_loop() -> Capturer:
         capturer = Capturer()
         capturer.sinks.append(sink)
-        capturer._scheduled = True  # as on a running loop with a flush due: requests wait
         for i, (f, o) in enumerate(zip(feeds, outs, strict=True)):
-            capturer.defer(spec, MODEL_NAME, "1", f"q{i}", f, o)
-        capturer.flush()
+            capturer.observe(spec, MODEL_NAME, "1", f"q{i}", f, o)
         return capturer
 
     loop_s, write_s = [], []

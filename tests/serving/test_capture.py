@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,8 @@ from edgeloop.serving.capture import (
     Reason,
     Scores,
     decide,
-    decide_rows,
     parse_reasons,
     row_scores,
-    score_arrays,
     scores,
 )
 from edgeloop.serving.capture_record import Kept
@@ -241,8 +239,6 @@ def test_a_drift_alarm_opens_the_drift_window_of_its_version() -> None:
     capturer = Capturer()
     spec = CaptureSpec.parse("drift:60")
     assert _run(capturer, spec, _logits([CONFIDENT]), "before") == 0
-    import time
-
     alarm = MonitorEvent(EventType.DRIFT, "m", "1", "input", 9.0, 1.0, 5, (), time.time())
     capturer.monitor_event(alarm)
     assert _run(capturer, spec, _logits([CONFIDENT]), "after") == 1
@@ -254,58 +250,17 @@ def test_a_drift_alarm_opens_the_drift_window_of_its_version() -> None:
     assert three == 0  # its only alarm's window closed
 
 
-def test_a_held_request_is_judged_by_the_alarms_before_it_was_answered() -> None:
-    """Requests are decided a few milliseconds after their answer (Capturer.defer): one
-    answered before an alarm is not kept for drift, one answered after it is."""
+def test_a_row_is_judged_by_the_last_alarm_before_its_answer_whatever_the_order() -> None:
+    """An older alarm that arrives after a newer one does not close the newer one's window."""
     capturer = Capturer()
     spec = CaptureSpec.parse("drift:60")
-    kept: list[Kept] = []
-    capturer.sinks.append(kept.append)
-    capturer._scheduled = True  # as if a flush were due on a running loop: the requests wait
-    capturer.defer(spec, "m", "1", "before", _feeds(1), _logits([CONFIDENT]))
-    at = capturer._pending[0].at + 0.001
-    capturer.monitor_event(MonitorEvent(EventType.DRIFT, "m", "1", "input", 9.0, 1.0, 5, (), at))
-    capturer._pending.append(replace(capturer._pending[0], request_id="after", at=at + 0.001))
-    assert capturer.flush() == 1 and [k.head["request_id"] for k in kept] == ["after"]
-    assert capturer.status()["m:1"]["seen"] == 2
-
-
-def test_rows_decided_together_get_the_reasons_one_at_a_time_would() -> None:
-    rng = np.random.default_rng(4)
-    logits = (rng.standard_normal((300, 5)) * rng.uniform(0.1, 4, (300, 1))).astype(np.float32)
-    logits[7, 2] = np.nan  # no scores: only a drift or random reason can hold
-    spec = CaptureSpec.parse("uncertain:0.5,margin:0.1,drift:30,random:0.2")
-    predicted, confidence, margin = score_arrays(probabilities(logits))
-    ages = np.where(np.arange(300) % 3 == 0, np.nan, rng.uniform(-5, 60, 300))
-    draws = rng.random(300)
-    held = decide_rows(spec, confidence, margin, ages, draws)
-    for j in range(300):
-        one = row_scores(logits[j].tolist())
-        age = None if np.isnan(ages[j]) else float(ages[j])
-        assert tuple(r for r, hit in held if hit[j]) == decide(spec, one, age, float(draws[j]))
-        assert (one.predicted is None) == (predicted[j] < 0)
-        if one.confidence is not None:
-            assert math.isclose(one.confidence, confidence[j], rel_tol=1e-5)
-
-
-def test_held_requests_are_decided_after_deferral_or_when_enough_wait() -> None:
-    import asyncio
-
-    from edgeloop.serving.capture_sink import DEFER_REQUESTS, DEFER_S
-
-    async def main() -> tuple[int, int, int]:
-        capturer = Capturer()
-        spec = CaptureSpec.parse("uncertain:0.9")
-        for i in range(3):
-            capturer.defer(spec, "m", "1", f"a{i}", _feeds(1), _logits([UNSURE]))
-        held = len(capturer._pending)
-        await asyncio.sleep(DEFER_S * 4)
-        after_timer = len(capturer._pending)
-        for i in range(DEFER_REQUESTS):
-            capturer.defer(spec, "m", "1", f"b{i}", _feeds(1), _logits([UNSURE]))
-        return held, after_timer, len(capturer._pending)
-
-    assert asyncio.run(main()) == (3, 0, 0)
+    now = time.time()
+    for at in (now - 1.0, now - 61.0):  # the newer alarm first, then an older one
+        capturer.monitor_event(
+            MonitorEvent(EventType.DRIFT, "m", "1", "input", 9.0, 1.0, 5, (), at)
+        )
+    assert _run(capturer, spec, _logits([CONFIDENT]), "r") == 1
+    assert capturer.status()["m:1"]["kept_by_reason"] == {"drift": 1}
 
 
 # -- the random share is seeded, counted and unbiased --------------------------------------------

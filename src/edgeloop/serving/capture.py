@@ -26,8 +26,8 @@ the per-version state, the records and where they go.
 
 from __future__ import annotations
 
-import hashlib
 import math
+import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -282,34 +282,12 @@ def decide(
     return tuple(held)
 
 
-def decide_rows(
-    spec: CaptureSpec, confidence: Array, margin: Array, drift_age_s: Array, draws: Array
-) -> list[tuple[Reason, Array]]:
-    """:func:`decide` for many rows at once: each reason of the policy, in its order, with
-    the rows where it holds (arrays of one value per row; NaN holds nothing: no class scores,
-    no drift alarm yet)."""
-    held = []
-    with np.errstate(invalid="ignore"):
-        for reason, value in spec.reasons.items():
-            if reason is Reason.UNCERTAIN:
-                hit = confidence < value
-            elif reason is Reason.MARGIN:
-                hit = margin < value
-            elif reason is Reason.DRIFT:
-                hit = (drift_age_s >= 0.0) & (drift_age_s <= value)
-            else:
-                hit = draws < value
-            held.append((reason, hit))
-    return held
-
-
 class Budget:
     """One served version's bounds and counts: bytes kept, rows per predicted class."""
 
     def __init__(self, spec: CaptureSpec, model: str, version: str) -> None:
         self.spec = spec
-        key = hashlib.sha256(f"{spec.seed}:{model}:{version}".encode()).digest()
-        self.rng = np.random.default_rng(int.from_bytes(key[:8], "little"))  # one draw a row
+        self.rng = random.Random(f"{spec.seed}:{model}:{version}")
         self.bytes = 0
         self.per_class: Counter[int] = Counter()
         self.counts: Counter[str] = Counter()  # seen, kept, over_bytes, over_quota, too_large

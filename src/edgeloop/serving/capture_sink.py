@@ -1,12 +1,8 @@
 """The capture policy at work: per-version budgets, captured records, and where they go.
 
 The inference service hands every answered request of a version served with a capture policy
-(``ServerConfig.capture``, :mod:`edgeloop.serving.capture`) to :meth:`Capturer.defer`, on
-the event loop, after the answer is ready: it is held (by reference) and decided with the
-others answered since, at most ``DEFER_REQUESTS`` requests or ``DEFER_S`` seconds later, and
-before any label or status read (:meth:`Capturer.flush`): their rows are scored in one array
-operation (scoring each request on its own cost more than the rest of capture together,
-docs/data.md). Each row is scored (top-1, margin), checked against
+(``ServerConfig.capture``, :mod:`edgeloop.serving.capture`) to :meth:`Capturer.observe`, on
+the event loop, after the answer is ready. Each row is scored (top-1, margin), checked against
 the policy and the version's budget; a kept row becomes one record::
 
     {"type": "sample", "model", "model_version", "request_id", "sample_id", "row",
@@ -30,7 +26,6 @@ once a second).
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 import time
@@ -48,9 +43,8 @@ from edgeloop.serving.capture import (
     CaptureSpec,
     Reason,
     Scores,
-    decide_rows,
+    decide,
     row_scores,
-    score_arrays,
     scores,
 )
 from edgeloop.serving.capture_record import Kept, iso_utc, one_row
@@ -60,9 +54,7 @@ log = logging.getLogger(__name__)
 Record = dict[str, Any]
 MAX_ROWS = 256  # rows of one request looked at (a larger batch: its first 256)
 _REMEMBERED = 10_000  # captured sample ids kept for labels that come later (~1 MB)
-DEFER_REQUESTS = 256  # answered requests held before they are decided together
-DEFER_S = 0.05  # ... or this long after the first of them (on the running loop)
-_ALARMS_KEPT = 64  # drift alarm times kept per version (a held request is at most DEFER_S old)
+_ALARMS_KEPT = 64  # drift alarm times kept per version
 _SHORT_ROW = 1024  # class scores of one row scored in plain Python (capture.row_scores)
 Array = np.ndarray[Any, Any]
 
@@ -78,42 +70,19 @@ def _scores(first: Array | None, rows: int) -> list[Scores]:
 
 @dataclass(frozen=True, slots=True)
 class _Answered:
-    """An answered request held for the next decision (:meth:`Capturer.defer`)."""
+    """The answered request a kept row comes from."""
 
-    spec: CaptureSpec
     model: str
     version: str
-    request_id: str | None
     feeds: dict[str, Array]
     outputs: dict[str, Array]
-    at: float  # time.time() when it was handed over
+    at: float  # time.time() when it was answered
 
 
 def _rows(first: Array | None) -> int:
     """The rows of a request looked at (its first output's batch axis, at most MAX_ROWS)."""
     rows = int(first.shape[0]) if first is not None and first.ndim else 1
     return min(rows, MAX_ROWS)
-
-
-def _score_rows(firsts: list[Array | None], rows: list[int]) -> tuple[Array, Array, Array]:
-    """(predicted, confidence, margin) of every row looked at, one request after the other:
-    when every first output is a 2-D array of the same class scores (one model version's
-    answers), in one array operation; otherwise request by request (:func:`_scores`)."""
-    shapes = {f.shape[1] if f is not None and f.ndim == 2 else -1 for f in firsts}
-    if len(shapes) == 1 and shapes.pop() >= 2:
-        parts = [f[:r] for f, r in zip(firsts, rows, strict=True) if f is not None]
-        stacked = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return score_arrays(probabilities(stacked))
-    table = [
-        row
-        for first, n in zip(firsts, rows, strict=True)
-        for row in (_scores(first, n) or [NO_SCORES] * n)
-    ]
-    return (
-        np.array([-1 if r.predicted is None else r.predicted for r in table], dtype=np.int64),
-        np.array([np.nan if r.confidence is None else r.confidence for r in table]),
-        np.array([np.nan if r.margin is None else r.margin for r in table]),
-    )
 
 
 Sink = Callable[[Kept], None]
@@ -125,13 +94,11 @@ class Capturer:
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
         self.budgets: dict[tuple[str, str], Budget] = {}
-        # each version's last drift alarms' times, oldest first (a held request is judged by
-        # the last alarm at or before its own time, not by one raised after it was answered)
+        # each version's last drift alarms' times, oldest first (a row is judged by the last
+        # alarm at or before its answer, whatever order the alarms arrived in)
         self._drift_at: dict[tuple[str, str], list[float]] = {}
         self._captured: OrderedDict[tuple[str, str], tuple[str, tuple[str, ...]]] = OrderedDict()
         self.sink_errors = 0
-        self._pending: list[_Answered] = []
-        self._scheduled = False
 
     def budget(self, spec: CaptureSpec, model: str, version: str) -> Budget:
         key = (model, version)
@@ -147,34 +114,6 @@ class Capturer:
             bisect.insort(times, event.at)
             del times[:-_ALARMS_KEPT]
 
-    def defer(
-        self,
-        spec: CaptureSpec,
-        model: str,
-        version: str,
-        request_id: str | None,
-        feeds: dict[str, Array],
-        outputs: dict[str, Array],
-    ) -> None:
-        """Hold an answered request to be decided with the next ones (module docstring); with
-        no running event loop it is decided at once."""
-        self._pending.append(_Answered(spec, model, version, request_id, feeds, outputs,
-                                       time.time()))  # fmt: skip
-        if len(self._pending) >= DEFER_REQUESTS:
-            self.flush()
-        elif not self._scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._scheduled = True
-            loop.call_later(DEFER_S, self._due)
-
-    def _due(self) -> None:
-        self._scheduled = False
-        self.flush()
-
     def observe(
         self,
         spec: CaptureSpec,
@@ -184,65 +123,28 @@ class Capturer:
         feeds: dict[str, Array],
         outputs: dict[str, Array],
     ) -> int:
-        """Decide an answered request now (after those held): score each row, keep those the
-        policy and the budget allow; the number of this request's rows kept."""
-        self.flush()
-        self._pending.append(_Answered(spec, model, version, request_id, feeds, outputs,
-                                       time.time()))  # fmt: skip
-        return self.flush()
-
-    def flush(self) -> int:
-        """Decide the held requests, in the order they were answered (each version's on its
-        own: their budgets are); the number of rows kept. Never raises: a version's requests
-        whose decision fails are logged and skipped."""
-        pending, self._pending = self._pending, []
-        runs: dict[tuple[str, str], list[_Answered]] = {}
-        for item in pending:
-            runs.setdefault((item.model, item.version), []).append(item)
-        kept = 0
-        for (model, version), items in runs.items():
-            start = 0
-            for end in range(1, len(items) + 1):  # a run of one policy (it may change)
-                if end < len(items) and items[end].spec is items[start].spec:
-                    continue
-                try:
-                    kept += self._decide(items[start:end])
-                except Exception:  # capturing never fails the server
-                    self.sink_errors += 1
-                    log.exception("%s:%s: capturing requests failed", model, version)
-                start = end
-        return kept
-
-    def _decide(self, items: list[_Answered]) -> int:
-        """Decide requests of one version under one policy: every row scored and checked at
-        once (capture.score_arrays, capture.decide_rows), then the rows that a reason holds
-        for kept as far as the budget allows, in order."""
-        spec, model, version = items[0].spec, items[0].model, items[0].version
+        """Score each row of an answered request, keep those the policy and the budget allow;
+        the number kept. (Deciding requests in batches instead, their rows scored in one array
+        operation, was measured slower in a loaded server: docs/data.md.)"""
         budget = self.budget(spec, model, version)
-        firsts = [next(iter(item.outputs.values()), None) for item in items]
-        rows = [_rows(first) for first in firsts]
-        total = sum(rows)
-        budget.counts["seen"] += total
-        predicted, confidence, margin = _score_rows(firsts, rows)
-        at = np.repeat(np.array([item.at for item in items]), rows)
-        alarms = np.asarray(self._drift_at.get((model, version), ()), dtype=np.float64)
-        age = np.full(total, np.nan)  # seconds since the last alarm at or before the answer
-        if alarms.size:
-            since = np.searchsorted(alarms, at, side="right")
-            age = np.where(since > 0, at - alarms[np.maximum(since - 1, 0)], np.nan)
-        held = decide_rows(spec, confidence, margin, age, budget.rng.random(total))
-        hits = np.logical_or.reduce([hit for _, hit in held]) if held else np.zeros(total, bool)
-        starts = np.cumsum([0, *rows])
-        ids: dict[int, str] = {}  # a request without an id gets one, for all its rows
+        first = next(iter(outputs.values()), None)
+        rows = _rows(first)
+        table = _scores(first, rows)
+        now = time.time()
+        alarms = self._drift_at.get((model, version))
+        since = bisect.bisect_right(alarms, now) if alarms else 0
+        age = None if not since or alarms is None else now - alarms[since - 1]
+        rid = request_id or ""
         kept = 0
-        for j in np.flatnonzero(hits).tolist():
-            i = int(np.searchsorted(starts, j, side="right")) - 1
-            item, row = items[i], j - int(starts[i])
-            rid = item.request_id or ids.setdefault(i, uuid.uuid4().hex)
-            p = int(predicted[j])
-            scored = NO_SCORES if p < 0 else Scores(p, float(confidence[j]), float(margin[j]))
-            reasons = tuple(reason for reason, hit in held if hit[j])
-            if self._keep(budget, item, rid, row, rows[i], scored, reasons):
+        budget.counts["seen"] += rows
+        item = _Answered(model, version, feeds, outputs, now)
+        for row in range(rows):
+            scored = table[row] if table else NO_SCORES
+            reasons = decide(spec, scored, age, budget.rng.random())
+            if not reasons:
+                continue
+            rid = rid or uuid.uuid4().hex  # a request without an id gets one when kept
+            if self._keep(budget, item, rid, row, rows, scored, reasons):
                 kept += 1
         return kept
 
@@ -306,7 +208,6 @@ class Capturer:
     def label(self, model: str, labelled: Iterable[tuple[str, tuple[int, ...]]]) -> None:
         """Labels applied to answered requests (a feedback sink): those of captured requests
         become ``label`` records."""
-        self.flush()  # a request answered just before its label may still be held
         now = iso_utc(time.time())
         for rid, classes in labelled:
             held = self._captured.get((model, rid))
@@ -335,7 +236,6 @@ class Capturer:
 
     def status(self) -> dict[str, Any]:
         """Per served version (``model:version``): the policy, bytes and counts."""
-        self.flush()
         return {
             f"{model}:{version}": budget.to_dict()
             for (model, version), budget in sorted(self.budgets.items())

@@ -196,12 +196,11 @@ class InferenceService:
     def _capture(
         self, name: str, version: ServedVersion, feeds: Feeds, outputs: Feeds, rid: str | None
     ) -> None:
-        """Hand the answered request to the capture policy (serving/capture_sink.py: decided
-        with the others answered in the next few milliseconds)."""
+        """Hand the answered request to the capture policy (serving/capture_sink.py)."""
         spec = version.config.capture
         try:
             if spec is not None:
-                self.capture.defer(spec, name, version.version, rid, feeds, outputs)
+                self.capture.observe(spec, name, version.version, rid, feeds, outputs)
         except Exception:  # capturing never fails an answered request
             log.exception("%s: capturing the request failed", version.where)
 
@@ -288,7 +287,6 @@ class InferenceService:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.escalator.close()
-        self.capture.flush()  # the requests still held are decided, then written
         if self.capture_file is not None:
             self.capture_file.close()
 
