@@ -284,6 +284,13 @@ class FlWorker:
             path, content=body, headers={"X-Fl-Update": json.dumps(header),
                                          "Content-Type": "application/octet-stream"},
         )  # fmt: skip
+        if sent.status_code == 409:
+            # The round moved on (this answer is late: a stalled or slow node) or was answered
+            # already: nothing to retry, so poll at once for the current round (the control
+            # plane offers a node only what it has not answered, as after any answer).
+            self.last_error = f"round {task['round']} of {task['task_id']}: {sent.text[:200]}"
+            log.info("federated answer not taken: %s", self.last_error)
+            return
         _check(sent)
         self.rounds += step in (None, "unmask") and "decline" not in header
 
