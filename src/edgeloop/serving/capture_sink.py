@@ -32,7 +32,6 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,17 +65,6 @@ def _scores(first: Array | None, rows: int) -> list[Scores]:
     if rows == 1 and first.size <= _SHORT_ROW:
         return [row_scores(first.reshape(-1).tolist())]
     return scores(probabilities(first[:rows]))
-
-
-@dataclass(frozen=True, slots=True)
-class _Answered:
-    """The answered request a kept row comes from."""
-
-    model: str
-    version: str
-    feeds: dict[str, Array]
-    outputs: dict[str, Array]
-    at: float  # time.time() when it was answered
 
 
 def _rows(first: Array | None) -> int:
@@ -125,55 +113,40 @@ class Capturer:
     ) -> int:
         """Score each row of an answered request, keep those the policy and the budget allow;
         the number kept. (Deciding requests in batches instead, their rows scored in one array
-        operation, was measured slower in a loaded server: docs/data.md.)"""
+        operation, was measured no better in a server: docs/data.md.)"""
         budget = self.budget(spec, model, version)
         first = next(iter(outputs.values()), None)
         rows = _rows(first)
         table = _scores(first, rows)
         now = time.time()
-        alarms = self._drift_at.get((model, version))
-        since = bisect.bisect_right(alarms, now) if alarms else 0
-        age = None if not since or alarms is None else now - alarms[since - 1]
+        alarms = self._drift_at.get((model, version), [])
+        since = bisect.bisect_right(alarms, now)  # the last alarm at or before the answer
+        age = now - alarms[since - 1] if since else None
         rid = request_id or ""
         kept = 0
         budget.counts["seen"] += rows
-        item = _Answered(model, version, feeds, outputs, now)
         for row in range(rows):
             scored = table[row] if table else NO_SCORES
             reasons = decide(spec, scored, age, budget.rng.random())
-            if not reasons:
+            if not reasons or not budget.precheck(scored.predicted):
                 continue
             rid = rid or uuid.uuid4().hex  # a request without an id gets one when kept
-            if self._keep(budget, item, rid, row, rows, scored, reasons):
-                kept += 1
+            sample_id = rid if rows == 1 else f"{rid}#{row}"
+            head = self._head(model, version, rid, sample_id, row, reasons)
+            head.update(
+                predicted=scored.predicted, confidence=scored.confidence, margin=scored.margin
+            )
+            kept_row = Kept(head, {
+                "inputs": [(n, one_row(a, row, rows)) for n, a in feeds.items()],
+                "outputs": [(n, one_row(a, row, rows)) for n, a in outputs.items()],
+            }, at=now)  # fmt: skip
+            if not budget.admit(scored.predicted, kept_row.size):
+                continue
+            budget.kept_by_reason.update(r.value for r in reasons)
+            self._remember(model, rid, version, sample_id)
+            self._emit(kept_row)
+            kept += 1
         return kept
-
-    def _keep(
-        self,
-        budget: Budget,
-        item: _Answered,
-        rid: str,
-        row: int,
-        rows: int,
-        scored: Scores,
-        reasons: tuple[Reason, ...],
-    ) -> bool:
-        """Keep one row that a reason holds for, if the budget allows (counted either way)."""
-        if not budget.precheck(scored.predicted):
-            return False
-        sample_id = rid if rows == 1 else f"{rid}#{row}"
-        head = self._head(item.model, item.version, rid, sample_id, row, reasons)
-        head.update(predicted=scored.predicted, confidence=scored.confidence, margin=scored.margin)
-        kept_row = Kept(head, {
-            "inputs": [(n, one_row(a, row, rows)) for n, a in item.feeds.items()],
-            "outputs": [(n, one_row(a, row, rows)) for n, a in item.outputs.items()],
-        }, at=item.at)  # fmt: skip
-        if not budget.admit(scored.predicted, kept_row.size):
-            return False
-        budget.kept_by_reason.update(r.value for r in reasons)
-        self._remember(item.model, rid, item.version, sample_id)
-        self._emit(kept_row)
-        return True
 
     def _head(
         self,
